@@ -1,0 +1,92 @@
+"""``orders``: order intents for a session, gated, and sent to the broker only when it is safe.
+
+DESIGN rule 2: orders are sent only for the latest completed session (the latest session with
+clean bars), in a single-partition run whose config says ``submit: true`` (the daily schedule and
+the ``daily`` CLI set it), and only when ``broker.execution`` is not ``dry_run``. Every other run —
+a backfill, an older partition, a UI materialization without the flag — records intents only.
+"""
+
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from assets.markdown import frame_md
+from assets.partitions import daily_sessions, run_sessions, single_run
+from assets.portfolio import TARGET_POSITIONS
+from assets.quality import CLEAN_BARS
+from assets.resources import BrokerResource, Settings
+from pipeline.orders import execute_orders
+
+
+class OrdersConfig(dg.Config):
+    submit: bool = Field(
+        False,
+        description="Send accepted orders to the broker. Honoured only for the latest session in a "
+        "single-partition run; otherwise intents are recorded and nothing is sent.",
+    )
+
+
+def submission_allowed(run: pd.DatetimeIndex, latest: pd.Timestamp | None, requested: bool, execution: str) -> tuple[bool, str]:
+    """Whether this run may send orders, and why (or why not)."""
+    if not requested:
+        return False, "submit not requested (run config orders.submit is false): intents recorded only"
+    if execution == "dry_run":
+        return False, "broker.execution is dry_run: intents recorded only"
+    if len(run) != 1:
+        return False, f"a backfill of {len(run)} sessions never sends orders: intents recorded only"
+    if latest is None or run[0] != latest:
+        return False, f"{run[0].date()} is not the latest session ({latest.date() if latest is not None else 'none'}): intents recorded only"
+    return True, f"submitting for the latest session {run[0].date()}"
+
+
+@dg.asset(
+    deps=[TARGET_POSITIONS, CLEAN_BARS],
+    partitions_def=daily_sessions,
+    backfill_policy=single_run,
+    group_name="execution",
+    kinds={"python", "duckdb"},
+    code_version="1",
+    pool="broker",
+)
+def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Settings, broker: BrokerResource) -> dg.MaterializeResult:
+    """Orders that take the broker's positions to the session's target positions: one intent per
+    instrument with a deterministic ``orderRef`` (``strategy:session:instrument:seq``), written to
+    the ledger before submission, checked by the pre-trade gate (kill switch, max order quantity
+    and notional, max position), and filled by the paper broker. Re-running a session sends only
+    the residual (nothing, after a success)."""
+    cfg, lake, ledger = settings.config(), settings.lake(), settings.ledger()
+    run = run_sessions(context)
+    clean_sessions = lake.sessions(CLEAN_BARS)
+    latest = clean_sessions[-1] if len(clean_sessions) else None
+    submit, why = submission_allowed(run, latest, config.submit, cfg.broker.execution)
+    context.log.info(why)
+    targets = lake.read_wide(TARGET_POSITIONS, "target", cfg.symbols, end=run[-1])
+    prices = lake.read_wide(TARGET_POSITIONS, "price", cfg.symbols, end=run[-1])
+    point_sizes = {i.symbol: i.point_size for i in cfg.instruments}
+    reports = []
+    for session in run:
+        if session not in targets.index:
+            raise dg.Failure(f"orders: no target positions for {session.date()}: materialize target_positions first")
+        previous = targets.loc[:session].iloc[-2] if targets.index.get_loc(session) > 0 else None
+        reports.append(execute_orders(
+            targets.loc[session].dropna(), prices.loc[session], session,
+            ledger=ledger,
+            broker=broker.broker() if submit else None,
+            limits=cfg.risk,
+            point_sizes=point_sizes,
+            strategy=cfg.broker.strategy,
+            submit=submit,
+            run_id=context.run.run_id,
+            assumed_positions=None if submit else (previous.fillna(0.0) if previous is not None else None),
+        ))
+    counts = pd.DataFrame([r.counts for r in reports]).sum()
+    last = reports[-1].intents
+    shown = last[["order_ref", "side", "quantity", "reference_price", "verdict", "deny_reason", "status"]] if len(last) else last
+    return dg.MaterializeResult(metadata={
+        "submitted": submit,
+        "why": why,
+        "trading_state": reports[-1].trading_state.value,
+        **{k: int(v) for k, v in counts.items()},
+        "orders": dg.MetadataValue.md(frame_md(shown, limit=50)),
+    })

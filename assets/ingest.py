@@ -1,0 +1,60 @@
+"""``raw_bars``: daily bars exactly as the bar source returned them (append-only)."""
+
+
+import dagster as dg
+import pandas as pd
+
+from assets.partitions import daily_sessions, run_sessions, single_run
+from assets.resources import BarSourceResource, Settings
+
+RAW_BARS = "raw_bars"
+
+
+@dg.asset(
+    partitions_def=daily_sessions,
+    backfill_policy=single_run,
+    group_name="ingest",
+    kinds={"python", "parquet"},
+    code_version="1",
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+)
+def raw_bars(context: dg.AssetExecutionContext, settings: Settings, bar_source: BarSourceResource) -> dg.MaterializeResult:
+    """Daily bars of every configured instrument as the bar source returned them.
+
+    Append-only: each fetch is a new batch of files with its ``source`` and ``fetched_at``; nothing
+    is ever rewritten. A run fetches its own sessions plus any sessions between the last stored
+    bar and its end (on an empty lake, the whole history from ``history_start``).
+
+    Fails (nothing written) when the source has no bar at all for a session of the run: an empty
+    answer is never taken as "no bars".
+    """
+    cfg, lake, source = settings.config(), settings.lake(), bar_source.source()
+    run = run_sessions(context)
+    stored = lake.sessions(RAW_BARS)
+    start = pd.Timestamp(cfg.history_start) if stored.empty else min(run[0], stored[-1] + pd.Timedelta(days=1))
+    bars = source.fetch(cfg.symbols, start, run[-1])
+    got = pd.DatetimeIndex(bars["session"].unique())
+    missing = run.difference(got)
+    if len(missing):
+        latest = source.last_session(cfg.symbols)
+        raise dg.Failure(
+            f"raw_bars: source {source.name!r} has no bars for {len(missing)} session(s) of this run "
+            f"({', '.join(d.strftime('%Y-%m-%d') for d in missing[:5])}{' ...' if len(missing) > 5 else ''}); "
+            f"its latest session is {latest.date() if latest is not None else 'none'}. Nothing was written."
+        )
+    fetched_at = pd.Timestamp(bars["fetched_at"].iloc[0])
+    batch = f"{fetched_at.strftime('%Y%m%dT%H%M%S%f')}-{context.run.run_id[:8]}"
+    lake.append(RAW_BARS, bars, batch=batch)
+    in_run = bars[bars["session"].isin(run)]
+    per_instrument = in_run.groupby("instrument").size().reindex(cfg.symbols, fill_value=0)
+    return dg.MaterializeResult(
+        metadata={
+            "source": source.name,
+            "rows_fetched": len(bars),
+            "rows_in_run_sessions": len(in_run),
+            "fetched_range": f"{bars['session'].min().date()} .. {bars['session'].max().date()}",
+            "instruments_without_bars": dg.MetadataValue.json(per_instrument[per_instrument == 0].index.tolist()),
+            "batch": batch,
+            "path": dg.MetadataValue.path(str(lake.path(RAW_BARS))),
+        }
+    )

@@ -1,0 +1,31 @@
+"""Daily session partitions: Monday-Friday, the exchange's holidays and closures excluded.
+
+Keys are session dates (``2022-12-28``). ``end_offset=1`` makes today's session a partition from
+midnight, so the post-close schedule can target the session that just closed.
+"""
+
+
+import dagster as dg
+import pandas as pd
+
+from pipeline.calendar import exchange_timezone, non_session_weekdays
+from pipeline.config import load_config
+
+_cfg = load_config()
+
+daily_sessions = dg.TimeWindowPartitionsDefinition(
+    cron_schedule="0 0 * * 1-5",
+    start=_cfg.history_start,
+    fmt="%Y-%m-%d",
+    timezone=exchange_timezone(_cfg.calendar),
+    end_offset=1,
+    exclusions=non_session_weekdays(_cfg.history_start, _cfg.calendar),
+)
+
+#: Time-series assets compute a backfill of any length in one run (DESIGN.md, "Partitions").
+single_run = dg.BackfillPolicy.single_run()
+
+
+def run_sessions(context: dg.AssetExecutionContext) -> pd.DatetimeIndex:
+    """The sessions of this run: one partition, or every partition of a single-run backfill."""
+    return pd.DatetimeIndex(pd.to_datetime(context.partition_keys), name="session").astype("datetime64[ns]")

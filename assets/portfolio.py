@@ -1,0 +1,95 @@
+"""Portfolio assets: ``instrument_weights`` (ERC, IDM) and ``target_positions`` (ST ch. 9-11)."""
+
+
+import dagster as dg
+import pandas as pd
+
+from assets.markdown import frame_md
+from assets.partitions import daily_sessions, run_sessions, single_run
+from assets.resources import Settings
+from assets.signals import COMBINED, VOLATILITY
+from pipeline.lake import wide_to_long
+from pipeline.portfolio import InstrumentWeights, estimate_instrument_weights, target_positions as size_positions, vol_normalised_returns
+from pipeline.regime import risk_scale
+
+INSTRUMENT_WEIGHTS = "instrument_weights"
+IDM_TABLE = "idm"
+CORRELATION_TABLE = "instrument_correlation"
+TARGET_POSITIONS = "target_positions"
+REGIME = "regime_model"
+
+
+@dg.asset(deps=[VOLATILITY], group_name="portfolio", kinds={"python", "parquet", "scipy"}, code_version="1")
+def instrument_weights(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
+    """Equal-risk-contribution instrument weights, re-estimated at each month end on the trailing
+    covariance of vol-normalised returns (scipy), with risk contributions, the IDM
+    (1/sqrt(w'Hw), correlations floored at 0, capped at 2.5) and the correlation matrix. An estimate
+    made at month end m applies from the next session (no look-ahead)."""
+    cfg, lake = settings.config(), settings.lake()
+    closes = lake.read_wide(VOLATILITY, "close", cfg.symbols)
+    vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols)
+    est = estimate_instrument_weights(
+        vol_normalised_returns(closes, vol),
+        lookback_sessions=int(cfg.portfolio.weights_lookback_years * 256),
+        min_sessions=cfg.portfolio.weights_min_sessions,
+        idm_cap=cfg.portfolio.idm_cap,
+    )
+    lake.write_table(INSTRUMENT_WEIGHTS, est.to_long())
+    lake.write_table(IDM_TABLE, est.idm.rename("idm").rename_axis("estimated_at").reset_index())
+    lake.write_table(CORRELATION_TABLE, est.correlation.rename_axis("instrument").reset_index())
+    latest_at = est.weights.index[-1]
+    latest = pd.DataFrame({"weight": est.weights.iloc[-1], "risk_contribution": est.risk_contributions.iloc[-1]})
+    return dg.MaterializeResult(metadata={
+        "estimated_at": str(latest_at.date()),
+        "n_estimates": len(est.weights),
+        "idm": float(est.idm.iloc[-1]),
+        "weights": dg.MetadataValue.md(frame_md(latest, index=True)),
+        "correlation": dg.MetadataValue.md(frame_md(est.correlation.round(2), index=True, floatfmt="{:.2f}")),
+        "max_risk_contribution_gap": float((latest["risk_contribution"][latest["weight"] > 0]).agg(lambda s: s.max() - s.min())),
+    })
+
+
+def _load_weights(lake) -> InstrumentWeights:
+    idm = lake.read_table(IDM_TABLE).set_index("estimated_at")["idm"]
+    return InstrumentWeights.from_long(lake.read_table(INSTRUMENT_WEIGHTS), idm)
+
+
+@dg.asset(deps=[VOLATILITY, COMBINED, INSTRUMENT_WEIGHTS, REGIME], **dict(
+    partitions_def=daily_sessions, backfill_policy=single_run, group_name="portfolio",
+    kinds={"python", "parquet"}, code_version="1"))
+def target_positions(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
+    """Vol-targeted, buffered positions in shares/contracts: capital x annual vol target / 16 /
+    (daily price vol x point size) x combined forecast / 10 x instrument weight x IDM (x the
+    regime risk scale if configured), then Carver's 10% forecast-method buffer, trading to its
+    edge, rounded to whole units (ST ch. 10-11; pysystemtrade ``positionsizing.py``, ``buffering.py``)."""
+    cfg, lake = settings.config(), settings.lake()
+    run = run_sessions(context)
+    closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1])
+    vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=run[-1])
+    combined = lake.read_wide(COMBINED, "combined", cfg.symbols, end=run[-1]).reindex(closes.index)
+    weights, idm = _load_weights(lake).daily(closes.index)
+    weights = weights.reindex(columns=cfg.symbols)
+    scale = None
+    if cfg.regime.use_as_risk_scale:
+        regime = lake.read_table(REGIME).set_index("session")["p_high_vol"].reindex(closes.index)
+        scale = risk_scale(regime, cfg.regime.high_vol_scale)
+    point_size = pd.Series({i.symbol: i.point_size for i in cfg.instruments})
+    sized = size_positions(closes, vol, combined, weights, idm, point_size, cfg.portfolio, risk_scale=scale)
+    idm_wide = pd.DataFrame({s: idm for s in cfg.symbols})
+    scale_wide = pd.DataFrame({s: (scale if scale is not None else 1.0) for s in cfg.symbols}, index=closes.index)
+    long = wide_to_long({
+        "price": closes, "vol_scalar": sized.vol_scalar, "combined": combined, "weight": weights, "idm": idm_wide,
+        "risk_scale": scale_wide, "optimal": sized.optimal, "lower": sized.lower, "upper": sized.upper,
+        "target": sized.target,
+    }, dropna="price")
+    owned = lake.sessions_to_write(TARGET_POSITIONS, pd.DatetimeIndex(long["session"].unique()), run)
+    rows = lake.write_sessions(TARGET_POSITIONS, long, owned)
+    last = long[long["session"] == run[-1]].set_index("instrument")
+    gross = float((last["target"].abs() * last["price"]).sum())
+    return dg.MaterializeResult(metadata={
+        "rows_written": rows,
+        "session": str(run[-1].date()),
+        "gross_exposure": gross,
+        "gross_leverage": gross / cfg.portfolio.capital,
+        "positions": dg.MetadataValue.md(frame_md(last[["price", "combined", "weight", "optimal", "lower", "upper", "target"]], index=True)),
+    })

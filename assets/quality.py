@@ -1,0 +1,115 @@
+"""``clean_bars``: validated bars; rejected rows quarantined with the rule and the value.
+
+Two blocking ERROR checks stand between bad data and every downstream asset (DESIGN rule 7):
+``no_quarantined_bars`` (no bar of the run's sessions failed an ERROR rule) and ``bars_complete``
+(every listed instrument has a clean bar on each of the run's sessions). Stale prices are a WARN.
+"""
+
+
+import dagster as dg
+import pandas as pd
+
+from assets.ingest import RAW_BARS
+from assets.markdown import frame_md
+from assets.partitions import daily_sessions, run_sessions, single_run
+from assets.resources import Settings
+from pipeline.quality import validate_bars
+
+CLEAN_BARS = "clean_bars"
+QUARANTINE = "quarantine"
+QUALITY_WARNINGS = "quality_warnings"
+
+CHECK_NO_QUARANTINE = "no_quarantined_bars"
+CHECK_COMPLETE = "bars_complete"
+CHECK_STALE = "no_stale_prices"
+CHECK_SPIKES = "no_price_spikes"
+
+
+def missing_bars(clean: pd.DataFrame, run: pd.DatetimeIndex, instruments: list[str]) -> pd.DataFrame:
+    """(session, instrument) pairs of the run with no clean bar although the instrument is listed.
+
+    An instrument counts as listed from its first clean bar on (later listings are not gaps).
+    """
+    first = clean.groupby("instrument")["session"].min()
+    grid = pd.MultiIndex.from_product([run, instruments], names=["session", "instrument"]).to_frame(index=False)
+    grid = grid[grid["session"] >= grid["instrument"].map(first)]  # unlisted instruments map to NaT: dropped
+    have = pd.MultiIndex.from_frame(clean[["session", "instrument"]])
+    return grid[~pd.MultiIndex.from_frame(grid).isin(have)].reset_index(drop=True)
+
+
+@dg.asset(
+    partitions_def=daily_sessions,
+    backfill_policy=single_run,
+    group_name="quality",
+    kinds={"python", "parquet"},
+    code_version="1",
+    deps=[RAW_BARS],
+    check_specs=[
+        dg.AssetCheckSpec(CHECK_NO_QUARANTINE, asset=CLEAN_BARS, blocking=True,
+                          description="No bar of the run's sessions failed an ERROR rule."),
+        dg.AssetCheckSpec(CHECK_COMPLETE, asset=CLEAN_BARS, blocking=True,
+                          description="Every listed instrument has a clean bar on each session of the run."),
+        dg.AssetCheckSpec(CHECK_STALE, asset=CLEAN_BARS, blocking=False,
+                          description="WARN when a close is unchanged for quality.stale_sessions sessions."),
+        dg.AssetCheckSpec(CHECK_SPIKES, asset=CLEAN_BARS, blocking=False,
+                          description="WARN for price spikes kept in the clean set (quality.spike_severity: WARN)."),
+    ],
+)
+def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
+    """Validated daily bars, one row per (session, instrument); rejected rows go to ``quarantine``.
+
+    Rules (pipeline.quality): re-fetches resolved by latest ``fetched_at``, duplicates, non-finite
+    close, non-positive prices (except back-adjusted futures), OHLC consistency where OHLC exist,
+    negative volume, price spikes over ``max_price_spike`` volatility units; stale prices warn.
+    """
+    cfg, lake = settings.config(), settings.lake()
+    run = run_sessions(context)
+    raw = lake.read(RAW_BARS, end=run[-1])
+    raw = raw[raw["instrument"].isin(cfg.symbols)]
+    result = validate_bars(raw, cfg.quality, back_adjusted={i.symbol for i in cfg.instruments if i.back_adjusted})
+    owned = lake.sessions_to_write(CLEAN_BARS, pd.DatetimeIndex(result.clean["session"].unique()), run)
+    rows = lake.write_sessions(CLEAN_BARS, result.clean, owned)
+    lake.write_sessions(QUARANTINE, result.quarantine, owned)
+    lake.write_sessions(QUALITY_WARNINGS, result.warnings, owned)
+
+    bad = result.quarantine[result.quarantine["session"].isin(run)]
+    gaps = missing_bars(result.clean, run, cfg.symbols)
+    warned = result.warnings[result.warnings["session"].isin(run)]
+    stale = warned[warned["rule"] == "stale_price"]
+    spikes = warned[warned["rule"] == "price_spike"]
+    yield dg.MaterializeResult(
+        metadata={
+            "rows_written": rows,
+            "sessions_written": len(owned),
+            "quarantined_in_run": len(bad),
+            "quarantined_total": len(result.quarantine),
+            "rule_counts": dg.MetadataValue.md(frame_md(result.summary)),
+            "path": dg.MetadataValue.path(str(lake.path(CLEAN_BARS))),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name=CHECK_NO_QUARANTINE,
+        passed=bad.empty,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(f"{len(bad)} bar(s) of this run quarantined: downstream assets are blocked until they are "
+                     "released or corrected" if len(bad) else "no bar of this run failed an ERROR rule"),
+        metadata={"quarantined": dg.MetadataValue.md(frame_md(bad))},
+    )
+    yield dg.AssetCheckResult(
+        check_name=CHECK_COMPLETE,
+        passed=gaps.empty,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"missing": dg.MetadataValue.md(frame_md(gaps))},
+    )
+    yield dg.AssetCheckResult(
+        check_name=CHECK_STALE,
+        passed=stale.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"stale": dg.MetadataValue.md(frame_md(stale))},
+    )
+    yield dg.AssetCheckResult(
+        check_name=CHECK_SPIKES,
+        passed=spikes.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"spikes": dg.MetadataValue.md(frame_md(spikes))},
+    )

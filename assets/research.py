@@ -1,0 +1,98 @@
+"""Research assets: ``regime_model`` (scikit-learn, walk-forward) and ``backtest``.
+
+The backtest is the production code run over history: it reads the ``target_positions`` that the
+daily runs (or a backfill) wrote, so research and production never diverge.
+"""
+
+
+import base64
+
+import dagster as dg
+import pandas as pd
+
+from assets.markdown import frame_md
+from assets.portfolio import REGIME, TARGET_POSITIONS
+from assets.resources import Settings
+from assets.signals import COMBINED, VOLATILITY
+from pipeline.backtest import simulate
+from pipeline.metrics import performance_metrics
+from pipeline.regime import regime_features, risk_scale, vol_regime_labels, vol_regime_state, walk_forward_classifier
+from pipeline.report import equity_drawdown_png
+
+BACKTEST = "backtest"
+BACKTEST_DAILY = "backtest_daily"
+BACKTEST_METRICS = "backtest_metrics"
+
+
+@dg.asset(deps=[VOLATILITY, COMBINED], group_name="research", kinds={"python", "parquet", "scikitlearn"}, code_version="1")
+def regime_model(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
+    """A volatility-regime classifier (scikit-learn), trained walk-forward with purged,
+    time-ordered refits: P(the next ``horizon`` sessions are a high-volatility regime) from
+    features known at each close, out of sample only, judged against the persistence baseline.
+    Used as a risk scale on target positions only when ``regime.use_as_risk_scale`` is set."""
+    cfg, lake = settings.config(), settings.lake()
+    closes = lake.read_wide(VOLATILITY, "close", cfg.symbols)
+    vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols)
+    combined = lake.read_wide(COMBINED, "combined", cfg.symbols).reindex(closes.index)
+    features = regime_features(closes, vol, combined)
+    labels = vol_regime_labels(closes, vol, cfg.regime.horizon)
+    result = walk_forward_classifier(features, labels, horizon=cfg.regime.horizon,
+                                     retrain_every=cfg.regime.retrain_every, min_train=cfg.regime.min_train,
+                                     baseline=vol_regime_state(closes, vol, cfg.regime.horizon))
+    table = pd.DataFrame({
+        "p_high_vol": result.probability,
+        "predicted": result.predicted,
+        "label": labels.reindex(result.probability.index),
+        "risk_scale": risk_scale(result.probability, cfg.regime.high_vol_scale),
+    }).rename_axis("session").reset_index()
+    lake.write_table(REGIME, table)
+    return dg.MaterializeResult(metadata={
+        "oos_accuracy": float(result.oos_accuracy),
+        "baseline_accuracy": float(result.baseline_accuracy),
+        "n_folds": int(result.n_folds),
+        "used_as_risk_scale": cfg.regime.use_as_risk_scale,
+        "latest_p_high_vol": float(result.probability.dropna().iloc[-1]) if result.probability.notna().any() else float("nan"),
+        "folds": dg.MetadataValue.md(frame_md(result.folds, limit=60)),
+    })
+
+
+@dg.asset(deps=[TARGET_POSITIONS], group_name="research", kinds={"python", "parquet", "matplotlib"}, code_version="1")
+def backtest(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
+    """Daily P&L of the target positions traded at the next session's close, net of commission and
+    spread costs from the instrument config; equity curve, drawdown and the usual statistics
+    (Sharpe, Sortino, max drawdown, CAGR, Calmar, win rate, profit factor, realised vol against the
+    vol target, 256-day annualisation), with an equity/drawdown plot."""
+    cfg, lake = settings.config(), settings.lake()
+    positions = lake.read_wide(TARGET_POSITIONS, "target", cfg.symbols)
+    prices = lake.read_wide(TARGET_POSITIONS, "price", cfg.symbols)
+    result = simulate(
+        positions.fillna(0.0), prices,
+        point_size=pd.Series({i.symbol: i.point_size for i in cfg.instruments}),
+        costs={i.symbol: i.costs for i in cfg.instruments},
+        capital=cfg.portfolio.capital,
+    )
+    # Statistics from the first session with a position: the warm-up has no trading by design.
+    active = result.holdings.abs().sum(axis=1) > 0
+    start = active.idxmax() if active.any() else result.returns.index[0]
+    returns = result.returns.loc[start:]
+    metrics = performance_metrics(returns, vol_target=cfg.portfolio.vol_target)
+    per_instrument, portfolio = result.to_long()
+    lake.write_table(BACKTEST_DAILY, per_instrument)
+    lake.write_table(BACKTEST, portfolio)
+    lake.write_table(BACKTEST_METRICS, pd.DataFrame({"metric": list(metrics), "value": [float(v) for v in metrics.values()]}))
+    png = equity_drawdown_png(result.equity.loc[start:], result.drawdown.loc[start:],
+                              title=f"{cfg.broker.strategy}: equity and drawdown, {start.date()} .. {returns.index[-1].date()}")
+    by_instrument = result.pnl_net.loc[start:].sum().rename("pnl_net").to_frame()
+    by_instrument["costs"] = result.costs.loc[start:].sum()
+    return dg.MaterializeResult(metadata={
+        "metrics": dg.TableMetadataValue(
+            records=[dg.TableRecord({"metric": k, "value": float(v)}) for k, v in metrics.items()],
+            schema=dg.TableSchema(columns=[dg.TableColumn("metric", "string"), dg.TableColumn("value", "float")]),
+        ),
+        "sharpe": float(metrics["sharpe"]),
+        "max_drawdown": float(metrics["max_drawdown"]),
+        "realised_vol_vs_target": float(metrics["realised_vol_vs_target"]),
+        "period": f"{start.date()} .. {returns.index[-1].date()}",
+        "equity_curve": dg.MetadataValue.md(f"![equity and drawdown](data:image/png;base64,{base64.b64encode(png).decode()})"),
+        "pnl_by_instrument": dg.MetadataValue.md(frame_md(by_instrument, index=True, floatfmt="{:,.0f}")),
+    })

@@ -1,0 +1,89 @@
+"""Dagster resources: the validated configuration, the bar source and the broker.
+
+Configuration enters here once: :class:`Settings` loads the YAML file (validated by pydantic) and
+hands out the lake and the ledger; the bar source and the broker are built from it.
+"""
+
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from pipeline.broker.paper import PaperBroker
+from pipeline.config import LAKE_ENV_VAR, PipelineConfig, load_config
+from pipeline.lake import Lake
+from pipeline.ledger import Ledger
+from pipeline.sources import BarSource, make_source
+from pipeline.warehouse import WAREHOUSE_FILE
+
+
+class Settings(dg.ConfigurableResource):
+    """The pipeline configuration file and the storage it points at.
+
+    ``config_path`` None means ``$TRADING_PIPELINE_CONFIG`` or the bundled default;
+    ``lake_root`` overrides the file's ``lake_root`` (and ``$TRADING_PIPELINE_LAKE``).
+    """
+
+    config_path: str | None = None
+    lake_root: str | None = None
+    _config: PipelineConfig | None = PrivateAttr(default=None)
+
+    def config(self) -> PipelineConfig:
+        if self._config is None:
+            cfg = load_config(self.config_path)
+            if self.lake_root:
+                cfg = cfg.model_copy(update={"lake_root": self.lake_root})
+            self._config = cfg
+        return self._config
+
+    def lake_path(self) -> Path:
+        if self.lake_root:
+            return Path(self.lake_root).resolve()
+        return self.config().lake_path
+
+    def lake(self) -> Lake:
+        return Lake(self.lake_path())
+
+    def ledger(self) -> Ledger:
+        ledger = Ledger(self.lake_path() / WAREHOUSE_FILE)
+        ledger.init()
+        return ledger
+
+
+class BarSourceResource(dg.ConfigurableResource):
+    """The daily bar source named in the configuration (``sample`` or ``files``)."""
+
+    settings: Settings
+
+    def source(self) -> BarSource:
+        return make_source(self.settings.config().source)
+
+
+class BrokerResource(dg.ConfigurableResource):
+    """The broker named in the configuration (``paper``: simulated fills kept in the ledger)."""
+
+    settings: Settings
+
+    def broker(self) -> PaperBroker:
+        cfg = self.settings.config()
+        if cfg.broker.mode != "paper":
+            raise NotImplementedError(f"broker mode {cfg.broker.mode!r} is not available yet; use 'paper'")
+        return PaperBroker(
+            self.settings.ledger(),
+            costs={i.symbol: i.costs for i in cfg.instruments},
+            point_sizes={i.symbol: i.point_size for i in cfg.instruments},
+        )
+
+
+def default_resources(config_path: str | None = None, lake_root: str | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The resource set of the code location (tests pass a temporary lake and config)."""
+    settings = Settings(config_path=config_path, lake_root=lake_root or None)
+    return {
+        "settings": settings,
+        "bar_source": BarSourceResource(settings=settings),
+        "broker": BrokerResource(settings=settings),
+    }
+
+
+__all__ = ["Settings", "BarSourceResource", "BrokerResource", "default_resources", "LAKE_ENV_VAR"]

@@ -1,0 +1,96 @@
+"""Signal assets: ``volatility``, ``forecasts``, ``combined_forecast`` (ST ch. 7-8).
+
+Each daily run computes from the full history up to its last session and writes only its own
+sessions (plus history rows the table still lacks; see ``Lake.sessions_to_write``).
+"""
+
+
+import dagster as dg
+import pandas as pd
+
+from assets.markdown import frame_md
+from assets.partitions import daily_sessions, run_sessions, single_run
+from assets.quality import CLEAN_BARS
+from assets.resources import Settings
+from pipeline.combine import combine_forecasts, estimate_fdm, forecast_weights
+from pipeline.forecasts import ForecastSet, compute_forecasts
+from pipeline.lake import wide_to_long
+from pipeline.volatility import percentage_vol, robust_vol
+
+VOLATILITY = "volatility"
+FORECASTS = "forecasts"
+COMBINED = "combined_forecast"
+
+_SIGNAL = dict(partitions_def=daily_sessions, backfill_policy=single_run, group_name="signals",
+               kinds={"python", "parquet"}, code_version="1")
+
+
+@dg.asset(deps=[CLEAN_BARS], **_SIGNAL)
+def volatility(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
+    """Carver's robust EWMA volatility of daily price changes (span 35, min 10 periods, 5% floor
+    over 500 sessions): daily, in price points (``vol_price``), and annualised % of price
+    (``vol_pct_annual``). Source: pysystemtrade ``robust_vol_calc``."""
+    cfg, lake = settings.config(), settings.lake()
+    run = run_sessions(context)
+    closes = lake.read_wide(CLEAN_BARS, "close", cfg.symbols, end=run[-1])
+    vol = robust_vol(closes)
+    long = wide_to_long({"close": closes, "vol_price": vol, "vol_pct_annual": percentage_vol(vol, closes)},
+                        dropna="vol_price")
+    owned = lake.sessions_to_write(VOLATILITY, pd.DatetimeIndex(long["session"].unique()), run)
+    rows = lake.write_sessions(VOLATILITY, long, owned)
+    latest = long[long["session"] == long["session"].max()].set_index("instrument")[["close", "vol_price", "vol_pct_annual"]]
+    return dg.MaterializeResult(metadata={
+        "rows_written": rows,
+        "latest_session": str(long["session"].max().date()),
+        "latest": dg.MetadataValue.md(frame_md(latest, index=True)),
+    })
+
+
+@dg.asset(deps=[CLEAN_BARS, VOLATILITY], **_SIGNAL)
+def forecasts(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
+    """EWMAC and breakout forecasts per instrument and rule variation: raw, scaled by the rule's
+    forecast scalar, and capped at +/-20 (ST ch. 7; pysystemtrade ``ewmac.py``, ``breakout.py``)."""
+    cfg, lake = settings.config(), settings.lake()
+    run = run_sessions(context)
+    closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1])
+    vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=run[-1])
+    fset = compute_forecasts(closes, vol, cfg.rules)
+    long = fset.to_long()
+    owned = lake.sessions_to_write(FORECASTS, pd.DatetimeIndex(long["session"].unique()), run)
+    rows = lake.write_sessions(FORECASTS, long, owned)
+    in_run = long[long["session"].isin(run)]
+    mean_abs = in_run.groupby("rule")["capped"].apply(lambda s: s.abs().mean()).rename("mean_abs_capped")
+    latest = long[long["session"] == run[-1]].pivot(index="instrument", columns="rule", values="capped")
+    return dg.MaterializeResult(metadata={
+        "rows_written": rows,
+        "rules": dg.MetadataValue.json(cfg.rules.rule_names),
+        "mean_abs_forecast_in_run": dg.MetadataValue.md(frame_md(mean_abs.to_frame(), index=True)),
+        "latest_capped": dg.MetadataValue.md(frame_md(latest.reindex(columns=cfg.rules.rule_names), index=True, floatfmt="{:.1f}")),
+    })
+
+
+@dg.asset(deps=[FORECASTS], **_SIGNAL)
+def combined_forecast(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
+    """Forecast weights x capped forecasts (weights renormalised over the rules available),
+    times the FDM, capped again at +/-20 (ST ch. 8; pysystemtrade ``forecast_combine.py``)."""
+    cfg, lake = settings.config(), settings.lake()
+    run = run_sessions(context)
+    fset = ForecastSet.from_long(lake.read(FORECASTS, end=run[-1]))
+    capped = fset.capped
+    weights = forecast_weights(cfg.rules.rule_names, cfg.combination.forecast_weights)
+    if cfg.combination.fdm == "estimate":
+        fdm = estimate_fdm(capped, weights, cap=cfg.combination.fdm_cap)
+    else:
+        fdm = pd.Series(float(cfg.combination.fdm), index=capped.index)
+    combined = combine_forecasts(capped, weights, fdm, cap=cfg.rules.forecast_cap).reindex(columns=cfg.symbols)
+    fdm_wide = pd.DataFrame({s: fdm.reindex(combined.index) for s in combined.columns})
+    long = wide_to_long({"combined": combined, "fdm": fdm_wide}, dropna="combined")
+    owned = lake.sessions_to_write(COMBINED, pd.DatetimeIndex(long["session"].unique()), run)
+    rows = lake.write_sessions(COMBINED, long, owned)
+    latest = combined.loc[:run[-1]].iloc[-1]
+    return dg.MaterializeResult(metadata={
+        "rows_written": rows,
+        "forecast_weights": dg.MetadataValue.json({k: round(float(v), 6) for k, v in weights.items()}),
+        "fdm_latest": float(fdm.loc[:run[-1]].iloc[-1]),
+        "latest_combined": dg.MetadataValue.md(frame_md(latest.rename("combined").to_frame(), index=True, floatfmt="{:.2f}")),
+    })

@@ -1,0 +1,250 @@
+"""The pipeline's one configuration file, validated by pydantic.
+
+The file is YAML (``pipeline/data/default_config.yaml`` is the documented default that runs the
+bundled sample). It is loaded once at the edge (the Dagster resource or the CLI) and passed down
+as a :class:`PipelineConfig`; nothing below reads the environment except for secrets, which come
+only from environment variables (never from the file).
+
+Every default names its source: "ST" is *Systematic Trading* (Carver 2015), "AFTS" *Advanced
+Futures Trading Strategies* (Carver 2022), "pst" pysystemtrade's ``sysdata/config/defaults.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_CONFIG_PATH = Path(__file__).parent / "data" / "default_config.yaml"
+CONFIG_ENV_VAR = "TRADING_PIPELINE_CONFIG"
+LAKE_ENV_VAR = "TRADING_PIPELINE_LAKE"
+
+#: Forecast scalars for EWMAC (pysystemtrade estimates, ``rob_system/config.yaml``; 2/8 from the
+#: AFTS code since pst has no estimate) and breakout (pst pooled estimates), see carver.md §3.
+DEFAULT_FORECAST_SCALARS: dict[str, float] = {
+    "ewmac2_8": 12.1,
+    "ewmac4_16": 8.53,
+    "ewmac8_32": 5.95,
+    "ewmac16_64": 4.10,
+    "ewmac32_128": 2.79,
+    "ewmac64_256": 1.91,
+    "breakout10": 0.603,
+    "breakout20": 0.674,
+    "breakout40": 0.704,
+    "breakout80": 0.726,
+    "breakout160": 0.739,
+    "breakout320": 0.737,
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CostModel(_Strict):
+    """Cash costs of one trade, in the instrument's currency (pst ``account_costs.py``).
+
+    cost = |n| * slippage * point_size
+           + max(|n| * commission_per_unit, commission_min, commission_pct * |n| * price * point_size)
+    """
+
+    slippage: float = Field(0.0, ge=0, description="half-spread plus slippage, price points per unit")
+    commission_per_unit: float = Field(0.0, ge=0, description="per share / contract")
+    commission_min: float = Field(0.0, ge=0, description="minimum per trade")
+    commission_pct: float = Field(0.0, ge=0, description="fraction of traded notional (0.0001 = 1 bp)")
+
+
+class Instrument(_Strict):
+    """One tradable instrument of the universe."""
+
+    symbol: str
+    sec_type: Literal["STK", "ETF", "IND", "CASH", "FUT"] = "STK"
+    exchange: str = "SMART"
+    currency: str = "USD"
+    point_size: float = Field(1.0, gt=0, description="currency per price point per unit (multiplier)")
+    asset_class: str = "equity"
+    calendar: str = Field("XNYS", description="exchange_calendars code of the listing exchange")
+    back_adjusted: bool = Field(False, description="back-adjusted futures may have prices <= 0")
+    costs: CostModel = CostModel()
+
+
+class RulesConfig(_Strict):
+    """Trading rule variations and their forecast scalars (carver.md §2.2-2.5)."""
+
+    ewmac: list[tuple[int, int]] = Field(
+        default_factory=lambda: [(2, 8), (4, 16), (8, 32), (16, 64)],
+        description="(fast, slow) EWMA spans in sessions; ST uses slow = 4 x fast",
+    )
+    breakout: list[int] = Field(
+        default_factory=lambda: [10, 20, 40, 80, 160, 320], description="lookbacks in sessions"
+    )
+    forecast_scalars: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_FORECAST_SCALARS))
+    forecast_cap: float = Field(20.0, gt=0, description="ST ch. 7: forecasts are capped at +/-20")
+
+    @field_validator("ewmac")
+    @classmethod
+    def _fast_below_slow(cls, v: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        for fast, slow in v:
+            if not 0 < fast < slow:
+                raise ValueError(f"ewmac variation ({fast}, {slow}): need 0 < fast < slow")
+        return v
+
+    @property
+    def rule_names(self) -> list[str]:
+        """Names of the rule variations, e.g. ``ewmac8_32``, ``breakout40``."""
+        return [f"ewmac{f}_{s}" for f, s in self.ewmac] + [f"breakout{n}" for n in self.breakout]
+
+    @model_validator(mode="after")
+    def _every_rule_has_a_scalar(self) -> "RulesConfig":
+        missing = [r for r in self.rule_names if r not in self.forecast_scalars]
+        if missing:
+            raise ValueError(f"no forecast scalar for rule variations {missing}")
+        return self
+
+
+class CombinationConfig(_Strict):
+    """Forecast combination (carver.md §2.6)."""
+
+    forecast_weights: dict[str, float] | None = Field(
+        None, description="weight per rule variation; None = equal weights"
+    )
+    fdm: float | Literal["estimate"] = Field(
+        "estimate",
+        description="a fixed forecast diversification multiplier, or 'estimate' from the pooled "
+        "correlation of forecasts (expanding window, floored at 0, capped at fdm_cap)",
+    )
+    fdm_cap: float = Field(2.5, ge=1.0, description="pst dm_max")
+
+
+class PortfolioConfig(_Strict):
+    """Sizing, instrument weights and buffering (carver.md §2.7-2.9)."""
+
+    capital: float = Field(1_000_000.0, gt=0, description="notional trading capital, base currency")
+    base_currency: str = "USD"
+    vol_target: float = Field(0.25, gt=0, le=1.0, description="annualised, as a fraction (0.25 = 25%)")
+    idm_cap: float = Field(2.5, ge=1.0, description="pst dm_max for the IDM")
+    weights_lookback_years: float = Field(
+        5.0, gt=0, description="history used for the ERC covariance at each month end"
+    )
+    weights_min_sessions: int = Field(
+        126, ge=20, description="sessions of history an instrument needs before it gets weight"
+    )
+    buffer: float = Field(0.10, ge=0, lt=1, description="pst buffer_size, forecast method")
+    round_positions: bool = Field(True, description="whole shares / contracts")
+
+
+class QualityConfig(_Strict):
+    """Data-quality rules for clean_bars (carver.md §2.11, reliability.md §4)."""
+
+    max_price_spike: float = Field(8.0, gt=0, description="pst: spike if |change| > 8 vol units")
+    spike_vol_span: int = Field(500, gt=1, description="EWMA span of |daily change| for spikes")
+    spike_severity: Literal["ERROR", "WARN"] = Field(
+        "ERROR",
+        description="ERROR: a spike is quarantined and blocks the run until released (pysystemtrade, "
+        "futures); WARN: kept, reported and alerted (single stocks gap on earnings)",
+    )
+    stale_sessions: int = Field(10, ge=2, description="WARN if the close is unchanged this long")
+
+
+class RegimeConfig(_Strict):
+    """The ML regime model (scikit-learn)."""
+
+    horizon: int = Field(21, ge=1, description="sessions ahead the regime label looks")
+    retrain_every: int = Field(252, ge=21, description="walk-forward refit interval, sessions")
+    min_train: int = Field(756, ge=100, description="sessions before the first fit")
+    use_as_risk_scale: bool = Field(False, description="scale target positions by the regime")
+    high_vol_scale: float = Field(
+        0.5, gt=0, le=1, description="position scale when P(high-vol regime) = 1"
+    )
+
+
+class RiskLimits(_Strict):
+    """Pre-trade gate limits (reliability.md §1). Denials are recorded with their reason."""
+
+    max_order_quantity: float = Field(100_000, gt=0, description="units per order")
+    max_order_notional: float = Field(500_000, gt=0, description="base currency per order")
+    max_position: float = Field(200_000, gt=0, description="absolute units per instrument")
+    price_collar: float = Field(0.10, gt=0, description="max |limit/reference - 1|")
+
+
+class BrokerConfig(_Strict):
+    mode: Literal["paper", "ib"] = "paper"
+    strategy: str = Field("carver", description="first field of every orderRef")
+    execution: Literal["dry_run", "paper", "live"] = "paper"
+
+
+class SourceConfig(_Strict):
+    kind: Literal["sample", "files"] = "sample"
+    path: str | None = Field(None, description="folder of CSV/Parquet bars for kind 'files'")
+
+
+class PipelineConfig(_Strict):
+    """The whole configuration; see ``pipeline/data/default_config.yaml`` for documentation."""
+
+    lake_root: str = Field("data_lake", description="Parquet lake + warehouse.duckdb; relative to cwd")
+    calendar: str = Field("XNYS", description="exchange calendar of the daily partitions")
+    history_start: str = Field("1990-01-02", description="first session of the partitions")
+    source: SourceConfig = SourceConfig()
+    instruments: list[Instrument]
+    rules: RulesConfig = RulesConfig()
+    combination: CombinationConfig = CombinationConfig()
+    portfolio: PortfolioConfig = PortfolioConfig()
+    quality: QualityConfig = QualityConfig()
+    regime: RegimeConfig = RegimeConfig()
+    risk: RiskLimits = RiskLimits()
+    broker: BrokerConfig = BrokerConfig()
+
+    @field_validator("instruments")
+    @classmethod
+    def _unique_symbols(cls, v: list[Instrument]) -> list[Instrument]:
+        seen: set[str] = set()
+        dupes = {i.symbol for i in v if i.symbol in seen or seen.add(i.symbol)}
+        if dupes:
+            raise ValueError(f"instrument symbols listed twice: {sorted(dupes)}")
+        if not v:
+            raise ValueError("the universe is empty: list at least one instrument")
+        return v
+
+    @property
+    def symbols(self) -> list[str]:
+        return [i.symbol for i in self.instruments]
+
+    def instrument(self, symbol: str) -> Instrument:
+        for i in self.instruments:
+            if i.symbol == symbol:
+                return i
+        raise KeyError(f"instrument {symbol!r} is not in the configured universe")
+
+    @property
+    def lake_path(self) -> Path:
+        return Path(os.environ.get(LAKE_ENV_VAR) or self.lake_root).resolve()
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing or invalid; the message names the file and the field."""
+
+
+def load_config(path: str | Path | None = None) -> PipelineConfig:
+    """Load and validate the configuration.
+
+    Resolution order: ``path``; else ``$TRADING_PIPELINE_CONFIG``; else the bundled default.
+    ``$TRADING_PIPELINE_LAKE`` overrides ``lake_root``.
+
+    Raises:
+        ConfigError: the file does not exist, is not YAML, or fails validation (the message
+            names the file and each failing field).
+    """
+    path = Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    try:
+        return PipelineConfig.model_validate(raw)
+    except Exception as exc:  # pydantic.ValidationError, re-raised with the file named
+        raise ConfigError(f"config file {path} is invalid:\n{exc}") from exc

@@ -1,0 +1,104 @@
+"""The Dagster code location: every asset, the daily job, its schedule, the alert sensors.
+
+``dagster dev -w workspace.yaml`` and ``dg dev`` load ``defs`` from here. The two entry points
+used by the ``trading-pipeline`` CLI, :func:`execute_daily` and :func:`execute_backfill`, run the
+daily job in-process against the persistent instance in ``$DAGSTER_HOME``, so CLI runs appear in
+the UI like scheduled ones.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from assets.execution import orders
+from assets.ingest import raw_bars
+from assets.partitions import daily_sessions
+from assets.portfolio import instrument_weights, target_positions
+from assets.quality import clean_bars
+from assets.research import backtest, regime_model
+from assets.resources import default_resources
+from assets.signals import combined_forecast, forecasts, volatility
+from sensors.alerts import asset_check_alerts, run_failure_alerts
+from sensors.schedules import SUBMIT_RUN_CONFIG, build_daily_schedule
+
+ALL_ASSETS = [raw_bars, clean_bars, volatility, forecasts, combined_forecast, instrument_weights,
+              regime_model, target_positions, backtest, orders]
+
+#: One run computes every asset for one session (or a single-run backfill of many). The
+#: in-process executor avoids a subprocess per step (about 1.7 s CPU each on two cores).
+daily_job = dg.define_asset_job(
+    "daily_job",
+    selection=dg.AssetSelection.assets(*ALL_ASSETS),
+    partitions_def=daily_sessions,
+    executor_def=dg.in_process_executor,
+    tags={"trading/job": "daily"},
+    description="The daily trading run: bars -> checks -> forecasts -> weights -> positions -> backtest -> orders.",
+)
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    jobs=[daily_job],
+    schedules=[build_daily_schedule(daily_job)],
+    sensors=[asset_check_alerts, run_failure_alerts],
+    resources=default_resources(),
+)
+
+DEFAULT_DAGSTER_HOME = ".dagster_home"
+_DAGSTER_YAML = """# Dagster instance of this project (SQLite storage under this folder).
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: 1   # one daily run at a time (queued runs wait)
+"""
+
+
+def ensure_dagster_home() -> Path:
+    """``$DAGSTER_HOME``, defaulting to ``./.dagster_home`` (created with a ``dagster.yaml``)."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(DEFAULT_DAGSTER_HOME).resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text(_DAGSTER_YAML)
+    return home
+
+
+def _job(config_path: str | None, lake_root: str | None) -> dg.JobDefinition:
+    location = dg.Definitions(
+        assets=ALL_ASSETS, jobs=[daily_job], resources=default_resources(config_path, lake_root)
+    )
+    return location.resolve_job_def("daily_job")
+
+
+def execute_daily(session: str, *, submit: bool = True, config_path: str | None = None,
+                  lake_root: str | None = None, instance: dg.DagsterInstance | None = None,
+                  tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    """Run the daily job for ``session`` (``YYYY-MM-DD``) in-process, recorded in the instance.
+
+    ``submit`` lets ``orders`` send to the broker; it is honoured only for the latest session.
+    """
+    instance = instance or dg.DagsterInstance.get()
+    return _job(config_path, lake_root).execute_in_process(
+        instance=instance,
+        partition_key=session,
+        run_config=SUBMIT_RUN_CONFIG if submit else None,
+        tags={"trading/trigger": "cli-daily", **(tags or {})},
+        raise_on_error=False,
+    )
+
+
+def execute_backfill(start: str, end: str, *, config_path: str | None = None, lake_root: str | None = None,
+                     instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+    """A single-run backfill of every daily asset over sessions ``start`` .. ``end`` (never submits)."""
+    instance = instance or dg.DagsterInstance.get()
+    return _job(config_path, lake_root).execute_in_process(
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": start,
+            "dagster/asset_partition_range_end": end,
+            "trading/trigger": "cli-backfill",
+        },
+        raise_on_error=False,
+    )

@@ -1,0 +1,596 @@
+"""From target positions to orders, exactly once (DESIGN rule 3; reliability.md §2).
+
+Every order carries a deterministic reference ``strategy:session:instrument:seq`` (IB's
+``orderRef``), is written to the ledger before it is sent, and passes the pre-trade gate. A run
+first reconciles the session's unfinished intents with the broker, then orders only the
+residual ``target - position - working`` (pysystemtrade's netting of new targets against
+unfilled orders, ``sysexecution/order_stacks/instrument_order_stack.py``), so a re-run or a
+retry after a crash never sends an order twice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.broker.base import WORKING_COLUMNS, Broker, BrokerError, Fill
+from pipeline.config import RiskLimits
+from pipeline.ledger import OPEN_STATUSES, Ledger
+from pipeline.risk import TradingState, Verdict, pre_trade_check
+
+#: Columns of :func:`plan_orders`' result.
+PLAN_COLUMNS = (
+    "order_ref", "strategy", "session", "instrument", "seq", "quantity", "side", "order_type",
+    "reference_price", "target_position", "position_before",
+)
+
+#: Residuals smaller than this (units) are float noise, not orders.
+_ZERO = 1e-9
+
+
+class OrderError(ValueError):
+    """Bad input to the order path (an order_ref, a target or a position); nothing was sent."""
+
+
+def _session(session: Any) -> pd.Timestamp:
+    """A session as a tz-naive midnight Timestamp."""
+    return pd.Timestamp(pd.Timestamp(session).date())
+
+
+def _check_field(name: str, value: str) -> None:
+    if not value or ":" in value:
+        raise OrderError(f"order_ref field {name}={value!r} must be non-empty and contain no ':'")
+
+
+def order_ref(strategy: str, session: Any, instrument: str, seq: int) -> str:
+    """The deterministic reference of an order: ``"carver:2022-12-28:AAPL:1"``.
+
+    Parameters
+    ----------
+    strategy : str
+        ``BrokerConfig.strategy``; no ':'.
+    session : date-like
+        The session the order trades for (str, date or Timestamp).
+    instrument : str
+        Symbol; no ':'.
+    seq : int
+        1 for the first order of (session, instrument), then 2, 3, ... (>= 1).
+
+    Raises
+    ------
+    OrderError
+        A field contains ':' or is empty, or ``seq < 1``.
+    """
+    _check_field("strategy", strategy)
+    _check_field("instrument", instrument)
+    if int(seq) < 1 or int(seq) != seq:
+        raise OrderError(f"order_ref: seq must be a whole number >= 1, got {seq!r}")
+    return f"{strategy}:{_session(session).date().isoformat()}:{instrument}:{int(seq)}"
+
+
+@dataclass(frozen=True)
+class OrderRef:
+    """The four fields of an order reference (see :func:`order_ref`)."""
+
+    strategy: str
+    session: pd.Timestamp
+    instrument: str
+    seq: int
+
+
+def parse_order_ref(ref: str) -> OrderRef:
+    """Split ``"carver:2022-12-28:AAPL:1"`` into its fields (inverse of :func:`order_ref`).
+
+    Raises
+    ------
+    OrderError
+        ``ref`` does not have four ':'-separated fields, a valid date and a seq >= 1.
+    """
+    parts = ref.split(":")
+    if len(parts) != 4:
+        raise OrderError(f"order_ref {ref!r} is not 'strategy:YYYY-MM-DD:instrument:seq'")
+    strategy, day, instrument, seq = parts
+    try:
+        session = pd.Timestamp(day)
+        n = int(seq)
+    except ValueError as exc:
+        raise OrderError(f"order_ref {ref!r}: bad date {day!r} or seq {seq!r}") from exc
+    if order_ref(strategy, session, instrument, n) != ref:
+        raise OrderError(f"order_ref {ref!r} is not in canonical form 'strategy:YYYY-MM-DD:instrument:seq'")
+    return OrderRef(strategy, session, instrument, n)
+
+
+@dataclass(frozen=True)
+class OrderIntent:
+    """One order the system means to send (a row of the ledger's ``order_intents``).
+
+    Quantities and positions are signed units (+ buy, - sell); prices in price points.
+    """
+
+    order_ref: str
+    strategy: str
+    session: pd.Timestamp
+    instrument: str
+    seq: int
+    quantity: float
+    reference_price: float
+    target_position: float = math.nan
+    position_before: float = math.nan
+    order_type: str = "MKT"
+    limit_price: float | None = None
+
+    @property
+    def side(self) -> str:
+        return "BUY" if self.quantity > 0 else "SELL"
+
+    @classmethod
+    def from_row(cls, row: Any) -> "OrderIntent":
+        """Build from a row (mapping / Series) of :func:`plan_orders` or ``Ledger.intents``."""
+        return cls(
+            order_ref=str(row["order_ref"]),
+            strategy=str(row["strategy"]),
+            session=_session(row["session"]),
+            instrument=str(row["instrument"]),
+            seq=int(row["seq"]),
+            quantity=float(row["quantity"]),
+            reference_price=float(row["reference_price"]),
+            target_position=float(row["target_position"]),
+            position_before=float(row["position_before"]),
+            order_type=str(row["order_type"]),
+        )
+
+
+def _as_series(x: pd.Series | None, what: str) -> pd.Series:
+    if x is None:
+        return pd.Series(dtype=float)
+    if not isinstance(x, pd.Series):
+        raise OrderError(f"{what} must be a pandas Series indexed by instrument, got {type(x).__name__}")
+    if not x.index.is_unique:
+        raise OrderError(f"{what}: instruments listed twice: {sorted(set(x.index[x.index.duplicated()]))}")
+    return x.astype(float)
+
+
+def plan_orders(
+    targets: pd.Series,
+    positions: pd.Series,
+    working: pd.Series,
+    reference_prices: pd.Series,
+    session: Any,
+    strategy: str,
+    prior_intents: pd.DataFrame,
+) -> pd.DataFrame:
+    """The orders that take positions to their targets: ``target - position - working``.
+
+    Parameters
+    ----------
+    targets : Series
+        Index instrument; target position in signed units for ``session``. NaN means "no
+        target" (no order, whatever the position: an unknown target is not zero).
+    positions : Series
+        Index instrument; signed units held now (missing instrument = flat).
+    working : Series
+        Index instrument; signed units of orders sent but not yet filled (missing = none).
+    reference_prices : Series
+        Index instrument; price points used to value each order (e.g. the session close);
+        missing gives NaN, which the pre-trade gate denies.
+    session : date-like
+        The session the orders are for.
+    strategy : str
+        First field of the order_ref.
+    prior_intents : DataFrame
+        Intents already in the ledger (``Ledger.intents``; only ``session``, ``instrument``
+        and ``seq`` are used); may be empty.
+
+    Returns
+    -------
+    DataFrame
+        One row per order (instruments with a target and a non-zero residual, sorted), columns
+        ``PLAN_COLUMNS``: ``seq`` = 1 + the highest seq already used for (session,
+        instrument) in ``prior_intents``; ``quantity`` the signed residual, rounded to whole
+        units when the target is whole (removes float noise of positions stored as DOUBLE);
+        ``position_before`` = position + working (what the position will be before this
+        order); ``order_type`` 'MKT'. Residuals below 1e-9 units are no order.
+
+    Raises
+    ------
+    OrderError
+        An input repeats an instrument, a position or working quantity is NaN (an unusable
+        broker answer, fail closed), a target is infinite, or strategy / an instrument
+        contains ':'.
+
+    Notes
+    -----
+    Residual netting: pysystemtrade ``instrument_order_stack.py``; reliability.md §2 step 1.
+    """
+    session = _session(session)
+    _check_field("strategy", strategy)
+    targets = _as_series(targets, "targets")
+    positions = _as_series(positions, "positions")
+    working = _as_series(working, "working")
+    reference_prices = _as_series(reference_prices, "reference_prices")
+    for what, s in (("positions", positions), ("working", working)):
+        if s.isna().any():
+            raise OrderError(
+                f"plan_orders: {what} of {sorted(s.index[s.isna()])} are NaN; a broker answer with "
+                "unknown positions cannot be netted (fail closed): fix the broker data and re-run"
+            )
+    if np.isinf(targets.to_numpy()).any():
+        raise OrderError(f"plan_orders: infinite targets for {sorted(targets.index[np.isinf(targets)])}")
+
+    instruments = targets.index.union(positions.index).union(working.index).sort_values()
+    t = targets.reindex(instruments)
+    held = positions.reindex(instruments).fillna(0.0) + working.reindex(instruments).fillna(0.0)
+    residual = t - held
+    whole = t.notna() & (t == t.round())
+    residual = residual.where(~whole, residual.round())
+    residual = residual.where(residual.abs() >= _ZERO, 0.0)
+    keep = t.notna() & (residual != 0)
+    inst = instruments[keep.to_numpy()]
+    for name in inst:
+        _check_field("instrument", str(name))
+
+    last_seq = pd.Series(dtype=float)
+    if prior_intents is not None and not prior_intents.empty:
+        same = prior_intents[pd.to_datetime(prior_intents["session"]) == session]
+        last_seq = same.groupby("instrument")["seq"].max().astype(float)
+    seq = (last_seq.reindex(inst).fillna(0).astype(int) + 1).to_numpy()
+    qty = residual[keep].to_numpy(dtype=float)
+    day = session.date().isoformat()
+    refs = [f"{strategy}:{day}:{i}:{n}" for i, n in zip(inst, seq)]
+    return pd.DataFrame(
+        {
+            "order_ref": pd.array(refs, dtype="str"),
+            "strategy": strategy,
+            "session": session,
+            "instrument": pd.array(list(inst), dtype="str"),
+            "seq": seq.astype(int),
+            "quantity": qty,
+            "side": np.where(qty > 0, "BUY", "SELL"),
+            "order_type": "MKT",
+            "reference_price": reference_prices.reindex(inst).to_numpy(dtype=float),
+            "target_position": t[keep].to_numpy(dtype=float),
+            "position_before": held[keep].to_numpy(dtype=float),
+        },
+        columns=list(PLAN_COLUMNS),
+    )
+
+
+@dataclass(frozen=True)
+class ExecutionReport:
+    """What one :func:`execute_orders` run did.
+
+    Attributes
+    ----------
+    session : pd.Timestamp
+        The session traded or recorded.
+    mode : str
+        ``"submit"`` or ``"record_only"``.
+    trading_state : TradingState
+        The kill-switch state the run used.
+    intents : DataFrame
+        The ledger rows this run wrote or settled (columns of ``Ledger.intents`` plus
+        ``action``: ``new``, ``adopted`` (an earlier intent found filled at the broker),
+        ``working`` (found working at the broker), ``resent`` (an earlier intent the broker
+        did not know, sent again under the same order_ref) or ``denied_on_resend``).
+    counts : dict[str, int]
+        ``planned`` (orders from the residual), ``unchanged`` (planned orders identical to an
+        intent already recorded, not written again), ``recorded`` (new intents), ``accepted``,
+        ``denied`` (verdicts of the new intents), ``sent`` (orders given to the broker, resent
+        included), ``filled`` (fills received this run), ``reconciled`` (earlier open intents
+        looked up), ``adopted``, ``resent``.
+    """
+
+    session: pd.Timestamp
+    mode: str
+    trading_state: TradingState
+    intents: pd.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _fill_price(instrument: str, reference_prices: pd.Series, fallback: float) -> float:
+    price = reference_prices.get(instrument, math.nan) if reference_prices is not None else math.nan
+    price = float(price) if price is not None else math.nan
+    return price if math.isfinite(price) else float(fallback)
+
+
+def _working_orders(broker: Broker) -> pd.DataFrame:
+    """The broker's working orders, refusing an answer that cannot be used (fail closed)."""
+    working = broker.working_orders()
+    if not isinstance(working, pd.DataFrame) or not set(WORKING_COLUMNS) <= set(working.columns):
+        raise BrokerError(
+            f"broker {broker.name}: working_orders() did not return a DataFrame with columns "
+            f"{list(WORKING_COLUMNS)}; without them an order could be sent twice"
+        )
+    return working
+
+
+def _broker_positions(broker: Broker) -> tuple[pd.Series, pd.Series]:
+    """Positions and working quantity per instrument from the broker, failing closed."""
+    positions = broker.positions()
+    if not isinstance(positions, pd.Series):
+        raise BrokerError(
+            f"broker {broker.name}: positions() returned {type(positions).__name__}, not a Series; "
+            "an unknown position is not a flat one"
+        )
+    working = _working_orders(broker).groupby("instrument")["quantity"].sum().astype(float)
+    return positions.astype(float), working
+
+
+def _submit(broker: Broker, ledger: Ledger, intent: OrderIntent, price: float, counts: dict[str, int]) -> Fill | None:
+    """Send one intent that is already in the ledger; record the outcome."""
+    try:
+        fill = broker.submit(intent, price)
+    except BrokerError as exc:
+        ledger.add_alert(
+            "broker_error", "ERROR", intent.order_ref,
+            f"submit of {intent.order_ref} failed: {exc}; the intent stays open and the next run "
+            "reconciles it with the broker before sending anything",
+            f"broker_error:{intent.order_ref}",
+        )
+        raise
+    counts["sent"] += 1
+    if fill is None:
+        ledger.update_status(intent.order_ref, "SUBMITTED")
+    else:
+        ledger.record_fill(fill)  # idempotent; also marks the intent FILLED
+        counts["filled"] += 1
+    return fill
+
+
+def _reconcile(
+    open_intents: pd.DataFrame,
+    *,
+    ledger: Ledger,
+    broker: Broker,
+    state: TradingState,
+    limits: RiskLimits,
+    point_sizes: dict[str, float],
+    reference_prices: pd.Series,
+    counts: dict[str, int],
+) -> dict[str, str]:
+    """Settle earlier open intents of the session with the broker; returns order_ref -> action."""
+    actions: dict[str, str] = {}
+    if open_intents.empty:
+        return actions
+    working_refs = set(_working_orders(broker)["order_ref"])
+    for _, row in open_intents.iterrows():
+        intent = OrderIntent.from_row(row)
+        counts["reconciled"] += 1
+        fill = broker.find_by_order_ref(intent.order_ref)
+        if fill is not None:
+            ledger.record_fill(fill)
+            actions[intent.order_ref] = "adopted"
+            counts["adopted"] += 1
+            continue
+        if intent.order_ref in working_refs:
+            if row["status"] != "SUBMITTED":
+                ledger.update_status(intent.order_ref, "SUBMITTED")
+            actions[intent.order_ref] = "working"
+            continue
+        # Unknown to the broker: it was never sent. Send it now under the same order_ref, after
+        # the gate with today's state and positions (the gate stands before every submission).
+        positions, working = _broker_positions(broker)
+        before = float(positions.get(intent.instrument, 0.0)) + float(working.get(intent.instrument, 0.0))
+        price = _fill_price(intent.instrument, reference_prices, intent.reference_price)
+        verdict = pre_trade_check(
+            intent.quantity, intent.instrument, price, float(point_sizes.get(intent.instrument, math.nan)),
+            before, state, limits,
+        )
+        if not verdict.accepted:
+            ledger.update_status(intent.order_ref, "DENIED", verdict="DENIED", deny_reason=verdict.reason)
+            actions[intent.order_ref] = "denied_on_resend"
+            continue
+        ledger.update_status(intent.order_ref, row["status"], verdict="ACCEPTED")
+        _submit(broker, ledger, intent, price, counts)
+        actions[intent.order_ref] = "resent"
+        counts["resent"] += 1
+    return actions
+
+
+def _gate(plan: pd.DataFrame, state: TradingState, limits: RiskLimits, point_sizes: dict[str, float]) -> list[Verdict]:
+    # A loop over a handful of orders a day; the gate is per order by nature (rules short-circuit).
+    return [
+        pre_trade_check(
+            float(r.quantity), str(r.instrument), float(r.reference_price),
+            float(point_sizes.get(r.instrument, math.nan)), float(r.position_before), state, limits,
+        )
+        for r in plan.itertuples(index=False)
+    ]
+
+
+def _unchanged(plan: pd.DataFrame, prior: pd.DataFrame, mode: str) -> np.ndarray:
+    """Which planned orders repeat the latest untraded intent of their instrument (see
+    :func:`execute_orders`, "Idempotency")."""
+    if plan.empty or prior.empty:
+        return np.zeros(len(plan), dtype=bool)
+    latest = (
+        prior[prior["mode"] == mode].sort_values("seq").groupby("instrument").tail(1).set_index("instrument")
+    )
+    m = latest.reindex(plan["instrument"].to_numpy())
+    same = (
+        m["status"].isin(["RECORDED", "DENIED"]).to_numpy()
+        & np.isclose(m["target_position"].to_numpy(dtype=float), plan["target_position"].to_numpy(dtype=float))
+        & np.isclose(m["quantity"].to_numpy(dtype=float), plan["quantity"].to_numpy(dtype=float))
+        & (m["verdict"].to_numpy(dtype=object) == plan["verdict"].to_numpy(dtype=object))
+        & (m["deny_reason"].fillna("").to_numpy(dtype=object) == plan["deny_reason"].fillna("").to_numpy(dtype=object))
+    )
+    return np.asarray(same, dtype=bool)
+
+
+def execute_orders(
+    targets: pd.Series,
+    reference_prices: pd.Series,
+    session: Any,
+    *,
+    ledger: Ledger,
+    broker: Broker | None,
+    limits: RiskLimits,
+    point_sizes: dict[str, float],
+    strategy: str,
+    submit: bool,
+    run_id: str | None,
+    assumed_positions: pd.Series | None = None,
+) -> ExecutionReport:
+    """Take the positions of one session to their targets, exactly once.
+
+    Flow (DESIGN rule 3; reliability.md §2):
+
+    1. Reconcile (``submit=True`` only): every intent of ``session`` in mode ``submit`` still
+       INTENT or SUBMITTED (e.g. a crash after writing it) is looked up at the broker by
+       order_ref. Filled: the fill is recorded, the intent becomes FILLED. Working at the
+       broker: SUBMITTED. Unknown: it is gated again (today's state and positions) and re-sent
+       with the SAME order_ref, never a new one.
+    2. Read broker positions and working orders; a :class:`BrokerError` propagates and stops
+       the run (fail closed: nothing is planned from an unknown position).
+    3. Plan the residual ``target - position - working`` (:func:`plan_orders`).
+    4. Gate each order (:func:`pipeline.risk.pre_trade_check`), then write every intent in
+       one transaction BEFORE any submission, with its verdict: ACCEPTED orders as INTENT
+       (``submit``) or RECORDED (``record_only``), denials as DENIED with the reason (and, in
+       submit runs, an alert ``order_denied``).
+    5. ``submit=True``: send the accepted intents; a fill marks the intent FILLED (fill and
+       status in one transaction), an order left working becomes SUBMITTED. A BrokerError on
+       submit leaves the intent open, adds an alert ``broker_error`` and propagates; the next
+       run reconciles it. ``submit=False`` (a backfill or a dry run): nothing is sent.
+
+    Idempotency. Submit runs: the residual is against the broker's position, so a re-run
+    after success plans nothing. Record-only runs never change a position, so instead a
+    planned order is *unchanged* — not written again — when the latest intent of the same
+    (session, instrument) in the same mode did not trade (status RECORDED or DENIED) and has
+    the same target position, quantity, verdict and denial reason. The same rule keeps a
+    re-run of a submit run that was denied (e.g. while HALTED) from piling up identical
+    denials. A changed target (or a changed verdict) records a new intent with the next seq.
+
+    Parameters
+    ----------
+    targets : Series
+        Index instrument; target positions for ``session`` in signed units (NaN: no order).
+    reference_prices : Series
+        Index instrument; price points; valued by the gate and used as the paper fill price.
+    session : date-like
+        The session the orders are for.
+    ledger : Ledger
+        The initialised ledger.
+    broker : Broker or None
+        Required when ``submit``. In a record-only run it is optional: given, the residual is
+        against its current positions (a dry run of today's orders); None, against
+        ``assumed_positions`` (a backfill).
+    limits : RiskLimits
+        Pre-trade limits.
+    point_sizes : dict[str, float]
+        Currency per price point per unit, per instrument (missing: the gate denies).
+    strategy : str
+        First field of each order_ref.
+    submit : bool
+        True to send orders (only for the latest session, DESIGN rule 2); False records only.
+    run_id : str or None
+        The Dagster run id, stored on each new intent.
+    assumed_positions : Series, optional
+        Record-only runs without a broker: positions to net against (e.g. the previous
+        session's targets); default flat. Ignored when a broker is given.
+
+    Returns
+    -------
+    ExecutionReport
+
+    Raises
+    ------
+    BrokerError
+        The broker could not report positions / working orders / fills, or a submit failed.
+    OrderError
+        ``submit`` without a broker, or bad inputs (see :func:`plan_orders`).
+    LedgerError
+        The ledger cannot be read or written (e.g. locked by another process).
+
+    Notes
+    -----
+    The ledger file stays open (``Ledger.hold``) for the run, so other processes wait for the
+    write lock until it returns.
+    """
+    if submit and broker is None:
+        raise OrderError("execute_orders: submit=True needs a broker (or run with submit=False)")
+    with ledger.hold():  # one open of the DuckDB file for the whole run (the writer lock too)
+        return _execute_orders(
+            targets, reference_prices, _session(session), ledger=ledger, broker=broker, limits=limits,
+            point_sizes=point_sizes, strategy=strategy, submit=submit, run_id=run_id,
+            assumed_positions=assumed_positions,
+        )
+
+
+def _execute_orders(
+    targets: pd.Series,
+    reference_prices: pd.Series,
+    session: pd.Timestamp,
+    *,
+    ledger: Ledger,
+    broker: Broker | None,
+    limits: RiskLimits,
+    point_sizes: dict[str, float],
+    strategy: str,
+    submit: bool,
+    run_id: str | None,
+    assumed_positions: pd.Series | None,
+) -> ExecutionReport:
+    mode = "submit" if submit else "record_only"
+    counts = dict.fromkeys(
+        ("planned", "unchanged", "recorded", "accepted", "denied", "sent", "filled", "reconciled",
+         "adopted", "resent"),
+        0,
+    )
+    state = ledger.trading_state()
+    prior = ledger.intents(session=session)
+
+    # 1. reconcile the session's open intents before anything new is planned
+    actions: dict[str, str] = {}
+    if submit:
+        open_intents = prior[(prior["mode"] == "submit") & prior["status"].isin(OPEN_STATUSES)]
+        actions = _reconcile(
+            open_intents, ledger=ledger, broker=broker, state=state, limits=limits,
+            point_sizes=point_sizes, reference_prices=reference_prices, counts=counts,
+        )
+        if actions:
+            prior = ledger.intents(session=session)
+
+    # 2. positions: the broker's, failing closed; or the assumed ones of a record-only run
+    if broker is not None:
+        positions, working = _broker_positions(broker)
+    else:
+        positions, working = _as_series(assumed_positions, "assumed_positions"), pd.Series(dtype=float)
+
+    # 3. plan the residual, 4. gate and write before sending
+    plan = plan_orders(targets, positions, working, reference_prices, session, strategy, prior)
+    counts["planned"] = len(plan)
+    verdicts = _gate(plan, state, limits, point_sizes)
+    plan["verdict"] = pd.array(["ACCEPTED" if v.accepted else "DENIED" for v in verdicts], dtype="str")
+    plan["deny_reason"] = pd.array([v.reason for v in verdicts], dtype="str")
+    unchanged = _unchanged(plan, prior, mode)
+    counts["unchanged"] = int(unchanged.sum())
+    plan = plan[~unchanged].reset_index(drop=True)
+    accepted = (plan["verdict"] == "ACCEPTED").to_numpy()
+    plan["status"] = np.where(accepted, "INTENT" if submit else "RECORDED", "DENIED")
+    plan["mode"] = mode
+    plan["run_id"] = run_id
+    ledger.record_intents(plan)
+    counts.update(recorded=len(plan), accepted=int(accepted.sum()), denied=int((~accepted).sum()))
+    actions.update(dict.fromkeys(plan["order_ref"], "new"))
+    if submit:
+        for r in plan[~accepted].itertuples(index=False):
+            ledger.add_alert(
+                "order_denied", "WARN", r.order_ref, f"{r.order_ref} denied by the pre-trade gate: {r.deny_reason}",
+                f"order_denied:{r.order_ref}",
+            )
+
+    # 5. send the accepted intents (already in the ledger)
+    if submit:
+        for _, row in plan[accepted].iterrows():
+            intent = OrderIntent.from_row(row)
+            price = _fill_price(intent.instrument, reference_prices, intent.reference_price)
+            _submit(broker, ledger, intent, price, counts)
+
+    report = ledger.intents(session=session)
+    report = report[report["order_ref"].isin(list(actions))].reset_index(drop=True)
+    report["action"] = report["order_ref"].map(actions)
+    return ExecutionReport(session=session, mode=mode, trading_state=state, intents=report, counts=counts)

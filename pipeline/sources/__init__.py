@@ -1,0 +1,66 @@
+"""Bar sources: where raw daily bars come from (the Dagster bar-source resource wraps these).
+
+``make_source(cfg.source)`` builds the configured one: ``sample`` (the bundled real prices) or
+``files`` (a folder of CSV / Parquet bars). An Interactive Brokers source implements the same
+:class:`BarSource` protocol.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import SourceConfig
+from pipeline.sources.base import (
+    BAR_COLUMNS,
+    BAR_DTYPES,
+    BAR_SCHEMA,
+    BarSource,
+    SchemaError,
+    SourceError,
+    conform_bars,
+    empty_bars,
+)
+from pipeline.sources.files import FilesSource, read_bar_file
+from pipeline.sources.sample import SAMPLE_PATH, SampleSource
+
+__all__ = [
+    "BAR_COLUMNS",
+    "BAR_DTYPES",
+    "BAR_SCHEMA",
+    "SAMPLE_PATH",
+    "BarSource",
+    "FilesSource",
+    "SampleSource",
+    "SchemaError",
+    "SourceError",
+    "conform_bars",
+    "empty_bars",
+    "make_source",
+    "read_bar_file",
+]
+
+
+def make_source(cfg: SourceConfig) -> BarSource:
+    """The bar source the configuration names.
+
+    Parameters
+    ----------
+    cfg : SourceConfig
+        ``kind`` "sample" (bundled data, ``path`` ignored) or "files" (``path`` = the folder;
+        relative paths resolve against the working directory).
+
+    Raises
+    ------
+    SourceError
+        ``kind`` "files" without ``path``, or a folder that does not exist.
+    """
+    if cfg.kind == "sample":
+        return SampleSource()
+    if cfg.kind == "files":
+        if not cfg.path:
+            raise SourceError(
+                "source.kind is 'files' but source.path is not set; set it to a folder of "
+                "*.csv / *.parquet bar files"
+            )
+        return FilesSource(Path(cfg.path))
+    raise SourceError(f"unknown source.kind {cfg.kind!r}; use 'sample' or 'files'")

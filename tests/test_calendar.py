@@ -1,0 +1,49 @@
+"""Sessions, partitions and the daily schedule follow the NYSE calendar (exchange_calendars)."""
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+
+from assets.partitions import daily_sessions
+from pipeline.calendar import is_session, sessions
+from pipeline.definitions import defs
+
+
+def test_holidays_and_closures_are_not_sessions():
+    # NYSE: Christmas observed 2022-12-26; closed 2001-09-11..14; Hurricane Sandy 2012-10-29/30.
+    assert not is_session("2022-12-26")
+    assert not any(is_session(d) for d in ["2001-09-11", "2001-09-14", "2012-10-29", "2012-10-30"])
+    assert is_session("2022-12-27")
+    # December 2022: 22 weekdays less the observed Christmas holiday on the 26th = 21 sessions.
+    assert len(pd.bdate_range("2022-12-01", "2022-12-31")) == 22
+    assert len(sessions("2022-12-01", "2022-12-31")) == 21
+
+
+def test_partitions_are_exchange_sessions():
+    keys = set(daily_sessions.get_partition_keys_in_range(dg.PartitionKeyRange("2022-12-01", "2022-12-30")))
+    assert "2022-12-26" not in keys and "2022-12-24" not in keys
+    assert keys == {d.strftime("%Y-%m-%d") for d in sessions("2022-12-01", "2022-12-30")}
+
+
+def _evaluate(when: dt.datetime):
+    schedule = defs.get_schedule_def("daily_after_close")
+    context = dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def())
+    return schedule.evaluate_tick(context)
+
+
+def test_schedule_skips_a_holiday_without_a_run():
+    when = pd.Timestamp("2022-12-26 18:30", tz="America/New_York").to_pydatetime()
+    result = _evaluate(when)
+    assert not result.run_requests
+    assert "not a XNYS session" in result.skip_message
+
+
+def test_schedule_targets_the_session_that_just_closed_across_dst():
+    # 2022-03-11 is the Friday before US DST starts, 2022-03-14 the Monday after: 18:30 local both.
+    for local in ["2022-03-11 18:30", "2022-03-14 18:30"]:
+        when = pd.Timestamp(local, tz="America/New_York").to_pydatetime()
+        result = _evaluate(when)
+        (request,) = result.run_requests
+        assert request.partition_key == local[:10]
+        assert request.run_config["ops"]["orders"]["config"]["submit"] is True

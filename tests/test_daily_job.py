@@ -1,0 +1,134 @@
+"""The daily job materialized through Dagster on the bundled real sample (a persistent test instance)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import load_config
+from pipeline.definitions import defs, execute_backfill, execute_daily
+from pipeline.lake import Lake
+from pipeline.ledger import Ledger
+from tests.conftest import LATEST_SAMPLE_SESSION, SMALL_UNIVERSE, write_config
+
+PARTITIONED = ["raw_bars", "clean_bars", "volatility", "forecasts", "combined_forecast", "target_positions", "orders"]
+
+
+@pytest.fixture(scope="module")
+def daily_run(tmp_path_factory):
+    """One daily run for the sample's latest session on a fresh lake (fills history first)."""
+    folder = tmp_path_factory.mktemp("daily")
+    config = write_config(folder)
+    with dg.instance_for_test() as instance:
+        result = execute_daily(LATEST_SAMPLE_SESSION, submit=True, config_path=str(config), instance=instance)
+        yield result, load_config(config), instance, str(config)
+
+
+def _lake(cfg) -> Lake:
+    return Lake(cfg.lake_path)
+
+
+def test_daily_run_succeeds_and_materializes_every_asset(daily_run):
+    result, *_ = daily_run
+    assert result.success
+    keys = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert keys == {a.key.to_user_string() for a in defs.assets}
+    partitions = {e.partition for e in result.get_asset_materialization_events() if e.partition}
+    assert partitions == {LATEST_SAMPLE_SESSION}
+    assert all(c.passed for c in result.get_asset_check_evaluations() if c.severity == dg.AssetCheckSeverity.ERROR)
+
+
+def test_forecasts_are_finite_and_capped(daily_run):
+    _, cfg, *_ = daily_run
+    lake = _lake(cfg)
+    f = lake.read("forecasts", start=pd.Timestamp(LATEST_SAMPLE_SESSION))
+    assert set(f["instrument"]) == set(SMALL_UNIVERSE)
+    assert set(f["rule"]) == set(cfg.rules.rule_names)
+    assert np.isfinite(f["capped"]).all() and f["capped"].abs().max() <= 20.0
+    combined = lake.read("combined_forecast")
+    assert combined["combined"].abs().max() <= 20.0 and np.isfinite(combined["combined"]).all()
+    # The full history was filled on the fresh lake: Carver's scaled forecasts average |10| roughly.
+    hist = lake.read("forecasts")
+    mean_abs = hist.groupby("rule")["capped"].apply(lambda s: s.abs().mean())
+    assert mean_abs.between(4, 16).all(), mean_abs
+
+
+def test_instrument_weights_have_equal_risk_contributions(daily_run):
+    _, cfg, *_ = daily_run
+    w = _lake(cfg).read_table("instrument_weights")
+    active = w[w["weight"] > 0]
+    spread = active.groupby("estimated_at")["risk_contribution"].agg(lambda s: s.max() - s.min())
+    assert spread.max() < 1e-6
+    sums = w.groupby("estimated_at")["weight"].sum()
+    assert np.allclose(sums, 1.0)
+    idm = _lake(cfg).read_table("idm")["idm"]
+    assert idm.between(1.0, 2.5).all()
+
+
+def test_orders_take_the_paper_positions_to_the_targets_through_the_gate(daily_run):
+    _, cfg, *_ = daily_run
+    lake = _lake(cfg)
+    targets = lake.read("target_positions", start=pd.Timestamp(LATEST_SAMPLE_SESSION)).set_index("instrument")["target"]
+    ledger = Ledger(cfg.lake_path / "warehouse.duckdb")
+    intents = ledger.intents(session=LATEST_SAMPLE_SESSION).set_index("instrument")
+    assert intents["order_ref"].str.fullmatch(rf"{cfg.broker.strategy}:{LATEST_SAMPLE_SESSION}:[A-Z]+:1").all()
+    # The lake starts flat, so every instrument with a non-zero target gets exactly one order.
+    assert set(intents.index) == set(targets[targets != 0].index)
+    filled = intents[intents["status"] == "FILLED"]
+    denied = intents[intents["status"] == "DENIED"]
+    assert len(filled) + len(denied) == len(intents) and len(filled) > 0
+    # Denials carry the rule and the numbers: with five instruments the positions are large enough
+    # that an order above the 500,000 USD notional limit is refused.
+    notional = (targets * lake.read("target_positions", start=pd.Timestamp(LATEST_SAMPLE_SESSION)).set_index("instrument")["price"]).abs()
+    assert set(denied.index) == set(notional[notional > cfg.risk.max_order_notional].index)
+    assert denied["deny_reason"].str.startswith("max_order_notional").all()
+    held = ledger.fills().groupby("instrument")["quantity"].sum()
+    pd.testing.assert_series_equal(held.sort_index(), targets[filled.index].sort_index(), check_names=False)
+
+
+def test_rerunning_the_same_session_sends_nothing_new(daily_run):
+    _, cfg, instance, config = daily_run
+    ledger = Ledger(cfg.lake_path / "warehouse.duckdb")
+    fills_before = len(ledger.fills())
+    intents_before = len(ledger.intents(session=LATEST_SAMPLE_SESSION))
+    again = execute_daily(LATEST_SAMPLE_SESSION, submit=True, config_path=config, instance=instance)
+    assert again.success
+    # Filled orders leave no residual; the denied one is unchanged, so it is not recorded twice.
+    assert len(ledger.fills()) == fills_before
+    assert len(ledger.intents(session=LATEST_SAMPLE_SESSION)) == intents_before
+
+
+def test_an_older_partition_records_intents_and_sends_nothing(daily_run):
+    _, cfg, instance, config = daily_run
+    ledger = Ledger(cfg.lake_path / "warehouse.duckdb")
+    fills_before = len(ledger.fills())
+    older = execute_daily("2022-12-20", submit=True, config_path=config, instance=instance)
+    assert older.success
+    recorded = ledger.intents(session="2022-12-20")
+    assert len(recorded) > 0 and (recorded["status"].isin(["RECORDED", "DENIED"])).all()
+    assert len(ledger.fills()) == fills_before
+    meta = [e for e in older.get_asset_materialization_events() if e.asset_key.to_user_string() == "orders"][0]
+    assert meta.materialization.metadata["submitted"].value is False
+
+
+def test_single_run_backfill_over_a_year_writes_every_partition(tmp_path):
+    config = write_config(tmp_path, symbols=["AAPL", "KO", "XOM"])
+    cfg = load_config(config)
+    with dg.instance_for_test() as instance:
+        result = execute_backfill("2021-12-28", LATEST_SAMPLE_SESSION, config_path=str(config), instance=instance)
+        assert result.success
+        runs = instance.get_runs()
+        assert len(runs) == 1
+    # NYSE: 251 sessions in 2022, plus 2021-12-28..31 (4), less 2022-12-29 and 12-30 (2) = 253.
+    n_sessions = 253
+    events = result.get_asset_materialization_events()
+    for asset in PARTITIONED:
+        assert len({e.partition for e in events if e.asset_key.to_user_string() == asset}) == n_sessions, asset
+    lake = Lake(cfg.lake_path)
+    tp = lake.read("target_positions", start=pd.Timestamp("2021-12-28"))
+    assert tp["session"].nunique() == n_sessions
+    ledger = Ledger(cfg.lake_path / "warehouse.duckdb")
+    assert ledger.fills().empty  # a backfill never sends orders
+    assert (ledger.intents()["status"].isin(["RECORDED", "DENIED"])).all()

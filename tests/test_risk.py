@@ -1,0 +1,152 @@
+"""The pre-trade gate: kill switch states, each limit at and just above its boundary, fail-closed
+inputs. Expected numbers are hand-computed from the limits given in each test."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.config import RiskLimits
+from pipeline.risk import TradingState, Verdict, is_reducing, pre_trade_check
+
+LIMITS = RiskLimits(max_order_quantity=100, max_order_notional=500_000, max_position=200_000, price_collar=0.10)
+ACTIVE, REDUCING, HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
+
+
+def check(quantity, price=100.0, *, point_size=1.0, position=0.0, state=ACTIVE, limits=LIMITS, limit_price=None):
+    return pre_trade_check(quantity, "ES", price, point_size, position, state, limits, limit_price)
+
+
+def test_an_order_within_every_limit_is_accepted_with_no_reason():
+    assert check(10) == Verdict(True, None, None)
+
+
+def test_halted_denies_even_a_reducing_order_and_names_the_kill_switch():
+    v = check(-5, position=10, state=HALTED)
+    assert not v.accepted
+    assert v.rule == "kill_switch"
+    assert v.reason.startswith("kill_switch: trading state is HALTED")
+
+
+def test_halted_is_reported_before_an_invalid_price():
+    assert check(5, price=math.nan, state=HALTED).rule == "kill_switch"
+
+
+@pytest.mark.parametrize("position, quantity", [(10, -4), (10, -10), (-10, 3), (-10, 10)])
+def test_reducing_accepts_an_order_that_cuts_the_position_down_to_at_most_flat(position, quantity):
+    assert check(quantity, position=position, state=REDUCING).accepted
+
+
+@pytest.mark.parametrize(
+    "position, quantity",
+    [(10, 1), (10, -11), (-10, -1), (-10, 11), (0, 5), (0, -5)],
+    ids=["adds-long", "crosses-long-to-short", "adds-short", "crosses-short-to-long", "opens-long", "opens-short"],
+)
+def test_reducing_denies_an_order_that_adds_or_crosses_zero(position, quantity):
+    v = check(quantity, position=position, state=REDUCING)
+    assert (v.accepted, v.rule) == (False, "reduce_only")
+
+
+def test_is_reducing_is_false_for_a_zero_order():
+    assert not is_reducing(0.0, 10.0)
+
+
+def test_max_order_quantity_accepts_the_limit_and_denies_just_above():
+    # limit 100 units; price 1 so that notional (100) stays far below its limit
+    assert check(100, price=1.0).accepted
+    assert check(-100, price=1.0).accepted
+    v = check(100.000001, price=1.0)
+    assert (v.accepted, v.rule) == (False, "max_order_quantity")
+    assert v.reason == "max_order_quantity: |100.000001| > 100"
+
+
+def test_max_order_notional_accepts_the_limit_and_denies_just_above():
+    # 100 x 5000 x 1 = 500000 == limit; 100 x 5000.01 x 1 = 500001 > limit
+    assert check(100, price=5000.0).accepted
+    v = check(100, price=5000.01)
+    assert (v.accepted, v.rule) == (False, "max_order_notional")
+
+
+def test_max_order_notional_counts_the_point_size():
+    # 2 contracts x 4000 points x 50 USD/point = 400000 <= 500000; 3 x 4000 x 50 = 600000 > 500000
+    assert check(2, price=4000.0, point_size=50.0).accepted
+    assert check(-3, price=4000.0, point_size=50.0).rule == "max_order_notional"
+
+
+def test_max_order_notional_reason_names_the_numbers():
+    # the example of the order-path brief: 120 x 4500 x 1 = 540000 > 500000
+    limits = RiskLimits(max_order_quantity=1000, max_order_notional=500_000)
+    v = check(120, price=4500.0, limits=limits)
+    assert v.reason == "max_order_notional: |120 x 4500.0 x 1| = 540000 > 500000"
+
+
+def test_max_position_accepts_the_limit_and_denies_just_above_on_both_sides():
+    # |199950 + 50| = 200000 == limit; |199950 + 51| = 200001 > limit; same mirrored for shorts
+    assert check(50, price=1.0, position=199_950).accepted
+    assert check(-50, price=1.0, position=-199_950).accepted
+    v = check(51, price=1.0, position=199_950)
+    assert (v.accepted, v.reason) == (False, "max_position: |199950 + 51| = 200001 > 200000")
+    assert check(-51, price=1.0, position=-199_950).rule == "max_position"
+
+
+def test_an_order_that_reduces_an_oversized_position_is_still_checked_against_max_position():
+    # |250000 - 10| = 249990 > 200000: the cap is on the position after the order
+    assert check(-10, price=1.0, position=250_000).rule == "max_position"
+
+
+def test_price_collar_accepts_the_collar_and_denies_just_outside():
+    # collar 10% around 100: 110 and 90 are at the collar (110/100 - 1 = 0.10000000000000009 in floats)
+    assert check(1, limit_price=110.0).accepted
+    assert check(1, limit_price=90.0).accepted
+    assert check(1, limit_price=110.01).rule == "price_collar"
+    assert check(1, limit_price=89.99).rule == "price_collar"
+
+
+def test_a_market_order_has_no_collar_check():
+    assert check(1, limit_price=None).accepted
+
+
+@pytest.mark.parametrize("limit_price", [0.0, -5.0, math.nan, math.inf])
+def test_an_invalid_limit_price_is_denied(limit_price):
+    assert check(1, limit_price=limit_price).rule == "invalid_limit_price"
+
+
+@pytest.mark.parametrize("price", [math.nan, math.inf, 0.0, -1.0])
+def test_a_missing_or_non_positive_reference_price_is_denied(price):
+    assert check(1, price=price).rule == "invalid_reference_price"
+
+
+def test_a_missing_point_size_is_denied():
+    assert check(1, point_size=math.nan).rule == "invalid_reference_price"
+
+
+@pytest.mark.parametrize("quantity", [0.0, math.nan, math.inf])
+def test_a_zero_or_non_finite_quantity_is_denied(quantity):
+    assert check(quantity).rule == "invalid_quantity"
+
+
+def test_an_unknown_position_is_denied():
+    assert check(1, position=math.nan).rule == "invalid_position"
+
+
+def test_state_given_as_a_string_is_understood():
+    assert check(1, state="HALTED").rule == "kill_switch"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    quantity=st.integers(-300, 300).filter(lambda q: q != 0),
+    price_cents=st.integers(1, 1_000_000),
+    position=st.integers(-250_000, 250_000),
+)
+def test_active_gate_agrees_with_an_exact_integer_reimplementation(quantity, price_cents, position):
+    # Independent check in exact integer arithmetic (cents), so no float rounding is involved.
+    limits = RiskLimits(max_order_quantity=200, max_order_notional=1_000_000, max_position=200_000)
+    expected = (
+        abs(quantity) <= 200
+        and abs(quantity) * price_cents <= 1_000_000 * 100
+        and abs(position + quantity) <= 200_000
+    )
+    v = pre_trade_check(quantity, "X", price_cents / 100, 1.0, position, ACTIVE, limits)
+    assert v.accepted == expected
