@@ -16,7 +16,7 @@ from assets.partitions import daily_sessions, run_sessions, single_run
 from assets.portfolio import TARGET_POSITIONS
 from assets.quality import CLEAN_BARS
 from assets.resources import BrokerResource, Settings
-from pipeline.orders import execute_orders
+from pipeline.orders import execute_orders, record_intents_without_sending
 
 
 class OrdersConfig(dg.Config):
@@ -64,29 +64,30 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
     targets = lake.read_wide(TARGET_POSITIONS, "target", cfg.symbols, end=run[-1])
     prices = lake.read_wide(TARGET_POSITIONS, "price", cfg.symbols, end=run[-1])
     point_sizes = {i.symbol: i.point_size for i in cfg.instruments}
-    reports = []
-    for session in run:
-        if session not in targets.index:
-            raise dg.Failure(f"orders: no target positions for {session.date()}: materialize target_positions first")
-        previous = targets.loc[:session].iloc[-2] if targets.index.get_loc(session) > 0 else None
-        reports.append(execute_orders(
+    missing = run.difference(targets.index)
+    if len(missing):
+        raise dg.Failure(f"orders: no target positions for {missing[0].date()}: materialize target_positions first")
+    if submit:
+        session = run[-1]
+        report = execute_orders(
             targets.loc[session].dropna(), prices.loc[session], session,
-            ledger=ledger,
-            broker=broker.broker() if submit else None,
-            limits=cfg.risk,
-            point_sizes=point_sizes,
-            strategy=cfg.broker.strategy,
-            submit=submit,
-            run_id=context.run.run_id,
-            assumed_positions=None if submit else (previous.fillna(0.0) if previous is not None else None),
-        ))
-    counts = pd.DataFrame([r.counts for r in reports]).sum()
-    last = reports[-1].intents
+            ledger=ledger, broker=broker.broker(), limits=cfg.risk, point_sizes=point_sizes,
+            strategy=cfg.broker.strategy, submit=True, run_id=context.run.run_id,
+        )
+        counts, last = report.counts, report.intents
+    else:
+        # Backfills, older partitions, dry runs: the trades the system would have made, recorded.
+        last = record_intents_without_sending(
+            targets, prices, run, ledger=ledger, limits=cfg.risk, point_sizes=point_sizes,
+            strategy=cfg.broker.strategy, run_id=context.run.run_id,
+        )
+        counts = {"recorded": len(last), "denied": int((last["status"] == "DENIED").sum()), "sent": 0}
+        last = last[last["session"] == run[-1]]
     shown = last[["order_ref", "side", "quantity", "reference_price", "verdict", "deny_reason", "status"]] if len(last) else last
     return dg.MaterializeResult(metadata={
         "submitted": submit,
         "why": why,
-        "trading_state": reports[-1].trading_state.value,
+        "trading_state": ledger.trading_state().value,
         **{k: int(v) for k, v in counts.items()},
         "orders": dg.MetadataValue.md(frame_md(shown, limit=50)),
     })

@@ -594,3 +594,74 @@ def _execute_orders(
     report = report[report["order_ref"].isin(list(actions))].reset_index(drop=True)
     report["action"] = report["order_ref"].map(actions)
     return ExecutionReport(session=session, mode=mode, trading_state=state, intents=report, counts=counts)
+
+
+def record_intents_without_sending(
+    targets: pd.DataFrame,
+    reference_prices: pd.DataFrame,
+    sessions: pd.DatetimeIndex,
+    *,
+    ledger: Ledger,
+    limits: RiskLimits,
+    point_sizes: dict[str, float],
+    strategy: str,
+    run_id: str | None,
+) -> pd.DataFrame:
+    """Record-only intents for one or many sessions (a backfill, an older session, a dry run).
+
+    Nothing is ever sent.
+
+    For each session the position before is the previous session's target (flat before the
+    first target), so the intents are the trades the system would have made. Each session is
+    planned and gated as :func:`execute_orders` does with ``submit=False`` (same order_refs,
+    same "unchanged" idempotency rule), but the ledger is read once and written in one
+    transaction, so a ten-year backfill costs one round trip instead of thousands.
+
+    Parameters
+    ----------
+    targets, reference_prices : DataFrame
+        Index session, columns instrument; target positions (signed units, NaN = no target)
+        and reference prices (price points) covering ``sessions`` and the session before.
+    sessions : DatetimeIndex
+        The sessions to record (each must be in ``targets.index``).
+    ledger, limits, point_sizes, strategy, run_id
+        As :func:`execute_orders`.
+
+    Returns
+    -------
+    DataFrame
+        The intents written (``PLAN_COLUMNS`` plus verdict, deny_reason, status, mode, run_id).
+
+    Raises
+    ------
+    OrderError
+        A session of ``sessions`` has no row in ``targets``.
+    """
+    missing = pd.DatetimeIndex(sessions).difference(targets.index)
+    if len(missing):
+        raise OrderError(f"record_intents_without_sending: no target positions for {[str(d.date()) for d in missing[:5]]}")
+    state = ledger.trading_state()
+    previous = targets.shift(1).fillna(0.0)
+    with ledger.hold():
+        prior_all = ledger.intents()
+        prior_all = prior_all[prior_all["session"].isin(sessions)]
+        plans = []
+        for session in sessions:
+            prior = prior_all[prior_all["session"] == session]
+            plan = plan_orders(targets.loc[session], previous.loc[session], pd.Series(dtype=float),
+                               reference_prices.loc[session], session, strategy, prior)
+            if plan.empty:
+                continue
+            verdicts = _gate(plan, state, limits, point_sizes)
+            plan["verdict"] = pd.array(["ACCEPTED" if v.accepted else "DENIED" for v in verdicts], dtype="str")
+            plan["deny_reason"] = pd.array([v.reason for v in verdicts], dtype="str")
+            plans.append(plan[~_unchanged(plan, prior, "record_only")])
+        if not plans:
+            return pd.DataFrame(columns=[*PLAN_COLUMNS, "verdict", "deny_reason", "status", "mode", "run_id"])
+        out = pd.concat(plans, ignore_index=True)
+        out["status"] = np.where(out["verdict"] == "ACCEPTED", "RECORDED", "DENIED")
+        out["mode"] = "record_only"
+        out["run_id"] = run_id
+        if len(out):
+            ledger.record_intents(out)
+    return out

@@ -355,3 +355,40 @@ def test_after_a_submit_run_broker_positions_equal_the_targets(first, second):
             target = second.get(instrument, math.nan)
             expected = after_first[instrument] if math.isnan(target) else float(round(target))
             assert positions[instrument] == expected
+
+
+# --- record-only intents over many sessions (backfills) ---------------------------------------
+
+def _wide(rows, sessions):
+    return pd.DataFrame(rows, index=pd.DatetimeIndex(sessions, name="session"), columns=["AAA", "BBB"], dtype=float)
+
+
+def test_backfill_intents_are_the_trades_between_successive_targets(ledger):
+    from pipeline.orders import record_intents_without_sending
+
+    days = ["2022-12-27", "2022-12-28", "2022-12-29"]
+    targets = _wide([[10, -5], [10, -8], [4, float("nan")]], days)
+    prices = _wide([[100, 50]] * 3, days)
+    out = record_intents_without_sending(targets, prices, targets.index, ledger=ledger, limits=LIMITS,
+                                         point_sizes={"AAA": 1.0, "BBB": 1.0}, strategy="carver", run_id="bf")
+    got = {(r.order_ref, r.quantity) for r in out.itertuples()}
+    # Day 1 from flat; day 2 only BBB moves (-8 - -5 = -3); day 3 AAA 4 - 10 = -6, BBB has no target.
+    assert got == {("carver:2022-12-27:AAA:1", 10.0), ("carver:2022-12-27:BBB:1", -5.0),
+                   ("carver:2022-12-28:BBB:1", -3.0), ("carver:2022-12-29:AAA:1", -6.0)}
+    assert set(ledger.intents()["status"]) == {"RECORDED"} and ledger.fills().empty
+    # Re-running the same backfill records nothing new.
+    again = record_intents_without_sending(targets, prices, targets.index, ledger=ledger, limits=LIMITS,
+                                           point_sizes={"AAA": 1.0, "BBB": 1.0}, strategy="carver", run_id="bf2")
+    assert again.empty and len(ledger.intents()) == 4
+
+
+def test_backfill_intents_go_through_the_gate(ledger):
+    from pipeline.orders import record_intents_without_sending
+
+    days = ["2022-12-27", "2022-12-28"]
+    targets = _wide([[10, 5000], [10, 5000]], days)  # 5000 > max_order_quantity 1000
+    prices = _wide([[100, 50]] * 2, days)
+    out = record_intents_without_sending(targets, prices, targets.index, ledger=ledger, limits=LIMITS,
+                                         point_sizes={"AAA": 1.0, "BBB": 1.0}, strategy="carver", run_id="bf")
+    denied = out[out["status"] == "DENIED"]
+    assert list(denied["instrument"]) == ["BBB"] and denied["deny_reason"].str.startswith("max_order_quantity").all()
