@@ -132,3 +132,23 @@ def test_single_run_backfill_over_a_year_writes_every_partition(tmp_path):
     ledger = Ledger(cfg.lake_path / "warehouse.duckdb")
     assert ledger.fills().empty  # a backfill never sends orders
     assert (ledger.intents()["status"].isin(["RECORDED", "DENIED"])).all()
+
+
+def test_the_regime_model_scales_positions_only_when_configured(tmp_path):
+    config = write_config(tmp_path, symbols=["AAPL", "KO", "XOM"], regime={"use_as_risk_scale": True, "high_vol_scale": 0.5})
+    cfg = load_config(config)
+    with dg.instance_for_test() as instance:
+        result = execute_daily(LATEST_SAMPLE_SESSION, submit=False, config_path=str(config), instance=instance)
+    assert result.success
+    lake = Lake(cfg.lake_path)
+    regime = lake.read_table("regime_model").set_index("session")
+    tp = lake.read("target_positions")
+    scale = tp.groupby("session")["risk_scale"].first()
+    p = regime["p_high_vol"].reindex(scale.index)
+    # risk scale = 1 - (1 - 0.5) * P(high vol), and 1 before the first walk-forward fit.
+    expected = (1 - 0.5 * p).fillna(1.0)
+    np.testing.assert_allclose(scale.to_numpy(), expected.to_numpy(), atol=1e-12)
+    assert scale.min() < 0.75 and scale.max() == 1.0
+    meta = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "regime_model"][0]
+    md = meta.materialization.metadata
+    assert 0.5 < md["oos_accuracy"].value <= 1.0 and md["used_as_risk_scale"].value is True
