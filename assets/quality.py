@@ -61,12 +61,15 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
     Rules (pipeline.quality): re-fetches resolved by latest ``fetched_at``, duplicates, non-finite
     close, non-positive prices (except back-adjusted futures), OHLC consistency where OHLC exist,
     negative volume, price spikes over ``max_price_spike`` volatility units; stale prices warn.
+    A quarantined bar returns to the clean set only when a person releases it after a check
+    (``trading-pipeline release SESSION INSTRUMENT RULE --reason ...``).
     """
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context)
     raw = lake.read(RAW_BARS, end=run[-1])
     raw = raw[raw["instrument"].isin(cfg.symbols)]
-    result = validate_bars(raw, cfg.quality, back_adjusted={i.symbol for i in cfg.instruments if i.back_adjusted})
+    result = validate_bars(raw, cfg.quality, back_adjusted={i.symbol for i in cfg.instruments if i.back_adjusted},
+                           released=settings.ledger().quarantine_releases())
     owned = lake.sessions_to_write(CLEAN_BARS, pd.DatetimeIndex(result.clean["session"].unique()), run)
     rows = lake.write_sessions(CLEAN_BARS, result.clean, owned)
     lake.write_sessions(QUARANTINE, result.quarantine, owned)

@@ -4,6 +4,7 @@
     trading-pipeline backfill START END
     trading-pipeline query "select * from target_positions where session = '2022-12-28'"
     trading-pipeline kill-switch [ACTIVE|REDUCING|HALTED] [--reason TEXT]
+    trading-pipeline release SESSION INSTRUMENT RULE --reason TEXT
 
 Every command takes ``--config PATH`` (default: ``$TRADING_PIPELINE_CONFIG`` or the bundled
 default) and ``--lake PATH``. Runs go through Dagster and are recorded in ``$DAGSTER_HOME``
@@ -13,6 +14,7 @@ default) and ``--lake PATH``. Runs go through Dagster and are recorded in ``$DAG
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -158,6 +160,19 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    from pipeline.ledger import Ledger
+    from pipeline.warehouse import WAREHOUSE_FILE
+
+    cfg = _config(args)
+    ledger = Ledger(Path(_lake_root(args, cfg)) / WAREHOUSE_FILE)
+    ledger.init()
+    new = ledger.release_quarantined(args.session, args.instrument, args.rule, reason=args.reason, released_by=args.by)
+    print(f"{'released' if new else 'already released'}: {args.instrument} {args.session} rule {args.rule}; "
+          "re-run the session (trading-pipeline daily --session ...) to take the bar into clean_bars")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trading-pipeline", description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -180,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="write CSV to stdout")
     p.add_argument("--max-rows", type=int, default=100)
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("release", parents=[common], help="release a quarantined bar after a manual check")
+    p.add_argument("session", help="session date YYYY-MM-DD")
+    p.add_argument("instrument")
+    p.add_argument("rule", help="the rule it failed, as in the quarantine table (e.g. price_spike)")
+    p.add_argument("--reason", required=True, help="what the check found")
+    p.add_argument("--by", default=os.environ.get("USER", "cli"), help="who checked it")
+    p.set_defaults(func=cmd_release)
 
     p = sub.add_parser("kill-switch", parents=[common], help="show or set the trading state")
     p.add_argument("state", nargs="?", choices=["ACTIVE", "REDUCING", "HALTED"])

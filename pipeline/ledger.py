@@ -96,6 +96,15 @@ CREATE TABLE IF NOT EXISTS alerts (
     message VARCHAR NOT NULL,
     dedupe_key VARCHAR UNIQUE
 );
+CREATE TABLE IF NOT EXISTS quarantine_releases (
+    session DATE NOT NULL,
+    instrument VARCHAR NOT NULL,
+    rule VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    released_by VARCHAR NOT NULL,
+    released_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (session, instrument, rule)
+);
 """
 
 
@@ -427,6 +436,36 @@ class Ledger:
         )
         out = pd.Series(df["position"].to_numpy(dtype=float), index=pd.Index(df["instrument"], name="instrument"))
         return out.rename("position")
+
+    # -- quarantine releases ---------------------------------------------------------------
+
+    def release_quarantined(self, session: Any, instrument: str, rule: str, reason: str, released_by: str) -> bool:
+        """Release a quarantined bar for one rule after a manual check (the next clean_bars run
+        keeps it, with a WARN that names the release). Returns False if it was already released.
+
+        Raises
+        ------
+        LedgerError
+            ``reason`` or ``released_by`` is empty: a release must say why and who.
+        """
+        if not reason or not released_by:
+            raise LedgerError("release_quarantined: give a reason and who checked the bar")
+        with self._transaction() as con:
+            exists = con.execute(
+                "SELECT count(*) FROM quarantine_releases WHERE session = ? AND instrument = ? AND rule = ?",
+                [_session_date(session), instrument, rule],
+            ).fetchone()[0]
+            if exists:
+                return False
+            con.execute(
+                "INSERT INTO quarantine_releases VALUES (?, ?, ?, ?, ?, current_timestamp)",
+                [_session_date(session), instrument, rule, reason, released_by],
+            )
+        return True
+
+    def quarantine_releases(self) -> pd.DataFrame:
+        """Released (session, instrument, rule) triples with reason, who and when."""
+        return self._read("SELECT * FROM quarantine_releases ORDER BY session, instrument, rule")
 
     # -- kill switch -----------------------------------------------------------------------
 

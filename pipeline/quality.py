@@ -97,7 +97,8 @@ class QualityResult:
 
 
 def validate_bars(
-    raw: pd.DataFrame, cfg: QualityConfig, back_adjusted: Collection[str] = ()
+    raw: pd.DataFrame, cfg: QualityConfig, back_adjusted: Collection[str] = (),
+    released: pd.DataFrame | None = None,
 ) -> QualityResult:
     """Validate all raw bars received so far into clean bars, quarantine and warnings.
 
@@ -113,6 +114,11 @@ def validate_bars(
         ``stale_sessions`` (bars).
     back_adjusted : collection of str
         Instruments whose prices may be zero or negative (back-adjusted futures).
+    released : DataFrame, optional
+        Columns ``session, instrument, rule``: bars a person checked and released for that
+        rule (``trading-pipeline release``). Such a bar is not quarantined for that rule; it
+        stays in the clean set and a WARN row (``detail`` starting "released after a manual
+        check") records it. Duplicates cannot be released (there is no single bar to keep).
 
     Returns
     -------
@@ -153,10 +159,13 @@ def validate_bars(
     rows = current[~dup].reset_index(drop=True)
 
     failed = np.zeros(len(rows), dtype=bool)
+    release_notes = []
     for check in (_close_not_finite, _non_positive, _ohlc_inconsistent, _negative_volume):
         mask, frame = check(rows, back_adjusted)
+        mask, frame, note = _apply_releases(rows, mask, frame, released)
         failed |= mask
         issues.append(frame)
+        release_notes.append(note)
 
     valid = rows[~failed].reset_index(drop=True)
     spike, z, ref_close, ref_session = spike_flags(
@@ -168,13 +177,16 @@ def validate_bars(
     )
     warn_frames = []
     if cfg.spike_severity == "ERROR":
+        spike, spike_issues, note = _apply_releases(valid, spike, spike_issues, released)
         issues.append(spike_issues)
+        release_notes.append(note)
         clean = valid[~spike].reset_index(drop=True)
     else:
         # A WARN spike is kept in the clean set and reported (never silently "fixed").
         warn_frames.append(spike_issues)
         clean = valid
     warn_frames.append(_stale_warnings(clean, cfg.stale_sessions))
+    warn_frames.extend(release_notes)
 
     quarantine = _sorted_issues(issues)
     warnings = _sorted_issues(warn_frames)
@@ -187,6 +199,32 @@ def validate_bars(
         }
     )
     return QualityResult(clean[BAR_COLUMNS], quarantine, warnings, summary, superseded)
+
+
+def _apply_releases(
+    rows: pd.DataFrame, mask: np.ndarray, frame: pd.DataFrame, released: pd.DataFrame | None
+) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """Take released (session, instrument, rule) bars out of a rule's failures.
+
+    Returns the new mask over ``rows``, the remaining issue rows, and WARN rows for the released.
+    """
+    if released is None or released.empty or frame.empty:
+        return mask, frame, frame.iloc[0:0]
+    rule = frame["rule"].iloc[0]
+    rel = released[released["rule"] == rule]
+    if rel.empty:
+        return mask, frame, frame.iloc[0:0]
+    keys = pd.MultiIndex.from_arrays([pd.to_datetime(rel["session"]).astype("datetime64[ns]"), rel["instrument"].astype(str)])
+
+    def hit(df: pd.DataFrame) -> np.ndarray:
+        return pd.MultiIndex.from_arrays(
+            [pd.to_datetime(df["session"]).astype("datetime64[ns]"), df["instrument"].astype(str)]
+        ).isin(keys)
+
+    in_frame = hit(frame)
+    note = frame[in_frame].assign(severity="WARN")
+    note["detail"] = "released after a manual check: " + note["detail"].astype(str)
+    return mask & ~hit(rows), frame[~in_frame], note
 
 
 def quality_errors(result: QualityResult, sessions: Iterable[object]) -> pd.DataFrame:

@@ -102,7 +102,19 @@ def test_a_bad_bar_blocks_everything_downstream_and_raises_an_alert(tmp_path):
     assert not materialized & {"volatility", "forecasts", "target_positions", "orders"}
     quarantine = Lake(cfg.lake_path).read("quarantine", start=pd.Timestamp(LATEST_SAMPLE_SESSION))
     assert list(quarantine["instrument"]) == ["KO"] and list(quarantine["rule"]) == ["ohlc_inconsistent"]
-    assert not (cfg.lake_path / "warehouse.duckdb").exists() or Ledger(cfg.lake_path / "warehouse.duckdb").intents().empty
+    ledger = Ledger(cfg.lake_path / "warehouse.duckdb")
+    assert ledger.intents().empty
+
+    # A person checks the bar and releases it: the next run takes it into the clean set and trades.
+    ledger.release_quarantined(LATEST_SAMPLE_SESSION, "KO", "ohlc_inconsistent", reason="test: checked", released_by="test")
+    with dg.instance_for_test() as instance:
+        again = execute_daily(LATEST_SAMPLE_SESSION, submit=True, config_path=str(tmp_path / "config.yaml"), instance=instance)
+    assert again.success
+    clean = Lake(cfg.lake_path).read("clean_bars", start=pd.Timestamp(LATEST_SAMPLE_SESSION))
+    assert "KO" in set(clean["instrument"])
+    warned = Lake(cfg.lake_path).read("quality_warnings", start=pd.Timestamp(LATEST_SAMPLE_SESSION))
+    assert warned["detail"].str.startswith("released after a manual check").any()
+    assert not ledger.intents(session=LATEST_SAMPLE_SESSION).empty
 
 
 def test_failed_checks_become_deduplicated_alerts(tmp_path):
