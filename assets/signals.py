@@ -13,12 +13,13 @@ from assets.partitions import daily_sessions, run_sessions, single_run
 from assets.quality import CLEAN_BARS
 from assets.resources import Settings
 from pipeline.combine import combine_forecasts, estimate_fdm, forecast_weights
-from pipeline.forecasts import ForecastSet, compute_forecasts
+from pipeline.forecasts import ForecastSet, compute_forecasts, estimate_forecast_scalars, floor_long_only, rescale
 from pipeline.lake import wide_to_long
 from pipeline.volatility import percentage_vol, robust_vol
 
 VOLATILITY = "volatility"
 FORECASTS = "forecasts"
+FORECAST_SCALARS = "forecast_scalars"
 COMBINED = "combined_forecast"
 
 _SIGNAL = dict(partitions_def=daily_sessions, backfill_policy=single_run, group_name="signals",
@@ -46,15 +47,45 @@ def volatility(context: dg.AssetExecutionContext, settings: Settings) -> dg.Mate
     })
 
 
-@dg.asset(deps=[CLEAN_BARS, VOLATILITY], **_SIGNAL)
+@dg.asset(deps=[VOLATILITY], group_name="signals", kinds={"python", "parquet"}, code_version="1")
+def forecast_scalars(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
+    """Forecast scalar of each rule variation, estimated as pysystemtrade does (pooled across
+    instruments: 10 / expanding mean of the cross-sectional median |raw forecast|), one value per
+    session using data up to it; shown beside the configured (published) values. Used by
+    ``forecasts`` when ``rules.scalars`` is ``estimate``."""
+    cfg, lake = settings.config(), settings.lake()
+    closes = lake.read_wide(VOLATILITY, "close", cfg.symbols)
+    vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols)
+    estimates = estimate_forecast_scalars(compute_forecasts(closes, vol, cfg.rules), min_periods=cfg.rules.min_scalar_periods)
+    long = estimates.stack().rename("scalar").reset_index()
+    lake.write_table(FORECAST_SCALARS, long)
+    latest = estimates.ffill().iloc[-1]
+    table = pd.DataFrame({"estimated": latest, "configured": pd.Series(cfg.rules.forecast_scalars).reindex(latest.index)})
+    table["estimated/configured"] = table["estimated"] / table["configured"]
+    return dg.MaterializeResult(metadata={
+        "estimation_window": f"{closes.index[0].date()} .. {closes.index[-1].date()} (expanding, pooled over "
+                             f"{len(cfg.symbols)} instruments, first estimate after {cfg.rules.min_scalar_periods} sessions)",
+        "used_by_forecasts": cfg.rules.scalars,
+        "scalars": dg.MetadataValue.md(frame_md(table.rename_axis("rule"), index=True, floatfmt="{:.3f}")),
+    })
+
+
+@dg.asset(deps=[CLEAN_BARS, VOLATILITY, FORECAST_SCALARS], **_SIGNAL)
 def forecasts(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
     """EWMAC and breakout forecasts per instrument and rule variation: raw, scaled by the rule's
-    forecast scalar, and capped at +/-20 (ST ch. 7; pysystemtrade ``ewmac.py``, ``breakout.py``)."""
+    forecast scalar (fixed, or estimated when ``rules.scalars: estimate``), capped at +/-20, and
+    floored at 0 for long-only instruments (ST ch. 7; pysystemtrade ``ewmac.py``, ``breakout.py``)."""
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context)
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1])
     vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=run[-1])
     fset = compute_forecasts(closes, vol, cfg.rules)
+    if cfg.rules.scalars == "estimate":
+        estimates = lake.read_table(FORECAST_SCALARS).pivot(index="session", columns="rule", values="scalar")
+        fset = rescale(fset, estimates, cfg.rules.forecast_cap, fallback=cfg.rules.forecast_scalars)
+    long_only = [i.symbol for i in cfg.instruments if i.long_only]
+    if long_only:
+        fset = ForecastSet(raw=fset.raw, scaled=fset.scaled, capped=floor_long_only(fset.capped, long_only))
     long = fset.to_long()
     owned = lake.sessions_to_write(FORECASTS, pd.DatetimeIndex(long["session"].unique()), run)
     rows = lake.write_sessions(FORECASTS, long, owned)
@@ -63,6 +94,7 @@ def forecasts(context: dg.AssetExecutionContext, settings: Settings) -> dg.Mater
     latest = long[long["session"] == run[-1]].pivot(index="instrument", columns="rule", values="capped")
     return dg.MaterializeResult(metadata={
         "rows_written": rows,
+        "scalars": cfg.rules.scalars,
         "rules": dg.MetadataValue.json(cfg.rules.rule_names),
         "mean_abs_forecast_in_run": dg.MetadataValue.md(frame_md(mean_abs.to_frame(), index=True)),
         "latest_capped": dg.MetadataValue.md(frame_md(latest.reindex(columns=cfg.rules.rule_names), index=True, floatfmt="{:.1f}")),

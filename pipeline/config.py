@@ -68,6 +68,7 @@ class Instrument(_Strict):
     asset_class: str = "equity"
     calendar: str = Field("XNYS", description="exchange_calendars code of the listing exchange")
     back_adjusted: bool = Field(False, description="back-adjusted futures may have prices <= 0")
+    long_only: bool = Field(False, description="forecasts floored at 0: never short (pst forecast_floor)")
     costs: CostModel = CostModel()
 
 
@@ -83,6 +84,12 @@ class RulesConfig(_Strict):
     )
     forecast_scalars: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_FORECAST_SCALARS))
     forecast_cap: float = Field(20.0, gt=0, description="ST ch. 7: forecasts are capped at +/-20")
+    scalars: Literal["fixed", "estimate"] = Field(
+        "fixed",
+        description="fixed: forecast_scalars; estimate: pooled expanding estimates (pst), with the "
+        "fixed value until min_scalar_periods sessions exist (no backfill, so no look-ahead)",
+    )
+    min_scalar_periods: int = Field(500, ge=20, description="sessions before an estimated scalar is used")
 
     @field_validator("ewmac")
     @classmethod

@@ -20,11 +20,11 @@ from assets.portfolio import instrument_weights, target_positions
 from assets.quality import clean_bars
 from assets.research import backtest, regime_model
 from assets.resources import default_resources
-from assets.signals import combined_forecast, forecasts, volatility
+from assets.signals import combined_forecast, forecast_scalars, forecasts, volatility
 from sensors.alerts import asset_check_alerts, run_failure_alerts
 from sensors.schedules import SUBMIT_RUN_CONFIG, build_daily_schedule
 
-ALL_ASSETS = [raw_bars, clean_bars, volatility, forecasts, combined_forecast, instrument_weights,
+ALL_ASSETS = [raw_bars, clean_bars, volatility, forecast_scalars, forecasts, combined_forecast, instrument_weights,
               regime_model, target_positions, backtest, orders]
 
 #: One run computes every asset for one session (or a single-run backfill of many). The

@@ -318,3 +318,64 @@ def estimate_forecast_scalars(
     scalars.columns.name = "rule"
     scalars.index.name = "session"
     return scalars
+
+
+def rescale(
+    fset: ForecastSet,
+    scalars: pd.DataFrame,
+    cap: float = 20.0,
+    fallback: dict[str, float] | None = None,
+) -> ForecastSet:
+    """Scale raw forecasts by time-varying forecast scalars, then cap.
+
+    Parameters
+    ----------
+    fset : ForecastSet
+        Raw forecasts (the ``raw`` frame is used; ``scaled``/``capped`` are replaced).
+    scalars : DataFrame
+        Index session, columns rule: the scalar to apply at each session, estimated with data up
+        to that session only (:func:`estimate_forecast_scalars`); forward-filled onto the
+        forecasts' sessions.
+    cap : float
+        Absolute cap (ST ch. 7: 20).
+    fallback : dict, optional
+        Fixed scalar per rule used where no estimate exists yet (the first ``min_periods``
+        sessions); without it those forecasts are NaN. pysystemtrade instead backfills the first
+        estimate, which looks ahead; this keeps the published value until an estimate exists.
+
+    Returns
+    -------
+    ForecastSet
+        Same raw, ``scaled = raw x scalar_t``, ``capped = clip(scaled, -cap, cap)``.
+
+    Raises
+    ------
+    ForecastError
+        A rule of ``fset`` has neither an estimated column nor a fallback scalar.
+    """
+    raw = fset.raw
+    rules = raw.columns.get_level_values("rule")
+    missing = sorted(set(rules) - set(scalars.columns) - set(fallback or {}))
+    if missing:
+        raise ForecastError(f"rescale: no scalar (estimated or fallback) for rules {missing}")
+    by_session = scalars.reindex(columns=sorted(set(rules))).reindex(raw.index, method="ffill")
+    if fallback:
+        by_session = by_session.fillna(pd.Series(fallback).reindex(by_session.columns))
+    factors = by_session.reindex(columns=rules)
+    factors.columns = raw.columns
+    scaled = raw * factors
+    capped = scaled.clip(-cap, cap)
+    return ForecastSet(raw=raw, scaled=scaled, capped=capped)
+
+
+def floor_long_only(capped: pd.DataFrame, long_only: list[str]) -> pd.DataFrame:
+    """Floor the forecasts of long-only instruments at 0 (pysystemtrade ``forecast_floor: 0``).
+
+    ``capped`` has a column MultiIndex (rule, instrument); other instruments are unchanged.
+    """
+    if not long_only:
+        return capped
+    out = capped.copy()
+    cols = out.columns.get_level_values("instrument").isin(long_only)
+    out.loc[:, cols] = out.loc[:, cols].clip(lower=0.0)
+    return out

@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline.config import load_config
 from pipeline.definitions import defs, execute_backfill, execute_daily
@@ -152,3 +153,30 @@ def test_the_regime_model_scales_positions_only_when_configured(tmp_path):
     meta = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "regime_model"][0]
     md = meta.materialization.metadata
     assert 0.5 < md["oos_accuracy"].value <= 1.0 and md["used_as_risk_scale"].value is True
+
+
+def test_estimated_scalars_and_a_long_only_instrument(tmp_path):
+    config = write_config(tmp_path, symbols=["AAPL", "KO", "XOM"], rules={"scalars": "estimate"})
+    raw = yaml.safe_load(config.read_text())
+    for instrument in raw["instruments"]:
+        instrument["long_only"] = instrument["symbol"] == "KO"
+    config.write_text(yaml.safe_dump(raw))
+    cfg = load_config(config)
+    with dg.instance_for_test() as instance:
+        result = execute_daily(LATEST_SAMPLE_SESSION, submit=False, config_path=str(config), instance=instance)
+    assert result.success
+    lake = Lake(cfg.lake_path)
+    scalars = lake.read_table("forecast_scalars").pivot(index="session", columns="rule", values="scalar")
+    f = lake.read("forecasts")
+    last = f[f["session"] == pd.Timestamp(LATEST_SAMPLE_SESSION)].set_index(["instrument", "rule"])
+    latest_scalar = scalars.loc[pd.Timestamp(LATEST_SAMPLE_SESSION)]
+    ratio = (last["scaled"] / last["raw"]).groupby(level="rule").first()
+    np.testing.assert_allclose(ratio.to_numpy(), latest_scalar.reindex(ratio.index).to_numpy(), rtol=1e-12)
+    # Before the first estimate (500 sessions) the published scalar applies.
+    early = f[f["session"] == f["session"].min() + pd.Timedelta(days=60)].set_index(["instrument", "rule"])
+    early_ratio = (early["scaled"] / early["raw"]).groupby(level="rule").first()
+    for rule, value in early_ratio.items():
+        assert value == pytest.approx(cfg.rules.forecast_scalars[rule])
+    ko = f[f["instrument"] == "KO"]
+    assert (ko["capped"] >= 0).all() and (f.loc[f["instrument"] != "KO", "capped"] < 0).any()
+    assert (lake.read("target_positions").query("instrument == 'KO'")["target"] >= 0).all()
