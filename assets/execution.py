@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.markdown import frame_md
-from assets.partitions import daily_sessions, run_sessions, single_run
+from assets.partitions import DAILY_ASSET, run_sessions
 from assets.portfolio import TARGET_POSITIONS
 from assets.quality import CLEAN_BARS
 from assets.resources import BrokerResource, Settings
@@ -42,12 +42,9 @@ def submission_allowed(run: pd.DatetimeIndex, latest: pd.Timestamp | None, reque
 
 @dg.asset(
     deps=[TARGET_POSITIONS, CLEAN_BARS],
-    partitions_def=daily_sessions,
-    backfill_policy=single_run,
     group_name="execution",
-    kinds={"python", "duckdb"},
-    code_version="1",
     pool="broker",
+    **{**DAILY_ASSET, "kinds": {"python", "duckdb"}},
 )
 def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Settings, broker: BrokerResource) -> dg.MaterializeResult:
     """Orders that take the broker's positions to the session's target positions: one intent per

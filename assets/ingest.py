@@ -4,18 +4,16 @@
 import dagster as dg
 import pandas as pd
 
-from assets.partitions import daily_sessions, run_sessions, single_run
+from assets.partitions import DAILY_ASSET, run_sessions
 from assets.resources import BarSourceResource, Settings
 
 RAW_BARS = "raw_bars"
 
 
 @dg.asset(
-    partitions_def=daily_sessions,
-    backfill_policy=single_run,
     group_name="ingest",
-    kinds={"python", "parquet"},
-    code_version="1",
+    pool="bar_source",  # one fetch at a time: IB pacing limits are per connection
+    **DAILY_ASSET,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
 )
 def raw_bars(context: dg.AssetExecutionContext, settings: Settings, bar_source: BarSourceResource) -> dg.MaterializeResult:

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.markdown import frame_md
-from assets.partitions import daily_sessions, run_sessions, single_run
+from assets.partitions import DAILY_ASSET, run_sessions
 from assets.resources import Settings
 from assets.signals import COMBINED, VOLATILITY
 from pipeline.lake import wide_to_long
@@ -54,9 +54,7 @@ def _load_weights(lake) -> InstrumentWeights:
     return InstrumentWeights.from_long(lake.read_table(INSTRUMENT_WEIGHTS), idm)
 
 
-@dg.asset(deps=[VOLATILITY, COMBINED, INSTRUMENT_WEIGHTS, REGIME], **dict(
-    partitions_def=daily_sessions, backfill_policy=single_run, group_name="portfolio",
-    kinds={"python", "parquet"}, code_version="1"))
+@dg.asset(deps=[VOLATILITY, COMBINED, INSTRUMENT_WEIGHTS, REGIME], group_name="portfolio", **DAILY_ASSET)
 def target_positions(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
     """Vol-targeted, buffered positions in shares/contracts: capital x annual vol target / 16 /
     (daily price vol x point size) x combined forecast / 10 x instrument weight x IDM (x the

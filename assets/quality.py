@@ -11,7 +11,7 @@ import pandas as pd
 
 from assets.ingest import RAW_BARS
 from assets.markdown import frame_md
-from assets.partitions import daily_sessions, run_sessions, single_run
+from assets.partitions import DAILY_ASSET, run_sessions
 from assets.resources import Settings
 from pipeline.quality import validate_bars
 
@@ -38,12 +38,9 @@ def missing_bars(clean: pd.DataFrame, run: pd.DatetimeIndex, instruments: list[s
 
 
 @dg.asset(
-    partitions_def=daily_sessions,
-    backfill_policy=single_run,
     group_name="quality",
-    kinds={"python", "parquet"},
-    code_version="1",
     deps=[RAW_BARS],
+    **DAILY_ASSET,
     check_specs=[
         dg.AssetCheckSpec(CHECK_NO_QUARANTINE, asset=CLEAN_BARS, blocking=True,
                           description="No bar of the run's sessions failed an ERROR rule."),

@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.markdown import frame_md
-from assets.partitions import daily_sessions, run_sessions, single_run
+from assets.partitions import DAILY_ASSET, run_sessions
 from assets.quality import CLEAN_BARS
 from assets.resources import Settings
 from pipeline.combine import combine_forecasts, estimate_fdm, forecast_weights
@@ -22,8 +22,7 @@ FORECASTS = "forecasts"
 FORECAST_SCALARS = "forecast_scalars"
 COMBINED = "combined_forecast"
 
-_SIGNAL = dict(partitions_def=daily_sessions, backfill_policy=single_run, group_name="signals",
-               kinds={"python", "parquet"}, code_version="1")
+_SIGNAL = dict(group_name="signals", **DAILY_ASSET)
 
 
 @dg.asset(deps=[CLEAN_BARS], **_SIGNAL)

@@ -52,7 +52,21 @@ telemetry:
   enabled: false
 concurrency:
   runs:
-    max_concurrent_runs: 1   # one daily run at a time (queued runs wait)
+    max_concurrent_runs: 4
+    tag_concurrency_limits:
+      - key: trading/job       # at most one daily run at a time (queued runs wait)
+        value: daily
+        limit: 1
+  pools:
+    default_limit: 1           # bar_source (IB pacing) and broker (orders): one step at a time
+retention:
+  schedule:
+    purge_after_days: 90
+  sensor:
+    purge_after_days:
+      skipped: 7
+      failure: 30
+      success: -1
 """
 
 

@@ -1,5 +1,7 @@
 """Alerts: failed asset checks (ERROR and WARN) and failed runs go to the log and the ledger's
 ``alerts`` table, de-duplicated by key (one alert per failed check per run, one per failed run).
+New alerts are also delivered to the destinations set by ``TRADING_ALERT_*`` environment
+variables (Slack, webhook, email; see ``pipeline.alerting``).
 
 Checks are read from each finished run's event log: run-status sensors keep their own cursor and
 work on the default (run-sharded) SQLite instance storage as well as on PostgreSQL.
@@ -8,13 +10,17 @@ work on the default (run-sharded) SQLite instance storage as well as on PostgreS
 import dagster as dg
 
 from assets.resources import Settings
+from pipeline.alerting import notify
 
 
 def _alert(settings: Settings, log, kind: str, severity: str, subject: str, message: str, dedupe_key: str) -> bool:
-    added = settings.ledger().add_alert(kind=kind, severity=severity, subject=subject, message=message, dedupe_key=dedupe_key)
-    if added:
+    outcome = notify(settings.ledger(), kind=kind, severity=severity, subject=subject, message=message,
+                     dedupe_key=dedupe_key)
+    if outcome.added:
         log.warning(f"ALERT [{severity}] {subject}: {message}")
-    return added
+    for failure in outcome.failures:
+        log.warning(f"ALERT delivery failed: {failure.error}")
+    return outcome.added
 
 
 def alert_failed_checks(instance: dg.DagsterInstance, run_id: str, settings: Settings, log) -> int:
@@ -36,13 +42,13 @@ def alert_failed_checks(instance: dg.DagsterInstance, run_id: str, settings: Set
 
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, name="asset_check_alerts",
                       default_status=dg.DefaultSensorStatus.RUNNING,
-                      description="Alerts (log + alerts table) for every failed WARN/ERROR asset check of a successful run.")
+                      description="Alerts (log, alerts table, and Slack/webhook/email when configured) for every failed WARN/ERROR asset check of a successful run.")
 def asset_check_alerts(context: dg.RunStatusSensorContext, settings: Settings):
     alert_failed_checks(context.instance, context.dagster_run.run_id, settings, context.log)
 
 
 @dg.run_failure_sensor(name="run_failure_alerts", default_status=dg.DefaultSensorStatus.RUNNING,
-                       description="Alerts (log + alerts table) for a failed run and the checks that failed in it.")
+                       description="Alerts (log, alerts table, and Slack/webhook/email when configured) for a failed run and the checks that failed in it.")
 def run_failure_alerts(context: dg.RunFailureSensorContext, settings: Settings):
     run = context.dagster_run
     alert_failed_checks(context.instance, run.run_id, settings, context.log)

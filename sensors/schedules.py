@@ -15,15 +15,16 @@ SUBMIT_RUN_CONFIG = {"ops": {"orders": {"config": {"submit": True}}}}
 
 
 def build_daily_schedule(job) -> dg.ScheduleDefinition:
-    """Weekdays at 18:30 exchange time; a holiday is skipped (no run, no orders)."""
+    """Weekdays at 17:00 exchange time (an hour after the NYSE close, before the 18:30 freshness
+    deadline); a holiday is skipped (no run, no orders)."""
 
     @dg.schedule(
         name="daily_after_close",
-        cron_schedule="30 18 * * 1-5",
+        cron_schedule="0 17 * * 1-5",
         execution_timezone=TIMEZONE,
         job=job,
         default_status=dg.DefaultScheduleStatus.STOPPED,
-        description="The daily trading run for the session that just closed (18:30 exchange time, sessions only).",
+        description="The daily trading run for the session that just closed (17:00 exchange time, sessions only).",
     )
     def daily_after_close(context: dg.ScheduleEvaluationContext):
         session = pd.Timestamp(context.scheduled_execution_time).tz_convert(TIMEZONE).tz_localize(None).normalize()

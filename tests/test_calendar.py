@@ -33,15 +33,15 @@ def _evaluate(when: dt.datetime):
 
 
 def test_schedule_skips_a_holiday_without_a_run():
-    when = pd.Timestamp("2022-12-26 18:30", tz="America/New_York").to_pydatetime()
+    when = pd.Timestamp("2022-12-26 17:00", tz="America/New_York").to_pydatetime()
     result = _evaluate(when)
     assert not result.run_requests
     assert "not a XNYS session" in result.skip_message
 
 
 def test_schedule_targets_the_session_that_just_closed_across_dst():
-    # 2022-03-11 is the Friday before US DST starts, 2022-03-14 the Monday after: 18:30 local both.
-    for local in ["2022-03-11 18:30", "2022-03-14 18:30"]:
+    # 2022-03-11 is the Friday before US DST starts (2022-03-13), 2022-03-14 the Monday after: 17:00 local both.
+    for local in ["2022-03-11 17:00", "2022-03-14 17:00"]:
         when = pd.Timestamp(local, tz="America/New_York").to_pydatetime()
         result = _evaluate(when)
         (request,) = result.run_requests
