@@ -14,6 +14,7 @@ from assets.markdown import frame_md
 from assets.portfolio import REGIME, TARGET_POSITIONS
 from assets.resources import Settings
 from assets.signals import COMBINED, VOLATILITY
+from pipeline.analytics import attribution, reconstruct_trades, stress_test, trade_statistics, var_cvar
 from pipeline.backtest import simulate
 from pipeline.metrics import performance_metrics
 from pipeline.regime import regime_features, risk_scale, vol_regime_labels, vol_regime_state, walk_forward_classifier
@@ -22,6 +23,7 @@ from pipeline.report import equity_drawdown_png
 BACKTEST = "backtest"
 BACKTEST_DAILY = "backtest_daily"
 BACKTEST_METRICS = "backtest_metrics"
+BACKTEST_TRADES = "backtest_trades"
 
 
 @dg.asset(deps=[VOLATILITY, COMBINED], group_name="research", kinds={"python", "parquet", "scikitlearn"}, code_version="1")
@@ -61,25 +63,32 @@ def backtest(context: dg.AssetExecutionContext, settings: Settings) -> dg.Materi
     """Daily P&L of the target positions traded at the next session's close, net of commission and
     spread costs from the instrument config; equity curve, drawdown and the usual statistics
     (Sharpe, Sortino, max drawdown, CAGR, Calmar, win rate, profit factor, realised vol against the
-    vol target, 256-day annualisation), with an equity/drawdown plot."""
+    vol target, 256-day annualisation), round-trip trades and their statistics, P&L by asset class,
+    VaR/CVaR and 2008/2020 stress replays on the current positions, with an equity/drawdown plot."""
     cfg, lake = settings.config(), settings.lake()
     positions = lake.read_wide(TARGET_POSITIONS, "target", cfg.symbols)
     prices = lake.read_wide(TARGET_POSITIONS, "price", cfg.symbols)
-    result = simulate(
-        positions.fillna(0.0), prices,
-        point_size=pd.Series({i.symbol: i.point_size for i in cfg.instruments}),
-        costs={i.symbol: i.costs for i in cfg.instruments},
-        capital=cfg.portfolio.capital,
-    )
+    point_size = pd.Series({i.symbol: i.point_size for i in cfg.instruments})
+    result = simulate(positions.fillna(0.0), prices, point_size=point_size,
+                      costs={i.symbol: i.costs for i in cfg.instruments}, capital=cfg.portfolio.capital)
     # Statistics from the first session with a position: the warm-up has no trading by design.
     active = result.holdings.abs().sum(axis=1) > 0
     start = active.idxmax() if active.any() else result.returns.index[0]
     returns = result.returns.loc[start:]
     metrics = performance_metrics(returns, vol_target=cfg.portfolio.vol_target)
+    trades = reconstruct_trades(result.holdings, prices, point_size)
+    trade_stats = trade_statistics(trades)
+    risk = var_cvar(returns)
+    by_class = attribution(result, {i.symbol: i.asset_class for i in cfg.instruments})["by_asset_class"]
+    stress = stress_test(result.holdings.iloc[-1], prices, point_size).summary
     per_instrument, portfolio = result.to_long()
     lake.write_table(BACKTEST_DAILY, per_instrument)
     lake.write_table(BACKTEST, portfolio)
-    lake.write_table(BACKTEST_METRICS, pd.DataFrame({"metric": list(metrics), "value": [float(v) for v in metrics.values()]}))
+    lake.write_table(BACKTEST_TRADES, trades)
+    lake.write_table(BACKTEST_METRICS, pd.DataFrame({
+        "metric": list(metrics) + [f"trades_{k}" for k in trade_stats],
+        "value": [float(v) for v in metrics.values()] + [float(v) for v in trade_stats.values()],
+    }))
     png = equity_drawdown_png(result.equity.loc[start:], result.drawdown.loc[start:],
                               title=f"{cfg.broker.strategy}: equity and drawdown, {start.date()} .. {returns.index[-1].date()}")
     by_instrument = result.pnl_net.loc[start:].sum().rename("pnl_net").to_frame()
@@ -95,4 +104,8 @@ def backtest(context: dg.AssetExecutionContext, settings: Settings) -> dg.Materi
         "period": f"{start.date()} .. {returns.index[-1].date()}",
         "equity_curve": dg.MetadataValue.md(f"![equity and drawdown](data:image/png;base64,{base64.b64encode(png).decode()})"),
         "pnl_by_instrument": dg.MetadataValue.md(frame_md(by_instrument, index=True, floatfmt="{:,.0f}")),
+        "pnl_by_asset_class": dg.MetadataValue.md(frame_md(by_class, index=True, floatfmt="{:,.0f}")),
+        "trades": dg.MetadataValue.md(frame_md(pd.Series(trade_stats, name="value").rename_axis("statistic").to_frame(), index=True)),
+        "var_cvar": dg.MetadataValue.md(frame_md(risk, index=True)),
+        "stress_on_current_positions": dg.MetadataValue.md(frame_md(stress, index=True, floatfmt="{:,.0f}")),
     })

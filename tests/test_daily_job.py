@@ -180,3 +180,18 @@ def test_estimated_scalars_and_a_long_only_instrument(tmp_path):
     ko = f[f["instrument"] == "KO"]
     assert (ko["capped"] >= 0).all() and (f.loc[f["instrument"] != "KO", "capped"] < 0).any()
     assert (lake.read("target_positions").query("instrument == 'KO'")["target"] >= 0).all()
+
+
+def test_backtest_outputs_reconcile(daily_run):
+    result, cfg, *_ = daily_run
+    lake = _lake(cfg)
+    daily = lake.read_table("backtest_daily")
+    portfolio = lake.read_table("backtest")
+    trades = lake.read_table("backtest_trades")
+    # Per-instrument net P&L adds up to the portfolio's; round-trip trades add up to the gross P&L.
+    assert portfolio["pnl_net"].sum() == pytest.approx(daily["pnl_net"].sum(), rel=1e-12)
+    assert trades["pnl"].sum() == pytest.approx(daily["pnl_gross"].sum(), rel=1e-9)
+    meta = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "backtest"][0]
+    md = meta.materialization.metadata
+    assert md["equity_curve"].value.startswith("![equity and drawdown](data:image/png;base64,")
+    assert {"trades", "var_cvar", "pnl_by_asset_class", "stress_on_current_positions", "metrics"} <= set(md)
