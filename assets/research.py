@@ -14,7 +14,7 @@ from assets.markdown import frame_md
 from assets.portfolio import REGIME, TARGET_POSITIONS
 from assets.resources import Settings
 from assets.signals import COMBINED, VOLATILITY
-from pipeline.analytics import attribution, reconstruct_trades, stress_test, trade_statistics, var_cvar
+from pipeline.analytics import STRESS_WINDOWS, attribution, reconstruct_trades, stress_test, trade_statistics, var_cvar
 from pipeline.backtest import simulate
 from pipeline.metrics import performance_metrics
 from pipeline.regime import regime_features, risk_scale, vol_regime_labels, vol_regime_state, walk_forward_classifier
@@ -80,7 +80,9 @@ def backtest(context: dg.AssetExecutionContext, settings: Settings) -> dg.Materi
     trade_stats = trade_statistics(trades)
     risk = var_cvar(returns)
     by_class = attribution(result, {i.symbol: i.asset_class for i in cfg.instruments})["by_asset_class"]
-    stress = stress_test(result.holdings.iloc[-1], prices, point_size).summary
+    # Replay only the stress windows the price history covers (a short history has no 2008).
+    windows = {k: w for k, w in STRESS_WINDOWS.items() if pd.Timestamp(w[0]) >= prices.index[0]}
+    stress = stress_test(result.holdings.iloc[-1], prices, point_size, windows=windows).summary if windows else pd.DataFrame()
     per_instrument, portfolio = result.to_long()
     lake.write_table(BACKTEST_DAILY, per_instrument)
     lake.write_table(BACKTEST, portfolio)

@@ -57,7 +57,8 @@ class BarSourceResource(dg.ConfigurableResource):
     settings: Settings
 
     def source(self) -> BarSource:
-        return make_source(self.settings.config().source)
+        cfg = self.settings.config()
+        return make_source(cfg.source, cfg.instruments)
 
 
 class BrokerResource(dg.ConfigurableResource):

@@ -94,7 +94,7 @@ def cmd_daily(args: argparse.Namespace) -> int:
     if args.session:
         session = pd.Timestamp(args.session)
     else:
-        session = make_source(cfg.source).last_session(cfg.symbols)
+        session = make_source(cfg.source, cfg.instruments).last_session(cfg.symbols)
         if session is None:
             print(f"error: source {cfg.source.kind!r} has no bars for {cfg.symbols}", file=sys.stderr)
             return 2

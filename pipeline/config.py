@@ -183,9 +183,30 @@ class BrokerConfig(_Strict):
     execution: Literal["dry_run", "paper", "live"] = "paper"
 
 
+class IBConnection(_Strict):
+    """How to reach TWS / IB Gateway for bar data (no secrets: the account is not one).
+
+    Defaults: IB Gateway paper port 4002 on the local host (IB docs: Gateway 4001 live / 4002
+    paper, TWS 7496 / 7497).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(4002, ge=1, le=65535)
+    client_id: int = Field(
+        101, ge=1, description="unique per live connection; 0 is avoided (it binds manual TWS orders)"
+    )
+    timeout: float = Field(30.0, gt=0, description="seconds for connect and for each request")
+    account: str | None = Field(None, description="managed account to check for; None = any")
+    pacing_retries: int = Field(3, ge=1, description="tries of a request refused for pacing")
+    pacing_backoff: float = Field(
+        10.0, ge=0, description="seconds before the first retry after a pacing violation (doubles)"
+    )
+
+
 class SourceConfig(_Strict):
-    kind: Literal["sample", "files"] = "sample"
+    kind: Literal["sample", "files", "ib"] = "sample"
     path: str | None = Field(None, description="folder of CSV/Parquet bars for kind 'files'")
+    ib: IBConnection = IBConnection()
 
 
 class PipelineConfig(_Strict):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import SourceConfig
+from pipeline.config import Instrument, SourceConfig
 from pipeline.sources.base import (
     BAR_COLUMNS,
     BAR_DTYPES,
@@ -40,14 +40,17 @@ __all__ = [
 ]
 
 
-def make_source(cfg: SourceConfig) -> BarSource:
+def make_source(cfg: SourceConfig, instruments: list[Instrument] | None = None) -> BarSource:
     """The bar source the configuration names.
 
     Parameters
     ----------
     cfg : SourceConfig
-        ``kind`` "sample" (bundled data, ``path`` ignored) or "files" (``path`` = the folder;
-        relative paths resolve against the working directory).
+        ``kind`` "sample" (bundled data, ``path`` ignored), "files" (``path`` = the folder;
+        relative paths resolve against the working directory) or "ib" (``ib`` = the TWS /
+        IB Gateway connection; needs ``instruments`` to build the IB contracts).
+    instruments : list of Instrument, optional
+        The configured universe (required for "ib").
 
     Raises
     ------
@@ -63,4 +66,10 @@ def make_source(cfg: SourceConfig) -> BarSource:
                 "*.csv / *.parquet bar files"
             )
         return FilesSource(Path(cfg.path))
-    raise SourceError(f"unknown source.kind {cfg.kind!r}; use 'sample' or 'files'")
+    if cfg.kind == "ib":
+        from pipeline.sources.ib import IBSource  # imports ib_async only when used
+
+        if not instruments:
+            raise SourceError("source.kind 'ib' needs the instrument list: make_source(cfg.source, cfg.instruments)")
+        return IBSource(instruments, cfg.ib)
+    raise SourceError(f"unknown source.kind {cfg.kind!r}; use 'sample', 'files' or 'ib'")
