@@ -17,6 +17,7 @@ from assets.signals import COMBINED, VOLATILITY
 from pipeline.analytics import STRESS_WINDOWS, attribution, reconstruct_trades, stress_test, trade_statistics, var_cvar
 from pipeline.backtest import simulate
 from pipeline.metrics import performance_metrics
+from pipeline.model_registry import data_hash, log_experiment, save_model
 from pipeline.regime import regime_features, risk_scale, vol_regime_labels, vol_regime_state, walk_forward_classifier
 from pipeline.report import equity_drawdown_png
 
@@ -48,7 +49,19 @@ def regime_model(context: dg.AssetExecutionContext, settings: Settings) -> dg.Ma
         "risk_scale": risk_scale(result.probability, cfg.regime.high_vol_scale),
     }).rename_axis("session").reset_index()
     lake.write_table(REGIME, table)
+    version = None
+    if result.last_model is not None:
+        scored = result.probability.dropna().index
+        metrics = {"oos_accuracy": float(result.oos_accuracy), "baseline_accuracy": float(result.baseline_accuracy)}
+        params = {"horizon": cfg.regime.horizon, "retrain_every": cfg.regime.retrain_every, "min_train": cfg.regime.min_train}
+        version = save_model(lake.root, "vol_regime", result.last_model, {
+            "training_window": [str(features.index[0].date()), str(scored[-1].date())],
+            "features": list(features.columns), "params": params, "oos_metrics": metrics,
+            "data_hash": data_hash(features),
+        })
+        log_experiment(lake.root, "vol_regime", params, metrics, version=version)
     return dg.MaterializeResult(metadata={
+        "model_version": version or "none (too little history to fit)",
         "oos_accuracy": float(result.oos_accuracy),
         "baseline_accuracy": float(result.baseline_accuracy),
         "n_folds": int(result.n_folds),

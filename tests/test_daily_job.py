@@ -153,6 +153,12 @@ def test_the_regime_model_scales_positions_only_when_configured(tmp_path):
     meta = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "regime_model"][0]
     md = meta.materialization.metadata
     assert 0.5 < md["oos_accuracy"].value <= 1.0 and md["used_as_risk_scale"].value is True
+    # The fitted model is stored as a version in the lake's model registry, with its evidence.
+    from pipeline.model_registry import list_versions, load_model
+    versions = list_versions(cfg.lake_path, "vol_regime")
+    assert list(versions["version"]) == [md["model_version"].value]
+    stored = load_model(cfg.lake_path, "vol_regime")
+    assert stored.metadata["oos_metrics"]["oos_accuracy"] == pytest.approx(md["oos_accuracy"].value)
 
 
 def test_estimated_scalars_and_a_long_only_instrument(tmp_path):
