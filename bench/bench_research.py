@@ -1,0 +1,221 @@
+"""Benchmark: the full research pass over pysystemtrade's 2023 futures set (issue 7).
+
+    python bench/bench_research.py --runs 5            # median of 5 runs, each a fresh process
+    python bench/bench_research.py --profile           # one in-process run under cProfile, top hotspots
+    python bench/bench_research.py --data FOLDER       # default: ../shared/data/futures_carver_2023
+
+The pass, with the pipeline's own functions, over every instrument (238 markets, ~1.15M
+instrument-days, 1970 .. 2023):
+
+  load       read_adjusted_prices, read_multiple_prices, read_instrument_config; weekend rows to Friday
+  vol        robust_vol (the pipeline default)
+  rules      compute_forecasts: EWMAC 2/8 .. 64/256 and breakout 10 .. 320 (12 variations)
+  carry      annualised_roll + carry_forecast on the instruments with multiple prices
+  scalars    estimate_forecast_scalars (pooled, expanding) + rescale (published value until an estimate)
+  fdm        estimate_fdm, equal forecast weights over the 13 rules
+  combine    combine_forecasts
+  weights    vol_normalised_returns + estimate_instrument_weights (ERC, IDM; lookback 1280 sessions)
+  positions  InstrumentWeights.daily + target_positions (vol target, buffer, rounding; fx = 1)
+
+Each timed run is a fresh ``python`` process (imports not timed); stage times use
+``time.perf_counter``. Peak memory is the child's ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
+(peak resident set size of the whole process, interpreter and imports included; the
+post-import baseline is printed beside it). Budget (issue 7): <= 6 s wall and <= 2 GB peak on the
+project's 2-core machine. The 1-, 5- and 15-minute load averages are printed before and after,
+since other work on the machine slows the runs. Exits 0 with a message if the data is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "futures_carver_2023"
+STAGES = ["load", "vol", "rules", "carry", "scalars", "fdm", "combine", "weights", "positions"]
+BUDGET_SECONDS, BUDGET_MB = 6.0, 2048.0
+LOOKBACK_SESSIONS = 1280
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def research_pass(folder: Path) -> dict:
+    """Run every stage once; return ``{"stages": {name: seconds}, "shape": ..., "checks": ...}``."""
+    import pandas as pd
+
+    from pipeline.carry import CARRY_FORECAST_SCALAR
+    from pipeline.combine import combine_forecasts, estimate_fdm, forecast_weights
+    from pipeline.config import DEFAULT_FORECAST_SCALARS, PortfolioConfig, RulesConfig
+    from pipeline.forecasts import ForecastSet, compute_forecasts, estimate_forecast_scalars, rescale
+    from pipeline.sizing import target_positions
+    from pipeline.volatility import robust_vol
+    from pipeline.weights import estimate_instrument_weights, vol_normalised_returns
+    from scripts.carver_fidelity import BREAKOUT_LOOKBACKS, EWMAC_SPEEDS, carry_raw, load_carver_2023
+
+    times: dict[str, float] = {}
+
+    def stage(name: str, started: float) -> None:
+        times[name] = time.perf_counter() - started
+
+    t = time.perf_counter()
+    data = load_carver_2023(folder)
+    prices = data.prices
+    stage("load", t)
+
+    t = time.perf_counter()
+    vol = robust_vol(prices)
+    stage("vol", t)
+
+    t = time.perf_counter()
+    rules = RulesConfig(ewmac=EWMAC_SPEEDS, breakout=BREAKOUT_LOOKBACKS)
+    fset = compute_forecasts(prices, vol, rules)
+    stage("rules", t)
+
+    t = time.perf_counter()
+    carry = pd.concat({"carry": carry_raw(data, vol)}, axis=1, names=["rule", "instrument"])
+    raw = pd.concat([fset.raw, carry], axis=1)
+    stage("carry", t)
+
+    t = time.perf_counter()
+    scalars = estimate_forecast_scalars(raw)
+    fallback = {**DEFAULT_FORECAST_SCALARS, "carry": CARRY_FORECAST_SCALAR}
+    fset = rescale(ForecastSet(raw=raw, scaled=raw, capped=raw), scalars, fallback=fallback)
+    stage("scalars", t)
+
+    t = time.perf_counter()
+    weights = forecast_weights(fset.rules, None)
+    fdm = estimate_fdm(fset.capped, weights)
+    stage("fdm", t)
+
+    t = time.perf_counter()
+    combined = combine_forecasts(fset.capped, weights, fdm)
+    stage("combine", t)
+
+    t = time.perf_counter()
+    instrument_weights = estimate_instrument_weights(vol_normalised_returns(prices, vol), LOOKBACK_SESSIONS, 126)
+    stage("weights", t)
+
+    t = time.perf_counter()
+    weights_daily, idm_daily = instrument_weights.daily(prices.index)
+    positions = target_positions(
+        prices, vol, combined.reindex(columns=prices.columns), weights_daily, idm_daily,
+        data.point_size.fillna(1.0), PortfolioConfig(),
+    )
+    stage("positions", t)
+
+    return {
+        "stages": times,
+        "shape": list(prices.shape),
+        "instrument_days": int(prices.notna().to_numpy().sum()),
+        "checks": {
+            "final_fdm": float(fdm.iloc[-1]),
+            "final_idm": float(instrument_weights.idm.iloc[-1]),
+            "ewmac16_64_scalar": float(scalars["ewmac16_64"].iloc[-1]),
+            "nonzero_final_positions": int((positions.target.iloc[-1] != 0).sum()),
+        },
+    }
+
+
+def _child(folder: Path) -> None:
+    import warnings
+
+    import pipeline.weights  # noqa: F401 - import everything first so the baseline includes it
+    import scripts.carver_fidelity  # noqa: F401
+
+    # The ERC solver's overflow warnings on its way to a verified solution are noise here.
+    warnings.simplefilter("ignore", RuntimeWarning)
+    baseline = _rss_mb()
+    result = research_pass(folder)
+    result["peak_rss_mb"] = _rss_mb()
+    result["baseline_rss_mb"] = baseline
+    print(json.dumps(result))
+
+
+def _profile(folder: Path, top: int) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    result = research_pass(folder)
+    profiler.disable()
+    print("stages:", ", ".join(f"{k} {v:.2f} s" for k, v in result["stages"].items()))
+    for key in ("tottime", "cumulative"):
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats(key).print_stats(top)
+        print(f"--- top {top} by {key} ---")
+        print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[-4000 * 3:])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--profile", action="store_true", help="one in-process run under cProfile")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not (args.data / "adjusted_prices_daily.parquet").is_file():
+        print(f"bench_research: data folder {args.data} absent (pysystemtrade 2023 set); nothing to benchmark.")
+        return 0
+    if args.child:
+        _child(args.data)
+        return 0
+    if args.profile:
+        _profile(args.data, args.top)
+        return 0
+
+    load_before = os.getloadavg()
+    runs = []
+    for k in range(args.runs):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", "--data", str(args.data)],
+            check=True, capture_output=True, text=True, cwd=ROOT,
+        )
+        run = json.loads(proc.stdout.strip().splitlines()[-1])
+        run["total"] = sum(run["stages"].values())
+        runs.append(run)
+        print(f"run {k + 1}: {run['total']:.1f} s, peak RSS {run['peak_rss_mb']:.0f} MB", flush=True)
+    load_after = os.getloadavg()
+
+    first = runs[0]
+    print(
+        f"\ndata: {first['shape'][1]} instruments x {first['shape'][0]} sessions, "
+        f"{first['instrument_days']:,} instrument-days; checks {first['checks']}"
+    )
+    print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
+          f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} (1/5/15 min; {os.cpu_count()} cores)")
+    total = statistics.median(r["total"] for r in runs)
+    peak = max(r["peak_rss_mb"] for r in runs)
+    print(f"\n| stage | median s | share |\n|---|---|---|")
+    for name in STAGES:
+        med = statistics.median(r["stages"][name] for r in runs)
+        print(f"| {name} | {med:.2f} | {med / total:.0%} |")
+    all_runs = ", ".join(f"{r['total']:.1f}" for r in runs)
+    print(f"| **total** | **{total:.2f}** | runs: {all_runs} |")
+    print(
+        f"\npeak RSS (ru_maxrss, whole child process) max over runs {peak:.0f} MB; "
+        f"post-import baseline {first['baseline_rss_mb']:.0f} MB"
+    )
+    verdict_t = "within" if total <= BUDGET_SECONDS else "OVER"
+    verdict_m = "within" if peak <= BUDGET_MB else "OVER"
+    print(f"budget: wall {total:.1f} s vs {BUDGET_SECONDS:.0f} s ({verdict_t}); "
+          f"memory {peak:.0f} MB vs {BUDGET_MB:.0f} MB ({verdict_m})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

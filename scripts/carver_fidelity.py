@@ -1,0 +1,509 @@
+"""Carver fidelity table: our estimates on real pysystemtrade data beside Carver's published numbers.
+
+    python scripts/carver_fidelity.py                       # print the Markdown table
+    python scripts/carver_fidelity.py --write docs/carver_fidelity.md
+    python scripts/carver_fidelity.py --instruments liquid40  # the 40-market subset the tests use
+
+Input: pysystemtrade's 2023 data (``adjusted_prices_daily.parquet`` for prices,
+``multiple_prices_daily.parquet`` for carry, ``csvconfig/instrumentconfig.csv`` for point sizes),
+by default from the ``shared/data/futures_carver_2023`` folder beside the project (``--data`` to
+point elsewhere). The data is test and benchmark input only; nothing of it is written into the
+project except the numbers in the generated table.
+
+What is compared (published values: carver.md §3):
+
+* EWMAC forecast scalars 4/16 .. 64/256 (pysystemtrade's pooled estimates 8.54 .. 1.91): the
+  ratio between successive speeds, and each level;
+* breakout scalars (pst 0.603 .. 0.737; issue tolerance 0.55 - 0.95) and the carry scalar
+  (book 30, pst 27.8 - 29.4; tolerance 20 - 40);
+* the FDM of equal-weight EWMAC sets of 2 .. 6 variations against AFTS's 1.03 .. 1.26;
+* out of sample: scalars estimated before 2010-01-01, applied after it, give mean |forecast| 10;
+* the IDM formula ``1 / sqrt(w' H w)`` on matrices whose answer is known exactly.
+
+Data preparation, as pysystemtrade does it: rows dated on a weekend are moved to the Friday before
+(pst ``resample("1B").last()``), keeping the last value. Forecasts are counted only on sessions
+where the instrument has a price (pipeline rules carry their last value over gaps, so a delisted
+or not-yet-reporting instrument would otherwise sit in the cross-section with a stale forecast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from pipeline.carry import CARRY_FORECAST_SCALAR, annualised_roll, carry_forecast  # noqa: E402
+from pipeline.carver_data import read_adjusted_prices, read_instrument_config, read_multiple_prices  # noqa: E402
+from pipeline.combine import estimate_fdm, fdm_from_correlation  # noqa: E402
+from pipeline.config import DEFAULT_FORECAST_SCALARS, RulesConfig  # noqa: E402
+from pipeline.forecasts import ForecastSet, compute_forecasts, estimate_forecast_scalars, rescale  # noqa: E402
+from pipeline.volatility import mixed_vol, robust_vol  # noqa: E402
+from pipeline.weights import idm  # noqa: E402
+
+#: The shared data folder beside the project (absent on a fresh machine: callers skip).
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "futures_carver_2023"
+
+EWMAC_SPEEDS = [(2, 8), (4, 16), (8, 32), (16, 64), (32, 128), (64, 256)]
+BREAKOUT_LOOKBACKS = [10, 20, 40, 80, 160, 320]
+EWMAC_RULES = [f"ewmac{f}_{s}" for f, s in EWMAC_SPEEDS]
+BREAKOUT_RULES = [f"breakout{n}" for n in BREAKOUT_LOOKBACKS]
+CARRY_RULE = "carry"
+
+#: pysystemtrade's pooled estimates, ``rob_system/config.yaml`` (carver.md §3.1, §3.2).
+PUBLISHED_EWMAC = {"ewmac4_16": 8.54, "ewmac8_32": 5.95, "ewmac16_64": 4.10, "ewmac32_128": 2.79, "ewmac64_256": 1.91}
+PUBLISHED_BREAKOUT = {
+    "breakout10": 0.603, "breakout20": 0.674, "breakout40": 0.704,
+    "breakout80": 0.726, "breakout160": 0.739, "breakout320": 0.737,
+}
+PST_CARRY_RANGE = (27.8, 29.4)  # carry10 .. carry125 in rob_system/config.yaml
+#: AFTS chapter 9/12 ``FDM_DICT``: equal-weight EWMAC sets of n variations (carver.md §3.3).
+AFTS_FDM = {2: 1.03, 3: 1.08, 4: 1.13, 5: 1.19, 6: 1.26}
+
+# Tolerances (issue 7).
+RATIO_TOLERANCE = 0.05
+LEVEL_TOLERANCE = 0.25
+BREAKOUT_RANGE = (0.55, 0.95)
+CARRY_RANGE = (20.0, 40.0)
+FDM_TOLERANCE = 0.05
+OOS_SPLIT = pd.Timestamp("2010-01-01")
+OOS_TARGET, OOS_TOLERANCE = 10.0, 1.0
+
+#: 40 liquid markets, one contract size each, across rates, equities, FX, energy, metals and
+#: agriculture; all have multiple prices (carry) in the 2023 set. Used by the tests for speed.
+LIQUID_40 = [
+    "US2", "US5", "US10", "US20", "US30", "SOFR", "EURIBOR", "SHATZ", "GILT", "JGB",
+    "SP500", "NASDAQ", "DOW", "RUSSELL", "DAX", "FTSE100", "NIKKEI", "HANG", "EUROSTX", "VIX",
+    "EUR", "JPY", "GBP", "AUD", "MXP", "NZD",
+    "CRUDE_W", "BRENT_W", "GAS_US", "HEATOIL", "GOLD", "PLAT", "COPPER",
+    "CORN", "WHEAT", "SOYBEAN", "SOYOIL", "SOYMEAL", "SUGAR11", "COFFEE",
+]
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def to_business_days(frame: pd.DataFrame) -> pd.DataFrame:
+    """Move weekend-dated rows to the Friday before, keeping each instrument's last value.
+
+    pysystemtrade's ``resample("1B").last()``: a Saturday or Sunday row lands in Friday's bin and,
+    being later, wins over Friday's own value; NaN never overwrites a value. Works for float and
+    nullable integer (contract) frames alike. Index ``session``, columns unchanged.
+    """
+    idx = pd.DatetimeIndex(frame.index)
+    back = np.clip(np.asarray(idx.day_of_week) - 4, 0, None)  # Sat -> 1 day back, Sun -> 2
+    if not back.any():
+        return frame
+    friday = pd.DatetimeIndex(idx - pd.to_timedelta(back, unit="D"), name="session")
+    out = frame.groupby(friday, sort=True).last()
+    out.index = pd.DatetimeIndex(out.index, name="session")
+    out.columns = frame.columns
+    return out
+
+
+@dataclass(frozen=True)
+class CarverData:
+    """The 2023 set on one business-day grid.
+
+    ``prices``: back-adjusted prices (session x instrument). ``price``, ``carry``,
+    ``price_contract``, ``carry_contract``: multiple prices reindexed to ``prices`` for the
+    instruments that have them (``carry_instruments``). ``point_size``: Series per instrument.
+    """
+
+    prices: pd.DataFrame
+    price: pd.DataFrame
+    carry: pd.DataFrame
+    price_contract: pd.DataFrame
+    carry_contract: pd.DataFrame
+    point_size: pd.Series
+
+    @property
+    def carry_instruments(self) -> list[str]:
+        return list(self.price.columns)
+
+
+def load_carver_2023(folder: Path = DEFAULT_DATA, instruments: list[str] | None = None) -> CarverData:
+    """Read adjusted prices, multiple prices and point sizes with the pipeline's readers."""
+    folder = Path(folder)
+    prices = to_business_days(read_adjusted_prices(folder / "adjusted_prices_daily.parquet", instruments).prices)
+    multiple = read_multiple_prices(folder / "multiple_prices_daily.parquet", instruments)
+    carry_cols = [c for c in prices.columns if c in multiple.price.columns]
+
+    def grid(frame: pd.DataFrame) -> pd.DataFrame:
+        return to_business_days(frame[carry_cols]).reindex(index=prices.index)
+
+    config = read_instrument_config(folder / "csvconfig" / "instrumentconfig.csv")
+    point_size = config["Pointsize"].reindex(prices.columns)
+    return CarverData(
+        prices=prices,
+        price=grid(multiple.price),
+        carry=grid(multiple.carry),
+        price_contract=grid(multiple.price_contract),
+        carry_contract=grid(multiple.carry_contract),
+        point_size=point_size,
+    )
+
+
+def carry_raw(data: CarverData, vol: pd.DataFrame) -> pd.DataFrame:
+    """Raw (unscaled) carry forecast of the instruments with multiple prices (pipeline.carry)."""
+    cols = data.carry_instruments
+    ann = annualised_roll(data.price, data.carry, data.price_contract, data.carry_contract)
+    return carry_forecast(ann, vol[cols])
+
+
+def raw_forecasts(
+    data: CarverData,
+    vol: pd.DataFrame,
+    ewmac: list[tuple[int, int]] = EWMAC_SPEEDS,
+    breakout: list[int] = BREAKOUT_LOOKBACKS,
+    carry: bool = True,
+) -> pd.DataFrame:
+    """Raw forecasts, columns ``(rule, instrument)``, masked to sessions where the instrument has a price."""
+    rules = RulesConfig(ewmac=list(ewmac), breakout=list(breakout))
+    frames = [compute_forecasts(data.prices, vol, rules).raw]
+    if carry:
+        frames.append(pd.concat({CARRY_RULE: carry_raw(data, vol)}, axis=1, names=["rule", "instrument"]))
+    raw = pd.concat(frames, axis=1)
+    has_price = data.prices.notna().reindex(columns=raw.columns.get_level_values("instrument")).to_numpy()
+    return raw.where(has_price)
+
+
+# ------------------------------------------------------------------------------------ quantities
+
+
+def final_scalars(raw: pd.DataFrame) -> pd.Series:
+    """Final value of the pooled, expanding estimate (``estimate_forecast_scalars``), per rule."""
+    return estimate_forecast_scalars(raw).ffill().iloc[-1]
+
+
+def successive_ratios(scalars: pd.Series | dict, rules: list[str]) -> list[float]:
+    """``scalar(rule_k) / scalar(rule_k+1)`` for consecutive rules."""
+    return [float(scalars[a]) / float(scalars[b]) for a, b in zip(rules[:-1], rules[1:])]
+
+
+def capped_forecasts(raw: pd.DataFrame) -> pd.DataFrame:
+    """Capped forecasts with the estimated scalars (published values until an estimate exists)."""
+    fallback = {**DEFAULT_FORECAST_SCALARS, CARRY_RULE: CARRY_FORECAST_SCALAR}
+    fset = ForecastSet(raw=raw, scaled=raw, capped=raw)
+    return rescale(fset, estimate_forecast_scalars(raw), fallback=fallback).capped
+
+
+def fdm_by_n(capped: pd.DataFrame) -> dict[int, tuple[float, float]]:
+    """FDM of equal-weight sets of the n slowest EWMAC variations, n = 2..6.
+
+    AFTS drops the fastest variations first (they cost the most), so its n-variation set is the
+    n slowest. Returns ``n -> (estimate_fdm final value, FDM of the whole-sample pooled
+    correlation)``; both floor correlations at 0.
+    """
+    out = {}
+    for n in AFTS_FDM:
+        rules = EWMAC_RULES[-n:]
+        weights = pd.Series(1.0 / n, index=pd.Index(rules, name="rule"))
+        expanding = float(estimate_fdm(capped, weights).iloc[-1])
+        stacked = pd.DataFrame({r: capped[r].to_numpy().ravel() for r in rules})
+        pooled = fdm_from_correlation(weights, stacked.corr())
+        out[n] = (expanding, pooled)
+    return out
+
+
+def oos_mean_abs(raw: pd.DataFrame, split: pd.Timestamp = OOS_SPLIT) -> pd.DataFrame:
+    """Scalars estimated on sessions before ``split`` applied after it: pooled mean |forecast|.
+
+    Returns a frame indexed by rule: ``scalar`` (final pre-split estimate), ``mean_abs`` (mean of
+    |raw x scalar| over every instrument-day from ``split`` on, uncapped) and ``mean_abs_capped``
+    (the same after the +/-20 cap), and ``worst`` / ``worst_mean_abs``: the instrument with the
+    largest mean |forecast| after the split (where a pooled mean goes wrong, it is usually one market).
+    """
+    before = raw[raw.index < split]
+    scalars = estimate_forecast_scalars(before).ffill().iloc[-1]
+    after = raw[raw.index >= split]
+    rows = {}
+    for rule in dict.fromkeys(raw.columns.get_level_values("rule")):
+        per_instrument = (after[rule].abs() * scalars[rule]).mean()
+        values = np.abs(after[rule].to_numpy().ravel() * scalars[rule])
+        values = values[~np.isnan(values)]
+        rows[rule] = {
+            "scalar": float(scalars[rule]),
+            "mean_abs": float(values.mean()),
+            "mean_abs_capped": float(np.minimum(values, 20.0).mean()),
+            "worst": str(per_instrument.idxmax()),
+            "worst_mean_abs": float(per_instrument.max()),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def idm_checks() -> list[tuple[str, float, float]]:
+    """``(case, expected, computed)`` for matrices whose IDM/FDM is known exactly.
+
+    Computed with both ``pipeline.weights.idm`` and ``pipeline.combine.fdm_from_correlation``
+    (the same formula; the larger deviation is returned).
+    """
+    cases = []
+    # Two instruments 50/50, rho 0.5: 1/sqrt(0.25 + 0.25 + 2*0.25*0.5) = 1/sqrt(0.75).
+    cases.append(("2 instr, 50/50, rho 0.5", 1.0 / math.sqrt(0.75), [0.5, 0.5], [[1, 0.5], [0.5, 1]]))
+    # Negative correlation floored at 0: 1/sqrt(0.5) = sqrt(2).
+    cases.append(("2 instr, 50/50, rho -0.4 (floored to 0)", math.sqrt(2.0), [0.5, 0.5], [[1, -0.4], [-0.4, 1]]))
+    # w = (0.5, 0.25, 0.25), rho12 0.5, rho13 0, rho23 0.25:
+    # w'Hw = 0.25 + 0.0625 + 0.0625 + 2*(0.125*0.5 + 0 + 0.0625*0.25) = 0.53125.
+    cases.append((
+        "3 instr, (0.5, 0.25, 0.25)", 1.0 / math.sqrt(0.53125),
+        [0.5, 0.25, 0.25], [[1, 0.5, 0.0], [0.5, 1, 0.25], [0.0, 0.25, 1]],
+    ))
+    # carver.md §3.3 formula table: equal weights, constant rho, capped at 2.5.
+    for n, rho in [(6, 0.5), (10, 0.25), (30, 0.0)]:
+        expected = min(1.0 / math.sqrt((1 + (n - 1) * rho) / n), 2.5)
+        corr = np.full((n, n), rho)
+        np.fill_diagonal(corr, 1.0)
+        cases.append((f"{n} equal weights, rho {rho}", expected, [1.0 / n] * n, corr.tolist()))
+    out = []
+    for name, expected, w, corr in cases:
+        names = [f"i{k}" for k in range(len(w))]
+        ws = pd.Series(w, index=names)
+        cs = pd.DataFrame(corr, index=names, columns=names, dtype=float)
+        a, b = idm(ws, cs), fdm_from_correlation(ws, cs)
+        out.append((name, expected, a if abs(a - expected) >= abs(b - expected) else b))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+@dataclass
+class Results:
+    """Everything the table shows."""
+
+    n_instruments: int
+    n_carry: int
+    instrument_days: int
+    first: pd.Timestamp
+    last: pd.Timestamp
+    scalars: pd.Series  # robust vol (pipeline default)
+    scalars_mixed: pd.Series  # mixed vol, EWMAC and carry only
+    scalars_liquid: pd.Series  # robust vol, pooled over LIQUID_40 only
+    fdm: dict[int, tuple[float, float]]
+    oos: pd.DataFrame
+    idm: list[tuple[str, float, float]]
+    seconds: float
+
+
+def compute(folder: Path = DEFAULT_DATA, instruments: list[str] | None = None) -> Results:
+    """Every quantity of the table, from the data in ``folder`` (optionally a subset)."""
+    started = time.perf_counter()
+    data = load_carver_2023(folder, instruments)
+    vol = robust_vol(data.prices)
+    raw = raw_forecasts(data, vol)
+    scalars = final_scalars(raw)
+    liquid = raw.columns.get_level_values("instrument").isin(LIQUID_40)
+    scalars_liquid = final_scalars(raw.loc[:, liquid])
+    vol_mixed = mixed_vol(data.prices)
+    scalars_mixed = final_scalars(raw_forecasts(data, vol_mixed, breakout=[]))
+    capped = capped_forecasts(raw[EWMAC_RULES])
+    return Results(
+        n_instruments=data.prices.shape[1],
+        n_carry=len(data.carry_instruments),
+        instrument_days=int(data.prices.notna().to_numpy().sum()),
+        first=data.prices.index[0],
+        last=data.prices.index[-1],
+        scalars=scalars,
+        scalars_mixed=scalars_mixed,
+        scalars_liquid=scalars_liquid,
+        fdm=fdm_by_n(capped),
+        oos=oos_mean_abs(raw),
+        idm=idm_checks(),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _ok(flag: bool) -> str:
+    return "yes" if flag else "**no**"
+
+
+def markdown(res: Results, command: str, data_label: str) -> str:
+    """The fidelity document: one row per published number, ours, tolerance, verdict."""
+    s, sm, sl = res.scalars, res.scalars_mixed, res.scalars_liquid
+    data_cell = f"{data_label}: {res.n_instruments} instr."
+    lines = [
+        "# Carver fidelity: our estimates on real data beside Carver's published numbers",
+        "",
+        f"Generated by `{command}` on {dt.date.today().isoformat()} "
+        f"({res.seconds:.0f} s). Do not edit by hand; re-run the command.",
+        "",
+        f"Data: pysystemtrade's 2023 futures set ({data_label}): {res.n_instruments} instruments "
+        f"({res.n_carry} with multiple prices for carry), {res.instrument_days:,} instrument-days, "
+        f"{res.first:%Y-%m-%d} .. {res.last:%Y-%m-%d}. Weekend-dated rows are moved to the Friday "
+        "before (pst `resample(\"1B\").last()`); forecasts count only on sessions where the "
+        "instrument has a price. Vol: `robust_vol` (the pipeline default); the mixed-vol column "
+        "uses `mixed_vol` (pst's current default). Scalars: `estimate_forecast_scalars` "
+        "(pooled cross-sectional median of |raw|, expanding mean), final value. Published values: "
+        "`reference/carver.md` §3.",
+        "",
+        "## Forecast scalars",
+        "",
+        "| quantity | published | ours (robust vol) | ours (mixed vol) | ours, 40 liquid | ours / published | tolerance | holds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines.append(
+        f"| EWMAC 2/8 scalar | 12.1 (AFTS code; pst n/a) | {s['ewmac2_8']:.2f} | {sm['ewmac2_8']:.2f} | {sl['ewmac2_8']:.2f} | "
+        f"{s['ewmac2_8'] / 12.1:.2f} | (not in issue) | - |"
+    )
+    for rule, pub in PUBLISHED_EWMAC.items():
+        ratio = s[rule] / pub
+        lines.append(
+            f"| EWMAC {rule[5:].replace('_', '/')} scalar | {pub} | {s[rule]:.2f} | {sm[rule]:.2f} | {sl[rule]:.2f} | {ratio:.2f} | "
+            f"level within {LEVEL_TOLERANCE:.0%} | {_ok(abs(ratio - 1) <= LEVEL_TOLERANCE)} |"
+        )
+    pub_rules = list(PUBLISHED_EWMAC)
+    ours_r, mixed_r = successive_ratios(s, pub_rules), successive_ratios(sm, pub_rules)
+    liquid_r = successive_ratios(sl, pub_rules)
+    for (a, b), pub_ratio, o, m, q in zip(
+        zip(pub_rules[:-1], pub_rules[1:]), successive_ratios(PUBLISHED_EWMAC, pub_rules), ours_r, mixed_r, liquid_r
+    ):
+        lines.append(
+            f"| ratio {a[5:].replace('_', '/')} : {b[5:].replace('_', '/')} | {pub_ratio:.3f} | {o:.3f} | {m:.3f} | {q:.3f} | "
+            f"{o / pub_ratio:.3f} | within {RATIO_TOLERANCE:.0%} | {_ok(abs(o / pub_ratio - 1) <= RATIO_TOLERANCE)} |"
+        )
+    for rule, pub in PUBLISHED_BREAKOUT.items():
+        lo, hi = BREAKOUT_RANGE
+        lines.append(
+            f"| {rule} scalar | {pub} | {s[rule]:.3f} | - | {sl[rule]:.3f} | {s[rule] / pub:.2f} | {lo} - {hi} | "
+            f"{_ok(lo <= s[rule] <= hi)} |"
+        )
+    lo, hi = CARRY_RANGE
+    c = s[CARRY_RULE]
+    lines.append(
+        f"| carry scalar | 30 (book); {PST_CARRY_RANGE[0]} - {PST_CARRY_RANGE[1]} (pst) | {c:.1f} | "
+        f"{sm[CARRY_RULE]:.1f} | {sl[CARRY_RULE]:.1f} | {c / 30:.2f} | {lo:.0f} - {hi:.0f} | {_ok(lo <= c <= hi)} |"
+    )
+    lines += [
+        "",
+        "## FDM of equal-weight EWMAC sets (AFTS `FDM_DICT`)",
+        "",
+        "The n-variation set is the n slowest (AFTS drops the fastest, most expensive, first). Forecasts "
+        "are capped with the estimated scalars. *Expanding*: final value of `estimate_fdm` (pooled "
+        "expanding correlation of daily capped forecasts, weekly re-estimate, ewm span 125); "
+        "*pooled*: `fdm_from_correlation` of the whole-sample pooled correlation. The verdict uses "
+        "the expanding value.",
+        "",
+        "| n | variations | AFTS | ours (expanding) | ours (pooled) | tolerance | holds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n, pub in AFTS_FDM.items():
+        e, p = res.fdm[n]
+        names = ", ".join(r[5:].replace("_", "/") for r in EWMAC_RULES[-n:])
+        lines.append(
+            f"| {n} | {names} | {pub:.2f} | {e:.3f} | {p:.3f} | +/-{FDM_TOLERANCE} | {_ok(abs(e - pub) <= FDM_TOLERANCE)} |"
+        )
+    lines += [
+        "",
+        f"## Out of sample: scalars estimated before {OOS_SPLIT:%Y-%m-%d}, applied after",
+        "",
+        "Mean of |raw x pre-split scalar| pooled over every instrument-day from the split on "
+        f"(target {OOS_TARGET:.0f}, tolerance +/-{OOS_TOLERANCE:.0f}); the capped column applies the +/-20 cap.",
+        "",
+        "| rule | pre-split scalar | full-sample scalar | mean abs forecast after | capped | holds | largest instrument mean |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rule, row in res.oos.iterrows():
+        ok = abs(row["mean_abs"] - OOS_TARGET) <= OOS_TOLERANCE
+        lines.append(
+            f"| {rule} | {row['scalar']:.3f} | {s[rule]:.3f} | {row['mean_abs']:.2f} | "
+            f"{row['mean_abs_capped']:.2f} | {_ok(ok)} | {row['worst']} {row['worst_mean_abs']:.4g} |"
+        )
+    lines += [
+        "",
+        "## IDM / FDM formula on known matrices (exact)",
+        "",
+        "`pipeline.weights.idm` and `pipeline.combine.fdm_from_correlation`, negative correlations "
+        "floored at 0, cap 2.5 (carver.md §2.6, §3.3, §3.4).",
+        "",
+        "| case | expected | computed | abs error |",
+        "|---|---|---|---|",
+    ]
+    for name, expected, got in res.idm:
+        lines.append(f"| {name} | {expected:.6f} | {got:.6f} | {abs(got - expected):.1e} |")
+    lines += ["", "## Reading the numbers", "", *_explanation(res), ""]
+    return "\n".join(lines)
+
+
+def _explanation(res: Results) -> list[str]:
+    s, sl = res.scalars, res.scalars_liquid
+    level = {r: s[r] / p for r, p in PUBLISHED_EWMAC.items()}
+    level_l = {r: sl[r] / p for r, p in PUBLISHED_EWMAC.items()}
+    brk = {r: s[r] / p for r, p in PUBLISHED_BREAKOUT.items()}
+    pub_rules = list(PUBLISHED_EWMAC)
+    worst_ratio = max(
+        abs(o / p - 1)
+        for o, p in zip(successive_ratios(s, pub_rules), successive_ratios(PUBLISHED_EWMAC, pub_rules))
+    )
+    return [
+        f"- **The shape matches; the level sits {min(level.values()) - 1:.0%} to {max(level.values()) - 1:.0%} "
+        f"above** pysystemtrade's EWMAC estimates (ratios between successive speeds agree within "
+        f"{worst_ratio:.1%}). Breakout scalars sit {min(brk.values()) - 1:.0%} to {max(brk.values()) - 1:.0%} "
+        "above theirs as well, and breakout does not use vol at all, so the common gap is not a vol-unit "
+        "error (that would be a factor of 16 or more): our raw forecasts are on average smaller than "
+        "those of Carver's pool.",
+        f"- **Instrument set** explains part of it: pooled over the 40 liquid markets only, the EWMAC "
+        f"gap is {min(level_l.values()) - 1:.0%} to {max(level_l.values()) - 1:.0%}. The full set adds "
+        "many sector indices and minor futures whose median |forecast| is smaller; pst pools, per rule, "
+        "only the instruments that trade the rule (cost filters drop fast rules on expensive markets).",
+        "- **Data vintage and estimator details** are the likely rest, not isolated here: the published "
+        "values come from Carver's own database at the time of that config commit, not this 2023 "
+        "snapshot; the scalar is 10 / (time mean of the cross-sectional *median* of |raw|), which "
+        "depends on which markets exist when; pst forward-fills forecasts of instruments that stopped "
+        "reporting and resamples to every business day (holiday rows of NaN), where we count a "
+        "forecast only when the instrument has a price; pst backfills the first estimate (look-ahead; "
+        "we do not). The AFTS code's scalars equal pst's to the digit although AFTS computes vol "
+        "differently (% returns, span 32), so they are one estimate quoted twice, not two confirmations.",
+        "- The vol estimate moves EWMAC levels by only about 2% (mixed-vol column).",
+        "- The FDM of the EWMAC sets is the best-matched quantity: the AFTS values imply average "
+        "correlations of 0.89 (n=2) down to 0.56 (n=6), and daily capped forecasts reproduce them.",
+        "- Out of sample the mean |forecast| is a pooled *mean* over instrument-days while the scalar "
+        "targets the time mean of the cross-sectional *median*, so a skewed cross-section moves the "
+        "pooled mean away from 10 even with a perfect scalar; carry is also the least stable scalar "
+        "(its pre-2010 estimate differs most from the full-sample one). A miss beyond a tolerance is "
+        "shown as **no** above, not hidden.",
+        "- Where the uncapped pooled mean misses on the full set, the last column names the cause: one "
+        "market whose price goes stale (flat for months, e.g. HOUSE-US, ETHANOL in this snapshot), so "
+        "its robust vol sinks towards the 1e-10 floor (the 5% quantile floor decays with it) and the raw "
+        "forecast explodes. The capped column is then close to target. This is a data-quality finding "
+        "(the stale-price check should block such a market), not a scalar error; the tests, on 40 "
+        "liquid markets, hold without it.",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the pysystemtrade 2023 set")
+    parser.add_argument("--instruments", choices=["all", "liquid40"], default="all")
+    parser.add_argument("--write", type=Path, default=None, help="write the Markdown here instead of stdout")
+    args = parser.parse_args(argv)
+    if not (args.data / "adjusted_prices_daily.parquet").is_file():
+        print(f"carver_fidelity: no data at {args.data}; pass --data FOLDER (pysystemtrade 2023 set). Nothing done.")
+        return 0
+    instruments = LIQUID_40 if args.instruments == "liquid40" else None
+    res = compute(args.data, instruments)
+    command = "python scripts/carver_fidelity.py" + (" --instruments liquid40" if instruments else "")
+    if args.write:
+        command += f" --write {args.write}"
+    label = "40 liquid markets" if instruments else "all instruments"
+    text = markdown(res, command, label)
+    if args.write:
+        args.write.write_text(text)
+        print(f"wrote {args.write} ({res.seconds:.0f} s)")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
