@@ -13,6 +13,7 @@ from assets.ingest import RAW_BARS
 from assets.markdown import frame_md
 from assets.partitions import DAILY_ASSET, run_sessions
 from assets.resources import Settings
+from pipeline.expectations import validate_bars_gx
 from pipeline.quality import validate_bars
 
 CLEAN_BARS = "clean_bars"
@@ -23,6 +24,7 @@ CHECK_NO_QUARANTINE = "no_quarantined_bars"
 CHECK_COMPLETE = "bars_complete"
 CHECK_STALE = "no_stale_prices"
 CHECK_SPIKES = "no_price_spikes"
+CHECK_GX = "expectations_hold"
 
 
 def missing_bars(clean: pd.DataFrame, run: pd.DatetimeIndex, instruments: list[str]) -> pd.DataFrame:
@@ -50,6 +52,9 @@ def missing_bars(clean: pd.DataFrame, run: pd.DatetimeIndex, instruments: list[s
                           description="WARN when a close is unchanged for quality.stale_sessions sessions."),
         dg.AssetCheckSpec(CHECK_SPIKES, asset=CLEAN_BARS, blocking=False,
                           description="WARN for price spikes kept in the clean set (quality.spike_severity: WARN)."),
+        dg.AssetCheckSpec(CHECK_GX, asset=CLEAN_BARS, blocking=True,
+                          description="The clean bars of the run pass the Great Expectations suite of their asset "
+                                      "class: an independent second implementation of the ERROR rules."),
     ],
 )
 def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
@@ -65,8 +70,9 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
     run = run_sessions(context)
     raw = lake.read(RAW_BARS, end=run[-1])
     raw = raw[raw["instrument"].isin(cfg.symbols)]
+    released = settings.ledger().quarantine_releases()
     result = validate_bars(raw, cfg.quality, back_adjusted={i.symbol for i in cfg.instruments if i.back_adjusted},
-                           released=settings.ledger().quarantine_releases())
+                           released=released)
     owned = lake.sessions_to_write(CLEAN_BARS, pd.DatetimeIndex(result.clean["session"].unique()), run)
     rows = lake.write_sessions(CLEAN_BARS, result.clean, owned)
     lake.write_sessions(QUARANTINE, result.quarantine, owned)
@@ -113,3 +119,39 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"spikes": dg.MetadataValue.md(frame_md(spikes))},
     )
+    yield _expectations_check(result.clean[result.clean["session"].isin(run)], cfg, released)
+
+
+def _expectations_check(clean: pd.DataFrame, cfg, released: pd.DataFrame) -> dg.AssetCheckResult:
+    """Run each asset class's GX suite on the run's clean bars (one batch per class); bars a
+    person released after a check are left out (they are known to break a rule)."""
+    if len(released):
+        keys = pd.MultiIndex.from_arrays([pd.to_datetime(released["session"]).astype("datetime64[ns]"), released["instrument"]])
+        clean = clean[~pd.MultiIndex.from_arrays([clean["session"].astype("datetime64[ns]"), clean["instrument"]]).isin(keys)]
+    reports = []
+    for (asset_class, back_adjusted), symbols in _classes(cfg).items():
+        rows = clean[clean["instrument"].isin(symbols)]
+        if len(rows):
+            report = validate_bars_gx(rows, asset_class, back_adjusted=back_adjusted)
+            reports.append(report.results.assign(asset_class=asset_class))
+    results = pd.concat(reports, ignore_index=True) if reports else pd.DataFrame(columns=["success", "severity"])
+    failed = results[~results["success"].astype(bool)]
+    return dg.AssetCheckResult(
+        check_name=CHECK_GX,
+        passed=bool((failed["severity"] != "ERROR").all()),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "expectations": len(results),
+            "failed": dg.MetadataValue.md(frame_md(failed[["asset_class", "rule", "check", "unexpected_count", "examples"]]
+                                                   if len(failed) else failed)),
+        },
+    )
+
+
+def _classes(cfg) -> dict[tuple[str, bool], list[str]]:
+    """Instruments grouped by the GX suite that applies: (asset class, back-adjusted)."""
+    suite_of = {"STK": "equity", "ETF": "equity", "CASH": "fx", "FUT": "futures", "IND": "index"}
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for i in cfg.instruments:
+        groups.setdefault((suite_of[i.sec_type], i.back_adjusted), []).append(i.symbol)
+    return groups

@@ -173,7 +173,8 @@ def validate_bars(
     )
     spike_issues = _issues(
         valid, spike, "price_spike", cfg.spike_severity, z,
-        _spike_details(valid[spike], z[spike], ref_close[spike], ref_session[spike], cfg.max_price_spike),
+        _spike_details(valid[spike], z[spike], ref_close[spike], ref_session[spike], cfg.max_price_spike,
+                       action="quarantined" if cfg.spike_severity == "ERROR" else "kept (spike_severity WARN)"),
     )
     warn_frames = []
     if cfg.spike_severity == "ERROR":
@@ -476,11 +477,11 @@ def _negative_volume(rows: pd.DataFrame, _ba: Collection[str]) -> tuple[np.ndarr
 
 def _spike_details(
     rows: pd.DataFrame, z: np.ndarray, ref_close: np.ndarray, ref_session: np.ndarray,
-    limit: float,
+    limit: float, action: str = "quarantined",
 ) -> list[str]:
     return [
         f"close {c} is {zz:.1f} vol units from the last clean close {r} of "
-        f"{pd.Timestamp(s).date()} (limit {limit:g}); quarantined, check the source"
+        f"{pd.Timestamp(s).date()} (limit {limit:g}); {action}, check the source"
         for c, zz, r, s in zip(_fmt(rows["close"]), z, _fmt(ref_close), ref_session)
     ]
 

@@ -38,7 +38,11 @@ def test_daily_run_succeeds_and_materializes_every_asset(daily_run):
     assert keys == {a.key.to_user_string() for a in defs.assets}
     partitions = {e.partition for e in result.get_asset_materialization_events() if e.partition}
     assert partitions == {LATEST_SAMPLE_SESSION}
-    assert all(c.passed for c in result.get_asset_check_evaluations() if c.severity == dg.AssetCheckSeverity.ERROR)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert set(checks) == {"no_quarantined_bars", "bars_complete", "no_stale_prices", "no_price_spikes", "expectations_hold"}
+    assert all(c.passed for c in checks.values() if c.severity == dg.AssetCheckSeverity.ERROR)
+    # The Great Expectations suite ran on the session's clean bars (equity: schema, uniqueness, OHLC...).
+    assert checks["expectations_hold"].metadata["expectations"].value >= 8
 
 
 def test_forecasts_are_finite_and_capped(daily_run):
