@@ -431,7 +431,11 @@ def estimate_instrument_weights(
         corr = _nearest_positive_definite(corr)
         where = f"estimate_instrument_weights at {norm_returns.index[p]:%Y-%m-%d}"
         u0 = u_prev[eligible]
-        x = _erc_solve(corr, sigma, u0=None if np.isnan(u0).any() else u0, where=where)
+        if np.isnan(u0).all():
+            u0 = None
+        else:  # newly eligible instruments start where an equal-weight solution would put them
+            u0 = np.where(np.isnan(u0), -0.5 * np.log(len(u0)), u0)
+        x = _erc_solve(corr, sigma, u0=u0, where=where)
         u_prev = np.full(n_all, np.nan)
         u_prev[eligible] = np.log(x * sigma)
         w = x / x.sum()
@@ -496,6 +500,12 @@ def _erc_solve(corr: np.ndarray, sigma: np.ndarray, u0: np.ndarray | None, where
             return np.inf
         return float(np.max(np.abs(y * cy / variance - 1.0 / n)))
 
+    # Damped Newton on Spinu's strictly convex objective in y (Hessian C + diag(b / y^2) is
+    # positive definite, so every step descends): a few n x n solves, from last month's solution
+    # when there is one. The scipy paths below are the fallback; every answer is verified.
+    y = _newton_erc(corr, b, np.exp(u0) if u0 is not None else np.full(n, 1.0 / np.sqrt(n)))
+    if y is not None and rc_error(np.log(y)) <= ERC_TOLERANCE:
+        return y / sigma
     if u0 is not None:
         # Warm start (last month's solution): Powell's hybrid method on the first-order conditions
         # converges in a few steps from nearby, several times faster than the trust region below.
@@ -527,6 +537,44 @@ def _erc_solve(corr: np.ndarray, sigma: np.ndarray, u0: np.ndarray | None, where
         "(e.g. perfectly negatively correlated instruments). Remove the redundant instrument or "
         "lengthen the estimation window"
     )
+
+
+def _newton_erc(corr: np.ndarray, b: np.ndarray, y0: np.ndarray, max_iter: int = 60) -> np.ndarray | None:
+    """Minimise ``0.5 y'Cy - b'log(y)`` over y > 0 by Newton steps with backtracking.
+
+    Returns the minimiser (its risk contributions ``y_i (Cy)_i`` equal ``b_i``), or None if the
+    line search fails (e.g. a singular C with a zero-risk long portfolio).
+    """
+    y = y0.astype(float).copy()
+
+    def objective(v: np.ndarray) -> float:
+        return float(0.5 * v @ (corr @ v) - b @ np.log(v))
+
+    f = objective(y)
+    for _ in range(max_iter):
+        cy = corr @ y
+        grad = cy - b / y
+        if np.max(np.abs(grad * y)) < 1e-14:
+            return y
+        try:
+            step = np.linalg.solve(corr + np.diag(b / (y * y)), grad)
+        except np.linalg.LinAlgError:
+            return None
+        slope = float(grad @ step)
+        # Start the line search at the longest step that keeps y positive (fraction to boundary).
+        shrinking = step > 0
+        t = min(1.0, 0.95 * float(np.min(y[shrinking] / step[shrinking]))) if shrinking.any() else 1.0
+        while True:
+            trial = y - t * step
+            if np.all(trial > 0):
+                f_trial = objective(trial)
+                if f_trial <= f - 1e-4 * t * slope:
+                    break
+            t *= 0.5
+            if t < 1e-12:
+                return y if np.max(np.abs(grad * y)) < 1e-10 else None
+        y, f = trial, f_trial
+    return y
 
 
 def _pairwise_corr(
