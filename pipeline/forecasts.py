@@ -10,6 +10,7 @@ stores.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -312,7 +313,16 @@ def estimate_forecast_scalars(
         )
     frame = frame.reindex(columns=_canonical_columns(frame.columns)).astype(float)
     abs_raw = frame.abs().replace(0.0, np.nan)
-    medians = abs_raw.T.groupby(level="rule", sort=False).median().T
+    # One nanmedian per rule over its instruments' columns (a loop over rules, not rows; the
+    # transpose-groupby-transpose it replaces cost seconds on 238 instruments).
+    rules = abs_raw.columns.get_level_values("rule")
+    values = abs_raw.to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN sessions give NaN, as intended
+        medians = pd.DataFrame(
+            {rule: np.nanmedian(values[:, np.asarray(rules == rule)], axis=1) for rule in pd.unique(rules)},
+            index=abs_raw.index,
+        )
     mean_abs = medians.expanding(min_periods=min_periods).mean()
     scalars = target_abs / mean_abs
     scalars.columns.name = "rule"
