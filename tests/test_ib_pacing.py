@@ -14,19 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.ib.pacing import HistoricalRequest, PacingBudget, PacingBudgetExceeded, shared_budget
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 100.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
+from tests.fake_tws.clock import FakeClock
 
 
 def req(contract="AAPL", what="TRADES", end="20240628-23:59:59") -> HistoricalRequest:
@@ -34,14 +22,14 @@ def req(contract="AAPL", what="TRADES", end="20240628-23:59:59") -> HistoricalRe
 
 
 def test_first_request_goes_at_once():
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     budget = PacingBudget(clock=clock)
     assert budget.acquire(req(), sleep=clock.sleep) == 0.0
     assert clock.sleeps == []
 
 
 def test_identical_request_waits_until_15_s_after_the_first():
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     budget = PacingBudget(clock=clock)
     budget.acquire(req(), sleep=clock.sleep)
     clock.t += 4.0
@@ -51,14 +39,14 @@ def test_identical_request_waits_until_15_s_after_the_first():
 
 
 def test_identical_rule_does_not_apply_to_a_different_end_date():
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     budget = PacingBudget(clock=clock)
     budget.acquire(req(end="20240628-23:59:59"), sleep=clock.sleep)
     assert budget.wait_time(req(end="20240627-23:59:59")) == 0.0
 
 
 def test_identical_request_after_15_s_goes_at_once():
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     budget = PacingBudget(clock=clock)
     budget.record(req())
     clock.t += 15.0
@@ -66,7 +54,7 @@ def test_identical_request_after_15_s_goes_at_once():
 
 
 def test_sixth_request_for_one_contract_within_2_s_waits():
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     budget = PacingBudget(clock=clock)
     for i in range(5):  # five distinct requests at t = 100.0, 100.1, ..., 100.4
         budget.record(req(end=f"2024060{i + 1}-23:59:59"))
@@ -80,7 +68,7 @@ def test_sixth_request_for_one_contract_within_2_s_waits():
 
 
 def test_61st_request_in_10_minutes_waits_for_the_oldest_to_expire():
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     budget = PacingBudget(clock=clock)
     for i in range(60):  # 60 contracts, one request every 5 s: t = 100 .. 395
         budget.record(req(contract=f"C{i}"))
@@ -92,7 +80,7 @@ def test_61st_request_in_10_minutes_waits_for_the_oldest_to_expire():
 
 
 def test_wait_beyond_max_wait_raises():
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     budget = PacingBudget(clock=clock, global_max=1)
     budget.record(req(contract="A"))
     with pytest.raises(PacingBudgetExceeded, match="more than the 60 s allowed"):
@@ -103,7 +91,7 @@ def test_wait_beyond_max_wait_raises():
 def test_concurrent_acquires_never_exceed_the_limit():
     # 8 threads race for a budget of 5 per window with a frozen clock: exactly 5 get through
     # at once, the others must wait (their sleep raises, so they record nothing).
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     budget = PacingBudget(clock=clock, global_max=5)
     admitted: list[int] = []
     lock = threading.Lock()
@@ -138,7 +126,7 @@ def test_concurrent_acquires_never_exceed_the_limit():
 def test_requests_through_acquire_satisfy_all_three_rules(steps):
     # Whatever the arrival pattern, the send times acquire produces obey every rule (checked
     # here naively from the list of send times).
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     budget = PacingBudget(clock=clock, global_max=10, global_window=60.0)
     sent: list[tuple[float, HistoricalRequest]] = []
     for gap, contract, end in steps:

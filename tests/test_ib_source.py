@@ -30,6 +30,7 @@ from pipeline.ib.errors import (
 from pipeline.ib.pacing import PacingBudget
 from pipeline.sources.base import BAR_COLUMNS, BAR_DTYPES, SourceError
 from pipeline.sources.ib import IBConnection, IBSource
+from tests.fake_tws.clock import FakeClock
 from tests.fake_tws import (
     CONNECTIVITY_LOST_TEXT,
     PACING_TEXT,
@@ -72,21 +73,6 @@ SERVED = {
     "EURUSD": synthetic_bars("XNYS", 2),
     "ES": synthetic_bars("CMES", 3),
 }
-
-
-class FakeClock:
-    """Monotonic seconds that only advance when ``sleep`` is called; records the sleeps."""
-
-    def __init__(self) -> None:
-        self.t = 1_000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
 
 
 @pytest.fixture
