@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import settings
+
+# CI replays the same examples on every run (derandomize), so a red CI is reproducible and never
+# a coin toss; locally hypothesis keeps exploring new examples.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from pipeline.config import DEFAULT_CONFIG_PATH
 
