@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.alerting import notify
 from pipeline.broker.base import WORKING_COLUMNS, Broker, BrokerError, Fill
 from pipeline.config import RiskLimits
 from pipeline.ledger import OPEN_STATUSES, Ledger
@@ -325,8 +326,8 @@ def _submit(broker: Broker, ledger: Ledger, intent: OrderIntent, price: float, c
     try:
         fill = broker.submit(intent, price)
     except BrokerError as exc:
-        ledger.add_alert(
-            "broker_error", "ERROR", intent.order_ref,
+        notify(
+            ledger, "broker_error", "ERROR", intent.order_ref,
             f"submit of {intent.order_ref} failed: {exc}; the intent stays open and the next run "
             "reconciles it with the broker before sending anything",
             f"broker_error:{intent.order_ref}",
@@ -578,8 +579,8 @@ def _execute_orders(
     actions.update(dict.fromkeys(plan["order_ref"], "new"))
     if submit:
         for r in plan[~accepted].itertuples(index=False):
-            ledger.add_alert(
-                "order_denied", "WARN", r.order_ref, f"{r.order_ref} denied by the pre-trade gate: {r.deny_reason}",
+            notify(
+                ledger, "order_denied", "WARN", r.order_ref, f"{r.order_ref} denied by the pre-trade gate: {r.deny_reason}",
                 f"order_denied:{r.order_ref}",
             )
 

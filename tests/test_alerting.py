@@ -9,6 +9,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pandas as pd
 import pytest
 
 from pipeline import alerting
@@ -360,3 +361,23 @@ def test_error_text_that_quotes_the_url_is_scrubbed(http_server):
     [result] = deliver(ALERT, AlertDestinations(webhook=base + SECRET_PATH + " x"))
     assert not result.ok and "InvalidURL" in result.error
     assert "s3cr3t" not in result.error and "***" in result.error
+
+
+def test_a_pre_trade_denial_reaches_the_webhook_once(tmp_path, http_server, monkeypatch):
+    from pipeline.broker import PaperBroker
+    from pipeline.config import CostModel, RiskLimits
+    from pipeline.orders import execute_orders
+    from pipeline.risk import TradingState
+
+    server, base = http_server
+    monkeypatch.setenv("TRADING_ALERT_WEBHOOK", base + "/hook")
+    ledger = _ledger(tmp_path)
+    ledger.set_trading_state(TradingState.HALTED, reason="test", changed_by="test")
+    broker = PaperBroker(ledger, costs={"AAA": CostModel()}, point_sizes={"AAA": 1.0})
+    for _ in range(2):  # a re-run denies again but alerts once
+        execute_orders(pd.Series({"AAA": 10.0}), pd.Series({"AAA": 100.0}), "2024-03-08", ledger=ledger,
+                       broker=broker, limits=RiskLimits(), point_sizes={"AAA": 1.0}, strategy="carver",
+                       submit=True, run_id="r")
+    (request,) = server.requests
+    assert request[2]["kind"] == "order_denied" and request[2]["subject"] == "carver:2024-03-08:AAA:1"
+    assert "kill_switch" in request[2]["message"]
