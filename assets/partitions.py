@@ -14,12 +14,15 @@ from pipeline.calendar import exchange_timezone, non_session_weekdays
 from pipeline.config import load_config
 
 _cfg = load_config()
+#: The exchange calendar and time zone of the partitions (the schedule uses the same).
+CALENDAR = _cfg.calendar
+EXCHANGE_TIMEZONE = exchange_timezone(CALENDAR)
 
 daily_sessions = dg.TimeWindowPartitionsDefinition(
     cron_schedule="0 0 * * 1-5",
     start=_cfg.history_start,
     fmt="%Y-%m-%d",
-    timezone=exchange_timezone(_cfg.calendar),
+    timezone=EXCHANGE_TIMEZONE,
     end_offset=1,
     exclusions=non_session_weekdays(_cfg.history_start, _cfg.calendar),
 )
@@ -39,7 +42,7 @@ def run_sessions(context: dg.AssetExecutionContext) -> pd.DatetimeIndex:
 ready_by_evening = dg.FreshnessPolicy.cron(
     deadline_cron="30 18 * * 1-5",
     lower_bound_delta=dt.timedelta(hours=2, minutes=30),
-    timezone=exchange_timezone(_cfg.calendar),
+    timezone=EXCHANGE_TIMEZONE,
 )
 
 #: The keyword arguments every daily (session-partitioned) asset shares.

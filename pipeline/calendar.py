@@ -50,10 +50,3 @@ def non_session_weekdays(start: str | pd.Timestamp, code: str = "XNYS") -> list[
 def exchange_timezone(code: str = "XNYS") -> str:
     """IANA time zone of exchange ``code`` (``America/New_York`` for XNYS)."""
     return str(exchange_calendar(code).tz)
-
-
-def previous_session(day: str | pd.Timestamp, code: str = "XNYS") -> pd.Timestamp:
-    """The last session strictly before ``day``."""
-    day = pd.Timestamp(day).normalize()
-    cal = exchange_calendar(code)
-    return cal.previous_session(day) if cal.is_session(day) else cal.date_to_session(day, direction="previous")

@@ -89,9 +89,6 @@ class Lake:
         """Folder of ``table``."""
         return self.root / table
 
-    def exists(self, table: str) -> bool:
-        return any(self.path(table).glob("**/*.parquet"))
-
     # ---- session tables --------------------------------------------------------------------
     def write_sessions(self, table: str, df: pd.DataFrame, sessions: Iterable[pd.Timestamp]) -> int:
         """Replace the rows of ``sessions`` in a session table with the rows of ``df`` for them.

@@ -24,13 +24,12 @@ def _quote(identifier: str) -> str:
 
 
 def _view_sql(lake: Lake, table: str) -> str:
-    hive = "false" if lake.glob(table).endswith("table.parquet") else "true"
-    return (
-        f"create or replace view {_quote(table)} as select * exclude (year) from "
-        f"read_parquet('{lake.glob(table)}', hive_partitioning = {hive}, union_by_name = true)"
-        if hive == "true"
-        else f"create or replace view {_quote(table)} as select * from read_parquet('{lake.glob(table)}')"
-    )
+    files = lake.glob(table)
+    if files.endswith("table.parquet"):  # a whole table: one file
+        return f"create or replace view {_quote(table)} as select * from read_parquet('{files}')"
+    # year=YYYY folders: the partition column is storage layout, not data
+    return (f"create or replace view {_quote(table)} as select * exclude (year) from "
+            f"read_parquet('{files}', hive_partitioning = true, union_by_name = true)")
 
 
 def connect(lake_root: str | Path) -> duckdb.DuckDBPyConnection:

@@ -4,11 +4,8 @@
 import dagster as dg
 import pandas as pd
 
-from pipeline.calendar import exchange_timezone, is_session
-from pipeline.config import load_config
-
-_cfg = load_config()
-TIMEZONE = exchange_timezone(_cfg.calendar)
+from assets.partitions import CALENDAR, EXCHANGE_TIMEZONE as TIMEZONE
+from pipeline.calendar import is_session
 
 #: Run config that lets ``orders`` submit: only the schedule and the ``daily`` CLI pass it.
 SUBMIT_RUN_CONFIG = {"ops": {"orders": {"config": {"submit": True}}}}
@@ -28,8 +25,8 @@ def build_daily_schedule(job) -> dg.ScheduleDefinition:
     )
     def daily_after_close(context: dg.ScheduleEvaluationContext):
         session = pd.Timestamp(context.scheduled_execution_time).tz_convert(TIMEZONE).tz_localize(None).normalize()
-        if not is_session(session, _cfg.calendar):
-            return dg.SkipReason(f"{session.date()} is not a {_cfg.calendar} session (holiday or closure): no run, no orders")
+        if not is_session(session, CALENDAR):
+            return dg.SkipReason(f"{session.date()} is not a {CALENDAR} session (holiday or closure): no run, no orders")
         key = session.strftime("%Y-%m-%d")
         return dg.RunRequest(
             run_key=f"daily-{key}",
