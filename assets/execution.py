@@ -2,10 +2,14 @@
 
 DESIGN rule 2: orders are sent only for the latest completed session (the latest session with
 clean bars), in a single-partition run whose config says ``submit: true`` (the daily schedule and
-the ``daily`` CLI set it), and only when ``broker.execution`` is not ``dry_run``. Every other run —
-a backfill, an older partition, a UI materialization without the flag — records intents only.
+the ``daily`` CLI set it), and only when ``broker.execution`` is not ``dry_run`` (the default for
+the IB broker). Every other run — a backfill, an older partition, a UI materialization without the
+flag — records intents only. The order step never retries: a retry of the run re-reconciles with
+the broker by orderRef and sends only what is missing.
 """
 
+
+import dataclasses
 
 import dagster as dg
 import pandas as pd
@@ -16,7 +20,8 @@ from assets.partitions import DAILY_ASSET, run_sessions
 from assets.portfolio import TARGET_POSITIONS
 from assets.quality import CLEAN_BARS
 from assets.resources import BrokerResource, Settings
-from pipeline.orders import execute_orders, record_intents_without_sending
+from pipeline.audit import code_version, input_hash
+from pipeline.orders import OrderPolicy, execute_orders, record_intents_without_sending
 
 
 class OrdersConfig(dg.Config):
@@ -49,14 +54,15 @@ def submission_allowed(run: pd.DatetimeIndex, latest: pd.Timestamp | None, reque
 def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Settings, broker: BrokerResource) -> dg.MaterializeResult:
     """Orders that take the broker's positions to the session's target positions: one intent per
     instrument with a deterministic ``orderRef`` (``strategy:session:instrument:seq``), written to
-    the ledger before submission, checked by the pre-trade gate (kill switch, max order quantity
-    and notional, max position), and filled by the paper broker. Re-running a session sends only
-    the residual (nothing, after a success)."""
+    the ledger before submission, checked by the pre-trade gate (kill switch, paper account, order
+    rate, max order quantity and notional, max position, price collar), and sent to the broker
+    (paper: simulated fills; ib: TWS / IB Gateway). Re-running a session sends only the residual
+    (nothing, after a success)."""
     cfg, lake, ledger = settings.config(), settings.lake(), settings.ledger()
     run = run_sessions(context)
     clean_sessions = lake.sessions(CLEAN_BARS)
     latest = clean_sessions[-1] if len(clean_sessions) else None
-    submit, why = submission_allowed(run, latest, config.submit, cfg.broker.execution)
+    submit, why = submission_allowed(run, latest, config.submit, cfg.broker.effective_execution)
     context.log.info(why)
     targets = lake.read_wide(TARGET_POSITIONS, "target", cfg.symbols, end=run[-1])
     prices = lake.read_wide(TARGET_POSITIONS, "price", cfg.symbols, end=run[-1])
@@ -66,11 +72,18 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
         raise dg.Failure(f"orders: no target positions for {missing[0].date()}: materialize target_positions first")
     if submit:
         session = run[-1]
-        report = execute_orders(
-            targets.loc[session].dropna(), prices.loc[session], session,
-            ledger=ledger, broker=broker.broker(), limits=cfg.risk, point_sizes=point_sizes,
-            strategy=cfg.broker.strategy, submit=True, run_id=context.run.run_id,
+        policy = OrderPolicy(
+            order_type=cfg.broker.order_type, limit_offset=cfg.broker.limit_offset,
+            live=cfg.broker.effective_execution == "live" and cfg.broker.live_enabled,
+            code_version=code_version(), input_hash=input_hash(targets.loc[session], prices.loc[session]),
         )
+        with broker.broker() as connected:
+            policy = dataclasses.replace(policy, account=getattr(connected, "account", None))
+            report = execute_orders(
+                targets.loc[session].dropna(), prices.loc[session], session,
+                ledger=ledger, broker=connected, limits=cfg.risk, point_sizes=point_sizes,
+                strategy=cfg.broker.strategy, submit=True, run_id=context.run.run_id, policy=policy,
+            )
         counts, last = report.counts, report.intents
     else:
         # Backfills, older partitions, dry runs: the trades the system would have made, recorded.

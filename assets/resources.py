@@ -6,6 +6,7 @@ hands out the lake and the ledger; the bar source and the broker are built from 
 
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -16,6 +17,9 @@ from pipeline.lake import Lake
 from pipeline.ledger import Ledger
 from pipeline.sources import BarSource, make_source
 from pipeline.warehouse import WAREHOUSE_FILE
+
+if TYPE_CHECKING:
+    from pipeline.broker.ib import IBBroker
 
 
 class Settings(dg.ConfigurableResource):
@@ -62,14 +66,18 @@ class BarSourceResource(dg.ConfigurableResource):
 
 
 class BrokerResource(dg.ConfigurableResource):
-    """The broker named in the configuration (``paper``: simulated fills kept in the ledger)."""
+    """The broker named in the configuration: ``paper`` (simulated fills kept in the ledger) or
+    ``ib`` (TWS / IB Gateway; connected on entering ``with resource.broker() as b:``, always
+    disconnected on leaving)."""
 
     settings: Settings
 
-    def broker(self) -> PaperBroker:
+    def broker(self) -> "PaperBroker | IBBroker":
         cfg = self.settings.config()
-        if cfg.broker.mode != "paper":
-            raise NotImplementedError(f"broker mode {cfg.broker.mode!r} is not available yet; use 'paper'")
+        if cfg.broker.mode == "ib":
+            from pipeline.broker.ib import IBBroker  # loads ib_async only when IB is configured
+
+            return IBBroker(cfg.instruments, cfg.broker)
         return PaperBroker(
             self.settings.ledger(),
             costs={i.symbol: i.costs for i in cfg.instruments},

@@ -5,6 +5,8 @@
     trading-pipeline query "select * from target_positions where session = '2022-12-28'"
     trading-pipeline kill-switch [ACTIVE|REDUCING|HALTED] [--reason TEXT]
     trading-pipeline release SESSION INSTRUMENT RULE --reason TEXT
+    trading-pipeline fake-gateway [--port 4002] [--bars FILE]
+    trading-pipeline cancel-orders SESSION
 
 Every command takes ``--config PATH`` (default: ``$TRADING_PIPELINE_CONFIG`` or the bundled
 default) and ``--lake PATH``. Runs go through Dagster and are recorded in ``$DAGSTER_HOME``
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline import backtest_cli
+from pipeline import fake_gateway_cli, orders_cli
 from pipeline.config import ConfigError, PipelineConfig, load_config
 
 
@@ -84,6 +88,7 @@ def summary(cfg: PipelineConfig, lake_root: str, session: pd.Timestamp) -> None:
 
 
 def cmd_daily(args: argparse.Namespace) -> int:
+    from pipeline.calendar import is_session
     from pipeline.definitions import ensure_dagster_home, execute_daily
     from pipeline.sources import make_source
     from pipeline.warehouse import publish_views
@@ -99,6 +104,9 @@ def cmd_daily(args: argparse.Namespace) -> int:
             print(f"error: source {cfg.source.kind!r} has no bars for {cfg.symbols}", file=sys.stderr)
             return 2
     day = session.strftime("%Y-%m-%d")
+    if not is_session(session, cfg.calendar):  # a holiday or weekend: nothing to run, no orders
+        print(f"{day} is not a {cfg.calendar} session (weekend, holiday or closure): no run, no orders")
+        return 0
     print(f"Daily run for session {day}: {len(cfg.symbols)} instruments ({', '.join(cfg.symbols)})")
     started = time.perf_counter()
     result = execute_daily(day, submit=not args.no_submit, config_path=args.config, lake_root=lake_root)
@@ -137,7 +145,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     from pipeline.warehouse import query
 
     cfg = _config(args)
-    df = query(_lake_root(args, cfg), args.sql)
+    df = query(_lake_root(args, cfg), args.sql, cfg)
     if args.csv:
         df.to_csv(sys.stdout, index=False)
     else:
@@ -208,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("state", nargs="?", choices=["ACTIVE", "REDUCING", "HALTED"])
     p.add_argument("--reason")
     p.set_defaults(func=cmd_kill_switch)
+
+    backtest_cli.add_parser(sub, common)
+    fake_gateway_cli.add_parser(sub, common)
+    orders_cli.add_parser(sub, common)
     return parser
 
 

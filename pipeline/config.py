@@ -70,6 +70,9 @@ class Instrument(_Strict):
     back_adjusted: bool = Field(False, description="back-adjusted futures may have prices <= 0")
     long_only: bool = Field(False, description="forecasts floored at 0: never short (pst forecast_floor)")
     costs: CostModel = CostModel()
+    rolls_per_year: float = Field(
+        0.0, ge=0, description="futures rolls a year; each costs two trades of holding cost (pst, carver.md §2.10)"
+    )
 
 
 class RulesConfig(_Strict):
@@ -124,6 +127,26 @@ class CombinationConfig(_Strict):
         "correlation of forecasts (expanding window, floored at 0, capped at fdm_cap)",
     )
     fdm_cap: float = Field(2.5, ge=1.0, description="pst dm_max")
+    forecast_weights_method: Literal["fixed", "equal", "handcraft", "bootstrap"] = Field(
+        "fixed",
+        description="fixed: forecast_weights (null = equal); equal; handcraft: correlation clusters "
+        "(rule families until weights_min_sessions); bootstrap: long-only max-Sharpe weights averaged "
+        "over block-bootstrap draws of the rules' returns net of SR costs; both re-estimated at each "
+        "year end on an expanding window (pst forecast_weight_estimate)",
+    )
+    weights_min_sessions: int = Field(
+        512, ge=20, description="sessions of forecasts before estimated weights replace the fallback"
+    )
+    bootstrap_draws: int = Field(100, ge=1, description="bootstrap resamples per estimate")
+    bootstrap_block: int = Field(64, ge=1, description="block length in sessions of the bootstrap")
+    bootstrap_seed: int = Field(0, description="random seed, so an estimate is reproducible")
+    apply_speed_limit: bool = Field(
+        False,
+        description="exclude, per instrument, a rule whose annual SR cost exceeds speed_limit "
+        "(its forecast weight set to 0, the rest renormalised)",
+    )
+    speed_limit: float = Field(0.13, gt=0, description="annual SR cost ceiling per rule (ST ch. 12)")
+    cost_window: int = Field(256, ge=20, description="sessions of price and vol averaged for SR costs")
 
 
 class PortfolioConfig(_Strict):
@@ -131,6 +154,11 @@ class PortfolioConfig(_Strict):
 
     capital: float = Field(1_000_000.0, gt=0, description="notional trading capital, base currency")
     base_currency: str = "USD"
+    fx_path: str | None = Field(
+        None,
+        description="folder (or file) of pysystemtrade FX rates XXXUSD (DATETIME,PRICE); needed when an "
+        "instrument's currency is not base_currency",
+    )
     vol_target: float = Field(0.25, gt=0, le=1.0, description="annualised, as a fraction (0.25 = 25%)")
     idm_cap: float = Field(2.5, ge=1.0, description="pst dm_max for the IDM")
     weights_lookback_years: float = Field(
@@ -156,6 +184,17 @@ class QualityConfig(_Strict):
     stale_sessions: int = Field(10, ge=2, description="WARN if the close is unchanged this long")
 
 
+class StaleGuardConfig(_Strict):
+    """Stale-price guard of the signal stage (``pipeline/stale.py``)."""
+
+    sessions: int | None = Field(
+        None,
+        ge=1,
+        description="an instrument whose close has not changed for this many sessions gets no new "
+        "forecast (position held) and its unchanged closes leave its vol; None = off",
+    )
+
+
 class RegimeConfig(_Strict):
     """The ML regime model (scikit-learn)."""
 
@@ -166,6 +205,27 @@ class RegimeConfig(_Strict):
     high_vol_scale: float = Field(
         0.5, gt=0, le=1, description="position scale when P(high-vol regime) = 1"
     )
+    require_oos_evidence: bool = Field(
+        True,
+        description="apply the risk scale only while the walk-forward evidence so far shows a higher "
+        "out-of-sample Sharpe than the simple rule (bootstrap interval above 0)",
+    )
+    evidence_ci: float = Field(0.90, gt=0, lt=1, description="coverage of the Sharpe-difference interval")
+    min_oos_sessions: int = Field(252, ge=21, description="out-of-sample sessions before the evidence can count")
+    pinned_version: str | None = Field(
+        None, description="model registry version to use for the latest session; None = latest approved"
+    )
+
+
+class VolForecastConfig(_Strict):
+    """Next-month realised vol forecasts (scikit-learn), judged against the sizing vol."""
+
+    horizon: int = Field(21, ge=2, description="sessions of the realised-vol target")
+    retrain_every: int = Field(252, ge=21, description="walk-forward refit interval, sessions")
+    min_train: int = Field(756, ge=100, description="sessions before the first fit")
+    train_stride: int = Field(10, ge=1, description="train on every k-th session (targets overlap)")
+    margin: float = Field(0.05, ge=0, description="relative out-of-sample QLIKE gain required to size with a model")
+    use_for_sizing: bool = Field(False, description="size with the winning model's forecast (only if it wins)")
 
 
 class RiskLimits(_Strict):
@@ -175,12 +235,46 @@ class RiskLimits(_Strict):
     max_order_notional: float = Field(500_000, gt=0, description="base currency per order")
     max_position: float = Field(200_000, gt=0, description="absolute units per instrument")
     price_collar: float = Field(0.10, gt=0, description="max |limit/reference - 1|")
+    max_orders_per_window: int = Field(
+        100, ge=1, description="order-rate throttle: orders sent within order_window_seconds (nautilus 100/1 s)"
+    )
+    order_window_seconds: float = Field(1.0, gt=0, description="window of the order-rate throttle, seconds")
+    max_daily_loss: float | None = Field(
+        None, gt=0, description="circuit breaker: a daily P&L below -max_daily_loss (base currency) "
+        "sets HALTED; None = off",
+    )
 
 
-class BrokerConfig(_Strict):
-    mode: Literal["paper", "ib"] = "paper"
-    strategy: str = Field("carver", description="first field of every orderRef")
-    execution: Literal["dry_run", "paper", "live"] = "paper"
+class BacktestConfig(_Strict):
+    """How the backtest trades the target positions (:func:`pipeline.backtest.simulate`).
+
+    The defaults keep the original simulation: market orders filled at the next session's close,
+    shorts allowed at no borrow cost, no limits beyond the production sizing.
+    """
+
+    fill: Literal["next_close", "next_open"] = Field(
+        "next_close", description="a target decided at the close of d trades at d+1's close, or its open where opens exist"
+    )
+    order_type: Literal["market", "limit"] = Field(
+        "market", description="limit: a buy fills only if the session's low reaches the limit, a sell if its high does"
+    )
+    limit_offset: float = Field(
+        0.01, ge=0, lt=1, description="limit orders: this fraction better than the decision close (0.01 = 1%)"
+    )
+    allow_short: bool = Field(True, description="portfolio-wide switch; False = long-only (per instrument: long_only)")
+    borrow_rate: float = Field(0.0, ge=0, description="annual fraction of short notional, accrued per calendar day (ACT/365)")
+    max_gross_exposure: float | None = Field(None, gt=0, description="sum |notional| / capital; None = no limit")
+    max_net_exposure: float | None = Field(None, gt=0, description="|sum notional| / capital; None = no limit")
+    pre_trade_gate: bool = Field(False, description="deny simulated orders that break the risk: limits, as production does")
+    results_dir: str = Field(
+        "results/backtests",
+        description="where backfills write results folders; relative = beside the lake folder "
+        "(the working directory for the default data_lake); the CLI's --out is relative to the working directory",
+    )
+    name: str | None = Field(None, description="name of the results folders; None = broker.strategy")
+    results_on_daily_runs: bool = Field(
+        False, description="also write a results folder on every daily run (backfills and the CLI always write one)"
+    )
 
 
 class IBConnection(_Strict):
@@ -203,6 +297,61 @@ class IBConnection(_Strict):
     )
 
 
+#: IB's default API ports: IB Gateway 4002 / TWS 7497 for paper, 4001 / 7496 for live.
+PAPER_PORTS = (4002, 7497)
+LIVE_PORTS = (4001, 7496)
+
+
+class BrokerConfig(_Strict):
+    """Where orders go and how (the order path's safety settings; README "Connecting to
+    Interactive Brokers").
+
+    ``execution`` None means the broker's safe default: ``paper`` for the simulated paper broker
+    (its fills are simulated anyway), ``dry_run`` for IB (intents and checks, nothing sent).
+    """
+
+    mode: Literal["paper", "ib"] = Field("paper", description="paper: simulated fills; ib: TWS / IB Gateway")
+    strategy: str = Field("carver", description="first field of every orderRef")
+    execution: Literal["dry_run", "paper", "live"] | None = Field(
+        None, description="dry_run: intents and checks only; paper: a paper account; live: real money"
+    )
+    ib: IBConnection = Field(
+        default_factory=lambda: IBConnection(client_id=201),
+        description="the trading connection (its own client id, apart from the data steps')",
+    )
+    order_type: Literal["MKT", "LMT"] = Field("MKT", description="LMT: limit at limit_offset from the reference")
+    limit_offset: float = Field(
+        0.001, ge=0, lt=0.5, description="LMT: fraction of the reference price a limit may pay (buy above, sell below)"
+    )
+    time_in_force: Literal["DAY", "GTC", "OPG"] = Field("DAY", description="IB tif of every order")
+    live_enabled: bool = Field(False, description="must be true for execution: live")
+    live_accounts: list[str] = Field(default_factory=list, description="accounts live orders may go to")
+    paper_ports: list[int] = Field(default_factory=lambda: list(PAPER_PORTS), description="ports allowed in paper")
+    live_ports: list[int] = Field(default_factory=lambda: list(LIVE_PORTS), description="ports allowed in live")
+    order_timeout: float = Field(
+        10.0, gt=0, description="seconds to wait for IB to acknowledge an order (then: reconcile, never resend)"
+    )
+    fill_wait: float = Field(
+        2.0, ge=0, description="seconds to wait for a market order's fills after it is acknowledged"
+    )
+
+    @property
+    def effective_execution(self) -> str:
+        """``execution``, or the broker's default when unset (paper: ``paper``, ib: ``dry_run``)."""
+        if self.execution is not None:
+            return self.execution
+        return "dry_run" if self.mode == "ib" else "paper"
+
+    @model_validator(mode="after")
+    def _live_needs_the_flag(self) -> "BrokerConfig":
+        if self.execution == "live":
+            if self.mode != "ib":
+                raise ValueError("execution: live needs mode: ib (the paper broker only simulates)")
+            if not self.live_enabled or not self.live_accounts:
+                raise ValueError("execution: live needs live_enabled: true and a non-empty live_accounts allow-list")
+        return self
+
+
 class SourceConfig(_Strict):
     kind: Literal["sample", "files", "ib"] = "sample"
     path: str | None = Field(None, description="folder of CSV/Parquet bars for kind 'files'")
@@ -221,9 +370,12 @@ class PipelineConfig(_Strict):
     combination: CombinationConfig = CombinationConfig()
     portfolio: PortfolioConfig = PortfolioConfig()
     quality: QualityConfig = QualityConfig()
+    stale_guard: StaleGuardConfig = StaleGuardConfig()
     regime: RegimeConfig = RegimeConfig()
+    vol_forecast: VolForecastConfig = VolForecastConfig()
     risk: RiskLimits = RiskLimits()
     broker: BrokerConfig = BrokerConfig()
+    backtest: BacktestConfig = BacktestConfig()
 
     @field_validator("instruments")
     @classmethod

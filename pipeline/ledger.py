@@ -1,4 +1,4 @@
-"""The order ledger: order intents, fills, the kill-switch log and alerts, in DuckDB.
+"""The order ledger: order intents, their broker events, fills, the kill-switch log and alerts, in DuckDB.
 
 The ledger lives in ``<lake_root>/warehouse.duckdb``. It is the write-ahead log of the order
 path (reliability.md §2): an intent is committed here before it is sent, and every fill is
@@ -33,19 +33,48 @@ if TYPE_CHECKING:
 
 LEDGER_FILE = "warehouse.duckdb"
 
-INTENT_STATUSES = ("INTENT", "SUBMITTED", "FILLED", "DENIED", "RECORDED")
-#: Statuses of an intent whose outcome at the broker is not yet known to the ledger.
-OPEN_STATUSES = ("INTENT", "SUBMITTED")
+#: The life of an intent: INTENT (written, not yet sent) -> SUBMITTED (given to the broker) ->
+#: ACKNOWLEDGED (the broker holds it: permId known) -> PARTIALLY_FILLED -> FILLED, CANCELLED or
+#: REJECTED; DENIED by the pre-trade gate; RECORDED in record-only runs (never sent).
+INTENT_STATUSES = (
+    "INTENT", "SUBMITTED", "ACKNOWLEDGED", "PARTIALLY_FILLED", "FILLED", "CANCELLED", "REJECTED",
+    "DENIED", "RECORDED",
+)
+#: Statuses of an intent whose outcome at the broker is not yet final in the ledger.
+OPEN_STATUSES = ("INTENT", "SUBMITTED", "ACKNOWLEDGED", "PARTIALLY_FILLED")
 MODES = ("submit", "record_only")
+ORDER_TYPES = ("MKT", "LMT")
 
+#: Columns written by :meth:`Ledger.record_intents` (the first 16 required, the rest optional).
+_WRITTEN = (
+    "order_ref", "strategy", "session", "instrument", "seq", "quantity", "side", "order_type",
+    "reference_price", "target_position", "position_before", "status", "mode",
+    "verdict", "deny_reason", "run_id", "limit_price", "account", "code_version", "input_hash",
+)
+_REQUIRED = _WRITTEN[:13]
+_TYPES = dict(zip(_WRITTEN, (
+    "VARCHAR", "VARCHAR", "DATE", "VARCHAR", "INTEGER", "DOUBLE", "VARCHAR", "VARCHAR",
+    "DOUBLE", "DOUBLE", "DOUBLE", "VARCHAR", "VARCHAR",
+    "VARCHAR", "VARCHAR", "VARCHAR", "DOUBLE", "VARCHAR", "VARCHAR", "VARCHAR",
+)))  # fmt: skip
+#: Set from the broker's answers (:meth:`Ledger.record_broker_order`).
+_BROKER_COLUMNS = (
+    "perm_id", "broker_order_id", "filled_quantity", "avg_fill_price", "commission", "status_reason",
+    "submitted_at",
+)
 INTENT_COLUMNS = (
     "order_ref", "strategy", "session", "instrument", "seq", "quantity", "side", "order_type",
     "reference_price", "target_position", "position_before", "verdict", "deny_reason", "status",
-    "mode", "run_id", "created_at", "updated_at",
+    "mode", "run_id", "limit_price", "account", "code_version", "input_hash", *_BROKER_COLUMNS,
+    "created_at", "updated_at",
 )
 FILL_COLUMNS = (
     "fill_id", "order_ref", "broker", "session", "instrument", "quantity", "price", "commission",
-    "slippage_cost", "filled_at",
+    "slippage_cost", "filled_at", "perm_id",
+)
+EVENT_COLUMNS = (
+    "order_ref", "event_at", "status", "perm_id", "broker_order_id", "filled_quantity", "remaining",
+    "avg_fill_price", "detail", "run_id",
 )
 
 _SCHEMA = f"""
@@ -57,7 +86,7 @@ CREATE TABLE IF NOT EXISTS order_intents (
     seq INTEGER NOT NULL CHECK (seq >= 1),
     quantity DOUBLE NOT NULL,
     side VARCHAR NOT NULL CHECK (side IN ('BUY', 'SELL')),
-    order_type VARCHAR NOT NULL CHECK (order_type IN ('MKT')),
+    order_type VARCHAR NOT NULL CHECK (order_type IN {ORDER_TYPES}),
     reference_price DOUBLE,
     target_position DOUBLE,
     position_before DOUBLE,
@@ -66,8 +95,31 @@ CREATE TABLE IF NOT EXISTS order_intents (
     status VARCHAR NOT NULL CHECK (status IN {INTENT_STATUSES}),
     mode VARCHAR NOT NULL CHECK (mode IN {MODES}),
     run_id VARCHAR,
+    limit_price DOUBLE,
+    account VARCHAR,
+    code_version VARCHAR,
+    input_hash VARCHAR,
+    perm_id BIGINT,
+    broker_order_id BIGINT,
+    filled_quantity DOUBLE,
+    avg_fill_price DOUBLE,
+    commission DOUBLE,
+    status_reason VARCHAR,
+    submitted_at TIMESTAMPTZ,
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS order_events (
+    order_ref VARCHAR NOT NULL,
+    event_at TIMESTAMPTZ NOT NULL,
+    status VARCHAR NOT NULL,
+    perm_id BIGINT,
+    broker_order_id BIGINT,
+    filled_quantity DOUBLE,
+    remaining DOUBLE,
+    avg_fill_price DOUBLE,
+    detail VARCHAR,
+    run_id VARCHAR
 );
 CREATE TABLE IF NOT EXISTS fills (
     fill_id VARCHAR PRIMARY KEY,
@@ -79,7 +131,8 @@ CREATE TABLE IF NOT EXISTS fills (
     price DOUBLE NOT NULL,
     commission DOUBLE NOT NULL,
     slippage_cost DOUBLE NOT NULL,
-    filled_at TIMESTAMPTZ NOT NULL
+    filled_at TIMESTAMPTZ NOT NULL,
+    perm_id BIGINT
 );
 CREATE TABLE IF NOT EXISTS trading_state_log (
     changed_at TIMESTAMPTZ NOT NULL,
@@ -106,6 +159,53 @@ CREATE TABLE IF NOT EXISTS quarantine_releases (
     PRIMARY KEY (session, instrument, rule)
 );
 """
+
+
+def _needs_upgrade(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``order_intents`` exists with an older layout (no ``submitted_at`` column)."""
+    cols = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'order_intents'"
+    ).fetchall()}
+    return bool(cols) and "submitted_at" not in cols
+
+
+def _upgrade_intents(con: duckdb.DuckDBPyConnection) -> None:
+    """Rebuild ``order_intents`` with the current schema (CHECK constraints cannot be altered in
+    DuckDB), copying every row; runs inside :meth:`Ledger.init`'s transaction."""
+    old = [r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'order_intents'"
+    ).fetchall()]
+    con.execute("ALTER TABLE order_intents RENAME TO order_intents_previous")
+    con.execute(_SCHEMA)
+    common = ", ".join(c for c in old if c in INTENT_COLUMNS)
+    con.execute(f"INSERT INTO order_intents ({common}) SELECT {common} FROM order_intents_previous")
+    con.execute("DROP TABLE order_intents_previous")
+
+
+def _insert_fill(con: duckdb.DuckDBPyConnection, fill: "Fill") -> int:
+    return con.execute(
+        f"INSERT INTO fills ({', '.join(FILL_COLUMNS)}) VALUES ({', '.join('?' * len(FILL_COLUMNS))}) "
+        "ON CONFLICT DO NOTHING",
+        [
+            fill.fill_id, fill.order_ref, fill.broker, _session_date(fill.session), fill.instrument,
+            float(fill.quantity), float(fill.price), float(fill.commission),
+            float(fill.slippage_cost), pd.Timestamp(fill.filled_at).to_pydatetime(),
+            getattr(fill, "perm_id", None),
+        ],
+    ).fetchone()[0]
+
+
+def _settle_fills(con: duckdb.DuckDBPyConnection, order_ref: str) -> None:
+    """Sum an open intent's fills onto it; FILLED when they cover its quantity (1e-9 units)."""
+    con.execute(
+        "UPDATE order_intents AS i SET filled_quantity = f.qty, avg_fill_price = f.px, commission = f.comm, "
+        "status = CASE WHEN abs(f.qty) >= abs(i.quantity) - 1e-9 THEN 'FILLED' ELSE 'PARTIALLY_FILLED' END, "
+        "submitted_at = coalesce(i.submitted_at, current_timestamp), updated_at = current_timestamp "
+        "FROM (SELECT sum(quantity) AS qty, sum(quantity * price) / nullif(sum(quantity), 0) AS px, "
+        "sum(commission) AS comm FROM fills WHERE order_ref = ?) AS f "
+        f"WHERE i.order_ref = ? AND i.status IN {OPEN_STATUSES} AND f.qty IS NOT NULL",
+        [order_ref, order_ref],
+    )
 
 
 class LedgerError(ValueError):
@@ -241,10 +341,18 @@ class Ledger:
             con.commit()
 
     def init(self) -> "Ledger":
-        """Create the folder, the file and the tables if missing (idempotent). Returns self."""
+        """Create the folder, the file and the tables if missing (idempotent). Returns self.
+
+        A ledger written by an earlier version is upgraded in the same transaction: the
+        ``order_intents`` table is rebuilt with the current statuses, order types and columns
+        (every row kept), and ``fills`` gains its ``perm_id`` column.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._transaction() as con:
+            if _needs_upgrade(con):
+                _upgrade_intents(con)
             con.execute(_SCHEMA)
+            con.execute("ALTER TABLE fills ADD COLUMN IF NOT EXISTS perm_id BIGINT")
         return self
 
     def _read(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
@@ -267,9 +375,10 @@ class Ledger:
         df : DataFrame
             One row per intent with at least the columns ``order_ref, strategy, session,
             instrument, seq, quantity, side, order_type, reference_price, target_position,
-            position_before, status, mode``; optional ``verdict, deny_reason, run_id``.
-            ``session`` is a date (str, date or Timestamp); quantities and positions in units,
-            signed; prices in price points. ``created_at``/``updated_at`` are set to now (UTC).
+            position_before, status, mode``; optional ``verdict, deny_reason, run_id,
+            limit_price, account, code_version, input_hash``. ``session`` is a date (str, date
+            or Timestamp); quantities and positions in units, signed; prices in price points.
+            ``created_at``/``updated_at`` are set to now (UTC).
 
         Raises
         ------
@@ -280,25 +389,17 @@ class Ledger:
         """
         if df.empty:
             return 0
-        optional = ("verdict", "deny_reason", "run_id", "created_at", "updated_at")
-        required = [c for c in INTENT_COLUMNS if c not in optional]
-        missing = [c for c in required if c not in df.columns]
+        missing = [c for c in _REQUIRED if c not in df.columns]
         if missing:
             raise LedgerError(f"record_intents: columns {missing} missing from the intents frame")
-        rows = df.loc[:, [c for c in INTENT_COLUMNS[:-2] if c in df.columns]].copy()
-        for col in ("verdict", "deny_reason", "run_id"):
+        rows = df.loc[:, [c for c in _WRITTEN if c in df.columns]].copy()
+        for col in _WRITTEN:
             if col not in rows.columns:
                 rows[col] = None
+        rows = rows[list(_WRITTEN)]
         rows["session"] = [_session_date(s) for s in rows["session"]]
-        cols = ", ".join(INTENT_COLUMNS[:-2])
-        casts = ", ".join(
-            f"CAST({c} AS {t})"
-            for c, t in zip(
-                INTENT_COLUMNS[:-2],
-                ("VARCHAR", "VARCHAR", "DATE", "VARCHAR", "INTEGER", "DOUBLE", "VARCHAR", "VARCHAR",
-                 "DOUBLE", "DOUBLE", "DOUBLE", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR"),
-            )
-        )
+        cols = ", ".join(_WRITTEN)
+        casts = ", ".join(f"CAST({c} AS {_TYPES[c]})" for c in _WRITTEN)
         try:
             with self._transaction() as con:
                 con.register("new_intents", rows)
@@ -321,14 +422,14 @@ class Ledger:
         *,
         verdict: str | None = None,
         deny_reason: str | None = None,
+        status_reason: str | None = None,
     ) -> None:
-        """Set an intent's status (and optionally its verdict and denial reason).
+        """Set an intent's status (and optionally its verdict, denial reason, status reason).
 
         Raises
         ------
         LedgerError
-            ``status`` is not one of INTENT, SUBMITTED, FILLED, DENIED, RECORDED, or no intent
-            has this ``order_ref``.
+            ``status`` is not one of ``INTENT_STATUSES``, or no intent has this ``order_ref``.
         """
         if status not in INTENT_STATUSES:
             raise LedgerError(f"update_status({order_ref!r}): status {status!r} is not one of {INTENT_STATUSES}")
@@ -340,6 +441,9 @@ class Ledger:
         if deny_reason is not None:
             sets.append("deny_reason = ?")
             params.append(deny_reason)
+        if status_reason is not None:
+            sets.append("status_reason = ?")
+            params.append(status_reason)
         with self._transaction() as con:
             changed = con.execute(
                 f"UPDATE order_intents SET {', '.join(sets)} WHERE order_ref = ?", [*params, order_ref]
@@ -373,11 +477,12 @@ class Ledger:
     # -- fills -----------------------------------------------------------------------------
 
     def record_fill(self, fill: "Fill") -> bool:
-        """Store a fill and mark its intent FILLED, in one transaction (idempotent).
+        """Store a fill and settle its intent's filled quantity, in one transaction (idempotent).
 
         A fill whose ``fill_id`` is already stored is not written again (the primary key makes
-        a duplicate fill impossible); the intent with the fill's ``order_ref``, if it is still
-        INTENT or SUBMITTED, becomes FILLED either way, so the two never disagree.
+        a duplicate fill impossible). The intent with the fill's ``order_ref``, if still open,
+        gets the sums of its fills (``filled_quantity``, ``avg_fill_price``, ``commission``) and
+        becomes FILLED once they cover its quantity, PARTIALLY_FILLED before that.
 
         Returns
         -------
@@ -385,21 +490,88 @@ class Ledger:
             True if the fill was new, False if it was already in the ledger.
         """
         with self._transaction() as con:
-            inserted = con.execute(
-                f"INSERT INTO fills ({', '.join(FILL_COLUMNS)}) VALUES ({', '.join('?' * len(FILL_COLUMNS))}) "
-                "ON CONFLICT DO NOTHING",
-                [
-                    fill.fill_id, fill.order_ref, fill.broker, _session_date(fill.session), fill.instrument,
-                    float(fill.quantity), float(fill.price), float(fill.commission),
-                    float(fill.slippage_cost), pd.Timestamp(fill.filled_at).to_pydatetime(),
-                ],
-            ).fetchone()[0]
-            con.execute(
-                "UPDATE order_intents SET status = 'FILLED', updated_at = current_timestamp "
-                f"WHERE order_ref = ? AND status IN {OPEN_STATUSES}",
-                [fill.order_ref],
-            )
+            inserted = _insert_fill(con, fill)
+            _settle_fills(con, fill.order_ref)
         return bool(inserted)
+
+    def record_broker_order(self, order: Any, run_id: str | None = None) -> str:
+        """Store what the broker says about an order: its fills, status, ids and an event.
+
+        One transaction: every fill of ``order.fills`` (idempotent, as :meth:`record_fill`),
+        then the intent's ``status`` (never moved back from a final one), ``perm_id``,
+        ``broker_order_id``, ``status_reason``, ``submitted_at`` (first time only), and a row
+        in ``order_events`` when the status, the filled quantity or the ids changed.
+
+        Parameters
+        ----------
+        order : pipeline.broker.base.BrokerOrder
+            ``order_ref``, ``status`` (one of ``INTENT_STATUSES`` from SUBMITTED on),
+            ``fills``, ``perm_id``, ``order_id``, ``filled``, ``remaining``, ``reason``.
+        run_id : str, optional
+            The run that learned it (stored on the event).
+
+        Returns
+        -------
+        str
+            The intent's status after the update.
+
+        Raises
+        ------
+        LedgerError
+            Unknown status, or no intent with this order_ref.
+        """
+        if order.status not in INTENT_STATUSES:
+            raise LedgerError(f"record_broker_order({order.order_ref!r}): status {order.status!r} unknown")
+        with self._transaction() as con:
+            before = con.execute(
+                "SELECT status, perm_id, filled_quantity FROM order_intents WHERE order_ref = ?", [order.order_ref]
+            ).fetchone()
+            if before is None:
+                raise LedgerError(f"record_broker_order: no intent with order_ref {order.order_ref!r} in {self.path}")
+            for fill in order.fills:
+                _insert_fill(con, fill)
+            _settle_fills(con, order.order_ref)
+            final = before[0] not in OPEN_STATUSES
+            status = before[0] if final else order.status
+            if not final and status in ("SUBMITTED", "ACKNOWLEDGED", "PARTIALLY_FILLED", "FILLED"):
+                # the fills decide between PARTIALLY_FILLED and FILLED once there are any
+                settled = con.execute(
+                    "SELECT status FROM order_intents WHERE order_ref = ?", [order.order_ref]
+                ).fetchone()[0]
+                if settled in ("PARTIALLY_FILLED", "FILLED") and status != "FILLED":
+                    status = settled
+            con.execute(
+                "UPDATE order_intents SET status = ?, perm_id = coalesce(?, perm_id), "
+                "broker_order_id = coalesce(?, broker_order_id), status_reason = coalesce(?, status_reason), "
+                "submitted_at = coalesce(submitted_at, current_timestamp), updated_at = current_timestamp "
+                "WHERE order_ref = ?",
+                [status, order.perm_id, order.order_id, order.reason, order.order_ref],
+            )
+            after = con.execute(
+                "SELECT status, perm_id, filled_quantity, avg_fill_price FROM order_intents WHERE order_ref = ?",
+                [order.order_ref],
+            ).fetchone()
+            if tuple(after[:3]) != tuple(before):
+                con.execute(
+                    f"INSERT INTO order_events ({', '.join(EVENT_COLUMNS)}) "
+                    "VALUES (?, current_timestamp, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [order.order_ref, after[0], after[1], order.order_id, after[2], order.remaining, after[3],
+                     order.reason, run_id],
+                )
+        return str(after[0])
+
+    def order_events(self, order_ref: str | None = None) -> pd.DataFrame:
+        """The audit trail of broker answers (columns ``EVENT_COLUMNS``), oldest first."""
+        clause, params = ("WHERE order_ref = ?", [order_ref]) if order_ref else ("", [])
+        return self._read(f"SELECT {', '.join(EVENT_COLUMNS)} FROM order_events {clause} ORDER BY event_at, rowid", params)
+
+    def submitted_since(self, since: pd.Timestamp) -> int:
+        """How many intents were first given to a broker at or after ``since`` (tz-aware)."""
+        df = self._read(
+            "SELECT count(*) AS n FROM order_intents WHERE submitted_at >= ?",
+            [pd.Timestamp(since).to_pydatetime()],
+        )
+        return int(df["n"].iloc[0])
 
     def fills(self, *, broker: str | None = None, order_ref: str | None = None) -> pd.DataFrame:
         """Fills, optionally of one broker and/or order_ref, ordered by ``filled_at``.

@@ -10,18 +10,23 @@ retry after a crash never sends an order twice.
 
 from __future__ import annotations
 
+import fcntl
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.alerting import notify
-from pipeline.broker.base import WORKING_COLUMNS, Broker, BrokerError, Fill
+from pipeline.broker.base import WORKING_COLUMNS, Broker, BrokerError, BrokerOrder
 from pipeline.config import RiskLimits
 from pipeline.ledger import OPEN_STATUSES, Ledger
-from pipeline.risk import TradingState, Verdict, pre_trade_check
+from pipeline.risk import TradingState, Verdict, daily_loss_breached, pre_trade_check
 
 #: Columns of :func:`plan_orders`' result.
 PLAN_COLUMNS = (
@@ -35,6 +40,40 @@ _ZERO = 1e-9
 
 class OrderError(ValueError):
     """Bad input to the order path (an order_ref, a target or a position); nothing was sent."""
+
+
+class OrderRunLocked(OrderError):
+    """Another order run of the same strategy holds the lock; this one sent nothing."""
+
+
+@contextmanager
+def order_run_lock(ledger: Ledger, strategy: str) -> Iterator[Path]:
+    """Hold the one-order-run-at-a-time lock of ``strategy`` (an exclusive ``flock``).
+
+    The file is ``<ledger folder>/locks/orders-<strategy>.lock``. Dagster's run queue and the
+    ``broker`` pool only limit *launched* runs; this lock also covers ``execute_job``, the CLI
+    and a second machine process on the same lake (reliability.md §5 scenario 10).
+
+    Raises
+    ------
+    OrderRunLocked
+        At once (no waiting) when another run, in this or another process, holds it.
+    """
+    folder = ledger.path.parent / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"orders-{strategy}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise OrderRunLocked(
+                f"order run locked: another order run of strategy {strategy!r} holds {path}; "
+                "nothing was sent by this one (re-run once it has finished: it sends only what is missing)"
+            ) from exc
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _session(session: Any) -> pd.Timestamp:
@@ -123,6 +162,7 @@ class OrderIntent:
     position_before: float = math.nan
     order_type: str = "MKT"
     limit_price: float | None = None
+    account: str | None = None
 
     @property
     def side(self) -> str:
@@ -131,6 +171,8 @@ class OrderIntent:
     @classmethod
     def from_row(cls, row: Any) -> "OrderIntent":
         """Build from a row (mapping / Series) of :func:`plan_orders` or ``Ledger.intents``."""
+        limit = row.get("limit_price") if hasattr(row, "get") else None
+        account = row.get("account") if hasattr(row, "get") else None
         return cls(
             order_ref=str(row["order_ref"]),
             strategy=str(row["strategy"]),
@@ -142,6 +184,8 @@ class OrderIntent:
             target_position=float(row["target_position"]),
             position_before=float(row["position_before"]),
             order_type=str(row["order_type"]),
+            limit_price=float(limit) if limit is not None and pd.notna(limit) else None,
+            account=str(account) if account is not None and pd.notna(account) else None,
         )
 
 
@@ -261,6 +305,39 @@ def plan_orders(
 
 
 @dataclass(frozen=True)
+class OrderPolicy:
+    """How accepted intents become broker orders, and the audit fields they carry.
+
+    Attributes
+    ----------
+    order_type : str
+        ``MKT`` or ``LMT`` (``BrokerConfig.order_type``).
+    limit_offset : float
+        ``LMT``: the limit is ``reference x (1 + offset)`` for a buy, ``x (1 - offset)`` for a
+        sell (a fraction; the price collar of the gate checks it).
+    account : str or None
+        The account orders go to; with ``live`` False it must be a paper account (``DU...``).
+    live : bool
+        True only in live mode (``execution: live`` with ``live_enabled``).
+    code_version, input_hash : str or None
+        Stored on each intent: which code and which inputs produced it (:mod:`pipeline.audit`).
+    """
+
+    order_type: str = "MKT"
+    limit_offset: float = 0.0
+    account: str | None = None
+    live: bool = False
+    code_version: str | None = None
+    input_hash: str | None = None
+
+    def limit_prices(self, quantity: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Limit prices in price points (NaN for market orders)."""
+        if self.order_type != "LMT":
+            return np.full(len(quantity), np.nan)
+        return reference * (1.0 + np.sign(quantity) * self.limit_offset)
+
+
+@dataclass(frozen=True)
 class ExecutionReport:
     """What one :func:`execute_orders` run did.
 
@@ -271,18 +348,19 @@ class ExecutionReport:
     mode : str
         ``"submit"`` or ``"record_only"``.
     trading_state : TradingState
-        The kill-switch state the run used.
+        The kill-switch state the run used (HALTED if the circuit breaker tripped).
     intents : DataFrame
         The ledger rows this run wrote or settled (columns of ``Ledger.intents`` plus
-        ``action``: ``new``, ``adopted`` (an earlier intent found filled at the broker),
-        ``working`` (found working at the broker), ``resent`` (an earlier intent the broker
-        did not know, sent again under the same order_ref) or ``denied_on_resend``).
+        ``action``: ``new``, ``adopted`` (an earlier intent found final at the broker: filled,
+        cancelled or rejected), ``working`` (found working at the broker), ``resent`` (an
+        earlier intent the broker did not know, sent again under the same order_ref) or
+        ``denied_on_resend``).
     counts : dict[str, int]
         ``planned`` (orders from the residual), ``unchanged`` (planned orders identical to an
         intent already recorded, not written again), ``recorded`` (new intents), ``accepted``,
         ``denied`` (verdicts of the new intents), ``sent`` (orders given to the broker, resent
-        included), ``filled`` (fills received this run), ``reconciled`` (earlier open intents
-        looked up), ``adopted``, ``resent``.
+        included), ``filled`` (orders found or left fully filled this run), ``rejected`` (by
+        the broker), ``reconciled`` (earlier open intents looked up), ``adopted``, ``resent``.
     """
 
     session: pd.Timestamp
@@ -321,10 +399,28 @@ def _broker_positions(broker: Broker) -> tuple[pd.Series, pd.Series]:
     return positions.astype(float), working
 
 
-def _submit(broker: Broker, ledger: Ledger, intent: OrderIntent, price: float, counts: dict[str, int]) -> Fill | None:
+def _record(ledger: Ledger, outcome: BrokerOrder, run_id: str | None, counts: dict[str, int]) -> str:
+    """Store a broker answer; a rejection is alerted (and never retried automatically)."""
+    status = ledger.record_broker_order(outcome, run_id)
+    if status == "FILLED":
+        counts["filled"] += 1
+    elif status == "REJECTED":
+        counts["rejected"] += 1
+        notify(
+            ledger, "order_rejected", "ERROR", outcome.order_ref,
+            f"{outcome.order_ref} rejected by the broker: {outcome.reason or 'no reason given'}; "
+            "not retried: new orders for this instrument are denied for the rest of the session",
+            f"order_rejected:{outcome.order_ref}",
+        )  # fmt: skip
+    return status
+
+
+def _submit(
+    broker: Broker, ledger: Ledger, intent: OrderIntent, price: float, counts: dict[str, int], run_id: str | None
+) -> BrokerOrder:
     """Send one intent that is already in the ledger; record the outcome."""
     try:
-        fill = broker.submit(intent, price)
+        outcome = broker.submit(intent, price)
     except BrokerError as exc:
         notify(
             ledger, "broker_error", "ERROR", intent.order_ref,
@@ -334,12 +430,44 @@ def _submit(broker: Broker, ledger: Ledger, intent: OrderIntent, price: float, c
         )
         raise
     counts["sent"] += 1
-    if fill is None:
-        ledger.update_status(intent.order_ref, "SUBMITTED")
-    else:
-        ledger.record_fill(fill)  # idempotent; also marks the intent FILLED
-        counts["filled"] += 1
-    return fill
+    _record(ledger, outcome, run_id, counts)
+    return outcome
+
+
+@dataclass
+class _GateContext:
+    """Everything the gate needs besides the order itself, for one run."""
+
+    state: TradingState
+    limits: RiskLimits
+    point_sizes: dict[str, float]
+    policy: OrderPolicy = OrderPolicy()
+    #: instrument -> (order_ref, reason) of a broker rejection earlier in the session
+    rejected: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: orders already sent within the throttle window (before this run's)
+    sent_in_window: int = 0
+    #: only runs that send orders are throttled (record-only runs and backfills send nothing)
+    throttle: bool = False
+
+    def check(self, quantity: float, instrument: str, price: float, position_before: float,
+              limit_price: float | None) -> Verdict:
+        if instrument in self.rejected and self.state is not TradingState.HALTED:
+            ref, reason = self.rejected[instrument]
+            return Verdict(
+                False,
+                f"rejected_earlier: {ref} was rejected by the broker ({reason}); no automatic retry "
+                "in this session: fix the cause, the next session trades again",
+                "rejected_earlier",
+            )
+        verdict = pre_trade_check(
+            quantity, instrument, price, float(self.point_sizes.get(instrument, math.nan)), position_before,
+            self.state, self.limits, limit_price=limit_price,
+            orders_in_window=self.sent_in_window if self.throttle else 0,
+            account=self.policy.account, live=self.policy.live,
+        )
+        if verdict.accepted:
+            self.sent_in_window += 1
+        return verdict
 
 
 def _reconcile(
@@ -347,59 +475,69 @@ def _reconcile(
     *,
     ledger: Ledger,
     broker: Broker,
-    state: TradingState,
-    limits: RiskLimits,
-    point_sizes: dict[str, float],
+    gate: _GateContext,
     reference_prices: pd.Series,
     counts: dict[str, int],
+    run_id: str | None,
 ) -> dict[str, str]:
-    """Settle earlier open intents of the session with the broker; returns order_ref -> action."""
+    """Settle earlier open intents of the session with the broker; returns order_ref -> action.
+
+    Each is looked up by order_ref (the broker searches its open orders of every client, its
+    completed orders and today's executions; never the orderId). Found: its fills and status
+    are recorded (``adopted`` when final, ``working`` otherwise). Not found: an intent that
+    was never acknowledged (INTENT / SUBMITTED) is gated again and re-sent under the SAME
+    order_ref; one the broker had acknowledged but no longer knows is closed as CANCELLED with
+    an alert (the residual against the broker's positions decides what to do next).
+    """
     actions: dict[str, str] = {}
-    if open_intents.empty:
-        return actions
-    working_refs = set(_working_orders(broker)["order_ref"])
     for _, row in open_intents.iterrows():
         intent = OrderIntent.from_row(row)
         counts["reconciled"] += 1
-        fill = broker.find_by_order_ref(intent.order_ref)
-        if fill is not None:
-            ledger.record_fill(fill)
-            actions[intent.order_ref] = "adopted"
-            counts["adopted"] += 1
+        found = broker.lookup(intent.order_ref)
+        if found is not None:
+            _record(ledger, found, run_id, counts)
+            actions[intent.order_ref] = "adopted" if found.final else "working"
+            counts["adopted"] += int(found.final)
             continue
-        if intent.order_ref in working_refs:
-            if row["status"] != "SUBMITTED":
-                ledger.update_status(intent.order_ref, "SUBMITTED")
-            actions[intent.order_ref] = "working"
+        if row["status"] not in ("INTENT", "SUBMITTED"):
+            reason = f"acknowledged earlier ({row['status']}) but unknown to the broker at reconciliation"
+            ledger.update_status(intent.order_ref, "CANCELLED", status_reason=reason)
+            notify(ledger, "order_lost", "ERROR", intent.order_ref, f"{intent.order_ref}: {reason}",
+                   f"order_lost:{intent.order_ref}")
+            actions[intent.order_ref] = "adopted"
             continue
         # Unknown to the broker: it was never sent. Send it now under the same order_ref, after
         # the gate with today's state and positions (the gate stands before every submission).
         positions, working = _broker_positions(broker)
         before = float(positions.get(intent.instrument, 0.0)) + float(working.get(intent.instrument, 0.0))
         price = _fill_price(intent.instrument, reference_prices, intent.reference_price)
-        verdict = pre_trade_check(
-            intent.quantity, intent.instrument, price, float(point_sizes.get(intent.instrument, math.nan)),
-            before, state, limits,
-        )
+        verdict = gate.check(intent.quantity, intent.instrument, price, before, intent.limit_price)
         if not verdict.accepted:
             ledger.update_status(intent.order_ref, "DENIED", verdict="DENIED", deny_reason=verdict.reason)
             actions[intent.order_ref] = "denied_on_resend"
             continue
         ledger.update_status(intent.order_ref, row["status"], verdict="ACCEPTED")
-        _submit(broker, ledger, intent, price, counts)
+        _submit(broker, ledger, intent, price, counts, run_id)
         actions[intent.order_ref] = "resent"
         counts["resent"] += 1
     return actions
 
 
-def _gate(plan: pd.DataFrame, state: TradingState, limits: RiskLimits, point_sizes: dict[str, float]) -> list[Verdict]:
-    # A loop over a handful of orders a day; the gate is per order by nature (rules short-circuit).
+def _gate(
+    plan: pd.DataFrame,
+    state: TradingState,
+    limits: RiskLimits,
+    point_sizes: dict[str, float],
+    context: _GateContext | None = None,
+) -> list[Verdict]:
+    # A loop over a handful of orders a day; the gate is per order by nature (rules short-circuit,
+    # and the throttle counts the orders accepted before each one).
+    ctx = context or _GateContext(state, limits, point_sizes)
+    limit = plan["limit_price"] if "limit_price" in plan.columns else pd.Series(np.nan, index=plan.index)
     return [
-        pre_trade_check(
-            float(r.quantity), str(r.instrument), float(r.reference_price),
-            float(point_sizes.get(r.instrument, math.nan)), float(r.position_before), state, limits,
-        )
-        for r in plan.itertuples(index=False)
+        ctx.check(float(r.quantity), str(r.instrument), float(r.reference_price), float(r.position_before),
+                  None if not math.isfinite(lp) else float(lp))
+        for r, lp in zip(plan.itertuples(index=False), limit.to_numpy(dtype=float))
     ]
 
 
@@ -422,6 +560,15 @@ def _unchanged(plan: pd.DataFrame, prior: pd.DataFrame, mode: str) -> np.ndarray
     return np.asarray(same, dtype=bool)
 
 
+def _rejected_in_session(prior: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """instrument -> (order_ref, reason) where the latest submit intent was REJECTED."""
+    if prior.empty:
+        return {}
+    sent = prior[prior["mode"] == "submit"].sort_values("seq").groupby("instrument").tail(1)
+    rej = sent[sent["status"] == "REJECTED"]
+    return {r.instrument: (r.order_ref, str(r.status_reason or "")) for r in rej.itertuples(index=False)}
+
+
 def execute_orders(
     targets: pd.Series,
     reference_prices: pd.Series,
@@ -435,27 +582,35 @@ def execute_orders(
     submit: bool,
     run_id: str | None,
     assumed_positions: pd.Series | None = None,
+    policy: OrderPolicy | None = None,
 ) -> ExecutionReport:
     """Take the positions of one session to their targets, exactly once.
 
     Flow (DESIGN rule 3; reliability.md §2):
 
+    0. ``submit=True``: take the strategy's order-run lock (:func:`order_run_lock`; a second
+       concurrent run fails at once with :class:`OrderRunLocked`, sending nothing), and trip
+       the daily-loss circuit breaker if the broker reports a loss beyond
+       ``limits.max_daily_loss`` (HALTED is written to the ledger's kill-switch log).
     1. Reconcile (``submit=True`` only): every intent of ``session`` in mode ``submit`` still
-       INTENT or SUBMITTED (e.g. a crash after writing it) is looked up at the broker by
-       order_ref. Filled: the fill is recorded, the intent becomes FILLED. Working at the
-       broker: SUBMITTED. Unknown: it is gated again (today's state and positions) and re-sent
-       with the SAME order_ref, never a new one.
+       open (INTENT, SUBMITTED, ACKNOWLEDGED, PARTIALLY_FILLED; e.g. after a crash between
+       ``placeOrder`` and the ledger update) is looked up at the broker by order_ref and
+       settled (see :func:`_reconcile`): adopted, left working, or re-sent under the SAME
+       order_ref when the broker never got it.
     2. Read broker positions and working orders; a :class:`BrokerError` propagates and stops
        the run (fail closed: nothing is planned from an unknown position).
-    3. Plan the residual ``target - position - working`` (:func:`plan_orders`).
-    4. Gate each order (:func:`pipeline.risk.pre_trade_check`), then write every intent in
-       one transaction BEFORE any submission, with its verdict: ACCEPTED orders as INTENT
-       (``submit``) or RECORDED (``record_only``), denials as DENIED with the reason (and, in
-       submit runs, an alert ``order_denied``).
-    5. ``submit=True``: send the accepted intents; a fill marks the intent FILLED (fill and
-       status in one transaction), an order left working becomes SUBMITTED. A BrokerError on
-       submit leaves the intent open, adds an alert ``broker_error`` and propagates; the next
-       run reconciles it. ``submit=False`` (a backfill or a dry run): nothing is sent.
+    3. Plan the residual ``target - position - working`` (:func:`plan_orders`); with an
+       ``LMT`` policy each order gets its limit price.
+    4. Gate each order (:func:`pipeline.risk.pre_trade_check`, plus ``rejected_earlier``: an
+       instrument whose order the broker rejected this session is not retried), then write
+       every intent in one transaction BEFORE any submission, with its verdict: ACCEPTED
+       orders as INTENT (``submit``) or RECORDED (``record_only``), denials as DENIED with the
+       reason (and, in submit runs, an alert ``order_denied``).
+    5. ``submit=True``: send the accepted intents and record each broker answer (fills with
+       their execution ids and commissions, permId, status: ACKNOWLEDGED, PARTIALLY_FILLED,
+       FILLED, CANCELLED or REJECTED, the latter alerted). A BrokerError on submit leaves the
+       intent open, adds an alert ``broker_error`` and propagates; the next run reconciles
+       it. ``submit=False`` (a backfill or a dry run): nothing is sent.
 
     Idempotency. Submit runs: the residual is against the broker's position, so a re-run
     after success plans nothing. Record-only runs never change a position, so instead a
@@ -488,10 +643,12 @@ def execute_orders(
     submit : bool
         True to send orders (only for the latest session, DESIGN rule 2); False records only.
     run_id : str or None
-        The Dagster run id, stored on each new intent.
+        The Dagster run id, stored on each new intent and broker event.
     assumed_positions : Series, optional
         Record-only runs without a broker: positions to net against (e.g. the previous
         session's targets); default flat. Ignored when a broker is given.
+    policy : OrderPolicy, optional
+        Order type, limit offset, account and audit fields; default market orders.
 
     Returns
     -------
@@ -501,6 +658,8 @@ def execute_orders(
     ------
     BrokerError
         The broker could not report positions / working orders / fills, or a submit failed.
+    OrderRunLocked
+        Another submit run of the strategy is in progress.
     OrderError
         ``submit`` without a broker, or bad inputs (see :func:`plan_orders`).
     LedgerError
@@ -513,12 +672,29 @@ def execute_orders(
     """
     if submit and broker is None:
         raise OrderError("execute_orders: submit=True needs a broker (or run with submit=False)")
-    with ledger.hold():  # one open of the DuckDB file for the whole run (the writer lock too)
-        return _execute_orders(
-            targets, reference_prices, _session(session), ledger=ledger, broker=broker, limits=limits,
-            point_sizes=point_sizes, strategy=strategy, submit=submit, run_id=run_id,
-            assumed_positions=assumed_positions,
-        )
+    kwargs = dict(
+        ledger=ledger, broker=broker, limits=limits, point_sizes=point_sizes, strategy=strategy, submit=submit,
+        run_id=run_id, assumed_positions=assumed_positions, policy=policy or OrderPolicy(),
+    )
+    if not submit:
+        with ledger.hold():
+            return _execute_orders(targets, reference_prices, _session(session), **kwargs)
+    with order_run_lock(ledger, strategy), ledger.hold():  # one open of the DuckDB file for the whole run
+        return _execute_orders(targets, reference_prices, _session(session), **kwargs)
+
+
+def _circuit_breaker(ledger: Ledger, broker: Broker, limits: RiskLimits, state: TradingState) -> TradingState:
+    """HALT (in the ledger) when the broker's daily P&L is beyond the loss limit."""
+    daily_pnl = getattr(broker, "daily_pnl", None)
+    if limits.max_daily_loss is None or daily_pnl is None or state is TradingState.HALTED:
+        return state
+    why = daily_loss_breached(daily_pnl(), limits)
+    if why is None:
+        return state
+    ledger.set_trading_state(TradingState.HALTED, why, "circuit_breaker")
+    notify(ledger, "circuit_breaker", "ERROR", "trading_state", f"trading HALTED: {why}",
+           f"circuit_breaker:{pd.Timestamp.now(tz='UTC').date()}")
+    return TradingState.HALTED
 
 
 def _execute_orders(
@@ -534,26 +710,34 @@ def _execute_orders(
     submit: bool,
     run_id: str | None,
     assumed_positions: pd.Series | None,
+    policy: OrderPolicy,
 ) -> ExecutionReport:
     mode = "submit" if submit else "record_only"
     counts = dict.fromkeys(
-        ("planned", "unchanged", "recorded", "accepted", "denied", "sent", "filled", "reconciled",
+        ("planned", "unchanged", "recorded", "accepted", "denied", "sent", "filled", "rejected", "reconciled",
          "adopted", "resent"),
         0,
     )
     state = ledger.trading_state()
     prior = ledger.intents(session=session)
+    gate = _GateContext(state, limits, point_sizes, policy)
+    if submit:
+        gate.state = state = _circuit_breaker(ledger, broker, limits, state)
+        window = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=limits.order_window_seconds)
+        gate.sent_in_window, gate.throttle = ledger.submitted_since(window), True
+        gate.rejected = _rejected_in_session(prior)
 
     # 1. reconcile the session's open intents before anything new is planned
     actions: dict[str, str] = {}
     if submit:
         open_intents = prior[(prior["mode"] == "submit") & prior["status"].isin(OPEN_STATUSES)]
         actions = _reconcile(
-            open_intents, ledger=ledger, broker=broker, state=state, limits=limits,
-            point_sizes=point_sizes, reference_prices=reference_prices, counts=counts,
+            open_intents, ledger=ledger, broker=broker, gate=gate, reference_prices=reference_prices,
+            counts=counts, run_id=run_id,
         )
         if actions:
             prior = ledger.intents(session=session)
+            gate.rejected = _rejected_in_session(prior)
 
     # 2. positions: the broker's, failing closed; or the assumed ones of a record-only run
     if broker is not None:
@@ -564,7 +748,9 @@ def _execute_orders(
     # 3. plan the residual, 4. gate and write before sending
     plan = plan_orders(targets, positions, working, reference_prices, session, strategy, prior)
     counts["planned"] = len(plan)
-    verdicts = _gate(plan, state, limits, point_sizes)
+    plan["order_type"] = policy.order_type
+    plan["limit_price"] = policy.limit_prices(plan["quantity"].to_numpy(float), plan["reference_price"].to_numpy(float))
+    verdicts = _gate(plan, state, limits, point_sizes, gate)
     plan["verdict"] = pd.array(["ACCEPTED" if v.accepted else "DENIED" for v in verdicts], dtype="str")
     plan["deny_reason"] = pd.array([v.reason for v in verdicts], dtype="str")
     unchanged = _unchanged(plan, prior, mode)
@@ -574,6 +760,9 @@ def _execute_orders(
     plan["status"] = np.where(accepted, "INTENT" if submit else "RECORDED", "DENIED")
     plan["mode"] = mode
     plan["run_id"] = run_id
+    plan["account"] = policy.account
+    plan["code_version"] = policy.code_version
+    plan["input_hash"] = policy.input_hash
     ledger.record_intents(plan)
     counts.update(recorded=len(plan), accepted=int(accepted.sum()), denied=int((~accepted).sum()))
     actions.update(dict.fromkeys(plan["order_ref"], "new"))
@@ -589,12 +778,43 @@ def _execute_orders(
         for _, row in plan[accepted].iterrows():
             intent = OrderIntent.from_row(row)
             price = _fill_price(intent.instrument, reference_prices, intent.reference_price)
-            _submit(broker, ledger, intent, price, counts)
+            _submit(broker, ledger, intent, price, counts, run_id)
 
     report = ledger.intents(session=session)
     report = report[report["order_ref"].isin(list(actions))].reset_index(drop=True)
     report["action"] = report["order_ref"].map(actions)
     return ExecutionReport(session=session, mode=mode, trading_state=state, intents=report, counts=counts)
+
+
+def cancel_orders(session: Any, *, ledger: Ledger, broker: Broker, run_id: str | None = None) -> pd.DataFrame:
+    """Cancel every open submitted intent of ``session`` at the broker, in any trading state.
+
+    A cancel only removes risk, so the kill switch never blocks it (FIA 2015 §1.11: a kill
+    switch disables new orders *and* cancels working ones; nautilus_trader lets cancels through
+    when HALTED). Each answer is recorded like any broker answer (status CANCELLED, or FILLED
+    if the order filled first).
+
+    Returns
+    -------
+    DataFrame
+        The session's intents after the cancels (``Ledger.intents`` columns).
+
+    Raises
+    ------
+    BrokerError
+        The broker could not be asked or refused the cancel.
+    """
+    counts = dict.fromkeys(("filled", "rejected"), 0)
+    with ledger.hold():
+        prior = ledger.intents(session=session)
+        live = prior[(prior["mode"] == "submit") & prior["status"].isin(OPEN_STATUSES)]
+        for ref in live["order_ref"]:
+            outcome = broker.cancel(str(ref))
+            if outcome is None:
+                outcome = broker.lookup(str(ref))
+            if outcome is not None:
+                _record(ledger, outcome, run_id, counts)
+        return ledger.intents(session=session)
 
 
 def record_intents_without_sending(

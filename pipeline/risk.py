@@ -49,7 +49,8 @@ class Verdict:
     rule : str or None
         For a denial, the rule's name (``kill_switch``, ``reduce_only``, ``invalid_quantity``,
         ``invalid_position``, ``invalid_reference_price``, ``invalid_limit_price``,
-        ``max_order_quantity``, ``max_order_notional``, ``max_position``, ``price_collar``);
+        ``max_order_quantity``, ``max_order_notional``, ``max_position``, ``price_collar``,
+        ``paper_account``, ``order_rate``; ``rejected_earlier`` from the order path);
         None when accepted.
     """
 
@@ -59,6 +60,9 @@ class Verdict:
 
 
 ACCEPT = Verdict(True)
+
+#: IB paper-trading accounts start with these letters (IB reference notes, section 4).
+PAPER_ACCOUNT_PREFIX = "DU"
 
 #: Relative tolerance of the limit comparisons, so that a value at a limit up to float rounding
 #: counts as at the limit (accepted).
@@ -111,12 +115,20 @@ def pre_trade_check(
     state: TradingState,
     limits: RiskLimits,
     limit_price: float | None = None,
+    *,
+    orders_in_window: int = 0,
+    account: str | None = None,
+    live: bool = False,
 ) -> Verdict:
     """Accept or deny one order before it is sent (the pre-trade gate, DESIGN rule 4).
 
     Rules, in the order they are checked (the first failing rule is reported):
 
     1. ``kill_switch``: state HALTED denies everything.
+    1a. ``paper_account``: an ``account`` that is not a paper account (IB paper accounts start
+       with ``DU``) while ``live`` is False.
+    1b. ``order_rate``: ``orders_in_window >= limits.max_orders_per_window`` (the throttle of
+       RTS 6 Art. 15; nautilus ``max_order_submit_rate``).
     2. ``invalid_quantity``: zero or non-finite quantity (fail closed).
     3. ``invalid_position``: non-finite ``position_before`` (fail closed).
     4. ``invalid_reference_price``: non-finite or non-positive reference price, or a non-finite
@@ -153,6 +165,14 @@ def pre_trade_check(
         instrument's currency; no FX conversion is done here.
     limit_price : float, optional
         Limit price in price points; None for a market order (no collar check).
+    orders_in_window : int
+        Orders already sent within the last ``limits.order_window_seconds`` (this run's
+        accepted orders included).
+    account : str, optional
+        The account the order goes to; None skips the paper-account rule (paper broker).
+    live : bool
+        True only when live trading is explicitly enabled (``BrokerConfig.live_enabled``
+        with ``execution: live``).
 
     Returns
     -------
@@ -169,6 +189,17 @@ def pre_trade_check(
     state = TradingState(state)
     if state is TradingState.HALTED:
         return _deny("kill_switch", f"trading state is HALTED; {instrument} order of {_num(quantity)} not sent")
+    if account is not None and not live and not account.startswith(PAPER_ACCOUNT_PREFIX):
+        return _deny(
+            "paper_account",
+            f"account {account} is not a paper account ({PAPER_ACCOUNT_PREFIX}...) and live trading is not enabled",
+        )
+    if orders_in_window >= limits.max_orders_per_window:
+        return _deny(
+            "order_rate",
+            f"{orders_in_window} orders within {_num(limits.order_window_seconds)} s >= "
+            f"{limits.max_orders_per_window}",
+        )
     if not math.isfinite(quantity) or quantity == 0:
         return _deny("invalid_quantity", f"{instrument} quantity {quantity!r} is zero or not finite")
     if not math.isfinite(position_before):
@@ -215,3 +246,33 @@ def pre_trade_check(
                 f"|{limit_price!r} / {reference_price!r} - 1| = {_num(deviation)} > {_num(limits.price_collar)}",
             )
     return ACCEPT
+
+
+def daily_loss_breached(daily_pnl: float | None, limits: RiskLimits) -> str | None:
+    """Why the daily-loss circuit breaker trips, or None.
+
+    Parameters
+    ----------
+    daily_pnl : float or None
+        Today's profit and loss of the account in the base currency (IB ``reqPnL`` dailyPnL);
+        None or NaN when the broker does not report it.
+    limits : RiskLimits
+        ``max_daily_loss`` (base currency, > 0) or None (breaker off).
+
+    Returns
+    -------
+    str or None
+        ``"max_daily_loss: daily P&L -60000 < -50000"`` when ``daily_pnl < -max_daily_loss``;
+        None when within the limit, when the breaker is off, or when the P&L is unknown (the
+        kill switch, not this rule, covers an unknown account).
+
+    Notes
+    -----
+    The circuit breaker of RTS 6 Art. 15 / the FIA 2015 guide: the order path sets HALTED in
+    the ledger, so every later run is denied until a person sets ACTIVE again.
+    """
+    if limits.max_daily_loss is None or daily_pnl is None or not math.isfinite(daily_pnl):
+        return None
+    if daily_pnl < -limits.max_daily_loss:
+        return f"max_daily_loss: daily P&L {_num(daily_pnl)} < -{_num(limits.max_daily_loss)}"
+    return None

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.ib.pacing import HistoricalRequest, PacingBudget, PacingBudgetExceeded, shared_budget
-from tests.fake_tws.clock import FakeClock
+from pipeline.ib.fake_gateway import FakeClock
 
 
 def req(contract="AAPL", what="TRADES", end="20240628-23:59:59") -> HistoricalRequest:

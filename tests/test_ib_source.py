@@ -1,6 +1,6 @@
 """IBSource against the protocol-level fake TWS: the real ib_async client, real wire messages.
 
-Nothing of ours is mocked: the fake (tests/fake_tws) speaks the TWS protocol on 127.0.0.1, and
+Nothing of ours is mocked: the fake (pipeline/ib/fake_gateway) speaks the TWS protocol on 127.0.0.1, and
 the only injections are the clock (which session is open), the pacing clock and its sleep (so
 back-off costs no wall time), and a factory that keeps a reference to the IB client.
 """
@@ -30,10 +30,11 @@ from pipeline.ib.errors import (
 from pipeline.ib.pacing import PacingBudget
 from pipeline.sources.base import BAR_COLUMNS, BAR_DTYPES, SourceError
 from pipeline.sources.ib import IBConnection, IBSource
-from tests.fake_tws.clock import FakeClock
-from tests.fake_tws import (
+from pipeline.ib.fake_gateway import FakeClock
+from pipeline.ib.fake_gateway import (
     CONNECTIVITY_LOST_TEXT,
     PACING_TEXT,
+    Delay,
     Drop,
     Error,
     FakeContract,
@@ -311,6 +312,15 @@ def test_silent_server_raises_timeout_within_the_configured_timeout(tws):
     # Without the bound the request would wait until the fake's 20 s idle limit closes it.
     assert time.monotonic() - t0 < 5.0
     assert not h.clients[0].isConnected()
+
+
+def test_delayed_history_within_the_timeout_arrives_and_beyond_it_times_out(tws):
+    tws.script("historical", Delay(0.3))
+    bars = Harness(tws, timeout=2.0).source.fetch(["AAPL"], "2024-06-24", "2024-06-28")
+    assert len(bars) == 5  # a slow farm is waited for
+    tws.script("historical", Delay(3.0))
+    with pytest.raises(IBTimeout):
+        Harness(tws, timeout=1.0).source.fetch(["AAPL"], "2024-06-17", "2024-06-21")
 
 
 def test_silence_after_1100_is_reported_as_lost_connectivity(tws):

@@ -194,3 +194,71 @@ def test_a_ledger_locked_by_another_process_raises_a_clear_error_after_retries(l
     # once the other writer is gone, the same ledger opens normally
     blocked.set_trading_state("HALTED", "test", "test")
     assert blocked.trading_state() is TradingState.HALTED
+
+
+# --- broker answers, partial fills, audit trail, upgrade -------------------------------------------
+
+def test_partial_fills_leave_the_intent_partially_filled_until_they_cover_it(ledger):
+    ledger.record_intents(intent_rows("carver:2024-01-02:ES:1"))  # quantity 5
+    ledger.record_fill(a_fill(quantity=2.0, fill_id="e1"))
+    row = ledger.intents().iloc[0]
+    assert (row["status"], row["filled_quantity"], row["commission"]) == ("PARTIALLY_FILLED", 2.0, 1.0)
+    ledger.record_fill(a_fill(quantity=3.0, fill_id="e2"))
+    row = ledger.intents().iloc[0]
+    assert (row["status"], row["filled_quantity"], row["commission"]) == ("FILLED", 5.0, 2.0)
+
+
+def test_broker_answers_are_recorded_with_ids_and_an_event_per_change(ledger):
+    from pipeline.broker.base import BrokerOrder
+
+    ref = "carver:2024-01-02:ES:1"
+    ledger.record_intents(intent_rows(ref))
+    ack = BrokerOrder(ref, "ACKNOWLEDGED", remaining=5.0, perm_id=900000001, order_id=7)
+    assert ledger.record_broker_order(ack, run_id="r1") == "ACKNOWLEDGED"
+    assert ledger.record_broker_order(ack, run_id="r2") == "ACKNOWLEDGED"  # unchanged: no second event
+    done = BrokerOrder(ref, "FILLED", (a_fill(quantity=5.0, fill_id="e1"),), filled=5.0, perm_id=900000001, order_id=7)
+    assert ledger.record_broker_order(done, run_id="r2") == "FILLED"
+    row = ledger.intents().iloc[0]
+    assert (row["perm_id"], row["broker_order_id"], row["avg_fill_price"]) == (900000001, 7, 100.5)
+    assert pd.notna(row["submitted_at"])
+    events = ledger.order_events(ref)
+    assert events["status"].tolist() == ["ACKNOWLEDGED", "FILLED"] and events["run_id"].tolist() == ["r1", "r2"]
+    # a final status is never moved back by a later (stale) answer
+    assert ledger.record_broker_order(ack, run_id="r3") == "FILLED"
+
+
+def test_a_rejection_keeps_the_brokers_reason(ledger):
+    from pipeline.broker.base import BrokerOrder
+
+    ref = "carver:2024-01-02:ES:1"
+    ledger.record_intents(intent_rows(ref))
+    ledger.record_broker_order(BrokerOrder(ref, "REJECTED", reason="Order rejected - reason:margin"))
+    row = ledger.intents().iloc[0]
+    assert (row["status"], row["status_reason"]) == ("REJECTED", "Order rejected - reason:margin")
+
+
+def test_a_ledger_of_the_previous_layout_is_upgraded_keeping_every_row(tmp_path):
+    import duckdb
+
+    path = tmp_path / LEDGER_FILE
+    con = duckdb.connect(str(path))
+    con.execute("""CREATE TABLE order_intents (
+        order_ref VARCHAR PRIMARY KEY, strategy VARCHAR NOT NULL, session DATE NOT NULL, instrument VARCHAR NOT NULL,
+        seq INTEGER NOT NULL, quantity DOUBLE NOT NULL, side VARCHAR NOT NULL, order_type VARCHAR NOT NULL
+        CHECK (order_type IN ('MKT')), reference_price DOUBLE, target_position DOUBLE, position_before DOUBLE,
+        verdict VARCHAR, deny_reason VARCHAR, status VARCHAR NOT NULL CHECK (status IN ('INTENT', 'SUBMITTED',
+        'FILLED', 'DENIED', 'RECORDED')), mode VARCHAR NOT NULL, run_id VARCHAR, created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL)""")
+    con.execute("""INSERT INTO order_intents VALUES ('carver:2024-01-02:ES:1', 'carver', DATE '2024-01-02', 'ES', 1,
+        5, 'BUY', 'MKT', 100, 5, 0, 'ACCEPTED', NULL, 'SUBMITTED', 'submit', 'old-run', now(), now())""")
+    con.execute("""CREATE TABLE fills (fill_id VARCHAR PRIMARY KEY, order_ref VARCHAR NOT NULL, broker VARCHAR NOT NULL,
+        session DATE NOT NULL, instrument VARCHAR NOT NULL, quantity DOUBLE NOT NULL, price DOUBLE NOT NULL,
+        commission DOUBLE NOT NULL, slippage_cost DOUBLE NOT NULL, filled_at TIMESTAMPTZ NOT NULL)""")
+    con.close()
+    ledger = Ledger(path).init()
+    row = ledger.intents().iloc[0]
+    assert (row["order_ref"], row["status"], row["run_id"]) == ("carver:2024-01-02:ES:1", "SUBMITTED", "old-run")
+    ledger.update_status("carver:2024-01-02:ES:1", "REJECTED")  # a status the old CHECK refused
+    ledger.record_fill(a_fill())
+    assert ledger.fills()["perm_id"].isna().all()
+    assert Ledger(path).init().intents()["status"].tolist() == ["REJECTED"]  # idempotent

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.broker import BrokerError, PaperBroker, empty_working_orders
+from pipeline.broker import BrokerError, BrokerOrder, PaperBroker, empty_working_orders
 from pipeline.config import CostModel, RiskLimits
 from pipeline.ledger import LEDGER_FILE, Ledger
 from pipeline.orders import (
@@ -203,9 +203,13 @@ class WorkingOnlyBroker:
         self.submitted.append(intent.order_ref)
         row = pd.DataFrame({"order_ref": [intent.order_ref], "instrument": [intent.instrument], "quantity": [intent.quantity]})
         self.working = pd.concat([self.working, row], ignore_index=True)
-        return None
+        return BrokerOrder(intent.order_ref, "ACKNOWLEDGED", remaining=intent.quantity, perm_id=7)
 
-    def find_by_order_ref(self, order_ref):
+    def lookup(self, order_ref):
+        hit = self.working[self.working["order_ref"] == order_ref]
+        return None if hit.empty else BrokerOrder(order_ref, "ACKNOWLEDGED", remaining=float(hit["quantity"].iloc[0]), perm_id=7)
+
+    def cancel(self, order_ref):
         return None
 
 
@@ -217,7 +221,8 @@ def test_a_working_order_is_neither_resent_nor_ordered_again(ledger):
     assert broker.submitted == ["carver:2024-01-02:ES:1"]
     assert report.counts["sent"] == 0 and report.counts["planned"] == 0
     assert list(report.intents["action"]) == ["working"]
-    assert ledger.intents()["status"].iloc[0] == "SUBMITTED"
+    assert ledger.intents()["status"].iloc[0] == "ACKNOWLEDGED"
+    assert ledger.intents()["perm_id"].iloc[0] == 7
 
 
 def test_record_only_runs_never_create_fills(ledger, broker):
@@ -392,3 +397,22 @@ def test_backfill_intents_go_through_the_gate(ledger):
                                          point_sizes={"AAA": 1.0, "BBB": 1.0}, strategy="carver", run_id="bf")
     denied = out[out["status"] == "DENIED"]
     assert list(denied["instrument"]) == ["BBB"] and denied["deny_reason"].str.startswith("max_order_quantity").all()
+
+
+def test_backfills_and_record_only_runs_are_not_throttled(ledger):
+    from pipeline.orders import record_intents_without_sending
+
+    days = ["2022-12-27", "2022-12-28"]
+    limits = LIMITS.model_copy(update={"max_orders_per_window": 1, "order_window_seconds": 3600.0})
+    out = record_intents_without_sending(_wide([[10, -5], [20, -8]], days), _wide([[100, 50]] * 2, days),
+                                         pd.DatetimeIndex(days), ledger=ledger, limits=limits,
+                                         point_sizes={"AAA": 1.0, "BBB": 1.0}, strategy="carver", run_id="bf")
+    assert len(out) == 4 and set(out["status"]) == {"RECORDED"}
+
+
+def test_a_submit_run_is_throttled_across_runs_by_the_ledgers_submission_times(ledger, broker):
+    limits = LIMITS.model_copy(update={"max_orders_per_window": 2, "order_window_seconds": 3600.0})
+    run(ledger, broker, {"ES": 1, "AAPL": 1}, limits=limits)  # two sent within the hour
+    report = run(ledger, broker, {"ES": 2}, limits=limits, run_id="run-2")
+    assert report.counts["sent"] == 0
+    assert report.intents["deny_reason"].tolist() == ["order_rate: 2 orders within 3600 s >= 2"]

@@ -42,7 +42,9 @@ def test_paper_broker_satisfies_the_broker_protocol(broker):
 def test_a_buy_pays_the_slippage_and_the_per_contract_commission(broker):
     # ES buy 3 at 4500: price 4500 + 0.25 = 4500.25; commission max(3 x 2, 0, 0) = 6;
     # slippage cost 3 x 0.25 x 50 = 37.5 USD
-    fill = broker.submit(intent("ES", 3.0), 4500.0)
+    order = broker.submit(intent("ES", 3.0), 4500.0)
+    assert order.status == "FILLED" and order.filled == 3.0 and order.remaining == 0.0
+    [fill] = order.fills
     assert (fill.quantity, fill.price, fill.commission, fill.slippage_cost) == (3.0, 4500.25, 6.0, 37.5)
     assert fill.fill_id == "paper:carver:2024-01-02:ES:1"
     assert str(fill.filled_at.tz) == "UTC"
@@ -50,7 +52,7 @@ def test_a_buy_pays_the_slippage_and_the_per_contract_commission(broker):
 
 def test_a_sell_receives_less_by_the_slippage(broker):
     # AAPL sell 100 at 190: price 190 - 0.01 = 189.99; commission max(100 x 0.005 = 0.5, min 1) = 1
-    fill = broker.submit(intent("AAPL", -100.0), 190.0)
+    [fill] = broker.submit(intent("AAPL", -100.0), 190.0).fills
     assert fill.price == pytest.approx(189.99)
     assert fill.commission == 1.0
     assert fill.slippage_cost == pytest.approx(1.0)  # 100 x 0.01 x 1
@@ -64,8 +66,8 @@ def test_commission_takes_the_percentage_when_it_is_the_largest():
 
 
 def test_submitting_the_same_order_ref_twice_fills_once(broker, ledger):
-    first = broker.submit(intent("ES", 3.0), 4500.0)
-    second = broker.submit(intent("ES", 3.0), 4600.0)  # a retry of the same order, later price
+    [first] = broker.submit(intent("ES", 3.0), 4500.0).fills
+    [second] = broker.submit(intent("ES", 3.0), 4600.0).fills  # a retry of the same order, later price
     assert second.price == first.price == 4500.25
     assert len(ledger.fills()) == 1
     assert broker.positions().to_dict() == {"ES": 3.0}
@@ -92,8 +94,10 @@ def test_positions_fail_closed_when_the_ledger_cannot_be_read(tmp_path):
 
 
 def test_find_by_order_ref_returns_the_stored_fill_or_none(broker):
-    fill = broker.submit(intent("ES", 2.0), 4500.0)
+    [fill] = broker.submit(intent("ES", 2.0), 4500.0).fills
     assert broker.find_by_order_ref(fill.order_ref) == fill
+    assert broker.lookup(fill.order_ref).fills == (fill,)
+    assert broker.lookup("carver:2024-01-02:ES:2") is None
     assert broker.find_by_order_ref("carver:2024-01-02:ES:2") is None
 
 

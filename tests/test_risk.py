@@ -150,3 +150,45 @@ def test_active_gate_agrees_with_an_exact_integer_reimplementation(quantity, pri
     )
     v = pre_trade_check(quantity, "X", price_cents / 100, 1.0, position, ACTIVE, limits)
     assert v.accepted == expected
+
+
+# --- paper account, order-rate throttle, daily-loss circuit breaker -----------------------------
+
+def test_a_non_paper_account_is_denied_unless_live_trading_is_enabled():
+    args = (10, "ES", 100.0, 1.0, 0.0, ACTIVE, LIMITS)
+    assert pre_trade_check(*args, account="DU1234567").accepted
+    denied = pre_trade_check(*args, account="U7654321")
+    assert denied.rule == "paper_account"
+    assert denied.reason == "paper_account: account U7654321 is not a paper account (DU...) and live trading is not enabled"
+    assert pre_trade_check(*args, account="U7654321", live=True).accepted
+    assert pre_trade_check(*args).accepted  # no account (the paper broker): the rule does not apply
+
+
+def test_the_throttle_denies_the_order_that_would_exceed_the_window():
+    # nautilus_trader's test: 100 per second forwarded, the 101st denied
+    limits = LIMITS.model_copy(update={"max_orders_per_window": 100, "order_window_seconds": 1.0})
+    verdicts = [pre_trade_check(1, "ES", 100.0, 1.0, 0.0, ACTIVE, limits, orders_in_window=n) for n in range(101)]
+    assert all(v.accepted for v in verdicts[:100])
+    assert verdicts[100].reason == "order_rate: 100 orders within 1 s >= 100"
+
+
+def test_halted_is_reported_before_the_paper_account_and_the_throttle():
+    v = pre_trade_check(1, "ES", 100.0, 1.0, 0.0, HALTED, LIMITS, orders_in_window=10**6, account="U1")
+    assert v.rule == "kill_switch"
+
+
+@pytest.mark.parametrize(
+    "pnl, limit, expected",
+    [
+        (-50_000.0, 50_000.0, None),  # at the limit: not beyond it
+        (-50_000.01, 50_000.0, "max_daily_loss: daily P&L -50000.01 < -50000"),
+        (10_000.0, 50_000.0, None),
+        (-10**9, None, None),  # breaker off
+        (None, 50_000.0, None),  # the broker reports no P&L
+        (math.nan, 50_000.0, None),
+    ],
+)
+def test_the_daily_loss_circuit_breaker_trips_only_beyond_the_limit(pnl, limit, expected):
+    from pipeline.risk import daily_loss_breached
+
+    assert daily_loss_breached(pnl, LIMITS.model_copy(update={"max_daily_loss": limit})) == expected

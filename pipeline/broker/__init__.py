@@ -1,12 +1,25 @@
-"""Broker adapters behind one protocol (:class:`Broker`): ``paper`` here, ``ib`` separately."""
+"""Broker adapters behind one protocol (:class:`Broker`): ``paper`` (simulated) and ``ib``
+(:mod:`pipeline.broker.ib`, imported on use so the paper path never loads ib_async)."""
 
-from pipeline.broker.base import WORKING_COLUMNS, Broker, BrokerError, Fill, empty_working_orders
+from pipeline.broker.base import (
+    BROKER_STATUSES,
+    FINAL_STATUSES,
+    WORKING_COLUMNS,
+    Broker,
+    BrokerError,
+    BrokerOrder,
+    Fill,
+    empty_working_orders,
+)
 from pipeline.broker.paper import PaperBroker, commission, paper_fill_id
 
 __all__ = [
+    "BROKER_STATUSES",
+    "FINAL_STATUSES",
     "WORKING_COLUMNS",
     "Broker",
     "BrokerError",
+    "BrokerOrder",
     "Fill",
     "PaperBroker",
     "commission",

@@ -25,12 +25,14 @@ class BrokerError(ValueError):
 
 @dataclass(frozen=True)
 class Fill:
-    """One execution of an order (the whole order: partial fills are aggregated by the adapter).
+    """One execution of an order (the paper broker fills an order in one execution; IB may
+    execute it in several, each its own Fill).
 
     Attributes
     ----------
     fill_id : str
-        Unique and deterministic per execution (the paper broker uses ``"paper:" + order_ref``).
+        Unique and deterministic per execution (the paper broker uses ``"paper:" + order_ref``,
+        IB the ``execId``).
     order_ref : str
         The intent's reference (``strategy:session:instrument:seq``).
     broker : str
@@ -50,6 +52,8 @@ class Fill:
         ``price``, recorded so costs can be split (not to be subtracted a second time).
     filled_at : pd.Timestamp
         Execution time, tz-aware UTC.
+    perm_id : int or None
+        The broker's permanent order id (IB ``permId``); None for the paper broker.
     """
 
     fill_id: str
@@ -62,6 +66,52 @@ class Fill:
     commission: float
     slippage_cost: float
     filled_at: pd.Timestamp
+    perm_id: int | None = None
+
+
+#: Order statuses a broker reports, in the ledger's vocabulary (``pipeline.ledger.INTENT_STATUSES``).
+BROKER_STATUSES = ("SUBMITTED", "ACKNOWLEDGED", "PARTIALLY_FILLED", "FILLED", "CANCELLED", "REJECTED")
+#: Of those, the ones after which the order can no longer trade.
+FINAL_STATUSES = ("FILLED", "CANCELLED", "REJECTED")
+
+
+@dataclass(frozen=True)
+class BrokerOrder:
+    """What the broker knows about one order, found by its ``order_ref``.
+
+    Attributes
+    ----------
+    order_ref : str
+        The intent's reference (``strategy:session:instrument:seq``), IB's ``orderRef``.
+    status : str
+        One of ``BROKER_STATUSES``: SUBMITTED (sent, not yet acknowledged), ACKNOWLEDGED (held
+        by the broker, nothing filled), PARTIALLY_FILLED (working with fills), FILLED,
+        CANCELLED (possibly after partial fills), REJECTED.
+    fills : tuple of Fill
+        Every execution of the order known to the broker.
+    filled : float
+        Signed units filled so far.
+    remaining : float
+        Signed units still working (0 once final).
+    perm_id, order_id : int or None
+        The broker's permanent id (IB ``permId``, stable across sessions) and its session
+        order id (IB ``orderId``; may be reused after a gateway restart, never a key).
+    reason : str or None
+        Why it was rejected or cancelled, in the broker's words.
+    """
+
+    order_ref: str
+    status: str
+    fills: tuple[Fill, ...] = ()
+    filled: float = 0.0
+    remaining: float = 0.0
+    perm_id: int | None = None
+    order_id: int | None = None
+    reason: str | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
 
 
 @runtime_checkable
@@ -83,15 +133,21 @@ class Broker(Protocol):
         signed remaining units. Raises :class:`BrokerError` when they cannot be read."""
         ...
 
-    def submit(self, intent: "OrderIntent", fill_price: float) -> Fill | None:
-        """Send one order under ``intent.order_ref``. Returns the fill if it filled at once,
-        None if it is working. Sending an ``order_ref`` the broker already has must not create
-        a second order (return the existing fill or None). Raises :class:`BrokerError`."""
+    def submit(self, intent: "OrderIntent", fill_price: float) -> BrokerOrder:
+        """Send one order under ``intent.order_ref`` and return what the broker then knows of
+        it. Sending an ``order_ref`` the broker already has must not create a second order
+        (return the existing one). Raises :class:`BrokerError`, also when the outcome is
+        unknown (a dropped connection after sending: the next run reconciles)."""
         ...
 
-    def find_by_order_ref(self, order_ref: str) -> Fill | None:
-        """The fill of an order sent earlier, or None if the broker has no fill for it.
+    def lookup(self, order_ref: str) -> BrokerOrder | None:
+        """The order sent earlier under ``order_ref``, or None if the broker has none.
         Raises :class:`BrokerError` when the broker cannot be asked (never None for 'unknown')."""
+        ...
+
+    def cancel(self, order_ref: str) -> BrokerOrder | None:
+        """Cancel the working order with ``order_ref``; None if there is none working.
+        Raises :class:`BrokerError`."""
         ...
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pipeline.broker.base import BrokerError, Fill, empty_working_orders
+from pipeline.broker.base import BrokerError, BrokerOrder, Fill, empty_working_orders
 from pipeline.config import CostModel
 from pipeline.ledger import Ledger, LedgerError
 
@@ -74,6 +74,23 @@ class PaperBroker:
         """Always empty: paper orders fill at once (columns ``order_ref, instrument, quantity``)."""
         return empty_working_orders()
 
+    def __enter__(self) -> "PaperBroker":
+        """No connection to open (the ledger is opened per call); for symmetry with IB."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def lookup(self, order_ref: str) -> BrokerOrder | None:
+        """The paper order of ``order_ref`` (always FILLED: paper orders fill at once), or None.
+        Raises :class:`BrokerError` if the ledger cannot be read."""
+        fill = self.find_by_order_ref(order_ref)
+        return None if fill is None else _filled(fill)
+
+    def cancel(self, order_ref: str) -> None:
+        """Nothing to cancel: paper orders never rest. Returns None."""
+        return None
+
     def find_by_order_ref(self, order_ref: str) -> Fill | None:
         """The stored paper fill of ``order_ref``, or None. Raises :class:`BrokerError` if the
         ledger cannot be read."""
@@ -97,7 +114,7 @@ class PaperBroker:
             filled_at=pd.Timestamp(row["filled_at"]).tz_convert("UTC"),
         )
 
-    def submit(self, intent: "OrderIntent", fill_price: float) -> Fill:
+    def submit(self, intent: "OrderIntent", fill_price: float) -> BrokerOrder:
         """Fill ``intent`` at once and store the fill (which also marks the intent FILLED).
 
         Parameters
@@ -109,8 +126,8 @@ class PaperBroker:
 
         Returns
         -------
-        Fill
-            The new fill, or the one already stored for this ``order_ref``.
+        BrokerOrder
+            FILLED with the new fill, or with the one already stored for this ``order_ref``.
 
         Raises
         ------
@@ -120,7 +137,7 @@ class PaperBroker:
         """
         existing = self.find_by_order_ref(intent.order_ref)
         if existing is not None:
-            return existing
+            return _filled(existing)
         qty = float(intent.quantity)
         if not math.isfinite(qty) or qty == 0:
             raise BrokerError(f"paper broker: {intent.order_ref} has quantity {qty!r}; nothing to fill")
@@ -149,5 +166,9 @@ class PaperBroker:
         except LedgerError as exc:
             raise BrokerError(f"paper broker: fill of {intent.order_ref} not stored: {exc}") from exc
         if not inserted:  # another process filled it between the look-up and the write
-            return self.find_by_order_ref(intent.order_ref) or fill
-        return fill
+            return _filled(self.find_by_order_ref(intent.order_ref) or fill)
+        return _filled(fill)
+
+
+def _filled(fill: Fill) -> BrokerOrder:
+    return BrokerOrder(fill.order_ref, "FILLED", (fill,), filled=fill.quantity, remaining=0.0)

@@ -1,8 +1,9 @@
-"""Interactive Brokers plumbing shared by the IB bar source (and later the IB broker).
+"""Interactive Brokers plumbing shared by the IB bar source and the IB broker.
 
 ``contracts``: configured instrument -> ib_async contract, bar type, qualification with a conId
 cache. ``pacing``: the process-wide budget that keeps historical requests within IB's pacing
-rules. ``errors``: IB error codes and texts -> typed exceptions.
+rules. ``errors``: IB error codes and texts -> typed exceptions. ``fake_gateway``: a fake TWS /
+IB Gateway speaking the wire protocol (tests and offline rehearsals; imported on its own).
 """
 
 from pipeline.ib.contracts import WHAT_TO_SHOW, ContractCache, ib_contract, qualify, what_to_show

@@ -1,4 +1,4 @@
-"""A manual clock for pacing tests: time advances only when ``sleep`` is called."""
+"""A manual clock for pacing: time advances only when ``sleep`` is called."""
 
 from __future__ import annotations
 
