@@ -8,15 +8,16 @@ from assets.markdown import frame_md
 from assets.partitions import DAILY_ASSET, run_sessions
 from assets.resources import Settings
 from assets.signals import COMBINED, VOLATILITY
+from pipeline.fx import universe_fx
 from pipeline.lake import wide_to_long
 from pipeline.portfolio import InstrumentWeights, estimate_instrument_weights, target_positions as size_positions, vol_normalised_returns
-from pipeline.regime import risk_scale
 
 INSTRUMENT_WEIGHTS = "instrument_weights"
 IDM_TABLE = "idm"
 CORRELATION_TABLE = "instrument_correlation"
 TARGET_POSITIONS = "target_positions"
 REGIME = "regime_model"
+VOL_FORECAST = "vol_forecast"
 
 
 @dg.asset(deps=[VOLATILITY], group_name="portfolio", kinds={"python", "parquet", "scipy"}, code_version="1")
@@ -34,6 +35,12 @@ def instrument_weights(context: dg.AssetExecutionContext, settings: Settings) ->
         min_sessions=cfg.portfolio.weights_min_sessions,
         idm_cap=cfg.portfolio.idm_cap,
     )
+    if est.weights.empty:  # fail closed: no weights means no positions, said plainly
+        raise dg.Failure(
+            f"instrument_weights: no month end in {closes.index[0].date()} .. {closes.index[-1].date()} has "
+            f"portfolio.weights_min_sessions = {cfg.portfolio.weights_min_sessions} sessions of returns yet; "
+            "start the history earlier (history_start) or lower weights_min_sessions"
+        )
     lake.write_table(INSTRUMENT_WEIGHTS, est.to_long())
     lake.write_table(IDM_TABLE, est.idm.rename("idm").rename_axis("estimated_at").reset_index())
     lake.write_table(CORRELATION_TABLE, est.correlation.rename_axis("instrument").reset_index())
@@ -54,12 +61,14 @@ def _load_weights(lake) -> InstrumentWeights:
     return InstrumentWeights.from_long(lake.read_table(INSTRUMENT_WEIGHTS), idm)
 
 
-@dg.asset(deps=[VOLATILITY, COMBINED, INSTRUMENT_WEIGHTS, REGIME], group_name="portfolio", **DAILY_ASSET)
+@dg.asset(deps=[VOLATILITY, COMBINED, INSTRUMENT_WEIGHTS, REGIME, VOL_FORECAST], group_name="portfolio", **DAILY_ASSET)
 def target_positions(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
     """Vol-targeted, buffered positions in shares/contracts: capital x annual vol target / 16 /
     (daily price vol x point size) x combined forecast / 10 x instrument weight x IDM (x the
     regime risk scale if configured), then Carver's 10% forecast-method buffer, trading to its
-    edge, rounded to whole units (ST ch. 10-11; pysystemtrade ``positionsizing.py``, ``buffering.py``)."""
+    edge, rounded to whole units (ST ch. 10-11; pysystemtrade ``positionsizing.py``, ``buffering.py``).
+    The vol of an instrument priced in another currency is converted to ``portfolio.base_currency``
+    with the FX rates under ``portfolio.fx_path`` (pysystemtrade ``XXXUSD`` files)."""
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context)
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1])
@@ -68,11 +77,14 @@ def target_positions(context: dg.AssetExecutionContext, settings: Settings) -> d
     weights, idm = _load_weights(lake).daily(closes.index)
     weights = weights.reindex(columns=cfg.symbols)
     scale = None
-    if cfg.regime.use_as_risk_scale:
-        regime = lake.read_table(REGIME).set_index("session")["p_high_vol"].reindex(closes.index)
-        scale = risk_scale(regime, cfg.regime.high_vol_scale)
+    if cfg.regime.use_as_risk_scale:  # the scale regime_model applies (1 where its evidence gate is off)
+        scale = lake.read_table(REGIME).set_index("session")["risk_scale"].reindex(closes.index).fillna(1.0)
+    if cfg.vol_forecast.use_for_sizing:  # a vol model's forecast only where it won at the refit before
+        forecast = lake.read_table(VOL_FORECAST).pivot(index="session", columns="instrument", values="vol_for_sizing")
+        vol = forecast.reindex(index=closes.index, columns=vol.columns).fillna(vol)
     point_size = pd.Series({i.symbol: i.point_size for i in cfg.instruments})
-    sized = size_positions(closes, vol, combined, weights, idm, point_size, cfg.portfolio, risk_scale=scale)
+    fx = universe_fx(cfg.instruments, cfg.portfolio.base_currency, cfg.portfolio.fx_path, closes.index)
+    sized = size_positions(closes, vol, combined, weights, idm, point_size, cfg.portfolio, fx=fx, risk_scale=scale)
     idm_wide = pd.DataFrame({s: idm for s in cfg.symbols})
     scale_wide = pd.DataFrame({s: (scale if scale is not None else 1.0) for s in cfg.symbols}, index=closes.index)
     long = wide_to_long({
@@ -89,5 +101,7 @@ def target_positions(context: dg.AssetExecutionContext, settings: Settings) -> d
         "session": str(run[-1].date()),
         "gross_exposure": gross,
         "gross_leverage": gross / cfg.portfolio.capital,
+        "base_currency": cfg.portfolio.base_currency,
+        "fx_latest": dg.MetadataValue.json({} if fx is None else {k: round(float(v), 6) for k, v in fx.iloc[-1].items()}),
         "positions": dg.MetadataValue.md(frame_md(last[["price", "combined", "weight", "optimal", "lower", "upper", "target"]], index=True)),
     })

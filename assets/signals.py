@@ -12,9 +12,12 @@ from assets.markdown import frame_md
 from assets.partitions import DAILY_ASSET, run_sessions
 from assets.quality import CLEAN_BARS
 from assets.resources import Settings
-from pipeline.combine import combine_forecasts, estimate_fdm, forecast_weights
+from pipeline.combine import forecast_weights
+from pipeline.costs import apply_speed_limit, excluded_pairs, rule_sr_costs, speed_limit_exclusions, too_expensive
+from pipeline.forecast_weights import combine_with_weight_history, estimate_forecast_weights
 from pipeline.forecasts import ForecastSet, compute_forecasts, estimate_forecast_scalars, floor_long_only, rescale
 from pipeline.lake import wide_to_long
+from pipeline.stale import mask_stale_forecasts, stale_instruments, stale_mask, without_stale
 from pipeline.volatility import percentage_vol, robust_vol
 
 VOLATILITY = "volatility"
@@ -29,11 +32,13 @@ _SIGNAL = dict(group_name="signals", **DAILY_ASSET)
 def volatility(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
     """Carver's robust EWMA volatility of daily price changes (span 35, min 10 periods, 5% floor
     over 500 sessions): daily, in price points (``vol_price``), and annualised % of price
-    (``vol_pct_annual``). Source: pysystemtrade ``robust_vol_calc``."""
+    (``vol_pct_annual``). With ``stale_guard.sessions`` set, closes unchanged that long leave the
+    calculation (the vol carries over them). Source: pysystemtrade ``robust_vol_calc``."""
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context)
     closes = lake.read_wide(CLEAN_BARS, "close", cfg.symbols, end=run[-1])
-    vol = robust_vol(closes)
+    guard = cfg.stale_guard.sessions
+    vol = robust_vol(without_stale(closes, stale_mask(closes, guard)) if guard else closes)
     long = wide_to_long({"close": closes, "vol_price": vol, "vol_pct_annual": percentage_vol(vol, closes)},
                         dropna="vol_price")
     owned = lake.sessions_to_write(VOLATILITY, pd.DatetimeIndex(long["session"].unique()), run)
@@ -73,7 +78,8 @@ def forecast_scalars(context: dg.AssetExecutionContext, settings: Settings) -> d
 def forecasts(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
     """EWMAC and breakout forecasts per instrument and rule variation: raw, scaled by the rule's
     forecast scalar (fixed, or estimated when ``rules.scalars: estimate``), capped at +/-20, and
-    floored at 0 for long-only instruments (ST ch. 7; pysystemtrade ``ewmac.py``, ``breakout.py``)."""
+    floored at 0 for long-only instruments (ST ch. 7; pysystemtrade ``ewmac.py``, ``breakout.py``).
+    With ``stale_guard.sessions`` set, an instrument whose close is stale gets no forecast."""
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context)
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1])
@@ -85,6 +91,11 @@ def forecasts(context: dg.AssetExecutionContext, settings: Settings) -> dg.Mater
     long_only = [i.symbol for i in cfg.instruments if i.long_only]
     if long_only:
         fset = ForecastSet(raw=fset.raw, scaled=fset.scaled, capped=floor_long_only(fset.capped, long_only))
+    stale_now: list[str] = []
+    if cfg.stale_guard.sessions:
+        stale = stale_mask(closes, cfg.stale_guard.sessions)
+        fset = ForecastSet(**{k: mask_stale_forecasts(getattr(fset, k), stale) for k in ("raw", "scaled", "capped")})
+        stale_now = stale_instruments(stale, run[-1])
     long = fset.to_long()
     owned = lake.sessions_to_write(FORECASTS, pd.DatetimeIndex(long["session"].unique()), run)
     rows = lake.write_sessions(FORECASTS, long, owned)
@@ -95,33 +106,63 @@ def forecasts(context: dg.AssetExecutionContext, settings: Settings) -> dg.Mater
         "rows_written": rows,
         "scalars": cfg.rules.scalars,
         "rules": dg.MetadataValue.json(cfg.rules.rule_names),
+        "stale_instruments": dg.MetadataValue.json(stale_now),
         "mean_abs_forecast_in_run": dg.MetadataValue.md(frame_md(mean_abs.to_frame(), index=True)),
         "latest_capped": dg.MetadataValue.md(frame_md(latest.reindex(columns=cfg.rules.rule_names), index=True, floatfmt="{:.1f}")),
     })
 
 
-@dg.asset(deps=[FORECASTS], **_SIGNAL)
+@dg.asset(deps=[FORECASTS, VOLATILITY], **_SIGNAL)
 def combined_forecast(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
     """Forecast weights x capped forecasts (weights renormalised over the rules available),
-    times the FDM, capped again at +/-20 (ST ch. 8; pysystemtrade ``forecast_combine.py``)."""
+    times the FDM, capped again at +/-20 (ST ch. 8; pysystemtrade ``forecast_combine.py``).
+    Weights are fixed, equal, handcrafted or bootstrapped (``combination.forecast_weights_method``;
+    estimates re-made at each year end from past data only); with ``combination.apply_speed_limit``
+    a rule whose annual SR cost exceeds ``speed_limit`` gets weight 0 for that instrument (ST ch. 12),
+    and an instrument with no rule cheap enough gets a combined forecast of 0."""
     cfg, lake = settings.config(), settings.lake()
+    comb = cfg.combination
     run = run_sessions(context)
-    fset = ForecastSet.from_long(lake.read(FORECASTS, end=run[-1]))
-    capped = fset.capped
-    weights = forecast_weights(cfg.rules.rule_names, cfg.combination.forecast_weights)
-    if cfg.combination.fdm == "estimate":
-        fdm = estimate_fdm(capped, weights, cap=cfg.combination.fdm_cap)
+    capped = ForecastSet.from_long(lake.read(FORECASTS, end=run[-1])).capped
+    method = comb.forecast_weights_method
+    costs = excluded = None
+    if comb.apply_speed_limit or method in ("handcraft", "bootstrap"):
+        closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1]).reindex(capped.index)
+        vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=run[-1]).reindex(capped.index)
+        costs = rule_sr_costs(capped, closes, vol, cfg.instruments, comb.cost_window)
+    used = capped
+    if comb.apply_speed_limit:
+        excluded = speed_limit_exclusions(costs, comb.speed_limit)
+        used = apply_speed_limit(capped, excluded)
+    if method in ("fixed", "equal"):
+        weights = forecast_weights(cfg.rules.rule_names, comb.forecast_weights if method == "fixed" else None)
+        history = pd.DataFrame([weights], index=pd.DatetimeIndex(capped.index[:1], name="estimated_at"))
     else:
-        fdm = pd.Series(float(cfg.combination.fdm), index=capped.index)
-    combined = combine_forecasts(capped, weights, fdm, cap=cfg.rules.forecast_cap).reindex(columns=cfg.symbols)
+        history = estimate_forecast_weights(
+            capped, closes, vol, method, comb.weights_min_sessions, sr_costs=costs,
+            draws=comb.bootstrap_draws, block=comb.bootstrap_block, seed=comb.bootstrap_seed,
+        )
+    combined, fdm = combine_with_weight_history(used, history, comb.fdm, comb.fdm_cap, cfg.rules.forecast_cap)
+    if excluded is not None:
+        combined = combined.mask(too_expensive(capped, excluded).reindex_like(combined).fillna(False).astype(bool), 0.0)
+    combined = combined.reindex(columns=cfg.symbols)
     fdm_wide = pd.DataFrame({s: fdm.reindex(combined.index) for s in combined.columns})
     long = wide_to_long({"combined": combined, "fdm": fdm_wide}, dropna="combined")
     owned = lake.sessions_to_write(COMBINED, pd.DatetimeIndex(long["session"].unique()), run)
     rows = lake.write_sessions(COMBINED, long, owned)
     latest = combined.loc[:run[-1]].iloc[-1]
-    return dg.MaterializeResult(metadata={
+    in_force = history.loc[history.index < run[-1]]
+    weights_now = (in_force if len(in_force) else history.iloc[:1]).iloc[-1]
+    metadata = {
         "rows_written": rows,
-        "forecast_weights": dg.MetadataValue.json({k: round(float(v), 6) for k, v in weights.items()}),
+        "forecast_weights_method": method,
+        "forecast_weights": dg.MetadataValue.json({k: round(float(v), 6) for k, v in weights_now.items()}),
+        "forecast_weight_estimates": dg.MetadataValue.md(frame_md(history.tail(5), index=True, floatfmt="{:.3f}")),
         "fdm_latest": float(fdm.loc[:run[-1]].iloc[-1]),
         "latest_combined": dg.MetadataValue.md(frame_md(latest.rename("combined").to_frame(), index=True, floatfmt="{:.2f}")),
-    })
+    }
+    if excluded is not None:
+        pairs = excluded_pairs(excluded, costs, excluded.index[excluded.index <= run[-1]][-1])
+        metadata["speed_limit"] = comb.speed_limit
+        metadata["excluded_by_speed_limit"] = dg.MetadataValue.md(frame_md(pairs, floatfmt="{:.3f}"))
+    return dg.MaterializeResult(metadata=metadata)
