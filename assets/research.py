@@ -1,126 +1,159 @@
-"""Research assets: ``regime_model`` (scikit-learn, walk-forward) and ``backtest``.
+"""Research asset ``backtest``.
 
 The backtest is the production code run over history: it reads the ``target_positions`` that the
-daily runs (or a backfill) wrote, so research and production never diverge.
+daily runs (or a backfill) wrote, so research and production never diverge. A backfill (and
+``trading-pipeline backtest``) also writes a results folder with an HTML report.
 """
 
 
 import base64
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
 from assets.markdown import frame_md
-from assets.portfolio import REGIME, TARGET_POSITIONS
+from assets.portfolio import IDM_TABLE, INSTRUMENT_WEIGHTS, TARGET_POSITIONS
+from assets.quality import CLEAN_BARS
 from assets.resources import Settings
-from assets.signals import COMBINED, VOLATILITY
-from pipeline.analytics import STRESS_WINDOWS, attribution, reconstruct_trades, stress_test, trade_statistics, var_cvar
-from pipeline.backtest import simulate
-from pipeline.metrics import performance_metrics
-from pipeline.model_registry import data_hash, log_experiment, save_model
-from pipeline.regime import regime_features, risk_scale, vol_regime_labels, vol_regime_state, walk_forward_classifier
-from pipeline.report import equity_drawdown_png
+from assets.signals import FORECASTS, VOLATILITY
+from pipeline.analytics import reconstruct_trades, rule_attribution
+from pipeline.backtest import needs_bars, simulate, simulation_options
+from pipeline.backtest_results import RUN_TAGS, BacktestRun, summarise, write_results
+from pipeline.forecasts import ForecastSet
+from pipeline.fx import universe_fx
+from pipeline.portfolio import InstrumentWeights
+from pipeline.portfolio import target_positions as size_positions
+from pipeline.report import bar_png, equity_drawdown_png
 
 BACKTEST = "backtest"
 BACKTEST_DAILY = "backtest_daily"
 BACKTEST_METRICS = "backtest_metrics"
 BACKTEST_TRADES = "backtest_trades"
 
-
-@dg.asset(deps=[VOLATILITY, COMBINED], group_name="research", kinds={"python", "parquet", "scikitlearn"}, code_version="1")
-def regime_model(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
-    """A volatility-regime classifier (scikit-learn), trained walk-forward with purged,
-    time-ordered refits: P(the next ``horizon`` sessions are a high-volatility regime) from
-    features known at each close, out of sample only, judged against the persistence baseline.
-    Used as a risk scale on target positions only when ``regime.use_as_risk_scale`` is set."""
-    cfg, lake = settings.config(), settings.lake()
-    closes = lake.read_wide(VOLATILITY, "close", cfg.symbols)
-    vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols)
-    combined = lake.read_wide(COMBINED, "combined", cfg.symbols).reindex(closes.index)
-    features = regime_features(closes, vol, combined)
-    labels = vol_regime_labels(closes, vol, cfg.regime.horizon)
-    result = walk_forward_classifier(features, labels, horizon=cfg.regime.horizon,
-                                     retrain_every=cfg.regime.retrain_every, min_train=cfg.regime.min_train,
-                                     baseline=vol_regime_state(closes, vol, cfg.regime.horizon))
-    table = pd.DataFrame({
-        "p_high_vol": result.probability,
-        "predicted": result.predicted,
-        "label": labels.reindex(result.probability.index),
-        "risk_scale": risk_scale(result.probability, cfg.regime.high_vol_scale),
-    }).rename_axis("session").reset_index()
-    lake.write_table(REGIME, table)
-    version = None
-    if result.last_model is not None:
-        scored = result.probability.dropna().index
-        metrics = {"oos_accuracy": float(result.oos_accuracy), "baseline_accuracy": float(result.baseline_accuracy)}
-        params = {"horizon": cfg.regime.horizon, "retrain_every": cfg.regime.retrain_every, "min_train": cfg.regime.min_train}
-        version = save_model(lake.root, "vol_regime", result.last_model, {
-            "training_window": [str(features.index[0].date()), str(scored[-1].date())],
-            "features": list(features.columns), "params": params, "oos_metrics": metrics,
-            "data_hash": data_hash(features),
-        })
-        log_experiment(lake.root, "vol_regime", params, metrics, version=version)
-    return dg.MaterializeResult(metadata={
-        "model_version": version or "none (too little history to fit)",
-        "oos_accuracy": float(result.oos_accuracy),
-        "baseline_accuracy": float(result.baseline_accuracy),
-        "n_folds": int(result.n_folds),
-        "used_as_risk_scale": cfg.regime.use_as_risk_scale,
-        "latest_p_high_vol": float(result.probability.dropna().iloc[-1]) if result.probability.notna().any() else float("nan"),
-        "folds": dg.MetadataValue.md(frame_md(result.folds, limit=60)),
-    })
+#: Run tags of a backfill over a partition range (set by Dagster for UI and CLI backfills).
+_RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
 
-@dg.asset(deps=[TARGET_POSITIONS], group_name="research", kinds={"python", "parquet", "matplotlib"}, code_version="1")
+@dg.asset(deps=[TARGET_POSITIONS, FORECASTS], group_name="research", kinds={"python", "parquet", "matplotlib", "plotly"},
+          code_version="2")
 def backtest(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
-    """Daily P&L of the target positions traded at the next session's close, net of commission and
-    spread costs from the instrument config; equity curve, drawdown and the usual statistics
-    (Sharpe, Sortino, max drawdown, CAGR, Calmar, win rate, profit factor, realised vol against the
-    vol target, 256-day annualisation), round-trip trades and their statistics, P&L by asset class,
-    VaR/CVaR and 2008/2020 stress replays on the current positions, with an equity/drawdown plot."""
+    """Daily P&L of the target positions traded as ``backtest:`` configures (default: market orders
+    at the next session's close), net of commission, spread and borrow costs from the config;
+    equity curve, drawdown and the usual statistics (Sharpe, Sortino, max drawdown, CAGR, Calmar,
+    realised vol against the vol target, 256-day annualisation), round-trip trades, fill rate, P&L
+    by asset class and by trading rule (each rule's forecast traded alone), VaR/CVaR and stress
+    replays. A backfill over a partition range (or ``trading-pipeline backtest``) simulates that
+    range only and writes a results folder with ``report.html``; a daily run covers all history."""
     cfg, lake = settings.config(), settings.lake()
-    positions = lake.read_wide(TARGET_POSITIONS, "target", cfg.symbols)
-    prices = lake.read_wide(TARGET_POSITIONS, "price", cfg.symbols)
+    tags = context.run.tags
+    start = tags.get(RUN_TAGS["start"]) or tags.get(_RANGE_TAGS[0])
+    end = tags.get(RUN_TAGS["end"]) or tags.get(_RANGE_TAGS[1])
+    positions = lake.read_wide(TARGET_POSITIONS, "target", cfg.symbols).loc[start:end]
+    prices = lake.read_wide(TARGET_POSITIONS, "price", cfg.symbols).loc[start:end]
+    bars = {f"{field}s": lake.read_wide(CLEAN_BARS, field, cfg.symbols).reindex(prices.index) for field in needs_bars(cfg)}
     point_size = pd.Series({i.symbol: i.point_size for i in cfg.instruments})
-    result = simulate(positions.fillna(0.0), prices, point_size=point_size,
-                      costs={i.symbol: i.costs for i in cfg.instruments}, capital=cfg.portfolio.capital)
-    # Statistics from the first session with a position: the warm-up has no trading by design.
-    active = result.holdings.abs().sum(axis=1) > 0
-    start = active.idxmax() if active.any() else result.returns.index[0]
-    returns = result.returns.loc[start:]
-    metrics = performance_metrics(returns, vol_target=cfg.portfolio.vol_target)
-    trades = reconstruct_trades(result.holdings, prices, point_size)
-    trade_stats = trade_statistics(trades)
-    risk = var_cvar(returns)
-    by_class = attribution(result, {i.symbol: i.asset_class for i in cfg.instruments})["by_asset_class"]
-    # Replay only the stress windows the price history covers (a short history has no 2008).
-    windows = {k: w for k, w in STRESS_WINDOWS.items() if pd.Timestamp(w[0]) >= prices.index[0]}
-    stress = stress_test(result.holdings.iloc[-1], prices, point_size, windows=windows).summary if windows else pd.DataFrame()
+    costs = {i.symbol: i.costs for i in cfg.instruments}
+    fx = universe_fx(cfg.instruments, cfg.portfolio.base_currency, cfg.portfolio.fx_path, prices.index)
+    result = simulate(positions.fillna(0.0), prices, point_size=point_size, costs=costs, capital=cfg.portfolio.capital,
+                      fx=fx, **simulation_options(cfg), **bars)
+    by_rule = _rule_attribution(cfg, lake, prices, point_size, costs, fx)
+    name = tags.get(RUN_TAGS["name"]) or cfg.backtest.name or cfg.broker.strategy
+    run = BacktestRun(name, result, {i.symbol: i.asset_class for i in cfg.instruments}, point_size,
+                      parameters=cfg.model_dump(mode="json"), sample="in-sample",
+                      sample_note=_sample_note(cfg), vol_target=cfg.portfolio.vol_target, rule_attribution=by_rule)
+    summary = summarise(run, run_id=context.run.run_id)
+    start_at = run.window_start()
+    metrics = summary["performance"]["values"]
+    trade_stats = summary["trades"]["values"]
+    trades = reconstruct_trades(result.holdings, result.fill_prices.combine_first(prices), point_size, pnl=result.pnl_gross)
     per_instrument, portfolio = result.to_long()
     lake.write_table(BACKTEST_DAILY, per_instrument)
     lake.write_table(BACKTEST, portfolio)
     lake.write_table(BACKTEST_TRADES, trades)
     lake.write_table(BACKTEST_METRICS, pd.DataFrame({
         "metric": list(metrics) + [f"trades_{k}" for k in trade_stats],
-        "value": [float(v) for v in metrics.values()] + [float(v) for v in trade_stats.values()],
+        "value": [_float(v) for v in metrics.values()] + [_float(v) for v in trade_stats.values()],
     }))
-    png = equity_drawdown_png(result.equity.loc[start:], result.drawdown.loc[start:],
-                              title=f"{cfg.broker.strategy}: equity and drawdown, {start.date()} .. {returns.index[-1].date()}")
-    by_instrument = result.pnl_net.loc[start:].sum().rename("pnl_net").to_frame()
-    by_instrument["costs"] = result.costs.loc[start:].sum()
-    return dg.MaterializeResult(metadata={
+    folder = None
+    if start or end or tags.get(RUN_TAGS["out"]) or cfg.backtest.results_on_daily_runs:
+        folder = write_results(run, tags.get(RUN_TAGS["out"]) or _results_root(cfg.backtest.results_dir, lake.root))
+        context.log.info(f"backtest results folder: {folder}")
+    period = f"{start_at.date()} .. {prices.index[-1].date()}"
+    equity_png = equity_drawdown_png(result.equity.loc[start_at:], result.drawdown.loc[start_at:],
+                                     title=f"{name}: equity and drawdown, {period}")
+    by_instrument = result.pnl_net.loc[start_at:].sum().rename("pnl_net").to_frame()
+    by_instrument["costs"] = result.costs.loc[start_at:].sum()
+    by_class = pd.Series(summary["attribution"]["net_by_asset_class"], name="net").rename_axis("asset_class")
+    risk = pd.DataFrame(summary["risk"]["var_cvar"]).T.rename_axis("level")
+    stress = pd.DataFrame(summary["risk"]["stress_on_last_positions"])
+    metadata = {
         "metrics": dg.TableMetadataValue(
-            records=[dg.TableRecord({"metric": k, "value": float(v)}) for k, v in metrics.items()],
+            records=[dg.TableRecord({"metric": k, "value": _float(v)}) for k, v in metrics.items()],
             schema=dg.TableSchema(columns=[dg.TableColumn("metric", "string"), dg.TableColumn("value", "float")]),
         ),
-        "sharpe": float(metrics["sharpe"]),
-        "max_drawdown": float(metrics["max_drawdown"]),
-        "realised_vol_vs_target": float(metrics["realised_vol_vs_target"]),
-        "period": f"{start.date()} .. {returns.index[-1].date()}",
-        "equity_curve": dg.MetadataValue.md(f"![equity and drawdown](data:image/png;base64,{base64.b64encode(png).decode()})"),
+        "sharpe": _float(metrics["sharpe"]),
+        "max_drawdown": _float(metrics["max_drawdown"]),
+        "realised_vol_vs_target": _float(metrics["realised_vol_vs_target"]),
+        "period": period,
+        "basis": dg.MetadataValue.json(summary["basis"]),
+        "equity_curve": dg.MetadataValue.md(_png_md("equity and drawdown", equity_png)),
         "pnl_by_instrument": dg.MetadataValue.md(frame_md(by_instrument, index=True, floatfmt="{:,.0f}")),
-        "pnl_by_asset_class": dg.MetadataValue.md(frame_md(by_class, index=True, floatfmt="{:,.0f}")),
+        "pnl_by_asset_class": dg.MetadataValue.md(frame_md(by_class.to_frame(), index=True, floatfmt="{:,.0f}")),
         "trades": dg.MetadataValue.md(frame_md(pd.Series(trade_stats, name="value").rename_axis("statistic").to_frame(), index=True)),
+        "orders": dg.MetadataValue.json(summary["trades"]["orders"]),
         "var_cvar": dg.MetadataValue.md(frame_md(risk, index=True)),
-        "stress_on_current_positions": dg.MetadataValue.md(frame_md(stress, index=True, floatfmt="{:,.0f}")),
-    })
+        "stress_on_current_positions": dg.MetadataValue.md(frame_md(stress, floatfmt="{:,.0f}") if len(stress) else "(no stress window in the history)"),
+    }
+    if by_rule is not None:
+        table = by_rule["summary"]
+        metadata["rule_attribution"] = dg.MetadataValue.md(
+            _png_md("net P&L of each rule traded alone", bar_png(table["net"], "each rule traded alone"))
+            + "\n\n" + frame_md(table, index=True, floatfmt="{:,.2f}"))
+    if folder is not None:
+        metadata["results_folder"] = dg.MetadataValue.path(str(Path(folder).resolve()))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _rule_attribution(cfg, lake, prices: pd.DataFrame, point_size: pd.Series, costs, fx) -> dict | None:
+    """Each rule's capped forecast traded alone with the production sizing (vol target, instrument
+    weights, IDM, buffer), over the backtest's sessions; None without forecasts or weights."""
+    forecasts = lake.read(FORECASTS)
+    weights_long = lake.read_table(INSTRUMENT_WEIGHTS)
+    if forecasts.empty or weights_long.empty:
+        return None
+    capped = ForecastSet.from_long(forecasts).capped
+    closes = lake.read_wide(VOLATILITY, "close", cfg.symbols).reindex(prices.index)
+    vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols).reindex(prices.index)
+    idm = lake.read_table(IDM_TABLE).set_index("estimated_at")["idm"]
+    weights, idm_daily = InstrumentWeights.from_long(weights_long, idm).daily(prices.index)
+    weights = weights.reindex(columns=cfg.symbols)
+
+    def positions_for(forecast: pd.DataFrame) -> pd.DataFrame:
+        combined = forecast.reindex(index=prices.index, columns=cfg.symbols)
+        return size_positions(closes, vol, combined, weights, idm_daily, point_size, cfg.portfolio, fx=fx).target.fillna(0.0)
+
+    return rule_attribution(capped, positions_for, prices, point_size, costs, cfg.portfolio.capital, fx)
+
+
+def _results_root(results_dir: str, lake_root) -> Path:
+    """``backtest.results_dir``; a relative one sits beside a local lake folder (the working directory
+    for the default ``data_lake``), so a run on a temporary lake never writes into the working directory."""
+    path = Path(results_dir)
+    if path.is_absolute() or "://" in str(lake_root):  # a lake on object storage: the working directory
+        return path
+    return Path(lake_root).resolve().parent / path
+
+
+def _sample_note(cfg) -> str:
+    scalars = "published forecast scalars" if cfg.rules.scalars == "fixed" else "forecast scalars estimated on past data"
+    return (f"{scalars}; instrument weights, IDM and FDM estimated at each session from past data only "
+            "(expanding or trailing windows); no parameter was fitted on the reported returns as a whole")
+
+
+def _png_md(alt: str, png: bytes) -> str:
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def _float(value) -> float:
+    return float("nan") if value is None else float(value)

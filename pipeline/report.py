@@ -1,26 +1,19 @@
-"""Backtest report pieces: an equity/drawdown PNG and a Markdown metrics table.
+"""Small backtest PNGs for the Dagster asset metadata: equity/drawdown and P&L bars.
 
-The figure is drawn with matplotlib's object API on an Agg canvas (no ``pyplot``), so it is
+The figures are drawn with matplotlib's object API on an Agg canvas (no ``pyplot``), so it is
 thread-safe and never changes the process-wide backend of a Dagster worker.
 """
 
 from __future__ import annotations
 
 import io
-import math
-from collections.abc import Mapping
 
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
-__all__ = ["equity_drawdown_png", "metrics_markdown"]
-
-#: Metrics shown as percentages by :func:`metrics_markdown`; the others as plain numbers.
-_PERCENT_KEYS = frozenset(
-    {"total_return", "cagr", "annual_return", "annual_vol", "max_drawdown", "win_rate"}
-)
+__all__ = ["bar_png", "equity_drawdown_png"]
 
 
 def equity_drawdown_png(equity: pd.Series, drawdown: pd.Series, title: str) -> bytes:
@@ -60,29 +53,32 @@ def equity_drawdown_png(equity: pd.Series, drawdown: pd.Series, title: str) -> b
     return buf.getvalue()
 
 
-def metrics_markdown(metrics: Mapping[str, float]) -> str:
-    """Render performance metrics as a two-column Markdown table.
+def bar_png(values: pd.Series, title: str, xlabel: str = "net P&L (base currency)") -> bytes:
+    """Horizontal bar chart PNG of one value per label (e.g. P&L by rule), sorted, gains green.
 
     Parameters
     ----------
-    metrics : mapping of str -> float
-        E.g. the output of :func:`pipeline.metrics.performance_metrics`, in display order.
+    values : Series
+        Index labels (rules, instruments, asset classes), float values; NaN drawn as 0.
+    title, xlabel : str
 
     Returns
     -------
-    str
-        ``| metric | value |`` table; fractions in ``_PERCENT_KEYS`` are shown in % with two
-        decimals, durations as whole sessions, other numbers with three decimals, NaN as ``n/a``.
+    bytes
+        A PNG image, 6 inches wide at 80 dpi (480 pixels), 0.25 inch per bar (at least 2.5
+        inches high).
     """
-    lines = ["| metric | value |", "|---|---|"]
-    for name, value in metrics.items():
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            text = "n/a"
-        elif name in _PERCENT_KEYS:
-            text = f"{100.0 * value:.2f} %"
-        elif name.endswith("duration"):
-            text = f"{value:.0f} sessions"
-        else:
-            text = f"{value:.3f}"
-        lines.append(f"| {name} | {text} |")
-    return "\n".join(lines) + "\n"
+    s = pd.Series(values, dtype=float).fillna(0.0).sort_values()
+    fig = Figure(figsize=(6, max(2.5, 0.25 * len(s) + 1.0)), dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.barh([str(i) for i in s.index], s.to_numpy(), color=["tab:green" if v >= 0 else "tab:red" for v in s])
+    ax.axvline(0.0, color="black", linewidth=0.6)
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return buf.getvalue()

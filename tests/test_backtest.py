@@ -11,8 +11,7 @@ from hypothesis.extra.numpy import arrays
 
 from pipeline.backtest import BacktestInputError, simulate, trading_costs
 from pipeline.config import CostModel
-from pipeline.metrics import performance_metrics
-from pipeline.report import equity_drawdown_png, metrics_markdown
+from pipeline.report import bar_png, equity_drawdown_png
 
 SESSIONS = pd.DatetimeIndex(pd.bdate_range("2024-01-01", periods=5), name="session")
 NAN = np.nan
@@ -317,21 +316,8 @@ def test_report_png_is_640_by_400_pixels():
     assert int.from_bytes(png[20:24], "big") == 400
 
 
-def test_report_metrics_markdown_formats_percent_ratio_duration_and_nan():
-    table = metrics_markdown(
-        {"cagr": 0.1234, "sharpe": 1.23456, "max_drawdown_duration": 42.0, "sortino": np.nan}
-    )
-    assert table.splitlines() == [
-        "| metric | value |",
-        "|---|---|",
-        "| cagr | 12.34 % |",
-        "| sharpe | 1.235 |",
-        "| max_drawdown_duration | 42 sessions |",
-        "| sortino | n/a |",
-    ]
-
-
-def test_report_metrics_markdown_has_a_row_per_metric_of_a_backtest():
-    metrics = performance_metrics(_long_backtest().returns, vol_target=0.25)
-    rows = metrics_markdown(metrics).splitlines()[2:]
-    assert [r.split(" | ")[0].lstrip("| ") for r in rows] == list(metrics)
+def test_bar_png_has_a_bar_height_per_label():
+    # 6 inches wide at 80 dpi = 480 px; 12 labels -> 0.25 * 12 + 1 = 4 inches = 320 px high.
+    png = bar_png(pd.Series(np.arange(12.0) - 6, index=[f"r{i}" for i in range(12)]), title="t")
+    assert int.from_bytes(png[16:20], "big") == 480
+    assert int.from_bytes(png[20:24], "big") == 320
