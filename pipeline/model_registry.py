@@ -49,6 +49,8 @@ __all__ = [
     "log_experiment",
     "read_experiments",
     "save_model",
+    "select_version",
+    "version_changes",
 ]
 
 #: Keys the caller's metadata must hold: without them a stored model cannot be reproduced.
@@ -59,7 +61,7 @@ _MODEL_FILE = "model.joblib"
 _META_FILE = "metadata.json"
 _EXPERIMENTS = "experiments.jsonl"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_VERSION_COLUMNS = ["version", "created_at", "model_class", "data_hash", "path"]
+_VERSION_COLUMNS = ["version", "created_at", "model_class", "data_hash", "data_end", "approved", "evaluation_key", "path"]
 
 
 class ModelRegistryError(ValueError):
@@ -286,7 +288,9 @@ def list_versions(root: Path, name: str) -> pd.DataFrame:
     DataFrame
         One row per complete version (temporary folders are ignored), sorted by ``created_at``
         then ``version``; columns ``version``, ``created_at`` (UTC Timestamp), ``model_class``,
-        ``data_hash``, ``path`` (str). Empty (same columns) if the model has no version.
+        ``data_hash``, ``data_end`` (last session whose data the model saw; NaT if not recorded),
+        ``approved`` (bool, False if not recorded), ``evaluation_key`` (None if not recorded),
+        ``path`` (str). Empty (same columns) if the model has no version.
 
     Raises
     ------
@@ -306,6 +310,9 @@ def list_versions(root: Path, name: str) -> pd.DataFrame:
                     "created_at": pd.Timestamp(meta["created_at"]).tz_convert("UTC"),
                     "model_class": meta.get("model_class"),
                     "data_hash": meta.get("data_hash"),
+                    "data_end": pd.Timestamp(meta["data_end"]) if meta.get("data_end") else pd.NaT,
+                    "approved": bool(meta.get("approved", False)),
+                    "evaluation_key": meta.get("evaluation_key"),
                     "path": str(path),
                 }
             )
@@ -437,3 +444,82 @@ def read_experiments(root: Path) -> pd.DataFrame:
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return pd.DataFrame.from_records(records)
 
+
+
+def select_version(
+    root: Path, name: str, as_of: pd.Timestamp, pinned: str | None = None
+) -> str | None:
+    """The version a run for session ``as_of`` may use: the pinned one, or the latest approved.
+
+    A model may serve a session only if it was trained on data up to that session: its
+    metadata's ``data_end`` (the last session whose prices or labels it saw) must be
+    ``<= as_of``. A pinned version that breaks this (or has no ``data_end``) is refused, never
+    silently replaced, so a re-run of a past session cannot use a model from its future.
+
+    Parameters
+    ----------
+    root : Path
+        Lake root.
+    name : str
+        Model name.
+    as_of : Timestamp
+        The run's session.
+    pinned : str, optional
+        A version to use (``RegimeConfig.pinned_version``).
+
+    Returns
+    -------
+    str or None
+        The pinned version; else the approved version with the latest ``data_end <= as_of``
+        (latest ``created_at`` on ties); None if there is none.
+
+    Raises
+    ------
+    ModelRegistryError
+        The pinned version does not exist, or was trained on data after ``as_of``.
+    """
+    versions = list_versions(root, name)
+    as_of = pd.Timestamp(as_of)
+    if pinned is not None:
+        row = versions[versions["version"] == pinned]
+        if row.empty:
+            raise ModelRegistryError(f"select_version: pinned version {pinned!r} of {name!r} is not in the registry")
+        end = row["data_end"].iloc[0]
+        if pd.isna(end) or end > as_of:
+            raise ModelRegistryError(
+                f"select_version: pinned version {pinned!r} of {name!r} saw data up to {end} but the run is for "
+                f"{as_of.date()}; pin a version trained on data up to the session"
+            )
+        return pinned
+    usable = versions[versions["approved"] & versions["data_end"].notna()]
+    usable = usable[usable["data_end"] <= as_of]
+    if usable.empty:
+        return None
+    return str(usable.sort_values(["data_end", "created_at"])["version"].iloc[-1])
+
+
+def version_changes(previous: dict[str, Any] | None, current: dict[str, Any]) -> pd.DataFrame:
+    """Out-of-sample metrics of a version next to those of the previous version.
+
+    Parameters
+    ----------
+    previous : dict or None
+        Metadata of the previous version (``oos_metrics``), or None for the first version.
+    current : dict
+        Metadata of the current version.
+
+    Returns
+    -------
+    DataFrame
+        Index ``metric`` (the current version's ``oos_metrics`` keys with numeric values);
+        columns ``previous`` (NaN if absent), ``current``, ``change``.
+    """
+    cur = {k: v for k, v in current.get("oos_metrics", {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    prev = (previous or {}).get("oos_metrics", {})
+    out = pd.DataFrame(
+        {"previous": [float(prev[k]) if isinstance(prev.get(k), (int, float)) else np.nan for k in cur],
+         "current": [float(v) for v in cur.values()]},
+        index=pd.Index(list(cur), name="metric"),
+    )
+    out["change"] = out["current"] - out["previous"]
+    return out

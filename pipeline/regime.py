@@ -20,6 +20,10 @@ Evidence a sceptic can check:
 * accuracy is reported next to a naive persistence baseline on the same sessions.
 
 Hyper-parameters are fixed (no tuning), so there is no selection bias to correct for.
+
+The features live in :mod:`pipeline.regime_features`; this module holds the labels (volatility
+state, trend vs range), the walk-forward classifier and the risk scale. ``docs/ml.md`` has the
+evidence on the bundled sample.
 """
 
 from __future__ import annotations
@@ -36,33 +40,17 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 __all__ = [
-    "FEATURE_NAMES",
     "RegimeInputError",
     "RegimeResult",
     "default_model",
     "normalised_portfolio_returns",
-    "regime_features",
     "risk_scale",
+    "trend_regime_labels",
+    "trend_regime_state",
     "vol_regime_labels",
     "vol_regime_state",
     "walk_forward_classifier",
 ]
-
-#: Columns of :func:`regime_features`, in order.
-FEATURE_NAMES = (
-    "vol_ratio",
-    "ret5",
-    "ret21",
-    "ret63",
-    "abs_forecast",
-    "dispersion21",
-    "port_vol21",
-    "port_vol63",
-)
-
-#: Window of the long-run mean vol in ``vol_ratio`` (one Carver year).
-VOL_RATIO_WINDOW = 256
-
 
 class RegimeInputError(ValueError):
     """Inputs of the regime model are misaligned or its parameters are inconsistent."""
@@ -162,73 +150,6 @@ def normalised_portfolio_returns(prices: pd.DataFrame, vol: pd.DataFrame) -> pd.
     return q
 
 
-def regime_features(
-    prices: pd.DataFrame, vol: pd.DataFrame, combined: pd.DataFrame
-) -> pd.DataFrame:
-    """Features of the market state at each session, from data up to that session only.
-
-    Every feature is a cross-instrument statistic over the instruments with data that session
-    (NaN-skipping); ``sigma`` is daily price-unit vol, ``q`` the output of
-    :func:`normalised_portfolio_returns`:
-
-    - ``vol_ratio``: mean over instruments of ``sigma_t / mean(sigma_{t-255..t})`` (needs the
-      full 256-session window); > 1 when vol is above its one-year average.
-    - ``ret5``, ``ret21``, ``ret63``: mean over instruments of
-      ``(P_t - P_{t-k}) / (sigma_t * sqrt(k))``, the k-session move in units of its expected
-      standard deviation.
-    - ``abs_forecast``: mean over instruments of ``|combined forecast_t|`` (0..20).
-    - ``dispersion21``: standard deviation across instruments (ddof=1, needs >= 2) of the
-      21-session vol-normalised move above.
-    - ``port_vol21``, ``port_vol63``: ``std(q_{t-k+1..t}, ddof=1)``, the daily realised vol of
-      the equal-weight vol-normalised portfolio over 21 / 63 sessions (full window required).
-
-    Parameters
-    ----------
-    prices : DataFrame
-        Close prices (price points), index ``session``, columns instruments.
-    vol : DataFrame
-        Daily price-unit volatility, same index.
-    combined : DataFrame
-        Combined forecasts (capped at +/-20), same index; columns may be a subset.
-
-    Returns
-    -------
-    DataFrame
-        Index ``session``, columns :data:`FEATURE_NAMES`; NaN until each window is full.
-
-    Raises
-    ------
-    RegimeInputError
-        ``vol`` or ``combined`` does not share the index of ``prices``.
-    """
-    _check_same_index("vol", vol, prices.index)
-    _check_same_index("combined", combined, prices.index)
-    sigma = vol.reindex(columns=prices.columns)
-    sigma = sigma.where(sigma > 0)
-    q = normalised_portfolio_returns(prices, vol)
-
-    def move(k: int) -> pd.DataFrame:
-        return (prices - prices.shift(k)) / (sigma * math.sqrt(k))
-
-    long_run = sigma.rolling(VOL_RATIO_WINDOW, min_periods=VOL_RATIO_WINDOW).mean()
-    move21 = move(21)
-    out = pd.DataFrame(
-        {
-            "vol_ratio": (sigma / long_run).mean(axis=1),
-            "ret5": move(5).mean(axis=1),
-            "ret21": move21.mean(axis=1),
-            "ret63": move(63).mean(axis=1),
-            "abs_forecast": combined.abs().mean(axis=1),
-            "dispersion21": move21.std(axis=1, ddof=1),
-            "port_vol21": q.rolling(21, min_periods=21).std(),
-            "port_vol63": q.rolling(63, min_periods=63).std(),
-        },
-        index=prices.index,
-    )
-    out.columns.name = "feature"
-    return out
-
-
 def _realised_vol_and_median(
     prices: pd.DataFrame, vol: pd.DataFrame, horizon: int, min_windows: int
 ) -> tuple[pd.Series, pd.Series]:
@@ -309,6 +230,64 @@ def vol_regime_state(
     return state
 
 
+def trend_regime_labels(simple_returns: pd.Series, horizon: int) -> pd.Series:
+    """Label each session 1 if the next ``horizon`` sessions are a trending regime, 0 if ranging.
+
+    ``label_t = 1`` if ``sum(r_{t+1..t+h}) > 0``, else 0, where ``r`` is the daily return of the
+    simple-rule trend-following system (:func:`pipeline.regime_features.simple_rule_returns`):
+    a regime is "trending" when trend following made money over it, "ranging" when it lost.
+    **Label t is known only at the close of t + h** (purge as for :func:`vol_regime_labels`).
+
+    Parameters
+    ----------
+    simple_returns : Series
+        Daily simple-rule returns (daily vol units), index ``session``.
+    horizon : int
+        h, sessions ahead (>= 1).
+
+    Returns
+    -------
+    Series
+        Float 0.0/1.0 named ``trending``, same index; NaN where any of ``r_{t+1..t+h}`` is
+        missing (including the last h sessions).
+
+    Raises
+    ------
+    RegimeInputError
+        ``horizon < 1``.
+    """
+    if horizon < 1:
+        raise RegimeInputError(f"trend_regime_labels: horizon must be >= 1, got {horizon}")
+    past = simple_returns.rolling(horizon, min_periods=horizon).sum()
+    future = past.shift(-horizon)
+    label = (future > 0).astype(float).where(future.notna())
+    label.name = "trending"
+    return label
+
+
+def trend_regime_state(simple_returns: pd.Series, horizon: int) -> pd.Series:
+    """Persistence baseline of :func:`trend_regime_labels`: 1 if ``sum(r_{t-h+1..t}) > 0``.
+
+    Known at the close of t ("the next h sessions trend if the last h did").
+
+    Parameters
+    ----------
+    simple_returns, horizon
+        As in :func:`trend_regime_labels`.
+
+    Returns
+    -------
+    Series
+        Float 0.0/1.0 named ``state``; NaN until h returns exist.
+    """
+    if horizon < 1:
+        raise RegimeInputError(f"trend_regime_state: horizon must be >= 1, got {horizon}")
+    past = simple_returns.rolling(horizon, min_periods=horizon).sum()
+    state = (past > 0).astype(float).where(past.notna())
+    state.name = "state"
+    return state
+
+
 def walk_forward_classifier(
     features: pd.DataFrame,
     labels: pd.Series,
@@ -334,7 +313,8 @@ def walk_forward_classifier(
     Parameters
     ----------
     features : DataFrame
-        Index ``session``, one column per feature (e.g. :func:`regime_features`); rows with a
+        Index ``session``, one column per feature (e.g.
+        :func:`pipeline.regime_features.market_features`); rows with a
         NaN are neither trained on nor predicted.
     labels : Series
         0/1 (float, NaN = unknown) aligned to ``features`` (e.g. :func:`vol_regime_labels`).

@@ -34,25 +34,35 @@ from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import balanced_accuracy_score, brier_score_loss, log_loss
+from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import ParameterGrid
+from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from pipeline.regime import (
     RegimeInputError,
     RegimeResult,
     default_model,
+    risk_scale,
     walk_forward_classifier,
 )
+from pipeline.validation import annualised_sharpe, block_bootstrap_indices
 
 __all__ = [
     "BASELINE_NAME",
+    "GaussianMixtureClassifier",
     "ImportanceStability",
     "ModelComparison",
+    "OverlayEvidence",
     "TunedClassifier",
     "TuningResult",
     "compare_models",
     "default_candidates",
     "feature_importance_stability",
+    "gate_in_force",
+    "gaussian_mixture_states",
+    "overlay_evidence",
+    "overlay_gate",
     "purged_time_series_splits",
     "tune_in_train",
 ]
@@ -347,9 +357,12 @@ def default_candidates() -> dict[str, ModelFactory]:
 
     - ``majority``: ``DummyClassifier(strategy="prior")``, the training class share;
     - ``logistic``: :func:`pipeline.regime.default_model` (scaler + logistic regression);
-    - ``random_forest``: 100 trees of depth <= 4, ``n_jobs=1`` (shared 2-core machines),
-      ``random_state=0``;
-    - ``gradient_boosting``: ``HistGradientBoostingClassifier(max_iter=100, random_state=0)``.
+    - ``random_forest``: 50 trees of depth <= 4, leaves of >= 20 sessions, each tree on a half
+      sample, ``n_jobs=1`` (shared 2-core machines), ``random_state=0``;
+    - ``gradient_boosting``: ``HistGradientBoostingClassifier(max_iter=50, max_depth=3,
+      learning_rate=0.1, min_samples_leaf=50, random_state=0)``;
+    - ``gaussian_mixture``: :class:`GaussianMixtureClassifier` with 3 states (unsupervised
+      states, then each state's training label rate).
 
     Fixed hyper-parameters: small, regularised models that cannot overfit much on a few
     thousand sessions; tune with :class:`TunedClassifier` if needed.
@@ -358,11 +371,13 @@ def default_candidates() -> dict[str, ModelFactory]:
         "majority": lambda: DummyClassifier(strategy="prior"),
         "logistic": default_model,
         "random_forest": lambda: RandomForestClassifier(
-            n_estimators=100, max_depth=4, n_jobs=1, random_state=0
+            n_estimators=50, max_depth=4, min_samples_leaf=20, max_samples=0.5, n_jobs=1,
+            random_state=0,
         ),
         "gradient_boosting": lambda: HistGradientBoostingClassifier(
-            max_iter=100, random_state=0
+            max_iter=50, max_depth=3, learning_rate=0.1, min_samples_leaf=50, random_state=0
         ),
+        "gaussian_mixture": lambda: GaussianMixtureClassifier(n_components=3, random_state=0),
     }
 
 
@@ -439,7 +454,7 @@ def compare_models(
     Parameters
     ----------
     features : DataFrame
-        Index ``session``, one column per feature (e.g. :func:`pipeline.regime.regime_features`).
+        Index ``session``, one column per feature (e.g. :func:`pipeline.regime_features.market_features`).
     labels : Series
         0/1 float labels (NaN = unknown), same index (e.g. ``vol_regime_labels``).
     horizon, retrain_every, min_train, embargo, baseline
@@ -653,3 +668,277 @@ def feature_importance_stability(
         rank_correlations=rank_correlations,
         mean_rank_correlation=float(finite.mean()) if len(finite) else math.nan,
     )
+
+
+# --- unsupervised states (Gaussian mixture) ---------------------------------------------------
+
+
+class GaussianMixtureClassifier(ClassifierMixin, BaseEstimator):
+    """A regime classifier through unsupervised states: Gaussian mixture, then label rates.
+
+    ``fit`` standardises the training features, fits ``sklearn.mixture.GaussianMixture`` on them
+    (labels unused), and estimates each state's label rate from the training posteriors
+    ``w_{t,k}``: ``rate_k = (sum_t w_{t,k} y_t + 1) / (sum_t w_{t,k} + 2)`` (Laplace smoothing,
+    so an empty state predicts 1/2). ``predict_proba`` is ``sum_k w_{x,k} rate_k``. Fitted on a
+    training fold only, like every candidate of :func:`compare_models`.
+
+    Parameters
+    ----------
+    n_components : int, default 3
+        Number of states.
+    covariance_type : str, default "full"
+    random_state : int, default 0
+    """
+
+    def __init__(self, n_components: int = 3, covariance_type: str = "full", random_state: int = 0) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any) -> GaussianMixtureClassifier:
+        y = np.asarray(y, dtype=float)
+        self.scaler_ = StandardScaler().fit(X)
+        self.mixture_ = GaussianMixture(
+            n_components=self.n_components, covariance_type=self.covariance_type,
+            random_state=self.random_state, reg_covar=1e-4,
+        ).fit(self.scaler_.transform(X))
+        post = self.mixture_.predict_proba(self.scaler_.transform(X))
+        self.rate_ = (post.T @ y + 1.0) / (post.sum(axis=0) + 2.0)
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        p = self.mixture_.predict_proba(self.scaler_.transform(X)) @ self.rate_
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: Any) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] > 0.5).astype(int)
+
+
+def gaussian_mixture_states(
+    features: pd.DataFrame,
+    n_components: int,
+    retrain_every: int,
+    min_train: int,
+    order_by: str,
+    *,
+    random_state: int = 0,
+) -> pd.DataFrame:
+    """Unsupervised regime labels: walk-forward Gaussian-mixture states, ordered calm to turbulent.
+
+    A fit at session position ``T = min_train - 1 + k * retrain_every`` standardises and fits
+    ``GaussianMixture(n_components)`` on the complete feature rows of sessions ``<= T`` (features
+    are known at their close, and no label is used, so nothing needs purging) and labels sessions
+    ``T+1 .. T+retrain_every`` with their most probable state. States are renumbered by the
+    training mean of ``order_by`` (ascending; e.g. ``port_vol21``: state 0 is the calmest), so
+    that state numbers mean the same thing from one refit to the next.
+
+    Parameters
+    ----------
+    features : DataFrame
+        Index ``session``, columns features; rows with a NaN get no state.
+    n_components : int
+        Number of states (>= 2).
+    retrain_every, min_train : int
+        Walk-forward schedule in sessions (``min_train >= n_components * 10``).
+    order_by : str
+        The feature that orders the states.
+    random_state : int, keyword-only, default 0
+
+    Returns
+    -------
+    DataFrame
+        Index ``session``; ``state`` (float 0..K-1, NaN before the first fit or with missing
+        features) and ``p_state_0`` .. ``p_state_{K-1}`` (posterior probabilities).
+
+    Raises
+    ------
+    RegimeInputError
+        ``order_by`` not a feature, ``n_components < 2`` or an invalid schedule.
+    """
+    if order_by not in features.columns:
+        raise RegimeInputError(f"gaussian_mixture_states: order_by {order_by!r} is not a feature column")
+    if n_components < 2 or retrain_every < 1 or min_train < n_components * 10:
+        raise RegimeInputError(
+            "gaussian_mixture_states: need n_components >= 2, retrain_every >= 1 and "
+            f"min_train >= 10 * n_components; got {n_components}, {retrain_every}, {min_train}"
+        )
+    x = features.to_numpy(dtype=float)
+    ok = np.isfinite(x).all(axis=1)
+    n = len(x)
+    post = np.full((n, n_components), np.nan)
+    col = list(features.columns).index(order_by)
+    for fit_pos in range(min_train - 1, n - 1, retrain_every):  # one iteration per fit
+        train = np.flatnonzero(ok[: fit_pos + 1])
+        test = fit_pos + 1 + np.flatnonzero(ok[fit_pos + 1 : fit_pos + 1 + retrain_every])
+        if len(train) < n_components * 10 or len(test) == 0:
+            continue
+        scaler = StandardScaler().fit(x[train])
+        gm = GaussianMixture(n_components=n_components, random_state=random_state, reg_covar=1e-4)
+        gm.fit(scaler.transform(x[train]))
+        w = gm.predict_proba(scaler.transform(x[train]))
+        order = np.argsort(w.T @ x[train, col] / np.maximum(w.sum(axis=0), 1e-12))
+        post[test] = gm.predict_proba(scaler.transform(x[test]))[:, order]
+    has = np.isfinite(post).all(axis=1)
+    state = np.where(has, np.argmax(np.where(has[:, None], post, 0.0), axis=1), np.nan)
+    out = pd.DataFrame(post, index=features.index, columns=[f"p_state_{k}" for k in range(n_components)])
+    out.insert(0, "state", state)
+    return out
+
+
+# --- trading use: the regime risk scale against the simple rule --------------------------------
+
+
+@dataclass(frozen=True)
+class OverlayEvidence:
+    """Output of :func:`overlay_evidence`.
+
+    Attributes
+    ----------
+    n_sessions : int
+        Out-of-sample sessions compared (a scale from a walk-forward prediction and a return).
+    sharpe_simple, sharpe_scaled : float
+        Annualised Sharpe ratios (sqrt 256) of the simple-rule and the regime-scaled returns.
+    difference : float
+        ``sharpe_scaled - sharpe_simple``.
+    ci_lower, ci_upper : float
+        Percentile interval of the difference from a paired stationary block bootstrap (the
+        same resampled sessions for both series).
+    improves : bool
+        ``ci_lower > 0``: the scaled system's Sharpe is higher with the stated confidence.
+    """
+
+    n_sessions: int
+    sharpe_simple: float
+    sharpe_scaled: float
+    difference: float
+    ci_lower: float
+    ci_upper: float
+    improves: bool
+
+
+def _scaled_pairs(simple_returns: pd.Series, probability: pd.Series, high_vol_scale: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    # Scale known at the close of t-1 is applied to the position that earns r_t.
+    scale_prev = risk_scale(probability, high_vol_scale).shift(1).where(probability.shift(1).notna())
+    ok = (scale_prev.notna() & simple_returns.notna()).to_numpy()
+    r = simple_returns.to_numpy(dtype=float)[ok]
+    return r, r * scale_prev.to_numpy(dtype=float)[ok]
+
+
+def overlay_evidence(
+    simple_returns: pd.Series,
+    probability: pd.Series,
+    high_vol_scale: float,
+    *,
+    n_boot: int = 1000,
+    block: int = 20,
+    ci: float = 0.90,
+    seed: int = 0,
+) -> OverlayEvidence:
+    """Out-of-sample Sharpe difference of the regime-scaled system against the simple rule.
+
+    The simple rule earns ``r_t`` (:func:`pipeline.regime_features.simple_rule_returns`); the
+    regime-scaled system earns ``scale_{t-1} r_t`` with ``scale = risk_scale(p, high_vol_scale)``
+    from the walk-forward (out-of-sample) probability known at the close of t-1. Only sessions
+    with such a probability are compared. The interval resamples sessions with
+    ``pipeline.validation.block_bootstrap_indices`` (stationary, mean block ``block``), the same
+    indices for both series, so their correlation is kept.
+
+    Parameters
+    ----------
+    simple_returns : Series
+        Daily simple-rule returns, index ``session``.
+    probability : Series
+        Out-of-sample P(high-vol regime), same index; NaN = no prediction.
+    high_vol_scale : float
+        Scale at p = 1 (``RegimeConfig.high_vol_scale``).
+    n_boot, block, ci, seed : keyword-only
+        Bootstrap resamples, mean block length (sessions), interval coverage, seed.
+
+    Returns
+    -------
+    OverlayEvidence
+        All NaN and ``improves=False`` with fewer than ``2 * block`` sessions.
+
+    Raises
+    ------
+    RegimeInputError
+        ``probability`` not on the index of ``simple_returns``.
+    """
+    if not probability.index.equals(simple_returns.index):
+        raise RegimeInputError("overlay_evidence: probability does not share the session index of the returns")
+    r, scaled = _scaled_pairs(simple_returns, probability, high_vol_scale)
+    n = len(r)
+    if n < 2 * block:
+        return OverlayEvidence(n, math.nan, math.nan, math.nan, math.nan, math.nan, False)
+    s_simple, s_scaled = float(annualised_sharpe(r)), float(annualised_sharpe(scaled))
+    idx = block_bootstrap_indices(n, n_boot, block, np.random.default_rng(seed))
+    diffs = annualised_sharpe(scaled[idx]) - annualised_sharpe(r[idx])
+    lower, upper = np.nanquantile(diffs, [(1 - ci) / 2, (1 + ci) / 2])
+    return OverlayEvidence(n, s_simple, s_scaled, s_scaled - s_simple, float(lower), float(upper),
+                           bool(lower > 0))
+
+
+def overlay_gate(
+    simple_returns: pd.Series,
+    probability: pd.Series,
+    high_vol_scale: float,
+    decision_sessions: pd.DatetimeIndex,
+    *,
+    min_sessions: int = 252,
+    **bootstrap: Any,
+) -> pd.DataFrame:
+    """Point-in-time on/off switch of the risk scale: on only while the evidence so far says so.
+
+    At each decision session D (e.g. the walk-forward refit sessions) :func:`overlay_evidence`
+    is computed on the sessions ``<= D`` only; the switch is on from the session after D until
+    the next decision if the evidence had at least ``min_sessions`` sessions and ``improves``.
+    A backtest of the gated system therefore never uses evidence from its future.
+
+    Parameters
+    ----------
+    simple_returns, probability, high_vol_scale
+        As in :func:`overlay_evidence`.
+    decision_sessions : DatetimeIndex
+        Sessions at which the switch is re-decided (ascending, in the index).
+    min_sessions : int, keyword-only, default 252
+        Out-of-sample sessions needed before the switch can turn on.
+    **bootstrap
+        ``n_boot``, ``block``, ``ci``, ``seed`` for :func:`overlay_evidence`.
+
+    Returns
+    -------
+    DataFrame
+        Index = ``decision_sessions``; columns ``n_sessions``, ``difference``, ``ci_lower``,
+        ``ci_upper``, ``on`` (bool).
+    """
+    rows = []
+    for d in decision_sessions:  # one bootstrap per decision (yearly), never per session
+        ev = overlay_evidence(simple_returns.loc[:d], probability.loc[:d], high_vol_scale, **bootstrap)
+        rows.append({"n_sessions": ev.n_sessions, "difference": ev.difference, "ci_lower": ev.ci_lower,
+                     "ci_upper": ev.ci_upper, "on": bool(ev.improves and ev.n_sessions >= min_sessions)})
+    return pd.DataFrame(rows, index=pd.DatetimeIndex(decision_sessions, name="decided_at"),
+                        columns=["n_sessions", "difference", "ci_lower", "ci_upper", "on"])
+
+
+def gate_in_force(gate: pd.DataFrame, index: pd.DatetimeIndex) -> pd.Series:
+    """The switch in force at each session: the last decision made strictly before it.
+
+    Parameters
+    ----------
+    gate : DataFrame
+        Output of :func:`overlay_gate`.
+    index : DatetimeIndex
+        Sessions.
+
+    Returns
+    -------
+    Series
+        Bool ``gate_on``, index ``index``; False before the first decision.
+    """
+    on = gate["on"].astype(float)
+    on.index = on.index + pd.Timedelta(microseconds=1)  # a decision at D applies from after D
+    out = on.reindex(on.index.union(index)).ffill().reindex(index).fillna(0.0).astype(bool)
+    out.name = "gate_on"
+    return out

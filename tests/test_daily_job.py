@@ -140,7 +140,9 @@ def test_single_run_backfill_over_a_year_writes_every_partition(tmp_path):
 
 
 def test_the_regime_model_scales_positions_only_when_configured(tmp_path):
-    config = write_config(tmp_path, symbols=["AAPL", "KO", "XOM"], regime={"use_as_risk_scale": True, "high_vol_scale": 0.5})
+    # Without the out-of-sample evidence gate (tested in test_ml_assets.py) the scale always applies.
+    config = write_config(tmp_path, symbols=["AAPL", "KO", "XOM"],
+                          regime={"use_as_risk_scale": True, "high_vol_scale": 0.5, "require_oos_evidence": False})
     cfg = load_config(config)
     with dg.instance_for_test() as instance:
         result = execute_daily(LATEST_SAMPLE_SESSION, submit=False, config_path=str(config), instance=instance)

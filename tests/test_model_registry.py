@@ -183,3 +183,51 @@ def test_data_hash_changes_with_any_value_or_session():
     shifted.index = shifted.index + pd.Timedelta(days=1)
     assert data_hash(shifted) != data_hash(X)
     assert data_hash(X.rename(columns={"a": "z"})) != data_hash(X)
+
+
+# --- which version a run may use -----------------------------------------------------------------
+
+
+def stored_versions(tmp_path):
+    """Three versions: data to 2020-06-30 (approved), 2021-06-30 (not approved), 2022-06-30 (approved)."""
+    X, y = training_data()
+    model = LogisticRegression().fit(X, y)
+    out = {}
+    for k, (end, approved) in enumerate([("2020-06-30", True), ("2021-06-30", False), ("2022-06-30", True)]):
+        meta = {**metadata(X, y, k=k), "data_end": end, "approved": approved}
+        out[end] = save_model(tmp_path, "m", model, meta, created_at=T0 + pd.Timedelta(days=k))
+    return out
+
+
+def test_the_latest_approved_version_trained_up_to_the_session_is_selected(tmp_path):
+    from pipeline.model_registry import select_version
+
+    v = stored_versions(tmp_path)
+    assert select_version(tmp_path, "m", pd.Timestamp("2023-01-03")) == v["2022-06-30"]
+    # 2021-06-30 is not approved; 2022-06-30 saw data after the session
+    assert select_version(tmp_path, "m", pd.Timestamp("2022-03-01")) == v["2020-06-30"]
+    assert select_version(tmp_path, "m", pd.Timestamp("2020-06-30")) == v["2020-06-30"]
+    assert select_version(tmp_path, "m", pd.Timestamp("2020-06-29")) is None
+    assert select_version(tmp_path, "nothing", pd.Timestamp("2023-01-03")) is None
+
+
+def test_a_pinned_version_is_used_but_never_one_trained_after_the_session(tmp_path):
+    from pipeline.model_registry import select_version
+
+    v = stored_versions(tmp_path)
+    assert select_version(tmp_path, "m", pd.Timestamp("2021-07-01"), pinned=v["2021-06-30"]) == v["2021-06-30"]
+    with pytest.raises(ModelRegistryError, match="saw data up to 2022-06-30"):
+        select_version(tmp_path, "m", pd.Timestamp("2021-07-01"), pinned=v["2022-06-30"])
+    with pytest.raises(ModelRegistryError, match="not in the registry"):
+        select_version(tmp_path, "m", pd.Timestamp("2021-07-01"), pinned="20240101T000000000000Z-000000000000")
+
+
+def test_version_changes_lists_metrics_beside_the_previous_version():
+    from pipeline.model_registry import version_changes
+
+    table = version_changes({"oos_metrics": {"accuracy": 0.6}}, {"oos_metrics": {"accuracy": 0.65, "brier": 0.2, "ok": True}})
+    assert list(table.index) == ["accuracy", "brier"]
+    assert table.loc["accuracy", "change"] == pytest.approx(0.05)
+    assert np.isnan(table.loc["brier", "previous"])
+    first = version_changes(None, {"oos_metrics": {"accuracy": 0.65}})
+    assert np.isnan(first.loc["accuracy", "previous"])

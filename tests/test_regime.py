@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from pipeline.regime import (
-    FEATURE_NAMES,
     RegimeInputError,
-    regime_features,
     risk_scale,
     vol_regime_labels,
     vol_regime_state,
     walk_forward_classifier,
 )
+from pipeline.regime_features import market_features
 
 
 def sessions(n: int) -> pd.DatetimeIndex:
@@ -43,52 +40,6 @@ def perturbed_after(frame: pd.DataFrame, d: int, factor: float = 3.0) -> pd.Data
 
 
 # --- features -----------------------------------------------------------------------------
-
-
-def test_features_have_documented_columns():
-    prices, vol, combined = market(300)
-    assert tuple(regime_features(prices, vol, combined).columns) == FEATURE_NAMES
-
-
-@pytest.mark.filterwarnings("ignore:Mean of empty slice")  # session 0 has no vol yet
-def test_features_match_independent_computation_on_one_session():
-    prices, vol, combined = market(400)
-    feats = regime_features(prices, vol, combined)
-    t = 350
-    p, s = prices.to_numpy(), vol.to_numpy()
-    # q_u = mean_i (P_u - P_{u-1}) / sigma_{u-1}
-    q = np.nanmean((p[1:] - p[:-1]) / s[:-1], axis=1)  # q[u - 1] is session u
-    move21 = (p[t] - p[t - 21]) / (s[t] * math.sqrt(21))
-    expected = {
-        "vol_ratio": np.mean(s[t] / s[t - 255 : t + 1].mean(axis=0)),
-        "ret5": np.mean((p[t] - p[t - 5]) / (s[t] * math.sqrt(5))),
-        "ret21": np.mean(move21),
-        "ret63": np.mean((p[t] - p[t - 63]) / (s[t] * math.sqrt(63))),
-        "abs_forecast": np.mean(np.abs(combined.to_numpy()[t])),
-        "dispersion21": np.std(move21, ddof=1),
-        "port_vol21": np.std(q[t - 21 : t], ddof=1),  # sessions t-20..t
-        "port_vol63": np.std(q[t - 63 : t], ddof=1),
-    }
-    got = feats.iloc[t]
-    for name, value in expected.items():
-        assert got[name] == pytest.approx(value, rel=1e-10), name
-
-
-def test_features_up_to_d_ignore_data_after_d():
-    prices, vol, combined = market(500)
-    d = 400
-    a = regime_features(prices, vol, combined)
-    b = regime_features(
-        perturbed_after(prices, d), perturbed_after(vol, d), perturbed_after(combined, d)
-    )
-    pd.testing.assert_frame_equal(a.iloc[: d + 1], b.iloc[: d + 1])
-    assert not a.iloc[d + 1 :].equals(b.iloc[d + 1 :])
-
-
-def test_features_reject_misaligned_vol():
-    prices, vol, combined = market(100)
-    with pytest.raises(RegimeInputError, match="vol does not share"):
-        regime_features(prices, vol.iloc[1:], combined)
 
 
 # --- labels -------------------------------------------------------------------------------
@@ -222,7 +173,7 @@ def test_probabilities_up_to_d_ignore_prices_after_d():
     h, d = 10, 693
 
     def probabilities(p, v, c):
-        feats = regime_features(p, v, c)
+        feats = market_features(p, v, c)
         labels = vol_regime_labels(p, v, h)
         return walk_forward_classifier(feats, labels, h, 60, 450).probability
 
@@ -254,7 +205,7 @@ def test_regime_predictable_from_a_feature_beats_persistence():
 
 
 def test_regime_predictable_end_to_end_beats_persistence():
-    # Through the whole chain (regime_features -> vol_regime_labels -> walk-forward): a
+    # Through the whole chain (market_features -> vol_regime_labels -> walk-forward): a
     # switching-vol market (daily vol 1 or 3, switch probability 1/15 per session) whose
     # combined forecasts leak the quantity the label thresholds, |forecast| = 10 x the realised
     # vol of q over t+1..t+h (computed here with numpy). Vol is passed as the constant 1, so q is
@@ -275,7 +226,7 @@ def test_regime_predictable_end_to_end_beats_persistence():
         future_vol[t] = np.std(q[t + 1 : t + h + 1], ddof=1)
     leak = np.minimum(10 * future_vol, 20)
     combined = pd.DataFrame(np.repeat(leak[:, None], k, axis=1), idx, cols)
-    feats = regime_features(prices, vol, combined)
+    feats = market_features(prices, vol, combined)
     labels = vol_regime_labels(prices, vol, h)
     state = vol_regime_state(prices, vol, h)
     res = walk_forward_classifier(feats, labels, h, 200, 500, baseline=state)
@@ -365,3 +316,32 @@ def test_risk_scale_other_floor():
 def test_risk_scale_rejects_invalid_input(p, scale):
     with pytest.raises(RegimeInputError):
         risk_scale(pd.Series(p), scale)
+
+
+# --- trend vs range labels -------------------------------------------------------------------
+
+
+def test_trend_labels_and_state_match_a_naive_loop():
+    from pipeline.regime import trend_regime_labels, trend_regime_state
+
+    rng = np.random.default_rng(5)
+    r = pd.Series(rng.normal(size=120), index=sessions(120))
+    r.iloc[40] = np.nan
+    h = 5
+    labels, state = trend_regime_labels(r, h), trend_regime_state(r, h)
+    x = r.to_numpy()
+    for t in range(len(x)):
+        future = x[t + 1 : t + 1 + h]
+        want = float(future.sum() > 0) if len(future) == h and np.isfinite(future).all() else np.nan
+        past = x[max(t - h + 1, 0) : t + 1]
+        have = float(past.sum() > 0) if t >= h - 1 and np.isfinite(past).all() else np.nan
+        assert (labels.iloc[t] == want) or (np.isnan(labels.iloc[t]) and np.isnan(want)), t
+        assert (state.iloc[t] == have) or (np.isnan(state.iloc[t]) and np.isnan(have)), t
+    assert labels.iloc[-h:].isna().all()
+
+
+def test_trend_labels_reject_a_zero_horizon():
+    from pipeline.regime import trend_regime_labels
+
+    with pytest.raises(RegimeInputError, match="horizon must be >= 1"):
+        trend_regime_labels(pd.Series([1.0, 2.0], index=sessions(2)), 0)

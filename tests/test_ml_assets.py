@@ -1,0 +1,158 @@
+"""Tests of the assets in assets/ml.py on a small synthetic lake: registry versions, the evidence
+gate, and that a run for a session never uses a model trained on data after it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from assets.ml import REGIME_MODEL_NAME, regime_model, vol_forecast
+from assets.resources import default_resources
+from pipeline.lake import Lake
+from pipeline.model_registry import list_versions, load_model
+from tests.conftest import write_config
+
+SYMBOLS = ["SYA", "SYB", "SYC"]
+N = 700
+
+
+def fill_lake(folder) -> tuple[str, pd.DatetimeIndex]:
+    """Volatility and combined-forecast tables of three random-walk instruments, 700 sessions."""
+    config = write_config(folder, symbols=SYMBOLS,
+                          regime={"horizon": 10, "retrain_every": 100, "min_train": 300, "min_oos_sessions": 21},
+                          vol_forecast={"horizon": 10, "retrain_every": 100, "min_train": 300, "train_stride": 1})
+    rng = np.random.default_rng(0)
+    idx = pd.DatetimeIndex(pd.bdate_range("2015-01-02", periods=N), name="session")
+    daily = np.where((np.arange(N) // 60) % 2 == 1, 0.02, 0.006)
+    prices = pd.DataFrame(100 * np.exp(np.cumsum(rng.normal(size=(N, 3)) * daily[:, None], axis=0)), idx, SYMBOLS)
+    vol = prices.diff().ewm(span=35, min_periods=10).std()
+    combined = pd.DataFrame(rng.uniform(-20, 20, size=(N, 3)), idx, SYMBOLS)
+
+    def long(**frames) -> pd.DataFrame:
+        out = pd.concat({k: v.stack(future_stack=True) for k, v in frames.items()}, axis=1)
+        out.index.names = ["session", "instrument"]
+        return out.reset_index()
+
+    lake = Lake(folder / "lake")
+    lake.write_sessions("volatility", long(close=prices, vol_price=vol), idx)
+    lake.write_sessions("combined_forecast", long(combined=combined), idx)
+    return str(config), idx
+
+
+def set_regime(config: str, **values) -> None:
+    path = Path(config)
+    raw = yaml.safe_load(path.read_text())
+    raw["regime"].update(values)
+    path.write_text(yaml.safe_dump(raw))
+
+
+def run(config: str, session: pd.Timestamp, assets=(regime_model, vol_forecast)) -> dg.ExecuteInProcessResult:
+    return dg.materialize(list(assets), resources=default_resources(config),
+                          tags={"dagster/partition": str(session.date())}, raise_on_error=False)
+
+
+def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    event = next(e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset)
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_ml_assets_record_versions_and_never_use_data_after_the_session(tmp_path):
+    config, idx = fill_lake(tmp_path)
+    lake = Lake(tmp_path / "lake")
+    late, early = idx[-1], idx[450]
+
+    result = run(config, late)
+    assert result.success
+    regime = metadata(result, "regime_model")
+    versions = list_versions(lake.root, REGIME_MODEL_NAME)
+    assert list(versions["version"]) == [regime["model_version"]]
+    # Refits at positions 299, 399, ..., 699: the evidence and the version are as of 699.
+    assert versions["data_end"].iloc[0] == idx[699] and regime["evidence_as_of"] == str(idx[699].date())
+    assert "comparison_vol_label" in regime and "calibration" in regime and "vs_previous_version" in regime
+    stored = load_model(lake.root, REGIME_MODEL_NAME).metadata  # reproducible from its recorded inputs
+    assert stored["code_version"].endswith("asset code_version 2") and stored["params"]["horizon"] == 10
+    assert stored["features"][0] == "ret5" and stored["evaluation_key"] == stored["data_hash"]
+    assert stored["oos_metrics"]["oos_accuracy"] == pytest.approx(regime["oos_accuracy"])
+    table = lake.read_table("regime_model")
+    assert table["session"].max() == late
+    # Positions take the gated scale: 1 wherever the gate is off.
+    assert (table.loc[~table["gate_on"], "risk_scale"] == 1.0).all()
+
+    # A second run for the same session refits nothing: same evidence, same single version.
+    again = run(config, late, assets=[regime_model])
+    assert metadata(again, "regime_model")["evaluation"].startswith("reused")
+    assert len(list_versions(lake.root, REGIME_MODEL_NAME)) == 1
+
+    # A re-run of an earlier session sees only data up to it, and records a version from its own refit.
+    past = run(config, early)
+    assert past.success
+    assert lake.read_table("regime_model")["session"].max() == early
+    assert lake.read_table("vol_forecast")["session"].max() == early
+    versions = list_versions(lake.root, REGIME_MODEL_NAME)
+    assert (versions["data_end"] <= late).all() and idx[399] in set(versions["data_end"])
+    used = metadata(past, "regime_model")["model_used_for_session"]
+    if not used.startswith("none"):
+        assert versions.set_index("version").loc[used, "data_end"] <= early
+
+
+def test_a_pinned_version_trained_after_the_session_fails_the_run(tmp_path):
+    config, idx = fill_lake(tmp_path)
+    assert run(config, idx[-1], assets=[regime_model]).success
+    pinned = str(list_versions(Lake(tmp_path / "lake").root, REGIME_MODEL_NAME)["version"].iloc[-1])
+    set_regime(config, pinned_version=pinned)
+    result = run(config, idx[450], assets=[regime_model])
+    assert not result.success  # fail closed: no silent fallback to another model
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "saw data up to" in str(failure.step_failure_data.error)
+    # The same pin is fine for a session after its data_end.
+    assert run(config, idx[-1], assets=[regime_model]).success
+
+
+def test_vol_forecast_reports_its_decision_and_sizes_only_when_switched_on(tmp_path):
+    config, idx = fill_lake(tmp_path)
+    result = run(config, idx[-1], assets=[vol_forecast])
+    assert result.success
+    md = metadata(result, "vol_forecast")
+    assert md["used_for_sizing"] is False
+    assert "sizing keeps the EWMA/robust vol" in md["sizing_decision"]
+    table = Lake(tmp_path / "lake").read_table("vol_forecast")
+    assert table["vol_for_sizing"].isna().all()  # switch off: nothing replaces the sizing vol
+    assert {"target_var", "sizing_vol", "har", "har_sizing", "gradient_boosting"} <= set(table.columns)
+    assert len(list_versions(Lake(tmp_path / "lake").root, "vol_har")) == 1
+
+
+@pytest.mark.parametrize("require", [True, False])
+def test_the_risk_scale_is_gated_by_the_evidence_unless_told_otherwise(tmp_path, require):
+    config, idx = fill_lake(tmp_path)
+    set_regime(config, use_as_risk_scale=True, require_oos_evidence=require)
+    result = run(config, idx[-1], assets=[regime_model])
+    table = Lake(tmp_path / "lake").read_table("regime_model").set_index("session")
+    md = metadata(result, "regime_model")
+    expected = (1 - 0.5 * table["p_high_vol"]).fillna(1.0)
+    if require:
+        expected = expected.where(table["gate_on"], 1.0)
+        assert md["risk_scale_decision"].startswith("applied:" if table["gate_on"].iloc[-1] else "not applied")
+    else:
+        assert table["gate_on"].all()
+    np.testing.assert_allclose(table["risk_scale"].to_numpy(), expected.to_numpy(), atol=1e-12)
+
+
+def test_vol_forecast_sizes_with_the_winning_model_only_after_the_refit_it_won_at(tmp_path):
+    config, idx = fill_lake(tmp_path)
+    path = Path(config)
+    raw = yaml.safe_load(path.read_text())
+    raw["vol_forecast"]["use_for_sizing"] = True
+    path.write_text(yaml.safe_dump(raw))
+    result = run(config, idx[-1], assets=[vol_forecast])
+    md = metadata(result, "vol_forecast")
+    assert md["used_for_sizing"] is True and "sizing uses" in md["sizing_decision"]
+    table = Lake(tmp_path / "lake").read_table("vol_forecast")
+    sized = table.dropna(subset=["vol_for_sizing"])
+    # Refits at positions 299, 399, ..., 699; the first (at 299) has no scored forecast yet.
+    assert sized["session"].min() > idx[399]
+    assert sized["session"].max() == idx[-1]
