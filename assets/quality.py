@@ -60,8 +60,9 @@ def missing_bars(clean: pd.DataFrame, run: pd.DatetimeIndex, instruments: list[s
 def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
     """Validated daily bars, one row per (session, instrument); rejected rows go to ``quarantine``.
 
-    Rules (pipeline.quality): re-fetches resolved by latest ``fetched_at``, duplicates, non-finite
-    close, non-positive prices (except back-adjusted futures), OHLC consistency where OHLC exist,
+    Rules (pipeline.quality): re-fetches resolved by latest ``fetched_at``, duplicates, bars dated
+    on a non-session of the instrument's exchange calendar, non-finite close, non-positive prices
+    (except back-adjusted futures), OHLC consistency where OHLC exist,
     negative volume, price spikes over ``max_price_spike`` volatility units; stale prices warn.
     A quarantined bar returns to the clean set only when a person releases it after a check
     (``trading-pipeline release SESSION INSTRUMENT RULE --reason ...``).
@@ -72,10 +73,12 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
     raw = raw[raw["instrument"].isin(cfg.symbols)]
     released = settings.ledger().quarantine_releases()
     result = validate_bars(raw, cfg.quality, back_adjusted={i.symbol for i in cfg.instruments if i.back_adjusted},
-                           released=released)
+                           released=released, calendars={i.symbol: i.calendar for i in cfg.instruments})
     owned = lake.sessions_to_write(CLEAN_BARS, pd.DatetimeIndex(result.clean["session"].unique()), run)
     rows = lake.write_sessions(CLEAN_BARS, result.clean, owned)
-    lake.write_sessions(QUARANTINE, result.quarantine, owned)
+    # Quarantined bars may be dated on days with no clean bar at all (non_session): keep them too.
+    lake.write_sessions(QUARANTINE, result.quarantine, owned.union(
+        lake.sessions_to_write(QUARANTINE, pd.DatetimeIndex(result.quarantine["session"].unique()), run)))
     lake.write_sessions(QUALITY_WARNINGS, result.warnings, owned)
 
     bad = result.quarantine[result.quarantine["session"].isin(run)]

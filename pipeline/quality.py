@@ -9,6 +9,10 @@ rule                  severity  a bar fails when
 ====================  ========  ===========================================================
 duplicate             ERROR     the latest fetch of its (instrument, session) holds two
                                 different bars (all of them are quarantined)
+non_session           ERROR     its date is not a session of the instrument's exchange
+                                calendar (a weekend, holiday or closure; e.g. a vendor's
+                                Sunday-evening FX bar); dates outside the calendar's range
+                                (before 1985, or over a year ahead) are not judged
 close_not_finite      ERROR     close is NaN or +/-inf
 non_positive_price    ERROR     open, high, low or close <= 0, unless the instrument is
                                 back-adjusted (back-adjusted futures go negative)
@@ -27,12 +31,15 @@ validating a history truncated at d gives the same verdicts up to d (tested).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
+import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 
+from pipeline.calendar import exchange_calendar
 from pipeline.config import QualityConfig
 from pipeline.sources.base import (
     BAR_COLUMNS,
@@ -46,6 +53,7 @@ from pipeline.sources.base import (
 #: (rule, severity) in the order the rules are applied.
 RULES: list[tuple[str, str]] = [
     ("duplicate", "ERROR"),
+    ("non_session", "ERROR"),
     ("close_not_finite", "ERROR"),
     ("non_positive_price", "ERROR"),
     ("ohlc_inconsistent", "ERROR"),
@@ -98,7 +106,7 @@ class QualityResult:
 
 def validate_bars(
     raw: pd.DataFrame, cfg: QualityConfig, back_adjusted: Collection[str] = (),
-    released: pd.DataFrame | None = None,
+    released: pd.DataFrame | None = None, calendars: Mapping[str, str] | None = None,
 ) -> QualityResult:
     """Validate all raw bars received so far into clean bars, quarantine and warnings.
 
@@ -119,6 +127,11 @@ def validate_bars(
         rule (``trading-pipeline release``). Such a bar is not quarantined for that rule; it
         stays in the clean set and a WARN row (``detail`` starting "released after a manual
         check") records it. Duplicates cannot be released (there is no single bar to keep).
+    calendars : mapping of str to str, optional
+        Instrument -> ``exchange_calendars`` code of its exchange (``Instrument.calendar``, e.g.
+        ``XNYS``, ``CMES``, ``24/5`` for spot FX). A bar dated on a day that is not a session of
+        its instrument's calendar is quarantined (``non_session``). Instruments not in the
+        mapping, and all bars when it is None, are not date-checked.
 
     Returns
     -------
@@ -129,7 +142,8 @@ def validate_bars(
     Raises
     ------
     QualityInputError
-        ``raw`` lacks a column of the raw-bar schema (named) or has values of the wrong type.
+        ``raw`` lacks a column of the raw-bar schema (named) or has values of the wrong type, or
+        ``calendars`` names a calendar that ``exchange_calendars`` does not know.
 
     Notes
     -----
@@ -160,7 +174,9 @@ def validate_bars(
 
     failed = np.zeros(len(rows), dtype=bool)
     release_notes = []
-    for check in (_close_not_finite, _non_positive, _ohlc_inconsistent, _negative_volume):
+    row_checks = (partial(_non_session, calendars=calendars or {}), _close_not_finite, _non_positive,
+                  _ohlc_inconsistent, _negative_volume)
+    for check in row_checks:
         mask, frame = check(rows, back_adjusted)
         mask, frame, note = _apply_releases(rows, mask, frame, released)
         failed |= mask
@@ -423,6 +439,35 @@ def _duplicate_issues(dups: pd.DataFrame) -> pd.DataFrame:
         for k, f, c in zip(n, dups["fetched_at"], closes)
     ]
     return _issues(dups, mask, "duplicate", "ERROR", dups["close"].to_numpy(), detail)
+
+
+def _non_session(
+    rows: pd.DataFrame, _ba: Collection[str], calendars: Mapping[str, str]
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Bars dated on a non-session of their instrument's calendar (vectorised per calendar)."""
+    mask = np.zeros(len(rows), dtype=bool)
+    codes = rows["instrument"].map(calendars)
+    code_of = codes.to_numpy(dtype=object)
+    days = pd.DatetimeIndex(rows["session"]).normalize()
+    for code in codes.dropna().unique():  # one pass per calendar, vectorised over its bars
+        mine = code_of == code
+        try:
+            cal = exchange_calendar(code)
+        except xcals.errors.InvalidCalendarName as exc:
+            named = sorted(set(rows.loc[mine, "instrument"]))
+            raise QualityInputError(
+                f"validate_bars: calendar {code!r} of {', '.join(named)} is not an exchange_calendars code "
+                "(e.g. XNYS, CMES, 24/5); fix the instrument's calendar in the configuration"
+            ) from exc
+        judged = mine & np.asarray((days >= cal.first_session) & (days <= cal.last_session))
+        mask |= judged & ~np.asarray(days.isin(cal.sessions))
+    bad = days[mask]
+    detail = [
+        f"{d.date()} is a {d.day_name()}, not a session of the instrument's calendar {c} (weekend, "
+        "holiday or closure); check the source's date stamps"
+        for d, c in zip(bad, code_of[mask])
+    ]
+    return mask, _issues(rows, mask, "non_session", "ERROR", rows["close"].to_numpy(), detail)
 
 
 def _close_not_finite(rows: pd.DataFrame, _ba: Collection[str]) -> tuple[np.ndarray, pd.DataFrame]:

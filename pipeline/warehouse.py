@@ -1,22 +1,28 @@
 """DuckDB over the lake: a view per Parquet table, plus the ledger tables of ``warehouse.duckdb``.
 
-Readers never need the writer's lock: :func:`connect` opens an in-memory DuckDB, attaches
+Readers cannot change anything: :func:`connect` opens an in-memory DuckDB, attaches
 ``warehouse.duckdb`` read-only (when it exists) and defines one view per lake table over its
-Parquet files, so ``select * from target_positions`` and ``select * from order_intents`` both work.
+Parquet files (Parquet reads take no lock at all), so ``select * from target_positions`` and ``select * from order_intents`` both work.
+Given the configuration, it also registers ``instruments`` (symbol, asset class, exchange, ...) so
+queries can group by asset class. Example queries: ``docs/operations.md``, "Querying the lake".
 :func:`publish_views` also stores the same views inside ``warehouse.duckdb`` for users who open the
 file directly with the DuckDB CLI (it needs the write lock, so the CLI calls it after a run).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
+from pipeline.config import PipelineConfig
 from pipeline.lake import Lake
 
 WAREHOUSE_FILE = "warehouse.duckdb"
+#: Waits (seconds) between attempts to attach a ledger that a writer holds (a run's order step).
+ATTACH_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
 def _quote(identifier: str) -> str:
@@ -32,19 +38,37 @@ def _view_sql(lake: Lake, table: str) -> str:
             f"read_parquet('{files}', hive_partitioning = true, union_by_name = true)")
 
 
-def connect(lake_root: str | Path) -> duckdb.DuckDBPyConnection:
+def instruments_frame(cfg: PipelineConfig) -> pd.DataFrame:
+    """The configured universe as a table: one row per instrument.
+
+    Columns ``instrument, sec_type, exchange, currency, point_size, asset_class, calendar,
+    back_adjusted, long_only`` (``point_size`` in currency per price point per unit).
+    """
+    fields = ["sec_type", "exchange", "currency", "point_size", "asset_class", "calendar", "back_adjusted", "long_only"]
+    return pd.DataFrame([{"instrument": i.symbol, **{f: getattr(i, f) for f in fields}} for i in cfg.instruments],
+                        columns=["instrument", *fields])
+
+
+def connect(lake_root: str | Path, cfg: PipelineConfig | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per lake table and the ledger attached read-only.
 
     Ledger tables (``order_intents``, ``fills``, ``alerts``, ``trading_state_log``) are exposed
-    under their own names. The caller closes the connection.
+    under their own names; with ``cfg``, the universe is the table ``instruments`` (see
+    :func:`instruments_frame`). The caller closes the connection.
+
+    Raises:
+        duckdb.IOException: the ledger stays locked by a writer for the whole back-off
+            (:data:`ATTACH_BACKOFF`, about 8 s).
     """
     lake = Lake(lake_root)
     con = duckdb.connect(":memory:")
+    if cfg is not None:
+        con.register("instruments", instruments_frame(cfg))
     for table in lake.tables():
         con.execute(_view_sql(lake, table))
     ledger_path = lake.root / WAREHOUSE_FILE
     if ledger_path.exists():
-        con.execute(f"attach '{ledger_path}' as ledger (read_only)")
+        _attach_read_only(con, ledger_path)
         names = con.execute(
             "select table_name from information_schema.tables "
             "where table_catalog = 'ledger' and table_type = 'BASE TABLE'"
@@ -54,14 +78,30 @@ def connect(lake_root: str | Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def query(lake_root: str | Path, sql: str) -> pd.DataFrame:
-    """Run ``sql`` against the lake views and ledger tables and return the result.
+def _attach_read_only(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Attach the ledger read-only, waiting out a writer's lock (DuckDB allows readers or one writer)."""
+    for wait in (*ATTACH_BACKOFF, None):
+        try:
+            con.execute(f"attach '{path}' as ledger (read_only)")
+            return
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or wait is None:
+                con.close()
+                raise duckdb.IOException(
+                    f"{path}: cannot open the ledger read-only ({exc}); a run or a DuckDB shell holds its write "
+                    "lock: retry when it has finished"
+                ) from exc
+            time.sleep(wait)
+
+
+def query(lake_root: str | Path, sql: str, cfg: PipelineConfig | None = None) -> pd.DataFrame:
+    """Run ``sql`` against the lake views and ledger tables (and ``instruments`` given ``cfg``).
 
     Raises:
         duckdb.Error: the SQL is invalid or names a table that does not exist (the message
             lists the tables that do).
     """
-    con = connect(lake_root)
+    con = connect(lake_root, cfg)
     try:
         try:
             return con.execute(sql).df()

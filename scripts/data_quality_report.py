@@ -61,6 +61,8 @@ class DataSet:
     back_adjusted: bool
     quality: QualityConfig
     files: str
+    #: exchange_calendars code the ``non_session`` rule judges every instrument's dates by
+    calendar: str
 
 
 def _bars(df: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -118,11 +120,12 @@ DATASETS = [
     DataSet("sp500", "S&P 500 constituents, 5 years (equity)", "equity", False,
             # default config: single stocks gap on real news, so spikes WARN
             QualityConfig(spike_severity="WARN"),
-            "stocks/sp500_5yr_2013_2018_all505.parquet"),
+            "stocks/sp500_5yr_2013_2018_all505.parquet", "XNYS"),
     DataSet("quantiacs", "Quantiacs front-contract futures (futures, not back-adjusted)",
-            "futures", False, QualityConfig(spike_severity="ERROR"), "futures_quantiacs_88.parquet"),
+            # markets of many exchanges: judged by the weekday calendar (24/5), not one exchange's holidays
+            "futures", False, QualityConfig(spike_severity="ERROR"), "futures_quantiacs_88.parquet", "24/5"),
     DataSet("dukascopy", "Dukascopy FX and gold, daily (fx)", "fx", False,
-            QualityConfig(spike_severity="ERROR"), "fx_dukascopy_d1/*.csv"),
+            QualityConfig(spike_severity="ERROR"), "fx_dukascopy_d1/*.csv", "24/5"),
 ]
 
 #: Judgement per data set, written after reading the measured output (see the module docstring).
@@ -160,19 +163,22 @@ NOTES: dict[str, str] = {
         "mostly genuine: the price sits still while the policy rate is on hold. The stale runs "
         "of ICE softs that all start on 2016-10-14 (SB, CT, CC) are a vendor stall: a real "
         "defect. The two OHLC catches (F_RP 2019-03-14 and 2019-03-15, low above open and "
-        "close) are real defects. The Sunday rows (mostly F_SX, around quarterly rolls) and the "
-        "68-day F_SX hole are calendar defects no row rule sees."
+        "close) are real defects. The Sunday rows (mostly F_SX, around quarterly rolls) are "
+        "calendar defects, quarantined by `non_session`; the 68-day F_SX hole is a gap no rule on "
+        "the rows sees (in a daily run, `bars_complete` blocks a session with a missing bar)."
     ),
     "dukascopy": (
-        "No row-rule catch: the OHLC relations hold everywhere (flat O=H=L=C bars are valid). "
+        "Apart from the weekend-dated bars (below), no row rule catches anything: the OHLC "
+        "relations hold everywhere (flat O=H=L=C bars are valid). "
         "The spikes fall on dates of known market stress and none looks like a bad print, so we "
         "count them as legitimate moves, not defects; the largest are the SNB removing the "
         "EUR/CHF floor (USDCHF 2015-01-15, 57 vol units) and setting it (2011-09-06), the Brexit vote (GBPUSD 2016-06-24), the 2008 crisis, March "
         "2020, BoJ decisions (USDJPY 2013-04-04, 2014-10-31, 2022-12-20) and the 2020-08-11 gold "
         "sell-off. Under ERROR severity each would wait for a release. The weekend-dated bars "
         "are the real defect of this set: the vendor stamps the short Sunday-evening session as "
-        "its own daily bar (EURUSD has 62 Sundays, as the README says); a calendar check, not a "
-        "row rule, has to move or reject them. The multi-month holes the README mentions are "
+        "its own daily bar (EURUSD has 62 Sundays, as the README says); `non_session` "
+        "quarantines every one of them, so none reaches the clean set and none is dropped "
+        "unseen. The multi-month holes the README mentions are "
         "not in these files (see the longest gap above)."
     ),
 }
@@ -191,16 +197,16 @@ def measure(ds: DataSet, bars: pd.DataFrame) -> dict:
     gx = validate_bars_gx(bars, ds.asset_class, ds.back_adjusted, max_examples=None)
     t_gx = time.perf_counter() - t0
     t0 = time.perf_counter()
-    q = validate_bars(bars, ds.quality)
+    q = validate_bars(bars, ds.quality, calendars=dict.fromkeys(bars["instrument"].unique(), ds.calendar))
     t_q = time.perf_counter() - t0
     issues = pd.concat([q.quarantine, q.warnings], ignore_index=True)
 
     gx_rules = gx.by_rule().set_index("rule")
     n = len(bars)
-    row_failed = q.quarantine[q.quarantine["rule"].isin(SHARED_RULES)]
+    row_failed = q.quarantine[q.quarantine["rule"].isin([*SHARED_RULES, "non_session"])]
     n_row_failed = len(row_failed.drop_duplicates(["instrument", "session"]))
     n_spikes = int((q.quarantine["rule"] == "price_spike").sum())
-    checked = {r: n for r in SHARED_RULES}
+    checked = {r: n for r in [*SHARED_RULES, "non_session"]}
     checked["price_spike"] = n - n_row_failed  # spikes are judged on bars that passed the row rules
     checked["stale_price"] = checked["price_spike"] - n_spikes
 
@@ -223,12 +229,15 @@ def measure(ds: DataSet, bars: pd.DataFrame) -> dict:
         })
     schema = gx.results[gx.results["rule"] == "schema"]
     weekend = bars[bars["session"].dt.dayofweek >= 5]
+    off = q.quarantine[q.quarantine["rule"] == "non_session"]
+    weekend_caught = int(pd.MultiIndex.from_frame(weekend[["instrument", "session"]]).isin(
+        pd.MultiIndex.from_frame(off[["instrument", "session"]])).sum())
     return {
         "rows": n, "instruments": bars["instrument"].nunique(),
         "first": bars["session"].min().date(), "last": bars["session"].max().date(),
         "table": pd.DataFrame(rows), "schema_ok": bool(schema["success"].all()),
         "schema_failed": schema.loc[~schema["success"], "check"].tolist(),
-        "weekend": weekend, "issues": issues, "seconds_gx": t_gx, "seconds_quality": t_q,
+        "weekend": weekend, "weekend_caught": weekend_caught, "issues": issues, "seconds_gx": t_gx, "seconds_quality": t_q,
         "observations": observations(bars),
     }
 
@@ -242,8 +251,9 @@ def _examples(rule: str, sel: pd.DataFrame) -> str:
         sel = sel.sort_values("value", ascending=False).drop_duplicates("instrument")
     sel = sel.head(N_EXAMPLES)
     # pipeline.quality's advice to the operator is the same on every row: keep the facts only
-    details = sel["detail"].str.replace(r"; (quarantined, check the source|check that the "
-                                        r"source is still updating)$", "", regex=True)
+    details = sel["detail"].str.replace(r"; ((quarantined|kept \(spike_severity WARN\)), check the source|check "
+                                        r"that the source is still updating|check the source's date stamps)$", "",
+                                        regex=True).str.replace(" (weekend, holiday or closure)", "", regex=False)
     return "; ".join(f"{_fmt_key(i, s)}: {d}" for i, s, d in
                      zip(sel["instrument"], sel["session"], details))
 
@@ -307,7 +317,8 @@ def render(results: dict[str, dict], extra: dict[str, str], command: str) -> str
         "see every bar; the spike check sees the bars that passed the row rules; the stale check "
         "the bars that are not quarantined spikes). *GX rows caught* and *pipeline.quality rows "
         "caught* count distinct (instrument, session) bars; *agree* says whether the two "
-        "implementations caught exactly the same bars (GX has no spike or stale check: n/a). "
+        "implementations caught exactly the same bars (GX has no calendar, spike or stale check: "
+        "n/a). `non_session` judges each bar's date by the calendar named for the set. "
         "Examples show at most "
         f"{N_EXAMPLES} caught bars with pipeline.quality's reason (largest moves first for "
         "spikes, longest run per instrument for stale prices).",
@@ -340,7 +351,9 @@ def render(results: dict[str, dict], extra: dict[str, str], command: str) -> str
                 + ", ".join(f"{d} {c}" for d, c in by_day.items()) + "); by instrument "
                 "(Sundays/Saturdays): "
                 + ", ".join(f"{i} {r[True]}/{r[False]}" for i, r in by_inst.head(10).iterrows())
-                + ". Neither GX nor pipeline.quality checks dates against the exchange calendar."
+                + f". The `non_session` rule (calendar {ds.calendar}) quarantines {r['weekend_caught']:,} of them"
+                + ("." if r["weekend_caught"] == len(wk) else
+                   "; the others predate 1985, where the calendars start, and are not judged.")
             )
         else:
             out.append("Calendar: no bar is dated on a Saturday or Sunday.")

@@ -1,4 +1,8 @@
-"""The daily schedule: after the close, in the exchange's time zone, on sessions only."""
+"""Schedules: the daily run after the close (sessions only) and the weekly regime-model retraining.
+
+Both tick in the exchange's time zone (``America/New_York`` for XNYS), so they stay at the same
+local hour across daylight-saving changes.
+"""
 
 
 import dagster as dg
@@ -36,3 +40,31 @@ def build_daily_schedule(job) -> dg.ScheduleDefinition:
         )
 
     return daily_after_close
+
+
+#: The regime model's asset key (the asset is defined with the research assets; selecting it by key
+#: keeps this module independent of where it lives).
+REGIME_MODEL = dg.AssetKey("regime_model")
+
+#: Retrains the regime model alone; it reads the volatility and combined forecasts already in the lake.
+regime_retrain_job = dg.define_asset_job(
+    "regime_retrain_job",
+    selection=dg.AssetSelection.assets(REGIME_MODEL),
+    executor_def=dg.in_process_executor,
+    tags={"trading/job": "regime_retrain"},
+    description="Retrain the volatility-regime model (walk-forward) on all history in the lake. Sends no orders.",
+)
+
+
+@dg.schedule(
+    name="weekly_regime_retrain",
+    cron_schedule="0 6 * * 6",
+    execution_timezone=TIMEZONE,
+    job=regime_retrain_job,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Retrain the regime model every Saturday at 06:00 exchange time, after the week's last session.",
+)
+def weekly_regime_retrain(context: dg.ScheduleEvaluationContext):
+    """One run per Saturday, keyed by its date (a re-evaluated tick never launches a second run)."""
+    day = pd.Timestamp(context.scheduled_execution_time).tz_convert(TIMEZONE).strftime("%Y-%m-%d")
+    return dg.RunRequest(run_key=f"regime-retrain-{day}", tags={"trading/trigger": "schedule"})

@@ -27,7 +27,7 @@ def test_partitions_are_exchange_sessions():
 
 
 def _evaluate(when: dt.datetime):
-    schedule = defs.get_schedule_def("daily_after_close")
+    schedule = defs.resolve_schedule_def("daily_after_close")
     context = dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def())
     return schedule.evaluate_tick(context)
 

@@ -1,0 +1,124 @@
+"""Schedules as Dagster evaluates them: holidays are a no-op, the regime model retrains weekly."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from assets.resources import default_resources
+from pipeline.cli import main
+from pipeline.definitions import ALL_ASSETS, defs, execute_daily
+from pipeline.lake import Lake
+from pipeline.warehouse import query
+from sensors.schedules import regime_retrain_job
+from tests.conftest import LATEST_SAMPLE_SESSION, write_config
+
+NY = "America/New_York"
+
+
+def _tick(schedule_name: str, local_time: str) -> dg.ScheduleExecutionData:
+    when = pd.Timestamp(local_time, tz=NY).to_pydatetime()
+    context = dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def())
+    return defs.resolve_schedule_def(schedule_name).evaluate_tick(context)
+
+
+# -- holidays and weekends: the daily schedule skips, a manual run is a no-op ------------------------
+
+
+@pytest.mark.parametrize("local_time, why", [
+    ("2023-04-07 17:00", "Good Friday, an NYSE holiday on a weekday"),
+    ("2022-07-04 17:00", "Independence Day"),
+    ("2012-10-29 17:00", "Hurricane Sandy closure"),
+    ("2022-12-31 17:00", "a Saturday (the cron never ticks then; evaluated anyway)"),
+])
+def test_daily_schedule_skips_non_sessions_with_a_reason(local_time, why):
+    result = _tick("daily_after_close", local_time)
+    assert not result.run_requests, why
+    assert result.skip_message == f"{local_time[:10]} is not a XNYS session (holiday or closure): no run, no orders"
+
+
+def test_daily_schedule_ticks_on_weekdays_after_the_close_in_new_york():
+    schedule = defs.resolve_schedule_def("daily_after_close")
+    assert schedule.cron_schedule == "0 17 * * 1-5" and schedule.execution_timezone == NY
+    (request,) = _tick("daily_after_close", "2023-04-06 17:00").run_requests  # the Thursday before Good Friday
+    assert request.partition_key == "2023-04-06" and request.run_key == "daily-2023-04-06"
+
+
+def test_a_manual_daily_run_on_a_holiday_is_a_successful_no_op_without_orders(tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path)
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    for day in ["2022-12-26", "2022-12-24"]:  # Christmas observed (Monday), a Saturday
+        assert main(["daily", "--session", day, "--config", str(config)]) == 0
+        assert f"{day} is not a XNYS session (weekend, holiday or closure): no run, no orders" in capsys.readouterr().out
+    # Nothing ran: no lake was written, no order intent exists, and the instance recorded no run.
+    assert not (tmp_path / "lake").exists()
+    if home.exists():
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert instance.get_runs() == []
+
+
+def test_a_manual_daily_run_on_a_holiday_leaves_an_existing_ledger_untouched(tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    ledger = tmp_path / "lake" / "warehouse.duckdb"
+    assert main(["kill-switch", "--config", str(config)]) == 0  # creates the ledger
+    before = duckdb.connect(str(ledger), read_only=True)
+    n_before = before.execute("select count(*) from order_intents").fetchone()[0]
+    before.close()
+    assert main(["daily", "--session", "2022-07-04", "--config", str(config)]) == 0
+    after = duckdb.connect(str(ledger), read_only=True)
+    assert after.execute("select count(*) from order_intents").fetchone()[0] == n_before == 0
+    after.close()
+
+
+# -- weekly regime-model retraining ---------------------------------------------------------------
+
+
+def test_regime_model_retrains_every_saturday_morning_in_new_york():
+    schedule = defs.resolve_schedule_def("weekly_regime_retrain")
+    assert schedule.cron_schedule == "0 6 * * 6" and schedule.execution_timezone == NY
+    assert schedule.job_name == "regime_retrain_job"
+    (request,) = _tick("weekly_regime_retrain", "2022-12-31 06:00").run_requests
+    assert request.run_key == "regime-retrain-2022-12-31"
+    assert request.partition_key is None  # the regime model is unpartitioned: one model over all history
+
+
+def test_retraining_tick_keys_by_the_new_york_date_across_dst():
+    # US DST started 2022-03-13: 06:00 New York is 11:00 UTC on 2022-03-12 and 10:00 UTC on 2022-03-19.
+    for utc, day in [("2022-03-12 11:00", "2022-03-12"), ("2022-03-19 10:00", "2022-03-19")]:
+        when = pd.Timestamp(utc, tz="UTC").to_pydatetime()
+        assert when.astimezone(dt.timezone.utc).hour in (10, 11)
+        context = dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def())
+        (request,) = defs.resolve_schedule_def("weekly_regime_retrain").evaluate_tick(context).run_requests
+        assert request.run_key == f"regime-retrain-{day}"
+
+
+def test_retraining_job_selects_only_the_regime_model_and_is_not_the_order_path():
+    job = defs.resolve_job_def("regime_retrain_job")
+    assert job.asset_layer.executable_asset_keys == {dg.AssetKey("regime_model")}
+    assert job.tags["trading/job"] == "regime_retrain"  # not "daily": never queued behind, or counted as, a daily run
+
+
+def test_the_retraining_job_refits_the_model_from_the_lake_without_touching_orders(tmp_path):
+    # Two instruments from 2012 keep the run short; the model needs three years before its first fit.
+    config = write_config(tmp_path, symbols=["AAPL", "KO"], history_start="2012-01-03")
+    lake = Lake(tmp_path / "lake")
+    with dg.instance_for_test() as instance:
+        assert execute_daily(LATEST_SAMPLE_SESSION, submit=False, config_path=str(config), instance=instance).success
+        before = lake.read_table("regime_model")
+        intents = query(lake.root, "select count(*) as n from order_intents")["n"].item()
+        job = dg.Definitions(assets=ALL_ASSETS, jobs=[regime_retrain_job],
+                             resources=default_resources(str(config))).resolve_job_def("regime_retrain_job")
+        result = job.execute_in_process(instance=instance)
+    assert result.success
+    assert [e.asset_key for e in result.get_asset_materialization_events()] == [dg.AssetKey("regime_model")]
+    after = lake.read_table("regime_model")
+    assert after["p_high_vol"].notna().sum() > 250  # years of out-of-sample probabilities, not an empty shell
+    # The same data gives the same walk-forward probabilities: a refit, not a different model.
+    pd.testing.assert_frame_equal(after.reset_index(drop=True), before.reset_index(drop=True))
+    assert query(lake.root, "select count(*) as n from order_intents")["n"].item() == intents
