@@ -13,19 +13,29 @@ read back as ``datetime64[ns]`` midnight dates.
 
 One writer at a time per table is assumed (Dagster runs the daily job one at a time); readers never
 see a partial file.
+
+The root may also be an object-store URL (``s3://bucket/prefix``, ``gs://...``; whatever
+``pyarrow.fs.FileSystem.from_uri`` accepts, e.g. ``s3://bucket/lake?endpoint_override=...``):
+the same layout is read and written through ``pyarrow.fs``, each file in one PUT (an object
+appears whole or not at all). ``file://`` URLs are local paths. Only the Parquet tables live
+there: the order ledger (``warehouse.duckdb``) and the model registry need a local folder.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 SESSION = "session"
@@ -79,15 +89,66 @@ def atomic_write_parquet(table: pa.Table, path: Path) -> None:
         os.close(dir_fd)
 
 
+def is_url(root: str | Path) -> bool:
+    """True for ``scheme://...`` roots (object stores, ``file://``); False for local paths."""
+    return isinstance(root, str) and len(urlsplit(root).scheme) > 1 and "://" in root
+
+
 class Lake:
-    """The Parquet lake rooted at ``root`` (created on first write)."""
+    """The Parquet lake rooted at ``root``: a local folder or an object-store URL (created on first write).
+
+    Raises:
+        LakeError: ``root`` is a URL that ``pyarrow.fs`` cannot open (unknown scheme, bad option).
+    """
 
     def __init__(self, root: str | Path):
-        self.root = Path(root).resolve()
+        self._fs: pafs.FileSystem | None = None
+        if is_url(root) and urlsplit(str(root)).scheme == "file":
+            root = url2pathname(urlsplit(str(root)).path)
+        if is_url(root):
+            try:
+                self._fs, self._base = pafs.FileSystem.from_uri(str(root))
+            except (ValueError, OSError) as exc:
+                raise LakeError(f"lake root {root!r}: cannot open it with pyarrow.fs ({exc})") from exc
+            self._base = self._base.rstrip("/")
+            self.root: Path | str = str(root).split("?", 1)[0].rstrip("/")
+        else:
+            self.root = Path(root).resolve()
 
-    def path(self, table: str) -> Path:
-        """Folder of ``table``."""
-        return self.root / table
+    def path(self, table: str) -> Path | str:
+        """Folder of ``table`` (a ``Path``, or a URL for an object-store root)."""
+        return self.root / table if self._fs is None else f"{self.root}/{table}"
+
+    # ---- file access: local paths as before, object stores through pyarrow.fs --------------
+    def _file(self, table: str, *parts: str) -> Path | str:
+        return self.root.joinpath(table, *parts) if self._fs is None else "/".join((self._base, table, *parts))
+
+    def _exists(self, path: Path | str) -> bool:
+        if self._fs is None:
+            return path.exists()
+        return self._fs.get_file_info(path).type == pafs.FileType.File
+
+    def _read_file(self, path: Path | str) -> pa.Table:
+        return pq.read_table(path) if self._fs is None else pq.read_table(path, filesystem=self._fs)
+
+    def _write_file(self, table: pa.Table, path: Path | str) -> None:
+        if self._fs is None:
+            atomic_write_parquet(table, path)
+            return
+        with self._fs.open_output_stream(path) as out:
+            pq.write_table(table, out, compression="zstd")
+
+    def _unlink(self, path: Path | str) -> None:
+        if self._fs is None:
+            path.unlink()
+        else:
+            self._fs.delete_file(path)
+
+    def _remote_files(self, prefix: str, pattern: str) -> list[str]:
+        """Files under ``prefix`` whose path relative to the lake root matches ``pattern``, sorted."""
+        infos = self._fs.get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
+        rel = len(self._base) + 1
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path[rel:], pattern))
 
     # ---- session tables --------------------------------------------------------------------
     def write_sessions(self, table: str, df: pd.DataFrame, sessions: Iterable[pd.Timestamp]) -> int:
@@ -116,19 +177,19 @@ class Lake:
         written = 0
         for year in sorted(set(owned.year)):
             owned_y = owned[owned.year == year]
-            path = self.path(table) / f"year={year}" / _PART
+            path = self._file(table, f"year={year}", _PART)
             new_y = new[pd.to_datetime(new[SESSION]).dt.year == year]
-            if path.exists():
-                old = _to_pandas(pq.read_table(path))
+            if self._exists(path):
+                old = _to_pandas(self._read_file(path))
                 old = old[~old[SESSION].isin(owned_y)]
                 if not old.empty:
                     new_y = pd.concat([old, new_y], ignore_index=True) if not new_y.empty else old
             if new_y.empty:
-                if path.exists():
-                    path.unlink()
+                if self._exists(path):
+                    self._unlink(path)
                 continue
             new_y = new_y.sort_values([c for c in (SESSION, "instrument", "rule") if c in new_y.columns])
-            atomic_write_parquet(_to_arrow(new_y.reset_index(drop=True)), path)
+            self._write_file(_to_arrow(new_y.reset_index(drop=True)), path)
             written += int(pd.to_datetime(new_y[SESSION]).isin(owned_y).sum())
         return written
 
@@ -143,11 +204,14 @@ class Lake:
 
         Returns an empty frame (no rows, ``columns`` if given) when the table does not exist yet.
         """
-        folder = self.path(table)
-        files = sorted(p for p in folder.glob("year=*/*.parquet")) if folder.exists() else []
+        if self._fs is None:
+            folder = self.path(table)
+            files = sorted(p for p in folder.glob("year=*/*.parquet")) if folder.exists() else []
+        else:
+            files = self._remote_files(self._file(table), f"{table}/year=*/*.parquet")
         if not files:
             return pd.DataFrame(columns=columns or [SESSION])
-        dataset = ds.dataset([str(f) for f in files], format="parquet")
+        dataset = ds.dataset([str(f) for f in files], format="parquet", filesystem=self._fs)
         filt = None
         if start is not None:
             filt = ds.field(SESSION) >= pa.scalar(pd.Timestamp(start).date(), pa.date32())
@@ -196,28 +260,28 @@ class Lake:
         return wide.sort_index().astype("float64")
 
     # ---- append-only tables ----------------------------------------------------------------
-    def append(self, table: str, df: pd.DataFrame, batch: str) -> list[Path]:
+    def append(self, table: str, df: pd.DataFrame, batch: str) -> list[Path | str]:
         """Append ``df`` as new files (one per year) named after ``batch``; never rewrites a file.
 
         Used for ``raw_bars``: data stays exactly as received, every fetch is kept.
         """
         if SESSION not in df.columns:
             raise LakeError(f"lake table {table}: frame has no {SESSION!r} column")
-        paths: list[Path] = []
+        paths: list[Path | str] = []
         years = pd.to_datetime(df[SESSION]).dt.year
         for year, part in df.groupby(years, sort=True):
-            path = self.path(table) / f"year={year}" / f"batch-{batch}.parquet"
-            if path.exists():
+            path = self._file(table, f"year={year}", f"batch-{batch}.parquet")
+            if self._exists(path):
                 raise LakeError(f"lake table {table}: batch file {path} already exists (append-only)")
-            atomic_write_parquet(_to_arrow(part.reset_index(drop=True)), path)
+            self._write_file(_to_arrow(part.reset_index(drop=True)), path)
             paths.append(path)
         return paths
 
     # ---- whole tables ----------------------------------------------------------------------
-    def write_table(self, table: str, df: pd.DataFrame) -> Path:
+    def write_table(self, table: str, df: pd.DataFrame) -> Path | str:
         """Replace a whole (unpartitioned) table atomically."""
-        path = self.path(table) / _WHOLE
-        atomic_write_parquet(_to_arrow(df.reset_index(drop=True)), path)
+        path = self._file(table, _WHOLE)
+        self._write_file(_to_arrow(df.reset_index(drop=True)), path)
         return path
 
     def read_table(self, table: str) -> pd.DataFrame:
@@ -226,19 +290,23 @@ class Lake:
         Raises:
             LakeError: the table has not been written yet (name the asset to materialize).
         """
-        path = self.path(table) / _WHOLE
-        if not path.exists():
+        path = self._file(table, _WHOLE)
+        if not self._exists(path):
             raise LakeError(f"lake table {table} does not exist yet ({path}): materialize asset {table!r} first")
-        return _to_pandas(pq.read_table(path))
+        return _to_pandas(self._read_file(path))
 
     def tables(self) -> list[str]:
         """Names of the tables present in the lake."""
+        if self._fs is not None:
+            return sorted({f[len(self._base) + 1:].split("/", 1)[0] for f in self._remote_files(self._base, "*/*.parquet")})
         if not self.root.exists():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and any(p.glob("**/*.parquet")))
 
     def glob(self, table: str) -> str:
-        """A glob over every Parquet file of ``table`` (for DuckDB ``read_parquet``)."""
+        """A glob over every Parquet file of ``table`` (for DuckDB ``read_parquet``; a URL for object stores)."""
+        if self._fs is not None:
+            return f"{self.root}/{table}/{_WHOLE}" if self._exists(self._file(table, _WHOLE)) else f"{self.root}/{table}/year=*/*.parquet"
         if (self.path(table) / _WHOLE).exists():
             return str(self.path(table) / _WHOLE)
         return str(self.path(table) / "year=*" / "*.parquet")
