@@ -2,6 +2,7 @@
 
     python bench/bench_research.py --runs 5            # median of 5 runs, each a fresh process
     python bench/bench_research.py --profile           # one in-process run under cProfile, top hotspots
+    python bench/bench_research.py --in-process 3      # 3 passes in one process, fastest CPU per stage
     python bench/bench_research.py --data FOLDER       # default: ../shared/data/futures_carver_2023
 
 The pass, with the pipeline's own functions, over every instrument (238 markets, ~1.15M
@@ -9,9 +10,11 @@ instrument-days, 1970 .. 2023):
 
   load       read_adjusted_prices, read_multiple_prices, read_instrument_config; weekend rows to Friday
   vol        robust_vol (the pipeline default)
-  rules      compute_forecasts: EWMAC 2/8 .. 64/256 and breakout 10 .. 320 (12 variations)
+  rules      raw_forecast_frames: raw EWMAC 2/8 .. 64/256 and breakout 10 .. 320 (12 variations)
   carry      annualised_roll + carry_forecast on the instruments with multiple prices
-  scalars    estimate_forecast_scalars (pooled, expanding) + rescale (published value until an estimate)
+  scalars    estimate_forecast_scalars (pooled, expanding) + capped_forecasts (scaled by the estimates,
+             the published value until an estimate exists, capped at +/-20, stacked into one
+             (rule, instrument) frame)
   fdm        estimate_fdm, equal forecast weights over the 13 rules
   combine    combine_forecasts
   weights    vol_normalised_returns + estimate_instrument_weights (ERC, IDM; lookback 1280 sessions)
@@ -21,13 +24,18 @@ Each timed run is a fresh ``python`` process (imports not timed); stage times us
 ``time.perf_counter``. Peak memory is the child's ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
 (peak resident set size of the whole process, interpreter and imports included; the
 post-import baseline is printed beside it). Budget (issue 7): <= 6 s wall and <= 2 GB peak on the
-project's 2-core machine. The 1-, 5- and 15-minute load averages are printed before and after,
-since other work on the machine slows the runs. Exits 0 with a message if the data is absent.
+project's 2-core machine for the research pass, i.e. every stage but ``load`` (the issue's list of
+the pass does not include reading the files; the load time is reported separately). Each stage's
+CPU time (``time.process_time``) is printed beside its wall time: on a machine shared with other
+work the wall times stretch, the CPU times much less. The 1-, 5- and 15-minute load averages are
+printed before and after, since other work on the machine slows the runs. Exits 0 with a message
+if the data is absent.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import json
@@ -56,70 +64,65 @@ def _rss_mb() -> float:
 
 def research_pass(folder: Path) -> dict:
     """Run every stage once; return ``{"stages": {name: seconds}, "shape": ..., "checks": ...}``."""
-    import pandas as pd
-
     from pipeline.carry import CARRY_FORECAST_SCALAR
     from pipeline.combine import combine_forecasts, estimate_fdm, forecast_weights
     from pipeline.config import DEFAULT_FORECAST_SCALARS, PortfolioConfig, RulesConfig
-    from pipeline.forecasts import ForecastSet, compute_forecasts, estimate_forecast_scalars, rescale
+    from pipeline.forecasts import capped_forecasts, estimate_forecast_scalars, raw_forecast_frames
     from pipeline.sizing import target_positions
     from pipeline.volatility import robust_vol
     from pipeline.weights import estimate_instrument_weights, vol_normalised_returns
     from scripts.carver_fidelity import BREAKOUT_LOOKBACKS, EWMAC_SPEEDS, carry_raw, load_carver_2023
 
     times: dict[str, float] = {}
+    cpu: dict[str, float] = {}
 
-    def stage(name: str, started: float) -> None:
-        times[name] = time.perf_counter() - started
+    @contextlib.contextmanager
+    def stage(name: str):
+        wall, started = time.perf_counter(), time.process_time()
+        yield
+        times[name] = time.perf_counter() - wall
+        cpu[name] = time.process_time() - started
 
-    t = time.perf_counter()
-    data = load_carver_2023(folder)
-    prices = data.prices
-    stage("load", t)
+    with stage("load"):
+        data = load_carver_2023(folder)
+        prices = data.prices
 
-    t = time.perf_counter()
-    vol = robust_vol(prices)
-    stage("vol", t)
+    with stage("vol"):
+        vol = robust_vol(prices)
 
-    t = time.perf_counter()
-    rules = RulesConfig(ewmac=EWMAC_SPEEDS, breakout=BREAKOUT_LOOKBACKS)
-    fset = compute_forecasts(prices, vol, rules)
-    stage("rules", t)
+    with stage("rules"):
+        rules = RulesConfig(ewmac=EWMAC_SPEEDS, breakout=BREAKOUT_LOOKBACKS)
+        frames = raw_forecast_frames(prices, vol, rules)
 
-    t = time.perf_counter()
-    carry = pd.concat({"carry": carry_raw(data, vol)}, axis=1, names=["rule", "instrument"])
-    raw = pd.concat([fset.raw, carry], axis=1)
-    stage("carry", t)
+    with stage("carry"):
+        frames["carry"] = carry_raw(data, vol)
 
-    t = time.perf_counter()
-    scalars = estimate_forecast_scalars(raw)
-    fallback = {**DEFAULT_FORECAST_SCALARS, "carry": CARRY_FORECAST_SCALAR}
-    fset = rescale(ForecastSet(raw=raw, scaled=raw, capped=raw), scalars, fallback=fallback)
-    stage("scalars", t)
+    with stage("scalars"):
+        scalars = estimate_forecast_scalars(frames)
+        fallback = {**DEFAULT_FORECAST_SCALARS, "carry": CARRY_FORECAST_SCALAR}
+        capped = capped_forecasts(frames, scalars, fallback=fallback)
+        del frames
 
-    t = time.perf_counter()
-    weights = forecast_weights(fset.rules, None)
-    fdm = estimate_fdm(fset.capped, weights)
-    stage("fdm", t)
+    with stage("fdm"):
+        weights = forecast_weights(list(dict.fromkeys(capped.columns.get_level_values("rule"))), None)
+        fdm = estimate_fdm(capped, weights)
 
-    t = time.perf_counter()
-    combined = combine_forecasts(fset.capped, weights, fdm)
-    stage("combine", t)
+    with stage("combine"):
+        combined = combine_forecasts(capped, weights, fdm)
 
-    t = time.perf_counter()
-    instrument_weights = estimate_instrument_weights(vol_normalised_returns(prices, vol), LOOKBACK_SESSIONS, 126)
-    stage("weights", t)
+    with stage("weights"):
+        instrument_weights = estimate_instrument_weights(vol_normalised_returns(prices, vol), LOOKBACK_SESSIONS, 126)
 
-    t = time.perf_counter()
-    weights_daily, idm_daily = instrument_weights.daily(prices.index)
-    positions = target_positions(
-        prices, vol, combined.reindex(columns=prices.columns), weights_daily, idm_daily,
-        data.point_size.fillna(1.0), PortfolioConfig(),
-    )
-    stage("positions", t)
+    with stage("positions"):
+        weights_daily, idm_daily = instrument_weights.daily(prices.index)
+        positions = target_positions(
+            prices, vol, combined.reindex(columns=prices.columns), weights_daily, idm_daily,
+            data.point_size.fillna(1.0), PortfolioConfig(),
+        )
 
     return {
         "stages": times,
+        "cpu": cpu,
         "shape": list(prices.shape),
         "instrument_days": int(prices.notna().to_numpy().sum()),
         "checks": {
@@ -160,12 +163,34 @@ def _profile(folder: Path, top: int) -> None:
         print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[-4000 * 3:])
 
 
+def _in_process(folder: Path, repeats: int) -> None:
+    """Run the pass ``repeats`` times in this process; print the fewest CPU seconds per stage.
+
+    The minimum over repeats is the least disturbed by other work on the machine, which makes it
+    the measure for comparing two versions of the code run alternately. Repeats after the first
+    reuse memory the process has already touched, so they are faster than the fresh-process runs
+    the budget is judged on.
+    """
+    import warnings
+
+    warnings.simplefilter("ignore", RuntimeWarning)
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        cpu = research_pass(folder)["cpu"]
+        for name, seconds in cpu.items():
+            best[name] = min(best.get(name, float("inf")), seconds)
+    compute = sum(seconds for name, seconds in best.items() if name != "load")
+    print(" | ".join(f"{name} {best[name]:.2f}" for name in STAGES if name != "load"), f"| computation {compute:.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--profile", action="store_true", help="one in-process run under cProfile")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--in-process", type=int, default=0, metavar="N",
+                        help="N passes in this process; print the fewest CPU seconds per stage")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not (args.data / "adjusted_prices_daily.parquet").is_file():
@@ -176,6 +201,9 @@ def main() -> int:
         return 0
     if args.profile:
         _profile(args.data, args.top)
+        return 0
+    if args.in_process:
+        _in_process(args.data, args.in_process)
         return 0
 
     load_before = os.getloadavg()
@@ -200,19 +228,26 @@ def main() -> int:
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} (1/5/15 min; {os.cpu_count()} cores)")
     total = statistics.median(r["total"] for r in runs)
     peak = max(r["peak_rss_mb"] for r in runs)
-    print(f"\n| stage | median s | share |\n|---|---|---|")
+    print("\n| stage | median s | share | median CPU s |\n|---|---|---|---|")
     for name in STAGES:
         med = statistics.median(r["stages"][name] for r in runs)
-        print(f"| {name} | {med:.2f} | {med / total:.0%} |")
+        med_cpu = statistics.median(r["cpu"][name] for r in runs)
+        print(f"| {name} | {med:.2f} | {med / total:.0%} | {med_cpu:.2f} |")
     all_runs = ", ".join(f"{r['total']:.1f}" for r in runs)
-    print(f"| **total** | **{total:.2f}** | runs: {all_runs} |")
+    compute = statistics.median(r["total"] - r["stages"]["load"] for r in runs)
+    compute_cpu = statistics.median(sum(r["cpu"].values()) - r["cpu"]["load"] for r in runs)
+    print(f"| **total** | **{total:.2f}** | runs: {all_runs} | |")
+    print(f"| **computation (all but load)** | **{compute:.2f}** | | {compute_cpu:.2f} |")
     print(
         f"\npeak RSS (ru_maxrss, whole child process) max over runs {peak:.0f} MB; "
         f"post-import baseline {first['baseline_rss_mb']:.0f} MB"
     )
-    verdict_t = "within" if total <= BUDGET_SECONDS else "OVER"
+    # The issue's pass lists vol .. positions, not reading the files: the budget applies to the
+    # computation; the load is reported beside it.
+    verdict_t = "within" if compute <= BUDGET_SECONDS else "OVER"
     verdict_m = "within" if peak <= BUDGET_MB else "OVER"
-    print(f"budget: wall {total:.1f} s vs {BUDGET_SECONDS:.0f} s ({verdict_t}); "
+    print(f"budget: computation {compute:.1f} s vs {BUDGET_SECONDS:.0f} s ({verdict_t}; load "
+          f"{statistics.median(r['stages']['load'] for r in runs):.1f} s more); "
           f"memory {peak:.0f} MB vs {BUDGET_MB:.0f} MB ({verdict_m})")
     return 0
 

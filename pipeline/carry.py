@@ -54,6 +54,19 @@ def _check_same_grid(a: pd.DataFrame, b: pd.DataFrame, what: str) -> None:
         )
 
 
+def _values(frame: pd.DataFrame) -> np.ndarray:
+    """float64 values of a wide frame (nullable integers' <NA> as NaN), as one array.
+
+    The multiple-prices frames hold one column block per instrument; arithmetic on the array
+    avoids a pandas operation per block.
+    """
+    return frame.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _like(values: np.ndarray, frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(values, index=frame.index, columns=frame.columns, copy=False)
+
+
 def contract_year_fraction(contracts: pd.DataFrame) -> pd.DataFrame:
     """Contract months as fractional years: ``yyyymmdd -> yyyy + mm/12 + dd/365.25``.
 
@@ -82,19 +95,19 @@ def contract_year_fraction(contracts: pd.DataFrame) -> pd.DataFrame:
     hundredths of a month.
     """
     _check_wide(contracts, "contract_year_fraction contracts")
-    x = contracts.astype("float64")
-    x = x.where(~(x < 1_000_000), x * 100.0)
+    x = _values(contracts)
+    x = np.where(x < 1_000_000, x * 100.0, x)
     year = np.floor(x / 10_000)
     month = np.floor((x - year * 10_000) / 100)
     day = x - year * 10_000 - month * 100
-    bad = x.notna() & ~((month >= 1) & (month <= 12) & (day >= 0) & (day <= 31))
-    if bad.to_numpy().any():
-        session, instrument = bad.stack().loc[lambda s: s].index[0]
+    bad = ~np.isnan(x) & ~((month >= 1) & (month <= 12) & (day >= 0) & (day <= 31))
+    if bad.any():
+        row, col = np.argwhere(bad)[0]  # the first by session, then instrument
         raise CarryError(
-            f"contract_year_fraction: contract {x.at[session, instrument]:.0f} of {instrument} on "
-            f"{pd.Timestamp(session).date()} is not yyyymmdd / yyyymm; fix the multiple-prices file"
+            f"contract_year_fraction: contract {x[row, col]:.0f} of {contracts.columns[col]} on "
+            f"{pd.Timestamp(contracts.index[row]).date()} is not yyyymmdd / yyyymm; fix the multiple-prices file"
         )
-    return year + month / 12.0 + day / CALENDAR_DAYS_IN_YEAR
+    return _like(year + month / 12.0 + day / CALENDAR_DAYS_IN_YEAR, contracts)
 
 
 def raw_roll(price: pd.DataFrame, carry: pd.DataFrame) -> pd.DataFrame:
@@ -123,8 +136,8 @@ def raw_roll(price: pd.DataFrame, carry: pd.DataFrame) -> pd.DataFrame:
     _check_wide(price, "raw_roll price")
     _check_wide(carry, "raw_roll carry")
     _check_same_grid(price, carry, "raw_roll")
-    roll = price.astype("float64") - carry.astype("float64")
-    return roll.where(roll != 0.0)
+    roll = _values(price) - _values(carry)
+    return _like(np.where(roll != 0.0, roll, np.nan), price)
 
 
 def roll_differential(
@@ -160,9 +173,9 @@ def roll_differential(
     if not floor > 0:
         raise CarryError(f"roll_differential: floor must be > 0 years, got {floor}")
     _check_same_grid(price_contract, carry_contract, "roll_differential")
-    diff = contract_year_fraction(carry_contract) - contract_year_fraction(price_contract)
-    diff = diff.where(diff != 0.0)
-    return diff.where(diff.abs() >= floor, np.sign(diff) * floor)
+    diff = (contract_year_fraction(carry_contract) - contract_year_fraction(price_contract)).to_numpy()
+    diff = np.where(diff != 0.0, diff, np.nan)
+    return _like(np.where(np.abs(diff) >= floor, diff, np.sign(diff) * floor), price_contract)
 
 
 def annualised_roll(
@@ -266,8 +279,10 @@ def carry_forecast(
     _check_wide(ann_roll, "carry_forecast ann_roll")
     _check_wide(vol, "carry_forecast vol")
     _check_same_grid(ann_roll, vol, "carry_forecast")
-    ann_vol = vol.astype("float64").where(vol > 0) * ROOT_BDAYS_INYEAR
-    return smooth_carry(ann_roll.astype("float64") / ann_vol, smooth_days)
+    vol_values = _values(vol)
+    with np.errstate(invalid="ignore"):
+        ann_vol = np.where(vol_values > 0, vol_values, np.nan) * ROOT_BDAYS_INYEAR
+    return smooth_carry(_like(_values(ann_roll) / ann_vol, ann_roll), smooth_days)
 
 
 def fx_carry(

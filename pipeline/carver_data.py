@@ -214,12 +214,28 @@ def _finish(long: pd.DataFrame, value_columns: list[str], price_column: str) -> 
     return long[["instrument", "session", *value_columns]], frame[ISSUE_COLUMNS]
 
 
-def _wide(long: pd.DataFrame, column: str, dtype: str = "float64") -> pd.DataFrame:
-    wide = long.pivot(index="session", columns="instrument", values=column).sort_index()
-    wide = wide.reindex(columns=sorted(wide.columns)).astype(dtype)
-    wide.index.name = "session"
-    wide.columns = pd.Index([str(c) for c in wide.columns], name="instrument")
-    return wide
+def _wide(long: pd.DataFrame, column: str) -> pd.DataFrame:
+    return _wide_many(long, [column])[column]
+
+
+def _wide_many(long: pd.DataFrame, columns: list[str]) -> dict[str, pd.DataFrame]:
+    """Session x instrument float frames of ``columns`` (``long`` has unique (instrument, session)).
+
+    The same as ``long.pivot(index="session", columns="instrument", values=column)`` with sorted
+    sessions and instruments, but the sessions and instruments are factorised once for all the
+    columns and each frame is one scatter into an array.
+    """
+    session_codes, sessions = pd.factorize(long["session"], sort=True)
+    names = np.asarray(long["instrument"].astype("str"), dtype=object)
+    instruments = sorted(set(names))
+    instrument_codes = pd.Index(instruments).get_indexer(names)
+    index = pd.DatetimeIndex(sessions, name="session")
+    out = {}
+    for column in columns:
+        values = np.full((len(index), len(instruments)), np.nan, order="F")
+        values[session_codes, instrument_codes] = long[column].to_numpy(dtype="float64", na_value=np.nan)
+        out[column] = pd.DataFrame(values, index=index, columns=pd.Index(instruments, name="instrument"), copy=False)
+    return out
 
 
 def _files(path: Path, suffix: str) -> list[tuple[str, Path]]:
@@ -364,8 +380,8 @@ def read_multiple_prices(path_or_folder: str | Path, instruments: list[str] | No
         longs = [_long_from_frame(_read_csv(f), f, i, values, contracts, required) for i, f in pairs]
     columns = [*_MULTIPLE_VALUES, *_MULTIPLE_CONTRACTS]
     long, issues = _finish(_concat(longs, path), columns, "PRICE")
-    wide = {c: _wide(long, c) for c in _MULTIPLE_VALUES}
-    wide.update({c: _wide(long, c).round().astype("Int64") for c in _MULTIPLE_CONTRACTS})
+    wide = _wide_many(long, columns)
+    wide.update({c: wide[c].round().astype("Int64") for c in _MULTIPLE_CONTRACTS})
     return MultiplePrices(
         price=wide["PRICE"], carry=wide["CARRY"], forward=wide["FORWARD"],
         price_contract=wide["PRICE_CONTRACT"], carry_contract=wide["CARRY_CONTRACT"],

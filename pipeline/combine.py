@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 
 class CombinationError(ValueError):
@@ -134,25 +135,74 @@ def _check_capped(capped: pd.DataFrame, name: str) -> None:
         raise CombinationError(f"{name}: index must be an ascending, unique DatetimeIndex of sessions")
 
 
-def _panel(capped: pd.DataFrame, weights: pd.Series, name: str) -> tuple[np.ndarray, np.ndarray, pd.Index]:
-    """Capped forecasts as a (session, instrument, rule) array over the rules of ``weights``."""
-    _check_capped(capped, name)
-    if weights.isna().any() or (weights < 0).any() or weights.sum() <= 0:
-        raise CombinationError(
-            f"{name}: weights must be >= 0, non-NaN and not all 0; build them with forecast_weights()"
-        )
-    rules_present = set(capped.columns.get_level_values(0))
-    missing = [r for r in weights.index if weights[r] > 0 and r not in rules_present]
-    if missing:
-        raise CombinationError(
-            f"{name}: rules {missing} have a weight but no forecasts; compute them or set their weight to 0"
-        )
-    instruments = pd.Index(sorted(set(capped.columns.get_level_values(1))), name="instrument")
-    grid = pd.MultiIndex.from_product([list(weights.index), instruments], names=["rule", "instrument"])
-    values = capped.reindex(columns=grid).to_numpy(dtype=float)
-    # columns are rule-major: reshape to (T, R, I) then put rules last.
-    panel = values.reshape(len(capped.index), len(weights), len(instruments)).transpose(0, 2, 1)
-    return panel, weights.to_numpy(dtype=float), instruments
+#: Sessions per block of the (session, rule, instrument) panel: bounds memory (a block of 1024
+#: sessions x 13 rules x 238 instruments is 25 MB) while keeping each numpy call large.
+_BLOCK_SESSIONS = 1024
+
+
+class _Panel:
+    """Capped forecasts as (session, rule, instrument) blocks over the rules of ``weights``.
+
+    Only one block is materialised at a time (NaN where a rule has no column for an
+    instrument); the wide frame's values are read in place.
+    """
+
+    def __init__(self, capped: pd.DataFrame, weights: pd.Series, name: str) -> None:
+        _check_capped(capped, name)
+        if weights.isna().any() or (weights < 0).any() or weights.sum() <= 0:
+            raise CombinationError(
+                f"{name}: weights must be >= 0, non-NaN and not all 0; build them with forecast_weights()"
+            )
+        rules_present = set(capped.columns.get_level_values(0))
+        missing = [r for r in weights.index if weights[r] > 0 and r not in rules_present]
+        if missing:
+            raise CombinationError(
+                f"{name}: rules {missing} have a weight but no forecasts; compute them or set their weight to 0"
+            )
+        self.instruments = pd.Index(sorted(set(capped.columns.get_level_values(1))), name="instrument")
+        self.weights = weights.to_numpy(dtype=float)
+        rule_pos = pd.Index(list(weights.index)).get_indexer(capped.columns.get_level_values(0))
+        instrument_pos = self.instruments.get_indexer(capped.columns.get_level_values(1))
+        # Per weighted rule: its columns of ``capped`` and their instruments' positions (columns of
+        # rules without a weight entry are ignored).
+        self._sources = []
+        for r in range(len(self.weights)):
+            cols = np.flatnonzero(rule_pos == r)
+            contiguous = cols.size > 0 and cols[-1] - cols[0] == cols.size - 1
+            self._sources.append((slice(cols[0], cols[-1] + 1) if contiguous else cols, instrument_pos[cols]))
+        self._values = capped.to_numpy(dtype=float)
+        self.n_sessions = len(capped.index)
+
+    def blocks(self):
+        """Yield ``(start, stop, x, m)`` for sessions ``[start, stop)``: (sessions, rules, instruments)
+        arrays of the forecasts with 0 where there is none (``x``) and of 1.0 where there is one (``m``).
+
+        The two arrays are reused from block to block (fresh large arrays cost page faults on
+        every block): use them before asking for the next block.
+        """
+        n_instruments = len(self.instruments)
+        everyone = np.arange(n_instruments)
+        size = min(_BLOCK_SESSIONS, self.n_sessions)
+        x_buffer = np.empty((size, len(self.weights), n_instruments))
+        m_buffer = np.empty_like(x_buffer)
+        absent_buffer = np.empty(x_buffer.shape, dtype=bool)
+        for start in range(0, self.n_sessions, _BLOCK_SESSIONS):
+            stop = min(start + _BLOCK_SESSIONS, self.n_sessions)
+            x, m, absent = x_buffer[: stop - start], m_buffer[: stop - start], absent_buffer[: stop - start]
+            # One (transposing) copy per rule with NaN kept, then the NaN -> 0 and the mask over the
+            # whole contiguous block: far fewer strided passes than masking each rule's columns.
+            for r, (cols, positions) in enumerate(self._sources):
+                values = self._values[start:stop, cols]
+                if np.array_equal(positions, everyone):
+                    np.copyto(x[:, r, :], values)
+                    continue
+                x[:, r, :] = np.nan  # instruments without this rule
+                if positions.size:
+                    x[:, r, positions] = values
+            np.isnan(x, out=absent)
+            np.logical_not(absent, out=m, casting="unsafe")
+            np.copyto(x, 0.0, where=absent)
+            yield start, stop, x, m
 
 
 def estimate_fdm(
@@ -216,19 +266,32 @@ def estimate_fdm(
         raise CombinationError(
             f"estimate_fdm: need cap >= 1, min_periods >= 2, smooth_span >= 1; got {cap}, {min_periods}, {smooth_span}"
         )
-    panel, w, _ = _panel(capped, weights, "estimate_fdm")
+    panel = _Panel(capped, weights, "estimate_fdm")
+    w = panel.weights
     sessions = capped.index
     if len(sessions) == 0:
         return pd.Series(np.nan, index=sessions, name="fdm")
     week = sessions.to_period("W")
     estimate_at = np.flatnonzero(np.r_[True, week[1:] != week[:-1]])
 
-    present = ~np.isnan(panel)  # (T, I, R)
-    x = np.where(present, panel, 0.0)
-    m = present.astype(float)
-    x_t, m_t = x.transpose(0, 2, 1), m.transpose(0, 2, 1)  # (T, R, I)
-    # Sums over instruments per session for each pair (a, b), over observations where both exist,
-    # then summed per block of sessions ending at an estimation session and accumulated: the
+    # Per session, over the instruments where both rules (a, b) have a forecast: the count, the
+    # sums of a and a^2, and the sum of a*b, as batched (rule x instrument) @ (instrument x rule)
+    # products.
+    n_rules = w.size
+    pair_count, s_a, s_aa, s_ab = (np.empty((panel.n_sessions, n_rules, n_rules)) for _ in range(4))
+    size = min(_BLOCK_SESSIONS, panel.n_sessions)
+    m_t_buffer = np.empty((size, len(panel.instruments), n_rules))  # (sessions, instruments, rules)
+    xx_buffer = np.empty((size, n_rules, len(panel.instruments)))
+    with threadpool_limits(limits=1, user_api="blas"):  # thousands of tiny products: no thread team
+        for start, stop, x, m in panel.blocks():
+            m_t, xx = m_t_buffer[: stop - start], xx_buffer[: stop - start]
+            np.copyto(m_t, m.transpose(0, 2, 1))
+            np.multiply(x, x, out=xx)
+            np.matmul(m, m_t, out=pair_count[start:stop])
+            np.matmul(x, m_t, out=s_a[start:stop])
+            np.matmul(xx, m_t, out=s_aa[start:stop])
+            np.matmul(x, x.transpose(0, 2, 1), out=s_ab[start:stop])
+    # Summed per block of sessions ending at an estimation session and accumulated: the
     # expanding sums at each estimation session without a cumulative sum over every session.
     starts = np.r_[0, estimate_at[:-1] + 1]
     end = estimate_at[-1] + 1
@@ -236,12 +299,11 @@ def estimate_fdm(
     def expanding(per_session: np.ndarray) -> np.ndarray:
         return np.cumsum(np.add.reduceat(per_session[:end], starts, axis=0), axis=0)
 
-    pair_count = m_t @ m  # joint observations per session
     n = expanding(pair_count)
     n_sessions = expanding((pair_count > 0).astype(float))  # sessions with a joint observation
-    s_a = expanding(x_t @ m)  # sum of a
-    s_aa = expanding((x_t * x_t) @ m)  # sum of a^2
-    s_ab = expanding(x_t @ x)  # sum of a*b
+    s_a = expanding(s_a)  # sum of a
+    s_aa = expanding(s_aa)  # sum of a^2
+    s_ab = expanding(s_ab)  # sum of a*b
     s_b = s_a.transpose(0, 2, 1)
     s_bb = s_aa.transpose(0, 2, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -255,7 +317,6 @@ def estimate_fdm(
     moves_b = var_b > 1e-10 * n * s_bb
     defined = (n_sessions >= min_periods) & moves_a & moves_b & np.isfinite(corr)
     corr = np.where(defined, np.clip(corr, 0.0, 1.0), 1.0)
-    n_rules = w.size
     corr[:, np.arange(n_rules), np.arange(n_rules)] = 1.0
 
     entered = (np.diagonal(n_sessions, axis1=1, axis2=2) >= min_periods) & (w > 0)  # (K, R)
@@ -314,12 +375,14 @@ def combine_forecasts(
     """
     if not (np.isfinite(cap) and cap > 0):
         raise CombinationError(f"combine_forecasts: cap must be positive and finite, got {cap}")
-    panel, w, instruments = _panel(capped, weights, "combine_forecasts")
-    present = ~np.isnan(panel)
-    weight_used = (present * w).sum(axis=2)  # (T, I)
-    weighted = np.where(present, panel, 0.0) @ w
-    with np.errstate(invalid="ignore", divide="ignore"):
-        average = np.where(weight_used > 0, weighted / weight_used, np.nan)
+    panel = _Panel(capped, weights, "combine_forecasts")
+    w, instruments = panel.weights, panel.instruments
+    average = np.empty((panel.n_sessions, len(instruments)))
+    for start, stop, x, m in panel.blocks():
+        weight_used = w @ m  # (sessions, instruments)
+        weighted = w @ x
+        with np.errstate(invalid="ignore", divide="ignore"):
+            average[start:stop] = np.where(weight_used > 0, weighted / weight_used, np.nan)
 
     if isinstance(fdm, pd.Series):
         fdm_values = fdm.astype(float).reindex(fdm.index.union(capped.index)).ffill().reindex(capped.index).to_numpy()
@@ -338,3 +401,71 @@ def combine_forecasts(
         multiplier = float(fdm)
     combined = np.clip(average * multiplier, -cap, cap)
     return pd.DataFrame(combined, index=capped.index.rename("session"), columns=instruments)
+
+
+def fdm(
+    capped: pd.DataFrame, weights: pd.Series, cap: float = 2.5, min_periods: int = 256, smooth_span: int = 125
+) -> pd.Series:
+    """Forecast diversification multiplier per session (research API name of :func:`estimate_fdm`).
+
+    ``FDM = min(1 / sqrt(w' H w), cap)`` with ``H`` the pooled, expanding correlation of the
+    rules' capped forecasts (floored at 0), re-estimated weekly and smoothed with
+    ``ewm(span=smooth_span)``.
+
+    Parameters
+    ----------
+    capped : DataFrame, index ``session``, columns MultiIndex ``(rule, instrument)``
+        Capped forecasts, forecast units.
+    weights : Series, index rule
+        Forecast weights (:func:`forecast_weights`).
+    cap, min_periods, smooth_span
+        pst ``dm_max`` 2.5; sessions before a rule counts (256); EWMA span (125).
+
+    Returns
+    -------
+    Series, index ``session``, name ``fdm``
+        Dimensionless multiplier >= 1.
+
+    Raises
+    ------
+    CombinationError
+        Malformed inputs or bad parameters.
+
+    Notes
+    -----
+    Source: ST ch. 8; pst ``sysquant/estimators/diversification_multipliers.py``; carver.md §2.6.
+    """
+    return estimate_fdm(capped, weights, cap=cap, min_periods=min_periods, smooth_span=smooth_span)
+
+
+def combine(capped: pd.DataFrame, weights: pd.Series, fdm: float | pd.Series, cap: float = 20.0) -> pd.DataFrame:
+    """Combined forecast (research API name of :func:`combine_forecasts`).
+
+    ``clip(FDM_t x sum_r w_r f_r / sum_{r with a forecast} w_r, -cap, cap)``.
+
+    Parameters
+    ----------
+    capped : DataFrame, index ``session``, columns MultiIndex ``(rule, instrument)``
+        Capped forecasts, forecast units.
+    weights : Series, index rule
+        Forecast weights.
+    fdm : float or Series (index session)
+        Forecast diversification multiplier (> 0).
+    cap : float
+        Cap of the combined forecast (20).
+
+    Returns
+    -------
+    DataFrame, index ``session``, columns ``instrument``
+        Combined forecast in forecast units, within ``[-cap, cap]``.
+
+    Raises
+    ------
+    CombinationError
+        Malformed inputs or a non-positive FDM.
+
+    Notes
+    -----
+    Source: ST ch. 8; pst ``systems/forecast_combine.py``; carver.md §2.6.
+    """
+    return combine_forecasts(capped, weights, fdm, cap=cap)

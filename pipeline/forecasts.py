@@ -10,14 +10,13 @@ stores.
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from pipeline.config import RulesConfig
-from pipeline.rules import breakout, ewmac
+from pipeline.rules import breakout_set, ewmac_set
 
 #: Carver's target average absolute forecast (ST ch. 7; pst ``average_absolute_forecast``).
 AVERAGE_ABS_FORECAST = 10.0
@@ -84,11 +83,15 @@ def scale_and_cap(raw: pd.DataFrame, scalar: float, cap: float = 20.0) -> pd.Dat
     -----
     Source: ST ch. 7; pst ``systems/forecast_scale_cap.py`` (floor = -cap).
     """
-    if not (np.isfinite(scalar) and scalar > 0):
-        raise ForecastError(f"scale_and_cap: forecast scalar must be positive and finite, got {scalar}")
-    if not (np.isfinite(cap) and cap > 0):
-        raise ForecastError(f"scale_and_cap: cap must be positive and finite, got {cap}")
+    _check_scalar_and_cap(scalar, cap, "scale_and_cap")
     return (raw * scalar).clip(lower=-cap, upper=cap)
+
+
+def _check_scalar_and_cap(scalar: float, cap: float, where: str) -> None:
+    if not (np.isfinite(scalar) and scalar > 0):
+        raise ForecastError(f"{where}: forecast scalar must be positive and finite, got {scalar}")
+    if not (np.isfinite(cap) and cap > 0):
+        raise ForecastError(f"{where}: cap must be positive and finite, got {cap}")
 
 
 @dataclass(frozen=True)
@@ -121,11 +124,16 @@ class ForecastSet:
             if not (frame.index.equals(self.raw.index) and frame.columns.equals(self.raw.columns)):
                 raise ForecastError(f"ForecastSet: {stage} must have the same sessions and columns as raw")
         columns = _canonical_columns(self.raw.columns)
+        # a plain session index (no freq) so a frame rebuilt from the long table compares equal
+        index = pd.DatetimeIndex(self.raw.index.to_numpy(), name="session")
+        done: dict[int, pd.DataFrame] = {}  # the same frame passed as several stages is converted once
         for stage in _STAGES:
-            frame = getattr(self, stage).reindex(columns=columns).astype(float)
-            # a plain session index (no freq) so a frame rebuilt from the long table compares equal
-            frame.index = pd.DatetimeIndex(frame.index.to_numpy(), name="session")
-            object.__setattr__(self, stage, frame)
+            given = getattr(self, stage)
+            if id(given) not in done:
+                same = given.columns.equals(columns)
+                frame = given.set_axis(columns, axis=1) if same else given.reindex(columns=columns)
+                done[id(given)] = frame.astype(float).set_axis(index, axis=0)  # no data copy (copy on write)
+            object.__setattr__(self, stage, done[id(given)])
 
     @property
     def rules(self) -> list[str]:
@@ -149,7 +157,7 @@ class ForecastSet:
         columns = self.raw.columns
         # Instrument-major column order: flattening row by row then yields session, instrument, rule.
         order = sorted(range(len(columns)), key=lambda j: (str(columns[j][1]), rule_sort_key(str(columns[j][0]))))
-        n_sessions, n_columns = self.raw.shape
+        n_columns = self.raw.shape[1]
         raw = self.raw.to_numpy()[:, order].reshape(-1)
         keep = np.flatnonzero(~np.isnan(raw))
         session_pos, column_pos = np.divmod(keep, n_columns)
@@ -167,7 +175,7 @@ class ForecastSet:
         return pd.DataFrame(data, columns=LONG_COLUMNS)
 
     @classmethod
-    def from_long(cls, df: pd.DataFrame) -> "ForecastSet":
+    def from_long(cls, df: pd.DataFrame) -> ForecastSet:
         """Rebuild the wide frames from :meth:`to_long` output (any row order).
 
         ``ForecastSet.from_long(fs.to_long())`` equals ``fs`` on the sessions and columns that
@@ -244,32 +252,138 @@ def compute_forecasts(prices: pd.DataFrame, vol: pd.DataFrame, rules: RulesConfi
     Rules: pst ``systems/provided/rules/ewmac.py`` and ``breakout.py``; scaling and capping:
     ST ch. 7, pst ``systems/forecast_scale_cap.py``.
     """
-    raw: dict[str, pd.DataFrame] = {}
-    for fast, slow in rules.ewmac:
-        raw[f"ewmac{fast}_{slow}"] = ewmac(prices, vol, fast, slow)
-    for lookback in rules.breakout:
-        raw[f"breakout{lookback}"] = breakout(prices, lookback)
-    if not raw:
+    raw = stack_forecasts(raw_forecast_frames(prices, vol, rules))
+    names = list(dict.fromkeys(raw.columns.get_level_values("rule")))
+    for name in names:
+        _check_scalar_and_cap(rules.forecast_scalars[name], rules.forecast_cap, "compute_forecasts")
+    scalars = pd.Series(rules.forecast_scalars).reindex(raw.columns.get_level_values("rule")).to_numpy(dtype=float)
+    scaled = raw.to_numpy() * scalars
+    capped = np.clip(scaled, -rules.forecast_cap, rules.forecast_cap)
+
+    def frame(values: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(values, index=raw.index, columns=raw.columns, copy=False)
+
+    return ForecastSet(raw=raw, scaled=frame(scaled), capped=frame(capped))
+
+
+def raw_forecast_frames(prices: pd.DataFrame, vol: pd.DataFrame, rules: RulesConfig) -> dict[str, pd.DataFrame]:
+    """Raw forecast of every rule variation configured in ``rules``, one wide frame each.
+
+    Parameters
+    ----------
+    prices, vol : DataFrame, index ``session``, columns instruments
+        As :func:`compute_forecasts` (prices in price points, daily vol in price points).
+    rules : RulesConfig
+        EWMAC ``(fast, slow)`` pairs and breakout lookbacks (scalars are not used here).
+
+    Returns
+    -------
+    dict rule name -> DataFrame (index and columns of ``prices``)
+        Raw (unscaled, uncapped) forecasts, e.g. ``"ewmac8_32"``, ``"breakout40"``; EWMAC spans
+        shared between speeds are computed once (:func:`pipeline.rules.ewmac_set`).
+
+    Raises
+    ------
+    ForecastError
+        No rule variation configured.
+    RuleError
+        Malformed inputs (see :func:`pipeline.rules.ewmac` / :func:`pipeline.rules.breakout`).
+    """
+    frames = {
+        f"ewmac{fast}_{slow}": pd.DataFrame(values, index=prices.index, columns=prices.columns, copy=False)
+        for (fast, slow), values in ewmac_set(prices, vol, list(rules.ewmac)).items()
+    }
+    for (lookback, _), frame in breakout_set(prices, [(lookback, None) for lookback in rules.breakout]).items():
+        frames[f"breakout{lookback}"] = frame
+    if not frames:
         raise ForecastError(
             "compute_forecasts: no rule variations configured (rules.ewmac and rules.breakout are empty)"
         )
-    raw_frame = pd.concat(raw, axis=1, names=list(COLUMN_LEVELS))
-    scaled_frame = pd.concat(
-        {name: frame * rules.forecast_scalars[name] for name, frame in raw.items()}, axis=1, names=list(COLUMN_LEVELS)
-    )
-    capped_frame = pd.concat(
-        {
-            name: scale_and_cap(frame, rules.forecast_scalars[name], rules.forecast_cap)
-            for name, frame in raw.items()
-        },
-        axis=1,
+    return frames
+
+
+def stack_forecasts(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One wide frame with columns ``(rule, instrument)`` from a wide frame per rule variation.
+
+    The same as ``pd.concat(frames, axis=1, names=["rule", "instrument"])`` put in canonical
+    column order (:class:`ForecastSet`), written once into a single array instead of
+    concatenated and then reordered (each copy of the 2023 futures set's 13 rules is ~340 MB).
+
+    Parameters
+    ----------
+    frames : dict rule name -> DataFrame (index ``session``, columns instruments)
+        Any stage of forecast (raw, scaled or capped), all on the same sessions; a rule may
+        cover fewer instruments than another (e.g. carry only where multiple prices exist).
+
+    Returns
+    -------
+    DataFrame, index ``session``, columns MultiIndex ``(rule, instrument)`` in canonical order
+        Float values of the frames, NaN kept.
+
+    Raises
+    ------
+    ForecastError
+        No frames, or frames on different sessions.
+    """
+    values, index, columns = _stacked(frames, "stack_forecasts")
+    return pd.DataFrame(values, index=index, columns=columns, copy=False)
+
+
+def _check_frames(frames: dict[str, pd.DataFrame], where: str) -> list[str]:
+    """Rule names of ``frames`` in canonical order, after checking they share one session index."""
+    if not frames:
+        raise ForecastError(f"{where}: no forecast frames given")
+    names = sorted(frames, key=rule_sort_key)
+    index = frames[names[0]].index
+    if not isinstance(index, pd.DatetimeIndex) or not (index.is_monotonic_increasing and index.is_unique):
+        raise ForecastError(f"{where}: index must be an ascending, unique DatetimeIndex of sessions")
+    for name in names:
+        if not frames[name].index.equals(index):
+            raise ForecastError(
+                f"{where}: {name} is on different sessions from {names[0]}; reindex every rule's "
+                "frame to the same sessions first"
+            )
+    return names
+
+
+def _stacked(
+    frames: dict[str, pd.DataFrame], where: str, factors: pd.DataFrame | None = None
+) -> tuple[np.ndarray, pd.Index, pd.MultiIndex]:
+    """The frames as one canonical (rule, instrument) array, each rule's block times ``factors[rule]``;
+    returns the array (sessions x columns, Fortran order), the sessions and the columns."""
+    names = _check_frames(frames, where)
+    index = frames[names[0]].index
+    orders = {
+        name: sorted(range(frames[name].shape[1]), key=lambda j, c=frames[name].columns: str(c[j])) for name in names
+    }
+    widths = [len(orders[name]) for name in names]
+    # Fortran order: pandas keeps a single float block this way without copying it.
+    values = np.empty((len(index), sum(widths)), order="F")
+    offset = 0
+    for name, width in zip(names, widths):
+        source, order = frames[name].to_numpy(dtype=float), orders[name]
+        if order != list(range(width)):  # columns not yet alphabetical
+            source = np.asfortranarray(source[:, order])
+        block = values[:, offset : offset + width]
+        if factors is None:
+            block[...] = source
+        else:
+            np.multiply(source, factors[name].to_numpy()[:, None], out=block)
+        offset += width
+    columns = pd.MultiIndex.from_arrays(
+        [
+            np.repeat(np.asarray(names, dtype=object), widths),
+            np.concatenate([np.asarray(frames[name].columns[orders[name]], dtype=object) for name in names]),
+        ],
         names=list(COLUMN_LEVELS),
     )
-    return ForecastSet(raw=raw_frame, scaled=scaled_frame, capped=capped_frame)
+    return values, index, columns
 
 
 def estimate_forecast_scalars(
-    raw: ForecastSet | pd.DataFrame, target_abs: float = AVERAGE_ABS_FORECAST, min_periods: int = 500
+    raw: ForecastSet | pd.DataFrame | dict[str, pd.DataFrame],
+    target_abs: float = AVERAGE_ABS_FORECAST,
+    min_periods: int = 500,
 ) -> pd.DataFrame:
     """Forecast scalar per rule variation over time, pooled across instruments, no look-ahead.
 
@@ -279,7 +393,8 @@ def estimate_forecast_scalars(
 
     Parameters
     ----------
-    raw : ForecastSet or DataFrame (index ``session``, columns MultiIndex ``(rule, instrument)``)
+    raw : ForecastSet, DataFrame (index ``session``, columns MultiIndex ``(rule, instrument)``) or
+        dict rule -> DataFrame (index ``session``, columns instruments; all on the same sessions)
         Raw forecasts; a ForecastSet's ``raw`` frame is used.
     target_abs : float
         Target average absolute forecast (10).
@@ -305,29 +420,62 @@ def estimate_forecast_scalars(
     pst also forward-fills each instrument's forecast; not done here, so a delisted instrument
     leaves the cross-section instead of staying in it forever.
     """
-    frame = raw.raw if isinstance(raw, ForecastSet) else raw
-    _check_multi(frame, "estimate_forecast_scalars raw")
     if not (target_abs > 0 and min_periods >= 1):
         raise ForecastError(
             f"estimate_forecast_scalars: need target_abs > 0 and min_periods >= 1, got {target_abs}, {min_periods}"
         )
-    frame = frame.reindex(columns=_canonical_columns(frame.columns)).astype(float)
-    abs_raw = frame.abs().replace(0.0, np.nan)
-    # One nanmedian per rule over its instruments' columns (a loop over rules, not rows; the
-    # transpose-groupby-transpose it replaces cost seconds on 238 instruments).
-    rules = abs_raw.columns.get_level_values("rule")
-    values = abs_raw.to_numpy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN sessions give NaN, as intended
+    # One row-wise median per rule over its instruments' columns: a loop over rules, not rows.
+    if isinstance(raw, dict):
+        names = _check_frames(raw, "estimate_forecast_scalars")
+        index = raw[names[0]].index
         medians = pd.DataFrame(
-            {rule: np.nanmedian(values[:, np.asarray(rules == rule)], axis=1) for rule in pd.unique(rules)},
-            index=abs_raw.index,
+            {name: _row_median_nonzero(raw[name].to_numpy(dtype=float)) for name in names}, index=index
+        )
+    else:
+        frame = raw.raw if isinstance(raw, ForecastSet) else raw
+        _check_multi(frame, "estimate_forecast_scalars raw")
+        canonical = _canonical_columns(frame.columns)
+        if not frame.columns.equals(canonical):
+            frame = frame.reindex(columns=canonical)
+        values = frame.to_numpy(dtype=float)
+        blocks = _rule_blocks(frame.columns.get_level_values("rule"))
+        medians = pd.DataFrame(
+            {rule: _row_median_nonzero(values[:, block]) for rule, block in blocks}, index=frame.index
         )
     mean_abs = medians.expanding(min_periods=min_periods).mean()
     scalars = target_abs / mean_abs
     scalars.columns.name = "rule"
     scalars.index.name = "session"
     return scalars
+
+
+def _rule_blocks(rules: pd.Index) -> list[tuple[str, slice]]:
+    """``(rule, columns)`` of each rule in a canonically ordered ``rule`` level (contiguous runs)."""
+    codes, uniques = pd.factorize(rules)
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    stops = np.r_[starts[1:], len(codes)]
+    if len(starts) != len(uniques):
+        raise ForecastError("forecast columns are not grouped by rule; build the frame through ForecastSet")
+    return [(uniques[codes[a]], slice(a, b)) for a, b in zip(starts, stops)]
+
+
+def _row_median_nonzero(block: np.ndarray) -> np.ndarray:
+    """Median of ``|x|`` per row over the non-NaN, non-zero entries (NaN where there are none).
+
+    Sorting each row puts the zeros first and NaN last, so the median of the ``k`` non-zero
+    values sits at the middle of the entries after the zeros; ``(lower + upper) / 2`` as
+    ``np.median`` takes it.
+    """
+    magnitude = np.empty(block.shape)  # C order: rows contiguous, so the sort runs along them
+    np.abs(block, out=magnitude)
+    magnitude.sort(axis=1)
+    zeros = np.count_nonzero(magnitude == 0.0, axis=1)  # pst: an exact zero is "no forecast"
+    count = np.count_nonzero(~np.isnan(magnitude), axis=1) - zeros
+    rows = np.arange(len(magnitude))
+    last = magnitude.shape[1] - 1
+    lower = magnitude[rows, np.minimum(zeros + np.maximum((count - 1) // 2, 0), last)]
+    upper = magnitude[rows, np.minimum(zeros + count // 2, last)]
+    return np.where(count > 0, (lower + upper) / 2.0, np.nan)
 
 
 def rescale(
@@ -364,18 +512,87 @@ def rescale(
         A rule of ``fset`` has neither an estimated column nor a fallback scalar.
     """
     raw = fset.raw
-    rules = raw.columns.get_level_values("rule")
+    scaled = _scaled(raw, scalars, fallback, "rescale")
+    capped = np.clip(scaled, -cap, cap)
+
+    def frame(values: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(values, index=raw.index, columns=raw.columns, copy=False)
+
+    return ForecastSet(raw=raw, scaled=frame(scaled), capped=frame(capped))
+
+
+def capped_forecasts(
+    raw: pd.DataFrame | dict[str, pd.DataFrame],
+    scalars: pd.DataFrame,
+    cap: float = 20.0,
+    fallback: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """Capped forecasts only: ``clip(raw x scalar_t, -cap, cap)``, as :func:`rescale` computes them.
+
+    For research passes that go straight on to the FDM and the combination, which use the capped
+    forecasts alone: one array instead of the scaled and the capped (each ~340 MB for the 2023
+    futures set's 13 rules).
+
+    Parameters
+    ----------
+    raw : DataFrame (index ``session``, columns MultiIndex ``(rule, instrument)``) or dict rule ->
+        DataFrame (index ``session``, columns instruments; e.g. :func:`raw_forecast_frames` plus carry)
+        Raw forecasts. A dict is scaled straight into the stacked result (no stacked raw copy).
+    scalars, cap, fallback
+        As :func:`rescale`.
+
+    Returns
+    -------
+    DataFrame, index ``session``, columns ``(rule, instrument)`` (canonical order)
+        Capped forecasts in forecast units, within ``[-cap, cap]``; NaN where ``raw`` is NaN or
+        no scalar exists yet. Equal to ``rescale(ForecastSet(raw, raw, raw), ...).capped``.
+
+    Raises
+    ------
+    ForecastError
+        Malformed ``raw``, or a rule with neither an estimated column nor a fallback scalar.
+    """
+    if isinstance(raw, dict):
+        names = _check_frames(raw, "capped_forecasts")
+        by_session = _scalars_by_session(names, raw[names[0]].index, scalars, fallback, "capped_forecasts")
+        capped, index, columns = _stacked(raw, "capped_forecasts", factors=by_session)
+        np.clip(capped, -cap, cap, out=capped)
+        index = pd.DatetimeIndex(index.to_numpy(), name="session")
+        return pd.DataFrame(capped, index=index, columns=columns, copy=False)
+    _check_multi(raw, "capped_forecasts raw")
+    canonical = _canonical_columns(raw.columns)
+    raw = raw.set_axis(canonical, axis=1) if raw.columns.equals(canonical) else raw.reindex(columns=canonical)
+    capped = _scaled(raw, scalars, fallback, "capped_forecasts")
+    np.clip(capped, -cap, cap, out=capped)
+    index = pd.DatetimeIndex(raw.index.to_numpy(), name="session")
+    return pd.DataFrame(capped, index=index, columns=raw.columns, copy=False)
+
+
+def _scalars_by_session(
+    rules: list[str], index: pd.Index, scalars: pd.DataFrame, fallback: dict[str, float] | None, where: str
+) -> pd.DataFrame:
+    """Scalar of each rule on each session: the estimate forward-filled, else the fallback."""
     missing = sorted(set(rules) - set(scalars.columns) - set(fallback or {}))
     if missing:
-        raise ForecastError(f"rescale: no scalar (estimated or fallback) for rules {missing}")
-    by_session = scalars.reindex(columns=sorted(set(rules))).reindex(raw.index, method="ffill")
+        raise ForecastError(f"{where}: no scalar (estimated or fallback) for rules {missing}")
+    by_session = scalars.reindex(columns=sorted(set(rules))).reindex(index, method="ffill")
     if fallback:
         by_session = by_session.fillna(pd.Series(fallback).reindex(by_session.columns))
-    factors = by_session.reindex(columns=rules)
-    factors.columns = raw.columns
-    scaled = raw * factors
-    capped = scaled.clip(-cap, cap)
-    return ForecastSet(raw=raw, scaled=scaled, capped=capped)
+    return by_session
+
+
+def _scaled(
+    raw: pd.DataFrame, scalars: pd.DataFrame, fallback: dict[str, float] | None, where: str
+) -> np.ndarray:
+    """``raw x scalar_t`` (canonical columns), the scalar forward-filled per rule, else the fallback."""
+    rules = raw.columns.get_level_values("rule")
+    by_session = _scalars_by_session(list(rules), raw.index, scalars, fallback, where)
+    # Scale each rule's block of columns by its per-session scalar, into one preallocated array.
+    raw_values = raw.to_numpy(dtype=float)
+    scaled = np.empty_like(raw_values, order="F")
+    for rule, block in _rule_blocks(rules):
+        np.multiply(raw_values[:, block], by_session[rule].to_numpy()[:, None], out=scaled[:, block])
+    return scaled
 
 
 def floor_long_only(capped: pd.DataFrame, long_only: list[str]) -> pd.DataFrame:
@@ -389,3 +606,38 @@ def floor_long_only(capped: pd.DataFrame, long_only: list[str]) -> pd.DataFrame:
     cols = out.columns.get_level_values("instrument").isin(long_only)
     out.loc[:, cols] = out.loc[:, cols].clip(lower=0.0)
     return out
+
+
+def estimate_scalars(
+    raw: ForecastSet | pd.DataFrame, target_abs: float = AVERAGE_ABS_FORECAST, min_periods: int = 500
+) -> pd.DataFrame:
+    """Forecast scalars per rule over time, pooled across instruments (research API name).
+
+    The same as :func:`estimate_forecast_scalars`: ``scalar_t = target_abs / mean_{s<=t}
+    median_i |raw_{s,i}|``, expanding, no backfill.
+
+    Parameters
+    ----------
+    raw : ForecastSet or DataFrame, index ``session``, columns MultiIndex ``(rule, instrument)``
+        Raw forecasts (build a frame with ``pd.concat({"ewmac8_32": frame}, axis=1,
+        names=["rule", "instrument"])``).
+    target_abs : float
+        Target average absolute forecast (10).
+    min_periods : int
+        Sessions with a median before the first estimate (pst 500).
+
+    Returns
+    -------
+    DataFrame, index ``session``, columns ``rule``
+        Dimensionless scalars; NaN until ``min_periods`` sessions exist.
+
+    Raises
+    ------
+    ForecastError
+        Malformed ``raw`` or bad parameters.
+
+    Notes
+    -----
+    Source: pst ``sysquant/estimators/forecast_scalar.py``; carver.md §2.5.
+    """
+    return estimate_forecast_scalars(raw, target_abs=target_abs, min_periods=min_periods)

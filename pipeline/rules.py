@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
+
+from pipeline.window_stats import rolling_max_min_set
 
 
 class RuleError(ValueError):
@@ -57,10 +60,28 @@ def ewmac(prices: pd.DataFrame, vol: pd.DataFrame, fast: int, slow: int) -> pd.D
     -----
     Source: pst ``systems/provided/rules/ewmac.py::ewmac``; ST ch. 7 and Appendix B.
     """
+    values = ewmac_set(prices, vol, [(fast, slow)])[(fast, slow)]
+    return pd.DataFrame(values, index=prices.index, columns=prices.columns)
+
+
+def ewmac_set(
+    prices: pd.DataFrame, vol: pd.DataFrame, speeds: list[tuple[int, int]]
+) -> dict[tuple[int, int], np.ndarray]:
+    """Raw EWMAC forecasts of several speeds at once, each EWMA span computed once.
+
+    Same formula, inputs, checks and errors as :func:`ewmac`; ``speeds`` lists ``(fast, slow)``
+    pairs (Carver's 2/8 .. 64/256 share spans, so six speeds need eight EWMAs, not twelve).
+
+    Returns
+    -------
+    dict ``(fast, slow)`` -> ndarray of shape (n_sessions, n_instruments)
+        Raw forecast in units of daily vol, rows and columns as ``prices``.
+    """
     _check_wide(prices, "ewmac prices")
     _check_wide(vol, "ewmac vol")
-    if not (int(fast) == fast and int(slow) == slow and 0 < fast < slow):
-        raise RuleError(f"ewmac: need integer spans 0 < fast < slow, got fast={fast}, slow={slow}")
+    for fast, slow in speeds:
+        if not (int(fast) == fast and int(slow) == slow and 0 < fast < slow):
+            raise RuleError(f"ewmac: need integer spans 0 < fast < slow, got fast={fast}, slow={slow}")
     missing = [c for c in prices.columns if c not in vol.columns]
     if missing:
         raise RuleError(f"ewmac: no vol for instruments {missing}; compute vol for every price column")
@@ -68,10 +89,16 @@ def ewmac(prices: pd.DataFrame, vol: pd.DataFrame, fast: int, slow: int) -> pd.D
         raise RuleError("ewmac: vol has values <= 0; vol must be positive (robust_vol floors it at vol_abs_min)")
     prices = prices.astype(float)
     # Align on the union first so a vol known on a session missing from prices still carries forward.
-    vol_aligned = vol[prices.columns].astype(float).reindex(vol.index.union(prices.index)).ffill().reindex(prices.index)
-    fast_ewma = prices.ewm(span=fast, min_periods=1).mean()
-    slow_ewma = prices.ewm(span=slow, min_periods=1).mean()
-    return (fast_ewma - slow_ewma) / vol_aligned
+    vol_aligned = np.asfortranarray(  # the layout of the EWMAs below: elementwise ops stay contiguous
+        vol[prices.columns].astype(float).reindex(vol.index.union(prices.index)).ffill().reindex(prices.index)
+    )
+    spans = sorted({int(span) for pair in speeds for span in pair})
+    ewma = {span: prices.ewm(span=span, min_periods=1).mean().to_numpy() for span in spans}
+    out = {}
+    for fast, slow in speeds:
+        raw = np.subtract(ewma[int(fast)], ewma[int(slow)])
+        out[(fast, slow)] = np.divide(raw, vol_aligned, out=raw)  # in place: one fresh array per speed
+    return out
 
 
 def breakout(prices: pd.DataFrame, lookback: int, smooth: int | None = None) -> pd.DataFrame:
@@ -109,17 +136,95 @@ def breakout(prices: pd.DataFrame, lookback: int, smooth: int | None = None) -> 
     give NaN for a flat window (0/0); 0 is chosen so a stale price fades the forecast instead of
     freezing its last value.
     """
+    return breakout_set(prices, [(lookback, smooth)])[(lookback, smooth)]
+
+
+def breakout_set(
+    prices: pd.DataFrame, variations: list[tuple[int, int | None]]
+) -> dict[tuple[int, int | None], pd.DataFrame]:
+    """Raw breakout forecasts of several ``(lookback, smooth)`` variations at once.
+
+    Same formula, inputs, checks and errors as :func:`breakout` (``smooth=None`` is its default);
+    the rolling extremes of all lookbacks come from one shared set of doubling windows
+    (:func:`pipeline.window_stats.rolling_max_min_set`).
+
+    Returns
+    -------
+    dict ``(lookback, smooth)`` -> DataFrame (index and columns of ``prices``)
+        As :func:`breakout`.
+    """
     _check_wide(prices, "breakout prices")
-    if not (int(lookback) == lookback and lookback >= 2):
-        raise RuleError(f"breakout: lookback must be an integer >= 2, got {lookback}")
-    if smooth is None:
-        smooth = max(int(lookback / 4), 1)
-    if not (int(smooth) == smooth and 1 <= smooth < lookback):
-        raise RuleError(f"breakout{lookback}: smooth must be an integer with 1 <= smooth < lookback, got {smooth}")
-    prices = prices.astype(float)
-    window = prices.rolling(lookback, min_periods=math.ceil(lookback / 2))
-    roll_max, roll_min = window.max(), window.min()
-    price_range = roll_max - roll_min
-    position = 40.0 * (prices - (roll_max + roll_min) / 2.0) / price_range.where(price_range > 0)
-    raw = position.where(~((price_range == 0) & prices.notna()), 0.0)
-    return raw.ewm(span=smooth, min_periods=math.ceil(smooth / 2)).mean()
+    resolved = []
+    for lookback, smooth in variations:
+        if not (int(lookback) == lookback and lookback >= 2):
+            raise RuleError(f"breakout: lookback must be an integer >= 2, got {lookback}")
+        span = max(int(lookback / 4), 1) if smooth is None else smooth
+        if not (int(span) == span and 1 <= span < lookback):
+            raise RuleError(f"breakout{lookback}: smooth must be an integer with 1 <= smooth < lookback, got {span}")
+        resolved.append((int(lookback), int(span)))
+    values = np.asfortranarray(prices.to_numpy(dtype=float))
+    observed = ~np.isnan(values)
+    # Rolling extremes of every instrument at once (pandas' values exactly, NaN ignored).
+    extremes = rolling_max_min_set(values, [(lookback, math.ceil(lookback / 2)) for lookback, _ in resolved])
+    out = {}
+    for (lookback, span), variation, (roll_max, roll_min) in zip(resolved, variations, extremes):
+        # 40 * (price - (max + min) / 2) / (max - min), in place in ``roll_max`` (each pair is fresh).
+        price_range = roll_max - roll_min
+        position = np.add(roll_max, roll_min, out=roll_max)
+        np.divide(position, 2.0, out=position)
+        np.subtract(values, position, out=position)
+        np.multiply(position, 40.0, out=position)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            np.divide(position, price_range, out=position)  # NaN where a price or the range is missing
+        position[(price_range == 0) & observed] = 0.0  # flat window: 0 (a flat window without a price stays NaN)
+        raw = pd.DataFrame(position, index=prices.index, columns=prices.columns, copy=False)
+        out[variation] = raw.ewm(span=span, min_periods=math.ceil(span / 2)).mean()
+    return out
+
+
+def carry(
+    price: pd.DataFrame,
+    carry_price: pd.DataFrame,
+    price_contract: pd.DataFrame,
+    carry_contract: pd.DataFrame,
+    vol: pd.DataFrame,
+    smooth_days: float = 90,
+) -> pd.DataFrame:
+    """Raw carry forecast of futures from multiple prices (research API; see :mod:`pipeline.carry`).
+
+    ``ann_roll = (PRICE - CARRY) / (yearfrac(CARRY_CONTRACT) - yearfrac(PRICE_CONTRACT))``, then
+    ``raw = ann_roll / (vol x 16)`` smoothed with ``ewm(com=smooth_days)`` (pst's ``ewm(90)``,
+    which is ``com=90``, i.e. span 181: carver.md §4).
+
+    Parameters
+    ----------
+    price, carry_price : DataFrame, index ``session`` (ascending DatetimeIndex), columns instruments
+        Prices of the held and the carry contract in price points (``MultiplePrices.price`` /
+        ``.carry`` from :func:`pipeline.carver_data.read_multiple_prices`).
+    price_contract, carry_contract : DataFrame, same grid
+        Their contracts as ``yyyymmdd`` or ``yyyymm`` numbers.
+    vol : DataFrame, same grid
+        Daily vol of the back-adjusted price in price points (:func:`pipeline.volatility.robust_vol`).
+    smooth_days : float
+        ``ewm`` centre of mass (pst 90).
+
+    Returns
+    -------
+    DataFrame, same grid
+        Raw carry in annualised Sharpe-ratio units (unscaled, uncapped; the forecast scalar is
+        about 30: ``pipeline.carry.CARRY_FORECAST_SCALAR``).
+
+    Raises
+    ------
+    CarryError
+        Malformed frames or different grids.
+
+    Notes
+    -----
+    Source: pst ``systems/provided/rules/carry.py`` and ``systems/rawdata.py``; ST ch. 7;
+    carver.md §2.4. Wraps :func:`pipeline.carry.annualised_roll` and
+    :func:`pipeline.carry.carry_forecast`.
+    """
+    from pipeline.carry import annualised_roll, carry_forecast
+
+    return carry_forecast(annualised_roll(price, carry_price, price_contract, carry_contract), vol, smooth_days)

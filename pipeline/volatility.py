@@ -155,12 +155,13 @@ def robust_vol(
     packed, rows, cols, packed_row = _pack(prices)
     returns = pd.DataFrame(packed).diff()
     vol = returns.ewm(span=span, adjust=True, min_periods=min_periods).std()
-    vol = vol.where(vol.isna() | (vol >= vol_abs_min), vol_abs_min)
+    values = np.maximum(vol.to_numpy(), vol_abs_min)  # NaN vol stays NaN
     if floor and len(vol):
+        vol = pd.DataFrame(values, copy=False)
         vol_floor = vol.rolling(window=floor_days, min_periods=floor_min_periods).quantile(floor_min_quantile)
         vol_floor.iloc[0] = 0.0  # pst: 0 before enough history, so the floor is always defined
-        vol = np.maximum(vol, vol_floor.ffill())  # NaN vol stays NaN
-    return _unpack(vol.to_numpy(), prices, rows, cols, packed_row).ffill()
+        np.maximum(values, vol_floor.ffill().to_numpy(), out=values)  # NaN vol stays NaN
+    return _unpack(values, prices, rows, cols, packed_row).ffill()
 
 
 def percentage_vol(vol: pd.DataFrame, prices: pd.DataFrame, annualise: bool = True) -> pd.DataFrame:
