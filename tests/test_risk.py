@@ -75,7 +75,7 @@ def test_max_order_notional_counts_the_point_size():
 
 
 def test_max_order_notional_reason_names_the_numbers():
-    # the example of the order-path brief: 120 x 4500 x 1 = 540000 > 500000
+    # worked example: 120 x 4500 x 1 = 540000 > 500000
     limits = RiskLimits(max_order_quantity=1000, max_order_notional=500_000)
     v = check(120, price=4500.0, limits=limits)
     assert v.reason == "max_order_notional: |120 x 4500.0 x 1| = 540000 > 500000"
