@@ -3,6 +3,7 @@
     trading-pipeline backtest [--start YYYY-MM-DD] [--end YYYY-MM-DD] [--strategy NAME] [--out DIR]
     trading-pipeline walk-forward [--train-len 252] [--test-len 63] [--stride 63] [--strategy NAME] [--out DIR]
     trading-pipeline compare RUN_DIR RUN_DIR ... [--out FILE]
+    trading-pipeline stability [--start YYYY-MM-DD] [--end YYYY-MM-DD] [--out DIR]
 
 ``backtest`` runs the production code through Dagster: one run of the daily job for the session
 ``--end`` (default: the source's latest) with order submission off, on an empty lake (a temporary
@@ -15,7 +16,10 @@ simulates ``--start`` .. ``--end`` and writes ``{out}/{timestamp}_{strategy}/`` 
 ``walk-forward`` fills a lake the same way, then refits forecast scalars, FDM, instrument
 weights and IDM on each training window only and trades the following test window with them
 (:mod:`pipeline.walk_forward_backtest`); the stitched out-of-sample run gets a results folder
-with a per-fold table. ``compare`` writes ``compare.html`` for results folders.
+with a per-fold table. ``compare`` writes ``compare.html`` for results folders. ``stability``
+fills a lake the same way and reports the Sharpe ratio of the trend system with each key
+parameter moved by -25% / +25% and its performance by volatility regime
+(:mod:`pipeline.parameter_stability`), gross of costs and in sample.
 
 Use ``--config`` with a ``files`` source to run on a folder of your own bars.
 """
@@ -32,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["add_parser", "cmd_backtest", "cmd_compare", "cmd_walk_forward"]
+__all__ = ["add_parser", "cmd_backtest", "cmd_compare", "cmd_stability", "cmd_walk_forward"]
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -55,6 +59,11 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("runs", nargs="+", help="results folders written by backtest or walk-forward")
     p.add_argument("--out", help="HTML file to write (default: compare.html beside the first folder)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("stability", parents=[common],
+                       help="Sharpe with each key parameter moved +/-25%, and performance by vol regime")
+    _window_args(p)
+    p.set_defaults(func=cmd_stability)
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
@@ -147,6 +156,48 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"Comparison of {len(args.runs)} runs: {path}")
+    return 0
+
+
+def cmd_stability(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from pipeline.lake import Lake
+    from pipeline.parameter_stability import TrendParameters, performance_by_vol_regime, sharpe_surface, trend_returns
+    from pipeline.validation import PERIODS_PER_YEAR
+
+    with ExitStack() as stack:
+        result, cfg, lake_root, day = _fill_lake(args, stack, {})
+        if result is None:
+            return 1
+        closes = Lake(Path(lake_root)).read_wide("volatility", "close", cfg.symbols).loc[:day]
+        start = pd.Timestamp(args.start) if args.start else closes.index[0] + pd.offsets.BDay(300)  # after warm-up
+        base = TrendParameters(vol_target=cfg.portfolio.vol_target, buffer_fraction=cfg.portfolio.buffer)
+        surface = sharpe_surface(closes, base, start=start, capital=cfg.portfolio.capital)
+        returns = trend_returns(closes, base, capital=cfg.portfolio.capital).loc[start:]
+        market = closes.pct_change(fill_method=None).mean(axis=1)  # equal-weight market return
+        market_vol = market.rolling(64, min_periods=32).std() * np.sqrt(PERIODS_PER_YEAR)
+        regimes = performance_by_vol_regime(returns, market_vol)
+        folder = Path(_out_default(args)) / (
+            f"{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%SZ}_{args.strategy or cfg.broker.strategy}-stability")
+        folder.mkdir(parents=True, exist_ok=True)
+        surface.to_csv(folder / "sharpe_surface.csv")
+        regimes.to_csv(folder / "performance_by_vol_regime.csv")
+        basis = {"sample": f"{start.date()} .. {day}, {len(cfg.symbols)} instruments",
+                 "costs": "none (gross)", "in_or_out_of_sample": "in sample (sensitivity, not a performance claim)",
+                 "base_parameters": {"ewmac_fast": list(base.ewmac_fast), "vol_span": base.vol_span,
+                                     "buffer_fraction": base.buffer_fraction, "vol_target": base.vol_target},
+                 "regime": "terciles of the equal-weight market's 64-session realised vol at the previous close"}
+        (folder / "stability.json").write_text(json.dumps({
+            "basis": basis,
+            "sharpe_surface": {k: {str(f): float(v) for f, v in row.items()} for k, row in surface.iterrows()},
+            "performance_by_vol_regime": json.loads(regimes.to_json(orient="index")),
+        }, indent=2))
+        with pd.option_context("display.width", 160, "display.float_format", "{:.3f}".format):
+            print(f"\nSample {basis['sample']}; {basis['in_or_out_of_sample']}; costs {basis['costs']}")
+            print(f"Sharpe with each parameter scaled by the factor:\n{surface.to_string()}")
+            print(f"\nPerformance by volatility regime:\n{regimes.to_string()}")
+        print(f"Results: {folder}")
     return 0
 
 

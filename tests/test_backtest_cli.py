@@ -81,3 +81,20 @@ def test_backfill_results_sit_beside_a_local_lake_not_in_the_working_directory(t
 
     assert _results_root("results/backtests", tmp_path / "lake") == tmp_path.resolve() / "results" / "backtests"
     assert _results_root(str(tmp_path / "abs"), tmp_path / "lake") == tmp_path / "abs"
+
+
+def test_stability_reports_the_sharpe_surface_and_regimes_on_the_same_lake(runs):
+    *_, out, env = runs
+    done = _cli("stability", "--start", "2015-01-02", "--end", "2022-06-30", "--out", str(out),
+                "--lake", str(out.parent / "lake"), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = next(out.glob("*_carver-stability"))
+    surface = pd.read_csv(folder / "sharpe_surface.csv", index_col="parameter")
+    assert list(surface.index) == ["ewma_spans", "vol_span", "buffer_fraction", "vol_target"]
+    assert list(surface.columns) == ["0.75", "1.0", "1.25"]
+    assert surface["1.0"].nunique() == 1 and surface.notna().all().all()  # one base run, every run finite
+    regimes = pd.read_csv(folder / "performance_by_vol_regime.csv", index_col="regime")
+    assert list(regimes.index) == ["low", "mid", "high"]
+    assert (regimes["vol_from"].iloc[1:].to_numpy() >= regimes["vol_to"].iloc[:-1].to_numpy()).all()
+    basis = json.loads((folder / "stability.json").read_text())["basis"]
+    assert basis["costs"] == "none (gross)" and basis["sample"].startswith("2015-01-02 .. 2022-06-30")
