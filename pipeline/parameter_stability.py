@@ -30,6 +30,7 @@ from pipeline.validation import PERIODS_PER_YEAR, annualised_sharpe
 
 __all__ = [
     "PARAMETERS",
+    "ParameterError",
     "TrendParameters",
     "performance_by_vol_regime",
     "sharpe_grid",
