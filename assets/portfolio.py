@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.markdown import frame_md
-from assets.partitions import DAILY_ASSET, run_sessions
+from assets.partitions import DAILY_ASSET, no_session_result, run_sessions
 from assets.resources import Settings
 from assets.signals import COMBINED, VOLATILITY
 from pipeline.fx import universe_fx
@@ -22,10 +22,11 @@ VOL_FORECAST = "vol_forecast"
 
 @dg.asset(deps=[VOLATILITY], group_name="portfolio", kinds={"python", "parquet", "scipy"}, code_version="1")
 def instrument_weights(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
-    """Equal-risk-contribution instrument weights, re-estimated at each month end on the trailing
-    covariance of vol-normalised returns (scipy), with risk contributions, the IDM
-    (1/sqrt(w'Hw), correlations floored at 0, capped at 2.5) and the correlation matrix. An estimate
-    made at month end m applies from the next session (no look-ahead)."""
+    """Instrument weights, re-estimated at each month end on the trailing covariance of
+    vol-normalised returns: equal risk contribution by default (scipy), or equal, fixed (from the
+    config) or handcrafted (``portfolio.instrument_weights_method``), with risk contributions, the
+    IDM of the chosen weights (1/sqrt(w'Hw), correlations floored at 0, capped at 2.5) and the
+    correlation matrix. An estimate made at month end m applies from the next session (no look-ahead)."""
     cfg, lake = settings.config(), settings.lake()
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols)
     vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols)
@@ -34,6 +35,8 @@ def instrument_weights(context: dg.AssetExecutionContext, settings: Settings) ->
         lookback_sessions=int(cfg.portfolio.weights_lookback_years * 256),
         min_sessions=cfg.portfolio.weights_min_sessions,
         idm_cap=cfg.portfolio.idm_cap,
+        method=cfg.portfolio.instrument_weights_method,
+        fixed_weights=cfg.portfolio.instrument_weights,
     )
     if est.weights.empty:  # fail closed: no weights means no positions, said plainly
         raise dg.Failure(
@@ -47,6 +50,7 @@ def instrument_weights(context: dg.AssetExecutionContext, settings: Settings) ->
     latest_at = est.weights.index[-1]
     latest = pd.DataFrame({"weight": est.weights.iloc[-1], "risk_contribution": est.risk_contributions.iloc[-1]})
     return dg.MaterializeResult(metadata={
+        "method": cfg.portfolio.instrument_weights_method,
         "estimated_at": str(latest_at.date()),
         "n_estimates": len(est.weights),
         "idm": float(est.idm.iloc[-1]),
@@ -71,6 +75,8 @@ def target_positions(context: dg.AssetExecutionContext, settings: Settings) -> d
     with the FX rates under ``portfolio.fx_path`` (pysystemtrade ``XXXUSD`` files)."""
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context)
+    if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
+        return no_session_result(context)
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1])
     vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=run[-1])
     combined = lake.read_wide(COMBINED, "combined", cfg.symbols, end=run[-1]).reindex(closes.index)

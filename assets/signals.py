@@ -9,13 +9,27 @@ import dagster as dg
 import pandas as pd
 
 from assets.markdown import frame_md
-from assets.partitions import DAILY_ASSET, run_sessions
+from assets.partitions import DAILY_ASSET, no_session_result, run_sessions
 from assets.quality import CLEAN_BARS
 from assets.resources import Settings
 from pipeline.combine import forecast_weights
-from pipeline.costs import apply_speed_limit, excluded_pairs, rule_sr_costs, speed_limit_exclusions, too_expensive
+from pipeline.costs import (
+    apply_speed_limit,
+    average_position_units,
+    excluded_pairs,
+    rule_sr_costs,
+    speed_limit_exclusions,
+    too_expensive,
+)
 from pipeline.forecast_weights import combine_with_weight_history, estimate_forecast_weights
-from pipeline.forecasts import ForecastSet, compute_forecasts, estimate_forecast_scalars, floor_long_only, rescale
+from pipeline.forecasts import (
+    ForecastSet,
+    compute_forecasts,
+    estimate_guarded_scalars,
+    floor_long_only,
+    rescale,
+)
+from pipeline.fx import universe_fx
 from pipeline.lake import wide_to_long
 from pipeline.stale import mask_stale_forecasts, stale_instruments, stale_mask, without_stale
 from pipeline.volatility import percentage_vol, robust_vol
@@ -36,6 +50,8 @@ def volatility(context: dg.AssetExecutionContext, settings: Settings) -> dg.Mate
     calculation (the vol carries over them). Source: pysystemtrade ``robust_vol_calc``."""
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context)
+    if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
+        return no_session_result(context)
     closes = lake.read_wide(CLEAN_BARS, "close", cfg.symbols, end=run[-1])
     guard = cfg.stale_guard.sessions
     vol = robust_vol(without_stale(closes, stale_mask(closes, guard)) if guard else closes)
@@ -56,11 +72,15 @@ def forecast_scalars(context: dg.AssetExecutionContext, settings: Settings) -> d
     """Forecast scalar of each rule variation, estimated as pysystemtrade does (pooled across
     instruments: 10 / expanding mean of the cross-sectional median |raw forecast|), one value per
     session using data up to it; shown beside the configured (published) values. Used by
-    ``forecasts`` when ``rules.scalars`` is ``estimate``."""
+    ``forecasts`` when ``rules.scalars`` is ``estimate``. With ``stale_guard.sessions`` set, the
+    raw forecasts of stale instruments are left out before estimating, as ``forecasts`` leaves
+    them out after scaling: the scalar is fitted on the forecasts that are traded."""
     cfg, lake = settings.config(), settings.lake()
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols)
     vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols)
-    estimates = estimate_forecast_scalars(compute_forecasts(closes, vol, cfg.rules), min_periods=cfg.rules.min_scalar_periods)
+    estimates = estimate_guarded_scalars(
+        closes, vol, cfg.rules, stale_sessions=cfg.stale_guard.sessions or 0, min_periods=cfg.rules.min_scalar_periods
+    )
     long = estimates.stack().rename("scalar").reset_index()
     lake.write_table(FORECAST_SCALARS, long)
     latest = estimates.ffill().iloc[-1]
@@ -82,6 +102,8 @@ def forecasts(context: dg.AssetExecutionContext, settings: Settings) -> dg.Mater
     With ``stale_guard.sessions`` set, an instrument whose close is stale gets no forecast."""
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context)
+    if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
+        return no_session_result(context)
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1])
     vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=run[-1])
     fset = compute_forecasts(closes, vol, cfg.rules)
@@ -117,19 +139,30 @@ def combined_forecast(context: dg.AssetExecutionContext, settings: Settings) -> 
     """Forecast weights x capped forecasts (weights renormalised over the rules available),
     times the FDM, capped again at +/-20 (ST ch. 8; pysystemtrade ``forecast_combine.py``).
     Weights are fixed, equal, handcrafted or bootstrapped (``combination.forecast_weights_method``;
-    estimates re-made at each year end from past data only); with ``combination.apply_speed_limit``
-    a rule whose annual SR cost exceeds ``speed_limit`` gets weight 0 for that instrument (ST ch. 12),
+    estimates re-made at each year end from past data only, smoothed through time with
+    ``combination.forecast_weight_ewma_span``); with ``combination.apply_speed_limit``
+    a rule whose annual SR cost exceeds ``speed_limit`` gets weight 0 for that instrument (ST ch. 12;
+    by default the SR cost of a trade of one average position, ``combination.sr_cost_trade_size``),
     and an instrument with no rule cheap enough gets a combined forecast of 0."""
     cfg, lake = settings.config(), settings.lake()
     comb = cfg.combination
     run = run_sessions(context)
+    if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
+        return no_session_result(context)
     capped = ForecastSet.from_long(lake.read(FORECASTS, end=run[-1])).capped
     method = comb.forecast_weights_method
     costs = excluded = None
     if comb.apply_speed_limit or method in ("handcraft", "bootstrap"):
         closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1]).reindex(capped.index)
         vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=run[-1]).reindex(capped.index)
-        costs = rule_sr_costs(capped, closes, vol, cfg.instruments, comb.cost_window)
+        trade_units = None
+        if comb.sr_cost_trade_size == "average_position":  # Carver: one average position per trade
+            fx = universe_fx(cfg.instruments, cfg.portfolio.base_currency, cfg.portfolio.fx_path, closes.index)
+            trade_units = average_position_units(
+                vol, pd.Series({i.symbol: i.point_size for i in cfg.instruments}), cfg.portfolio.capital,
+                cfg.portfolio.vol_target, fx=fx, window=comb.cost_window,
+            )
+        costs = rule_sr_costs(capped, closes, vol, cfg.instruments, comb.cost_window, trade_units=trade_units)
     used = capped
     if comb.apply_speed_limit:
         excluded = speed_limit_exclusions(costs, comb.speed_limit)
@@ -142,7 +175,9 @@ def combined_forecast(context: dg.AssetExecutionContext, settings: Settings) -> 
             capped, closes, vol, method, comb.weights_min_sessions, sr_costs=costs,
             draws=comb.bootstrap_draws, block=comb.bootstrap_block, seed=comb.bootstrap_seed,
         )
-    combined, fdm = combine_with_weight_history(used, history, comb.fdm, comb.fdm_cap, cfg.rules.forecast_cap)
+    combined, fdm = combine_with_weight_history(
+        used, history, comb.fdm, comb.fdm_cap, cfg.rules.forecast_cap, smooth_span=comb.forecast_weight_ewma_span
+    )
     if excluded is not None:
         combined = combined.mask(too_expensive(capped, excluded).reindex_like(combined).fillna(False).astype(bool), 0.0)
     combined = combined.reindex(columns=cfg.symbols)

@@ -10,13 +10,14 @@ instrument-days, 1970 .. 2023):
 
   load       read_adjusted_prices, read_multiple_prices, read_instrument_config; weekend rows to Friday
   vol        robust_vol (the pipeline default)
-  rules      raw_forecast_frames: raw EWMAC 2/8 .. 64/256 and breakout 10 .. 320 (12 variations)
   carry      annualised_roll + carry_forecast on the instruments with multiple prices
+  rules      raw_forecast_stack: raw EWMAC 2/8 .. 64/256 and breakout 10 .. 320 (12 variations),
+             written with carry into one stacked (rule, instrument) array
   scalars    estimate_forecast_scalars (pooled, expanding) + capped_forecasts (scaled by the estimates,
-             the published value until an estimate exists, capped at +/-20, stacked into one
-             (rule, instrument) frame)
-  fdm        estimate_fdm, equal forecast weights over the 13 rules
-  combine    combine_forecasts
+             the published value until an estimate exists, capped at +/-20, in place in the
+             raw stack: overwrite_raw=True)
+  fdm+combine  estimate_fdm_and_combine: estimate_fdm (equal forecast weights over the 13 rules) and
+             combine_forecasts with that FDM, in one pass over the capped forecasts
   weights    vol_normalised_returns + estimate_instrument_weights (ERC, IDM; lookback 1280 sessions)
   positions  InstrumentWeights.daily + target_positions (vol target, buffer, rounding; fx = 1)
 
@@ -27,9 +28,9 @@ post-import baseline is printed beside it). Budget (issue 7): <= 6 s wall and <=
 project's 2-core machine for the research pass, i.e. every stage but ``load`` (the issue's list of
 the pass does not include reading the files; the load time is reported separately). Each stage's
 CPU time (``time.process_time``) is printed beside its wall time: on a machine shared with other
-work the wall times stretch, the CPU times much less. The 1-, 5- and 15-minute load averages are
-printed before and after, since other work on the machine slows the runs. Exits 0 with a message
-if the data is absent.
+work the wall times stretch, the CPU times much less. The 1-minute load average is printed
+before and after every run (the 1-, 5- and 15-minute ones before and after the set), since other
+work on the machine slows the runs. Exits 0 with a message if the data is absent.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "futures_carver_2023"
-STAGES = ["load", "vol", "rules", "carry", "scalars", "fdm", "combine", "weights", "positions"]
+STAGES = ["load", "vol", "carry", "rules", "scalars", "fdm+combine", "weights", "positions"]
 BUDGET_SECONDS, BUDGET_MB = 6.0, 2048.0
 LOOKBACK_SESSIONS = 1280
 
@@ -65,13 +66,22 @@ def _rss_mb() -> float:
 def research_pass(folder: Path) -> dict:
     """Run every stage once; return ``{"stages": {name: seconds}, "shape": ..., "checks": ...}``."""
     from pipeline.carry import CARRY_FORECAST_SCALAR
-    from pipeline.combine import combine_forecasts, estimate_fdm, forecast_weights
+    from pipeline.combine import estimate_fdm_and_combine, forecast_weights
     from pipeline.config import DEFAULT_FORECAST_SCALARS, PortfolioConfig, RulesConfig
-    from pipeline.forecasts import capped_forecasts, estimate_forecast_scalars, raw_forecast_frames
+    from pipeline.forecasts import (
+        capped_forecasts,
+        estimate_forecast_scalars,
+        raw_forecast_stack,
+    )
     from pipeline.sizing import target_positions
     from pipeline.volatility import robust_vol
     from pipeline.weights import estimate_instrument_weights, vol_normalised_returns
-    from scripts.carver_fidelity import BREAKOUT_LOOKBACKS, EWMAC_SPEEDS, carry_raw, load_carver_2023
+    from scripts.carver_fidelity import (
+        BREAKOUT_LOOKBACKS,
+        EWMAC_SPEEDS,
+        carry_raw,
+        load_carver_2023,
+    )
 
     times: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -90,25 +100,23 @@ def research_pass(folder: Path) -> dict:
     with stage("vol"):
         vol = robust_vol(prices)
 
+    with stage("carry"):
+        carry = carry_raw(data, vol)
+
     with stage("rules"):
         rules = RulesConfig(ewmac=EWMAC_SPEEDS, breakout=BREAKOUT_LOOKBACKS)
-        frames = raw_forecast_frames(prices, vol, rules)
-
-    with stage("carry"):
-        frames["carry"] = carry_raw(data, vol)
+        raw = raw_forecast_stack(prices, vol, rules, extra={"carry": carry})
+        del carry
 
     with stage("scalars"):
-        scalars = estimate_forecast_scalars(frames)
+        scalars = estimate_forecast_scalars(raw)
         fallback = {**DEFAULT_FORECAST_SCALARS, "carry": CARRY_FORECAST_SCALAR}
-        capped = capped_forecasts(frames, scalars, fallback=fallback)
-        del frames
+        capped = capped_forecasts(raw, scalars, fallback=fallback, overwrite_raw=True)
+        del raw
 
-    with stage("fdm"):
+    with stage("fdm+combine"):
         weights = forecast_weights(list(dict.fromkeys(capped.columns.get_level_values("rule"))), None)
-        fdm = estimate_fdm(capped, weights)
-
-    with stage("combine"):
-        combined = combine_forecasts(capped, weights, fdm)
+        combined, fdm = estimate_fdm_and_combine(capped, weights)
 
     with stage("weights"):
         instrument_weights = estimate_instrument_weights(vol_normalised_returns(prices, vol), LOOKBACK_SESSIONS, 126)
@@ -209,14 +217,22 @@ def main() -> int:
     load_before = os.getloadavg()
     runs = []
     for k in range(args.runs):
+        load_at_start = os.getloadavg()[0]
         proc = subprocess.run(
             [sys.executable, __file__, "--child", "--data", str(args.data)],
             check=True, capture_output=True, text=True, cwd=ROOT,
         )
         run = json.loads(proc.stdout.strip().splitlines()[-1])
         run["total"] = sum(run["stages"].values())
+        run["load"] = (load_at_start, os.getloadavg()[0])
         runs.append(run)
-        print(f"run {k + 1}: {run['total']:.1f} s, peak RSS {run['peak_rss_mb']:.0f} MB", flush=True)
+        compute = run["total"] - run["stages"]["load"]
+        compute_cpu = sum(run["cpu"].values()) - run["cpu"]["load"]
+        print(
+            f"run {k + 1}: {run['total']:.1f} s (computation {compute:.2f} s wall, {compute_cpu:.2f} s CPU), "
+            f"peak RSS {run['peak_rss_mb']:.0f} MB, 1-min load average {load_at_start:.2f} -> {run['load'][1]:.2f}",
+            flush=True,
+        )
     load_after = os.getloadavg()
 
     first = runs[0]

@@ -9,7 +9,8 @@
     trading-pipeline cancel-orders SESSION
 
 Every command takes ``--config PATH`` (default: ``$TRADING_PIPELINE_CONFIG`` or the bundled
-default) and ``--lake PATH``. Runs go through Dagster and are recorded in ``$DAGSTER_HOME``
+default) and ``--lake PATH`` (a folder or an object-store URL; the ledger then lives in the
+configuration's ``state_root``). Runs go through Dagster and are recorded in ``$DAGSTER_HOME``
 (default ``./.dagster_home``), so they show in the UI next to scheduled runs.
 """
 
@@ -24,8 +25,9 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import backtest_cli
-from pipeline import fake_gateway_cli, orders_cli
+from pipeline import fake_gateway_cli, orders_cli, storage
 from pipeline.config import ConfigError, PipelineConfig, load_config
+from pipeline.storage import StorageError
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
@@ -36,7 +38,13 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def _lake_root(args: argparse.Namespace, cfg: PipelineConfig) -> str:
-    return str(Path(args.lake).resolve()) if args.lake else str(cfg.lake_path)
+    """The lake root as a string: a resolved folder or an object-store URL (``pipeline.storage``)."""
+    return str(storage.lake_root(cfg, args.lake))
+
+
+def _state_root(args: argparse.Namespace, cfg: PipelineConfig) -> Path:
+    """The local state folder of the ledger (``pipeline.storage``); StorageError if it has none."""
+    return storage.state_path(cfg, storage.lake_root(cfg, args.lake))
 
 
 def _print_frame(df: pd.DataFrame, title: str) -> None:
@@ -62,10 +70,13 @@ def _failure_text(result) -> str:
     return "\n".join(lines) or "  (see the run in the Dagster UI)"
 
 
-def summary(cfg: PipelineConfig, lake_root: str, session: pd.Timestamp) -> None:
+def summary(cfg: PipelineConfig, lake_root: str, session: pd.Timestamp, state_root: Path | None = None) -> None:
     """Print the session's combined forecasts, target positions and orders from the lake."""
+    from functools import partial
+
     from pipeline.warehouse import query
 
+    query = partial(query, state_root=state_root)
     day = session.strftime("%Y-%m-%d")
     positions = query(lake_root, f"""
         select instrument, price, combined, weight, idm, optimal, target
@@ -94,7 +105,7 @@ def cmd_daily(args: argparse.Namespace) -> int:
     from pipeline.warehouse import publish_views
 
     cfg = _config(args)
-    lake_root = _lake_root(args, cfg)
+    lake_root, state = _lake_root(args, cfg), _state_root(args, cfg)
     home = ensure_dagster_home()
     if args.session:
         session = pd.Timestamp(args.session)
@@ -114,19 +125,20 @@ def cmd_daily(args: argparse.Namespace) -> int:
     if not result.success:
         print(f"\nRun {result.run_id} FAILED after {elapsed:.1f} s:\n{_failure_text(result)}", file=sys.stderr)
         return 1
-    publish_views(lake_root)
-    summary(cfg, lake_root, session)
+    publish_views(lake_root, state)
+    summary(cfg, lake_root, session, state)
     print(f"\nRun {result.run_id} succeeded in {elapsed:.1f} s (Dagster instance: {home})")
-    print(f"Outputs: Parquet lake {lake_root}, ledger and views {Path(lake_root) / 'warehouse.duckdb'}")
+    print(f"Outputs: Parquet lake {lake_root}, ledger and views {state / 'warehouse.duckdb'}")
     return 0
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    from pipeline.calendar import sessions
     from pipeline.definitions import ensure_dagster_home, execute_backfill
     from pipeline.warehouse import publish_views
 
     cfg = _config(args)
-    lake_root = _lake_root(args, cfg)
+    lake_root, state = _lake_root(args, cfg), _state_root(args, cfg)
     home = ensure_dagster_home()
     started = time.perf_counter()
     result = execute_backfill(args.start, args.end, config_path=args.config, lake_root=lake_root)
@@ -134,10 +146,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if not result.success:
         print(f"Backfill run {result.run_id} FAILED after {elapsed:.1f} s:\n{_failure_text(result)}", file=sys.stderr)
         return 1
-    publish_views(lake_root)
-    n = len({e.partition for e in result.get_asset_materialization_events() if e.partition})
+    publish_views(lake_root, state)
+    partitions = pd.DatetimeIndex(sorted({e.partition for e in result.get_asset_materialization_events() if e.partition}))
+    n = int(partitions.isin(sessions(partitions.min(), partitions.max(), cfg.calendar)).sum()) if len(partitions) else 0
     print(f"Backfill {args.start} .. {args.end}: one run ({result.run_id}), {n} sessions, {elapsed:.1f} s "
-          f"(Dagster instance: {home}; lake: {lake_root}). Backfills never send orders.")
+          f"({len(partitions)} weekday partitions, holidays materialized as no-ops; Dagster instance: {home}; "
+          f"lake: {lake_root}). Backfills never send orders.")
     return 0
 
 
@@ -145,7 +159,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     from pipeline.warehouse import query
 
     cfg = _config(args)
-    df = query(_lake_root(args, cfg), args.sql, cfg)
+    df = query(_lake_root(args, cfg), args.sql, cfg, state_root=_state_root(args, cfg))
     if args.csv:
         df.to_csv(sys.stdout, index=False)
     else:
@@ -160,7 +174,7 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
     from pipeline.warehouse import WAREHOUSE_FILE
 
     cfg = _config(args)
-    ledger = Ledger(Path(_lake_root(args, cfg)) / WAREHOUSE_FILE)
+    ledger = Ledger(_state_root(args, cfg) / WAREHOUSE_FILE)
     ledger.init()
     if args.state:
         ledger.set_trading_state(TradingState(args.state), reason=args.reason or "set from the CLI", changed_by="cli")
@@ -173,7 +187,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     from pipeline.warehouse import WAREHOUSE_FILE
 
     cfg = _config(args)
-    ledger = Ledger(Path(_lake_root(args, cfg)) / WAREHOUSE_FILE)
+    ledger = Ledger(_state_root(args, cfg) / WAREHOUSE_FILE)
     ledger.init()
     new = ledger.release_quarantined(args.session, args.instrument, args.rule, reason=args.reason, released_by=args.by)
     print(f"{'released' if new else 'already released'}: {args.instrument} {args.session} rule {args.rule}; "
@@ -185,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trading-pipeline", description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="configuration YAML (default: $TRADING_PIPELINE_CONFIG or the bundled default)")
-    common.add_argument("--lake", help="lake root folder (default: lake_root of the configuration)")
+    common.add_argument("--lake", help="lake root: a folder or an object-store URL (default: lake_root of the configuration)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("daily", parents=[common], help="run the daily job for the latest session (or --session)")
@@ -227,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -140,6 +140,12 @@ class CombinationConfig(_Strict):
     bootstrap_draws: int = Field(100, ge=1, description="bootstrap resamples per estimate")
     bootstrap_block: int = Field(64, ge=1, description="block length in sessions of the bootstrap")
     bootstrap_seed: int = Field(0, description="random seed, so an estimate is reproducible")
+    forecast_weight_ewma_span: int | None = Field(
+        125,
+        ge=1,
+        description="pst forecast_weight_ewma_span: estimated forecast weights are smoothed through time "
+        "with an EWMA of this span in sessions and re-normalised; None = change in one step",
+    )
     apply_speed_limit: bool = Field(
         False,
         description="exclude, per instrument, a rule whose annual SR cost exceeds speed_limit "
@@ -147,6 +153,12 @@ class CombinationConfig(_Strict):
     )
     speed_limit: float = Field(0.13, gt=0, description="annual SR cost ceiling per rule (ST ch. 12)")
     cost_window: int = Field(256, ge=20, description="sessions of price and vol averaged for SR costs")
+    sr_cost_trade_size: Literal["average_position", "one_unit"] = Field(
+        "average_position",
+        description="trade the SR cost per trade is priced on: average_position (Carver, ST ch. 12: one "
+        "average position of an equally weighted instrument at portfolio.capital and vol_target, so a "
+        "minimum commission is spread over a realistic trade) or one_unit (one share / contract)",
+    )
 
 
 class PortfolioConfig(_Strict):
@@ -166,6 +178,15 @@ class PortfolioConfig(_Strict):
     )
     weights_min_sessions: int = Field(
         126, ge=20, description="sessions of history an instrument needs before it gets weight"
+    )
+    instrument_weights_method: Literal["erc", "equal", "fixed", "handcraft"] = Field(
+        "erc",
+        description="erc: equal risk contribution; equal: 1/n; fixed: instrument_weights re-normalised over "
+        "the instruments with data; handcraft: Carver's handcrafting on the correlation of returns. The IDM "
+        "is computed from the chosen weights",
+    )
+    instrument_weights: dict[str, float] | None = Field(
+        None, description="fixed instrument weights (any scale, >= 0) for instrument_weights_method: fixed"
     )
     buffer: float = Field(0.10, ge=0, lt=1, description="pst buffer_size, forecast method")
     round_positions: bool = Field(True, description="whole shares / contracts")
@@ -265,7 +286,10 @@ class BacktestConfig(_Strict):
     borrow_rate: float = Field(0.0, ge=0, description="annual fraction of short notional, accrued per calendar day (ACT/365)")
     max_gross_exposure: float | None = Field(None, gt=0, description="sum |notional| / capital; None = no limit")
     max_net_exposure: float | None = Field(None, gt=0, description="|sum notional| / capital; None = no limit")
-    pre_trade_gate: bool = Field(False, description="deny simulated orders that break the risk: limits, as production does")
+    pre_trade_gate: bool = Field(
+        False, description="deny simulated orders that break the risk: limits, as production does; with "
+        "risk.max_daily_loss, a session losing more halts the orders of the next session (circuit breaker)",
+    )
     results_dir: str = Field(
         "results/backtests",
         description="where backfills write results folders; relative = beside the lake folder "
@@ -334,6 +358,17 @@ class BrokerConfig(_Strict):
     fill_wait: float = Field(
         2.0, ge=0, description="seconds to wait for a market order's fills after it is acknowledged"
     )
+    market_fallback_after: float | None = Field(
+        None, gt=0,
+        description="LMT: seconds to wait for a limit order's fills before cancelling its unfilled residual "
+        "and sending that as a market order (its own intent and orderRef); null = no fallback",
+    )
+    what_if: bool = Field(
+        False,
+        description="dry_run: record IB's what-if margin and commission preview with each accepted intent of "
+        "the latest session (the API must not be read-only: the dry-run connection is then read-write, and "
+        "only what-if orders, which never trade, are sent)",
+    )
 
     @property
     def effective_execution(self) -> str:
@@ -362,6 +397,9 @@ class PipelineConfig(_Strict):
     """The whole configuration; see ``pipeline/data/default_config.yaml`` for documentation."""
 
     lake_root: str = Field("data_lake", description="Parquet lake + warehouse.duckdb; relative to cwd")
+    state_root: str | None = Field(None, description="local folder of warehouse.duckdb (order ledger, kill "
+                                   "switch, alerts), the order-run locks and the model registry; None: lake_root "
+                                   "(required when lake_root is an object-store URL)")
     calendar: str = Field("XNYS", description="exchange calendar of the daily partitions")
     history_start: str = Field("1990-01-02", description="first session of the partitions")
     source: SourceConfig = SourceConfig()

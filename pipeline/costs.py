@@ -78,17 +78,98 @@ def cash_cost_per_trade(
     return slippage + commission
 
 
+def average_position_units(
+    vol: pd.DataFrame,
+    point_size: pd.Series,
+    capital: float,
+    vol_target: float,
+    weights: pd.Series | None = None,
+    idm: float = 1.0,
+    fx: pd.DataFrame | None = None,
+    window: int = 256,
+) -> pd.DataFrame:
+    """Average position (the position at forecast 10) in units, per session and instrument.
+
+    ``N = capital x vol_target / 16 x weight x IDM / (mean daily vol x point_size x fx)``: the
+    subsystem position of Carver's sizing at the average forecast, with the vol averaged over the
+    last ``window`` sessions as in :func:`sr_cost_per_trade`.
+
+    Parameters
+    ----------
+    vol : DataFrame, index ``session``, columns instruments
+        Daily vol in price points.
+    point_size : Series, index instrument
+        Instrument currency per price point per unit, > 0.
+    capital : float
+        Trading capital in the base currency, > 0.
+    vol_target : float
+        Annualised vol target as a fraction (0.25 = 25%), > 0.
+    weights : Series, index instrument, optional
+        Instrument weights; default equal, ``1 / n`` over the columns of ``vol``.
+    idm : float
+        Instrument diversification multiplier (>= 1; default 1, i.e. before diversification).
+    fx : DataFrame, index ``session``, columns instruments, optional
+        Base currency per unit of instrument currency; default 1.
+    window : int
+        Sessions averaged for the vol (256).
+
+    Returns
+    -------
+    DataFrame, index and columns of ``vol``
+        Units (contracts, shares; not rounded). NaN where the mean vol is not positive.
+
+    Raises
+    ------
+    CostError
+        Non-positive capital, vol target, IDM or point size; an instrument without a point size.
+
+    Notes
+    -----
+    Source: ST ch. 10 / pst ``systems/positionsizing.py`` (volatility scalar x forecast / 10 x
+    weight x IDM), carver.md §2.7.
+    """
+    if not (capital > 0 and vol_target > 0 and idm > 0 and window >= 1):
+        raise CostError(
+            f"average_position_units: need capital, vol_target, idm > 0 and window >= 1, got "
+            f"{capital}, {vol_target}, {idm}, {window}"
+        )
+    instruments = list(vol.columns)
+    missing = [i for i in instruments if i not in point_size.index]
+    if missing:
+        raise CostError(f"average_position_units: no point size for instruments {missing}")
+    ps = point_size.reindex(instruments).to_numpy(dtype=float)
+    if not np.all(ps > 0):
+        raise CostError(f"average_position_units: point sizes must be > 0, got {dict(zip(instruments, ps))}")
+    w = (
+        np.full(len(instruments), 1.0 / max(len(instruments), 1))
+        if weights is None
+        else weights.reindex(instruments).fillna(0.0).to_numpy(dtype=float)
+    )
+    mean_vol = vol.rolling(window, min_periods=1).mean().to_numpy(dtype=float)
+    rate = 1.0 if fx is None else fx.reindex(index=vol.index, columns=instruments).ffill().to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        units = np.where(
+            mean_vol > 0, capital * vol_target / ROOT_BDAYS_IN_YEAR * w * idm / (mean_vol * ps * rate), np.nan
+        )
+    return pd.DataFrame(units, index=vol.index, columns=vol.columns)
+
+
 def sr_cost_per_trade(
     prices: pd.DataFrame,
     vol: pd.DataFrame,
     point_size: pd.Series,
     costs: Mapping[str, CostModel],
     window: int = 256,
+    trade_units: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """SR cost of trading one unit, per session and instrument (annualised SR units).
+    """SR cost of one trade, per unit traded, per session and instrument (annualised SR units).
 
-    ``cash_cost_per_trade(price = mean price, units = 1) / (mean daily vol x 16 x point_size)``,
-    with the means over the last ``window`` sessions with a value (the current one included).
+    ``cash_cost_per_trade(price = mean price, units = n) / (n x mean daily vol x 16 x point_size)``,
+    with the means over the last ``window`` sessions with a value (the current one included). The
+    trade size ``n`` is one unit by default; Carver's convention (ST ch. 12, AFTS ch. 5) is a
+    trade of the average position (:func:`average_position_units`), the block in which turnover is
+    counted, so a per-trade minimum commission is spread over a realistic trade. Costs that scale
+    with the trade (slippage, per-unit and percentage commission) give the same SR cost either way.
 
     Parameters
     ----------
@@ -102,13 +183,17 @@ def sr_cost_per_trade(
         Cost model of every instrument of ``prices``.
     window : int
         Sessions averaged (pst: one year, 256).
+    trade_units : DataFrame, index and columns of ``prices`` (or a superset), optional
+        Size of one trade in units (e.g. :func:`average_position_units`); at least one whole unit
+        is traded (``max(n, 1)``), and a NaN size counts as one unit. None: one unit.
 
     Returns
     -------
     DataFrame, index and columns of ``prices``
-        SR units per trade of one unit (dimensionless, annualised). NaN before the first price or
-        vol, or where the mean vol is not positive. Currency cancels: cost and vol are both in the
-        instrument's currency.
+        SR units of a trade of ``n`` units per unit traded (dimensionless, annualised): multiplied
+        by a turnover counted in the same blocks it gives the annual SR cost. NaN before the first
+        price or vol, or where the mean vol is not positive. Currency cancels: cost and vol are both
+        in the instrument's currency.
 
     Raises
     ------
@@ -120,8 +205,8 @@ def sr_cost_per_trade(
     -----
     Source: pst ``systems/accounts/account_costs.py`` (``get_SR_cost_per_trade_for_instrument``:
     cost at the average price of the last year over the average annualised price vol of the last
-    year), carver.md §2.10; AFTS ch. 5. A minimum commission per trade is charged in full on the
-    one-unit trade, as pst does.
+    year), carver.md §2.10; AFTS ch. 5. With one unit a minimum commission per trade is charged in
+    full on that unit, as pst's ``cost(n=1)`` does.
     """
     if window < 1:
         raise CostError(f"sr_cost_per_trade: window must be >= 1, got {window}")
@@ -142,7 +227,12 @@ def sr_cost_per_trade(
     per_unit = np.array([costs[i].commission_per_unit for i in instruments])
     minimum = np.array([costs[i].commission_min for i in instruments])
     pct = np.array([costs[i].commission_pct for i in instruments])
-    cash = slip * ps + np.maximum(np.maximum(per_unit, minimum), pct * mean_price * ps)
+    n = 1.0
+    if trade_units is not None:
+        n = trade_units.reindex(index=prices.index, columns=instruments).to_numpy(dtype=float)
+        n = np.maximum(np.where(np.isnan(n), 1.0, np.abs(n)), 1.0)
+    # cash cost of the n-unit trade, per unit: the minimum commission is shared by the n units
+    cash = slip * ps + np.maximum(np.maximum(per_unit, minimum / n), pct * mean_price * ps)
     with np.errstate(divide="ignore", invalid="ignore"):
         sr = np.where(mean_vol > 0, cash / (mean_vol * ROOT_BDAYS_IN_YEAR * ps), np.nan)
     return pd.DataFrame(sr, index=prices.index, columns=prices.columns).rename_axis(
@@ -255,6 +345,7 @@ def rule_sr_costs(
     vol: pd.DataFrame,
     instruments: Sequence[Instrument],
     window: int = 256,
+    trade_units: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Annual SR cost of every (rule, instrument) pair, per session, from the universe's cost models.
 
@@ -272,6 +363,8 @@ def rule_sr_costs(
         The configured universe (at least the instruments of ``capped``).
     window : int
         Sessions averaged for the SR cost per trade (256).
+    trade_units : DataFrame, index ``session``, columns instruments, optional
+        Trade size for :func:`sr_cost_per_trade` (e.g. :func:`average_position_units`); None: one unit.
 
     Returns
     -------
@@ -295,6 +388,7 @@ def rule_sr_costs(
         pd.Series({n: by_symbol[n].point_size for n in names}),
         {n: by_symbol[n].costs for n in names},
         window,
+        trade_units=None if trade_units is None else trade_units.reindex(index=capped.index),
     )
     rolls = pd.Series({n: by_symbol[n].rolls_per_year for n in names})
     return annual_sr_cost(forecast_turnover(capped), per_trade, rolls)

@@ -15,7 +15,9 @@ Three ways to weight the rule variations of the combined forecast, besides fixed
   returns are taken net of each rule's SR cost, so an expensive rule must earn its place.
 
 :func:`estimate_forecast_weights` re-estimates at each year end on all data up to it (expanding,
-no look-ahead) and :func:`combine_with_weight_history` applies each estimate from the next session.
+no look-ahead) and :func:`combine_with_weight_history` applies each estimate from the next session,
+either in one step or smoothed through time as pysystemtrade does (:func:`smoothed_weights`, an
+EWMA of span 125 sessions by default in the config).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from scipy import optimize
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
-from pipeline.combine import combine_forecasts, estimate_fdm
+from pipeline.combine import combine_forecasts, combine_forecasts_daily, estimate_fdm
 from pipeline.weights import vol_normalised_returns
 
 #: Carver annualises with sqrt(256) = 16 (carver.md §2.0).
@@ -388,19 +390,80 @@ def estimate_forecast_weights(
     return out
 
 
+def smoothed_weights(weight_history: pd.DataFrame, sessions: pd.DatetimeIndex, span: int) -> pd.DataFrame:
+    """Forecast weights on every session, smoothed through time as pysystemtrade does.
+
+    The estimates are laid out as a step function (a row dated ``e`` in force from the session
+    after ``e``; the first row also on its own session and before), then
+    ``w_t = ewm(span).mean()`` over sessions (pandas, ``adjust=True``) and each row re-normalised
+    to sum to 1. A new estimate therefore phases in over a few months instead of jumping in at
+    once; constant weights are unchanged. No value depends on a later session.
+
+    Parameters
+    ----------
+    weight_history : DataFrame, index ``estimated_at``, columns ``rule``
+        :func:`estimate_forecast_weights` (NaN = weight 0).
+    sessions : DatetimeIndex
+        Ascending sessions to lay the weights on (e.g. the forecasts' index).
+    span : int
+        EWMA span in sessions, >= 1 (pst ``forecast_weight_ewma_span: 125``).
+
+    Returns
+    -------
+    DataFrame, index ``session``, columns ``rule``
+        Weights >= 0 summing to 1 on every session.
+
+    Raises
+    ------
+    ForecastWeightsError
+        Empty history, ``span < 1`` or a history row without a positive weight.
+
+    Notes
+    -----
+    Source: pst ``systems/forecast_combine.py`` (weights resampled to business days, then
+    ``ewm(span=forecast_weight_ewma_span)``, then normalised), carver.md §2.6. pst smooths the
+    weights after fixing them to each instrument's forecast availability; here availability is
+    handled per session in the combination (:func:`pipeline.combine.combine_forecasts_daily`).
+    """
+    if weight_history.empty:
+        raise ForecastWeightsError("smoothed_weights: the weight history is empty")
+    if not (int(span) == span and span >= 1):
+        raise ForecastWeightsError(f"smoothed_weights: span must be an integer >= 1, got {span}")
+    steps = weight_history.fillna(0.0).to_numpy(dtype=float)
+    if (steps.sum(axis=1) <= 0).any():
+        raise ForecastWeightsError("smoothed_weights: every weight estimate needs a positive weight")
+    sessions = pd.DatetimeIndex(sessions, name="session")
+    daily = pd.DataFrame(steps[_periods(weight_history, sessions)], index=sessions, columns=weight_history.columns)
+    smooth = daily.ewm(span=int(span)).mean()
+    return smooth.div(smooth.sum(axis=1), axis=0)
+
+
+def _periods(weight_history: pd.DataFrame, sessions: pd.DatetimeIndex) -> np.ndarray:
+    """Row of ``weight_history`` in force on each session (after its date; row 0 up to its own)."""
+    return np.clip(
+        np.searchsorted(weight_history.index.to_numpy(), sessions.to_numpy(), side="left") - 1,
+        0, len(weight_history) - 1,
+    )
+
+
 def combine_with_weight_history(
     capped: pd.DataFrame,
     weight_history: pd.DataFrame,
     fdm: float | str = "estimate",
     fdm_cap: float = 2.5,
     cap: float = 20.0,
+    smooth_span: int | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Combined forecast with forecast weights that change at each estimate.
 
     A weight row dated ``e`` applies to the sessions after ``e`` up to the next row's date (the
     first row also to its own session). Within each period the combination is
     :func:`pipeline.combine.combine_forecasts` and the FDM :func:`pipeline.combine.estimate_fdm`
-    with that period's weights (on data up to the period's sessions only).
+    with that period's weights (on data up to the period's sessions only). With ``smooth_span``
+    (pst ``forecast_weight_ewma_span`` 125) and more than one estimate, the weights are
+    :func:`smoothed_weights` and the combination :func:`pipeline.combine.combine_forecasts_daily`;
+    the FDM stays that of each period's estimate (itself smoothed with span 125 in
+    :func:`pipeline.combine.estimate_fdm`).
 
     Parameters
     ----------
@@ -412,6 +475,8 @@ def combine_with_weight_history(
         A fixed FDM or ``"estimate"``.
     fdm_cap, cap : float
         FDM cap (2.5) and cap of the combined forecast (20).
+    smooth_span : int or None
+        EWMA span (sessions) of the weight smoothing; None = weights change in one step.
 
     Returns
     -------
@@ -431,8 +496,8 @@ def combine_with_weight_history(
         raise ForecastWeightsError("combine_with_weight_history: the weight history is empty")
     sessions = capped.index
     # period k covers sessions after estimate k's date; sessions up to the first date use row 0
-    period = np.clip(np.searchsorted(weight_history.index.to_numpy(), sessions.to_numpy(), side="left") - 1,
-                     0, len(weight_history) - 1)
+    period = _periods(weight_history, sessions)
+    smooth = smooth_span is not None and len(weight_history) > 1  # smoothing a constant changes nothing
     combined_parts, fdm_parts = [], []
     for k in np.unique(period):  # one pass per estimate (yearly), not per row
         weights = weight_history.iloc[k].fillna(0.0)
@@ -443,9 +508,15 @@ def combine_with_weight_history(
             fdm_k = estimate_fdm(upto, weights, cap=fdm_cap).loc[in_period]
         else:
             fdm_k = pd.Series(float(fdm), index=in_period, name="fdm")
-        combined_parts.append(combine_forecasts(upto.loc[in_period], weights, fdm_k, cap=cap))
+        if not smooth:
+            combined_parts.append(combine_forecasts(upto.loc[in_period], weights, fdm_k, cap=cap))
         fdm_parts.append(fdm_k)
-    return pd.concat(combined_parts), pd.concat(fdm_parts).rename("fdm")
+    fdm_series = pd.concat(fdm_parts).rename("fdm")
+    if smooth:
+        daily = smoothed_weights(weight_history, sessions, smooth_span)
+        daily.index = capped.index
+        return combine_forecasts_daily(capped, daily, fdm_series, cap=cap), fdm_series
+    return pd.concat(combined_parts), fdm_series
 
 
 def _check_rules(rules: list[str], name: str) -> None:

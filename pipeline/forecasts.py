@@ -252,7 +252,7 @@ def compute_forecasts(prices: pd.DataFrame, vol: pd.DataFrame, rules: RulesConfi
     Rules: pst ``systems/provided/rules/ewmac.py`` and ``breakout.py``; scaling and capping:
     ST ch. 7, pst ``systems/forecast_scale_cap.py``.
     """
-    raw = stack_forecasts(raw_forecast_frames(prices, vol, rules))
+    raw = raw_forecast_stack(prices, vol, rules)
     names = list(dict.fromkeys(raw.columns.get_level_values("rule")))
     for name in names:
         _check_scalar_and_cap(rules.forecast_scalars[name], rules.forecast_cap, "compute_forecasts")
@@ -300,6 +300,92 @@ def raw_forecast_frames(prices: pd.DataFrame, vol: pd.DataFrame, rules: RulesCon
             "compute_forecasts: no rule variations configured (rules.ewmac and rules.breakout are empty)"
         )
     return frames
+
+
+def raw_forecast_stack(
+    prices: pd.DataFrame,
+    vol: pd.DataFrame,
+    rules: RulesConfig,
+    extra: dict[str, pd.DataFrame] | None = None,
+) -> pd.DataFrame:
+    """Raw forecasts of every configured rule variation, plus ``extra`` ones, in one stacked frame.
+
+    Equal to ``stack_forecasts({**raw_forecast_frames(prices, vol, rules), **extra})``, but each
+    rule writes straight into its block of one preallocated array: no per-rule frame is kept and
+    the stack is not a second copy (for the 2023 futures set's 13 rules each copy is ~340 MB, and
+    fresh memory is slow to touch). With :func:`capped_forecasts` ``(..., overwrite_raw=True)``
+    the capped forecasts then reuse the same memory.
+
+    Parameters
+    ----------
+    prices, vol : DataFrame, index ``session``, columns instruments
+        As :func:`compute_forecasts` (prices in price points, daily vol in price points).
+    rules : RulesConfig
+        EWMAC ``(fast, slow)`` pairs and breakout lookbacks (scalars are not used here).
+    extra : dict rule name -> DataFrame (index ``prices.index``, columns instruments), optional
+        Raw forecasts of other rules computed elsewhere, e.g. ``{"carry": carry_forecast(...)}``;
+        a rule may cover fewer instruments than ``prices``.
+
+    Returns
+    -------
+    DataFrame, index ``session``, columns MultiIndex ``(rule, instrument)`` in canonical order
+        Raw (unscaled, uncapped) forecasts; NaN kept.
+
+    Raises
+    ------
+    ForecastError
+        No rule variation at all, an ``extra`` name that is also a configured rule, or an
+        ``extra`` frame on other sessions.
+    RuleError
+        Malformed inputs (see :func:`pipeline.rules.ewmac` / :func:`pipeline.rules.breakout`).
+    """
+    extra = dict(extra or {})
+    ewmac_names = {f"ewmac{fast}_{slow}": (fast, slow) for fast, slow in rules.ewmac}
+    breakout_names = {f"breakout{lookback}": (lookback, None) for lookback in rules.breakout}
+    clash = sorted(set(extra) & (set(ewmac_names) | set(breakout_names)))
+    if clash:
+        raise ForecastError(f"raw_forecast_stack: extra rules {clash} are also configured rule variations")
+    if not (ewmac_names or breakout_names or extra):
+        raise ForecastError(
+            "raw_forecast_stack: no rule variations configured (rules.ewmac, rules.breakout and extra are empty)"
+        )
+    for name, frame in extra.items():
+        if not frame.index.equals(prices.index):
+            raise ForecastError(f"raw_forecast_stack: extra rule {name} is on different sessions from prices")
+    order = sorted(range(prices.shape[1]), key=lambda j: str(prices.columns[j]))
+    if order != list(range(prices.shape[1])):  # canonical: instruments alphabetical within a rule
+        prices = prices.iloc[:, order]
+    extra_orders = {
+        name: sorted(range(frame.shape[1]), key=lambda j, c=frame.columns: str(c[j])) for name, frame in extra.items()
+    }
+    names = sorted([*ewmac_names, *breakout_names, *extra], key=rule_sort_key)
+    widths = [len(extra_orders[name]) if name in extra else prices.shape[1] for name in names]
+    values = np.empty((len(prices.index), sum(widths)), order="F")
+    bounds = dict(zip(names, zip(np.cumsum([0, *widths[:-1]]), np.cumsum(widths))))
+
+    def block(name: str) -> np.ndarray:
+        start, stop = bounds[name]
+        return values[:, start:stop]
+
+    ewmac_set(prices, vol, list(ewmac_names.values()), out={pair: block(name) for name, pair in ewmac_names.items()})
+    breakout_set(
+        prices, list(breakout_names.values()), out={pair: block(name) for name, pair in breakout_names.items()}
+    )
+    for name, frame in extra.items():
+        block(name)[...] = frame.to_numpy(dtype=float)[:, extra_orders[name]]
+    columns = pd.MultiIndex.from_arrays(
+        [
+            np.repeat(np.asarray(names, dtype=object), widths),
+            np.concatenate(
+                [
+                    np.asarray(extra[name].columns[extra_orders[name]] if name in extra else prices.columns, dtype=object)
+                    for name in names
+                ]
+            ),
+        ],
+        names=list(COLUMN_LEVELS),
+    )
+    return pd.DataFrame(values, index=prices.index, columns=columns, copy=False)
 
 
 def stack_forecasts(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -449,6 +535,58 @@ def estimate_forecast_scalars(
     return scalars
 
 
+def estimate_guarded_scalars(
+    closes: pd.DataFrame,
+    vol: pd.DataFrame,
+    rules: RulesConfig,
+    stale_sessions: int = 0,
+    min_periods: int = 500,
+) -> pd.DataFrame:
+    """Forecast scalars estimated on the forecasts that are traded (the ``forecast_scalars`` asset).
+
+    Raw forecasts of every rule variation in ``rules`` (:func:`raw_forecast_stack`); with
+    ``stale_sessions`` > 0 the sessions where an instrument's close is stale
+    (:func:`pipeline.stale.stale_mask`) are removed **before** estimating, as the ``forecasts``
+    asset removes them after scaling, so a market whose flat closes drag its vol towards the
+    floor (and its raw forecast towards infinity) cannot move the scalar of the others; then
+    :func:`estimate_forecast_scalars`.
+
+    Parameters
+    ----------
+    closes : DataFrame, index ``session``, columns instruments
+        Close (back-adjusted) prices in price points.
+    vol : DataFrame, same grid
+        Daily vol in price points (computed without the stale closes when the guard is on, as the
+        ``volatility`` asset does).
+    rules : RulesConfig
+        Rule variations (EWMAC pairs, breakout lookbacks).
+    stale_sessions : int
+        ``stale_guard.sessions``: unchanged closes that make a close stale; 0 = no guard.
+    min_periods : int
+        Sessions with a median before the first estimate (``rules.min_scalar_periods``, pst 500).
+
+    Returns
+    -------
+    DataFrame, index ``session``, columns ``rule``
+        As :func:`estimate_forecast_scalars` (dimensionless, expanding, no look-ahead).
+
+    Raises
+    ------
+    ForecastError, RuleError, StaleError
+        Malformed inputs or parameters.
+
+    Notes
+    -----
+    Source: pst ``sysquant/estimators/forecast_scalar.py`` on the guarded forecasts; carver.md §2.5.
+    """
+    from pipeline.stale import mask_stale_forecasts, stale_mask
+
+    raw = raw_forecast_stack(closes, vol, rules)
+    if stale_sessions:
+        raw = mask_stale_forecasts(raw, stale_mask(closes, stale_sessions))
+    return estimate_forecast_scalars(raw, min_periods=min_periods)
+
+
 def _rule_blocks(rules: pd.Index) -> list[tuple[str, slice]]:
     """``(rule, columns)`` of each rule in a canonically ordered ``rule`` level (contiguous runs)."""
     codes, uniques = pd.factorize(rules)
@@ -526,6 +664,7 @@ def capped_forecasts(
     scalars: pd.DataFrame,
     cap: float = 20.0,
     fallback: dict[str, float] | None = None,
+    overwrite_raw: bool = False,
 ) -> pd.DataFrame:
     """Capped forecasts only: ``clip(raw x scalar_t, -cap, cap)``, as :func:`rescale` computes them.
 
@@ -540,6 +679,11 @@ def capped_forecasts(
         Raw forecasts. A dict is scaled straight into the stacked result (no stacked raw copy).
     scalars, cap, fallback
         As :func:`rescale`.
+    overwrite_raw : bool
+        For a stacked ``raw`` frame in canonical column order (e.g. :func:`raw_forecast_stack`):
+        write the capped values into ``raw``'s own memory instead of a new array, like LAPACK's
+        ``overwrite_a``. ``raw`` (and any frame sharing its memory) then holds the capped
+        forecasts; use it only when the raw forecasts are no longer needed. Ignored for a dict.
 
     Returns
     -------
@@ -561,8 +705,9 @@ def capped_forecasts(
         return pd.DataFrame(capped, index=index, columns=columns, copy=False)
     _check_multi(raw, "capped_forecasts raw")
     canonical = _canonical_columns(raw.columns)
+    in_place = overwrite_raw and raw.columns.equals(canonical)
     raw = raw.set_axis(canonical, axis=1) if raw.columns.equals(canonical) else raw.reindex(columns=canonical)
-    capped = _scaled(raw, scalars, fallback, "capped_forecasts")
+    capped = _scaled(raw, scalars, fallback, "capped_forecasts", in_place=in_place)
     np.clip(capped, -cap, cap, out=capped)
     index = pd.DatetimeIndex(raw.index.to_numpy(), name="session")
     return pd.DataFrame(capped, index=index, columns=raw.columns, copy=False)
@@ -582,14 +727,27 @@ def _scalars_by_session(
 
 
 def _scaled(
-    raw: pd.DataFrame, scalars: pd.DataFrame, fallback: dict[str, float] | None, where: str
+    raw: pd.DataFrame,
+    scalars: pd.DataFrame,
+    fallback: dict[str, float] | None,
+    where: str,
+    in_place: bool = False,
 ) -> np.ndarray:
-    """``raw x scalar_t`` (canonical columns), the scalar forward-filled per rule, else the fallback."""
+    """``raw x scalar_t`` (canonical columns), the scalar forward-filled per rule, else the fallback;
+    ``in_place`` writes into ``raw``'s array (see ``capped_forecasts(overwrite_raw=True)``)."""
     rules = raw.columns.get_level_values("rule")
     by_session = _scalars_by_session(list(rules), raw.index, scalars, fallback, where)
     # Scale each rule's block of columns by its per-session scalar, into one preallocated array.
     raw_values = raw.to_numpy(dtype=float)
-    scaled = np.empty_like(raw_values, order="F")
+    scaled = None
+    if in_place and raw_values.dtype == np.float64:
+        try:  # pandas hands out its own memory read-only (copy on write); the caller gave it up
+            raw_values.flags.writeable = True
+            scaled = raw_values
+        except ValueError:  # memory that is read-only underneath (e.g. mapped from a file)
+            pass
+    if scaled is None:
+        scaled = np.empty_like(raw_values, order="F")
     for rule, block in _rule_blocks(rules):
         np.multiply(raw_values[:, block], by_session[rule].to_numpy()[:, None], out=scaled[:, block])
     return scaled

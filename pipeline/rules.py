@@ -9,6 +9,7 @@ a session without a price the exponentially weighted averages carry their last v
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -65,17 +66,29 @@ def ewmac(prices: pd.DataFrame, vol: pd.DataFrame, fast: int, slow: int) -> pd.D
 
 
 def ewmac_set(
-    prices: pd.DataFrame, vol: pd.DataFrame, speeds: list[tuple[int, int]]
+    prices: pd.DataFrame,
+    vol: pd.DataFrame,
+    speeds: list[tuple[int, int]],
+    out: dict[tuple[int, int], np.ndarray] | None = None,
 ) -> dict[tuple[int, int], np.ndarray]:
     """Raw EWMAC forecasts of several speeds at once, each EWMA span computed once.
 
     Same formula, inputs, checks and errors as :func:`ewmac`; ``speeds`` lists ``(fast, slow)``
-    pairs (Carver's 2/8 .. 64/256 share spans, so six speeds need eight EWMAs, not twelve).
+    pairs (Carver's 2/8 .. 64/256 share spans, so six speeds need eight EWMAs, not twelve). Each
+    EWMA is computed when first needed and released after its last use, so at most a few are
+    held at once.
+
+    Parameters
+    ----------
+    out : dict ``(fast, slow)`` -> ndarray of shape (n_sessions, n_instruments), optional
+        Where to write each speed's forecast (e.g. a slice of a stacked array); a speed missing
+        from ``out`` gets a fresh array.
 
     Returns
     -------
     dict ``(fast, slow)`` -> ndarray of shape (n_sessions, n_instruments)
-        Raw forecast in units of daily vol, rows and columns as ``prices``.
+        Raw forecast in units of daily vol, rows and columns as ``prices`` (the arrays of ``out``
+        where given).
     """
     _check_wide(prices, "ewmac prices")
     _check_wide(vol, "ewmac vol")
@@ -89,16 +102,31 @@ def ewmac_set(
         raise RuleError("ewmac: vol has values <= 0; vol must be positive (robust_vol floors it at vol_abs_min)")
     prices = prices.astype(float)
     # Align on the union first so a vol known on a session missing from prices still carries forward.
-    vol_aligned = np.asfortranarray(  # the layout of the EWMAs below: elementwise ops stay contiguous
-        vol[prices.columns].astype(float).reindex(vol.index.union(prices.index)).ffill().reindex(prices.index)
-    )
-    spans = sorted({int(span) for pair in speeds for span in pair})
-    ewma = {span: prices.ewm(span=span, min_periods=1).mean().to_numpy() for span in spans}
-    out = {}
+    if vol.index.equals(prices.index):  # the usual case: one forward fill, no realignment copies
+        vol_aligned = vol if vol.columns.equals(prices.columns) else vol[prices.columns]
+        vol_aligned = vol_aligned.astype(float).ffill()
+    else:
+        vol_aligned = vol[prices.columns].astype(float).reindex(vol.index.union(prices.index)).ffill().reindex(prices.index)
+    # the layout of the EWMAs below: elementwise ops stay contiguous
+    vol_aligned = np.asfortranarray(vol_aligned.to_numpy())
+    uses = Counter(int(span) for pair in speeds for span in pair)
+    ewma: dict[int, np.ndarray] = {}
+
+    def average(span: int) -> np.ndarray:
+        if span not in ewma:
+            ewma[span] = prices.ewm(span=span, min_periods=1).mean().to_numpy()
+        return ewma[span]
+
+    result = {}
     for fast, slow in speeds:
-        raw = np.subtract(ewma[int(fast)], ewma[int(slow)])
-        out[(fast, slow)] = np.divide(raw, vol_aligned, out=raw)  # in place: one fresh array per speed
-    return out
+        target = None if out is None else out.get((fast, slow))
+        raw = np.subtract(average(int(fast)), average(int(slow)), out=target)
+        result[(fast, slow)] = np.divide(raw, vol_aligned, out=raw)  # in place: at most one fresh array per speed
+        for span in (int(fast), int(slow)):
+            uses[span] -= 1
+            if uses[span] == 0:
+                del ewma[span]  # last use: release it before the next EWMA is computed
+    return result
 
 
 def breakout(prices: pd.DataFrame, lookback: int, smooth: int | None = None) -> pd.DataFrame:
@@ -140,13 +168,21 @@ def breakout(prices: pd.DataFrame, lookback: int, smooth: int | None = None) -> 
 
 
 def breakout_set(
-    prices: pd.DataFrame, variations: list[tuple[int, int | None]]
+    prices: pd.DataFrame,
+    variations: list[tuple[int, int | None]],
+    out: dict[tuple[int, int | None], np.ndarray] | None = None,
 ) -> dict[tuple[int, int | None], pd.DataFrame]:
     """Raw breakout forecasts of several ``(lookback, smooth)`` variations at once.
 
     Same formula, inputs, checks and errors as :func:`breakout` (``smooth=None`` is its default);
     the rolling extremes of all lookbacks come from one shared set of doubling windows
     (:func:`pipeline.window_stats.rolling_max_min_set`).
+
+    Parameters
+    ----------
+    out : dict ``(lookback, smooth)`` -> ndarray of shape (n_sessions, n_instruments), optional
+        Where to write each variation's forecast (e.g. a slice of a stacked array); the returned
+        frame of such a variation wraps that array.
 
     Returns
     -------
@@ -166,7 +202,7 @@ def breakout_set(
     observed = ~np.isnan(values)
     # Rolling extremes of every instrument at once (pandas' values exactly, NaN ignored).
     extremes = rolling_max_min_set(values, [(lookback, math.ceil(lookback / 2)) for lookback, _ in resolved])
-    out = {}
+    result = {}
     for (lookback, span), variation, (roll_max, roll_min) in zip(resolved, variations, extremes):
         # 40 * (price - (max + min) / 2) / (max - min), in place in ``roll_max`` (each pair is fresh).
         price_range = roll_max - roll_min
@@ -178,8 +214,13 @@ def breakout_set(
             np.divide(position, price_range, out=position)  # NaN where a price or the range is missing
         position[(price_range == 0) & observed] = 0.0  # flat window: 0 (a flat window without a price stays NaN)
         raw = pd.DataFrame(position, index=prices.index, columns=prices.columns, copy=False)
-        out[variation] = raw.ewm(span=span, min_periods=math.ceil(span / 2)).mean()
-    return out
+        smoothed = raw.ewm(span=span, min_periods=math.ceil(span / 2)).mean()
+        target = None if out is None else out.get(variation)
+        if target is not None:
+            target[...] = smoothed.to_numpy()
+            smoothed = pd.DataFrame(target, index=prices.index, columns=prices.columns, copy=False)
+        result[variation] = smoothed
+    return result
 
 
 def carry(

@@ -6,9 +6,11 @@ estimated over a trailing window, the long-only weights that give every instrume
 of portfolio risk are solved for, and the IDM is computed from the same correlations (floored at 0
 and capped, as in pysystemtrade ``systems/portfolio.py``; carver.md §2.8, §3.4).
 
-ERC replaces Carver's handcrafting (ST ch. 4, pst ``instrument_weight_estimate: handcraft``): it
-needs no Sharpe ratio estimates and equalises risk rather than money, which is what handcrafting
-with ``equalise_vols`` approximates. Definition: Maillard, Roncalli & Teiletche (2010), "The
+ERC is the default in place of Carver's handcrafting (ST ch. 4, pst ``instrument_weight_estimate:
+handcraft``): it needs no Sharpe ratio estimates and equalises risk rather than money, which is what
+handcrafting with ``equalise_vols`` approximates. Equal, fixed (from the config) and handcrafted
+weights are the other methods of :func:`estimate_instrument_weights`; the IDM always comes from the
+weights chosen. Definition: Maillard, Roncalli & Teiletche (2010), "The
 properties of equally weighted risk contribution portfolios"; algorithm: Spinu (2013), "An
 algorithm for computing risk parity weights".
 
@@ -19,6 +21,7 @@ An estimate made at month end ``m`` is used from the next session after ``m``
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -345,13 +348,34 @@ def _month_end_mask(idx: pd.DatetimeIndex) -> np.ndarray:
     return last
 
 
+#: Instrument-weight methods of :func:`estimate_instrument_weights` (``portfolio.instrument_weights_method``).
+WEIGHT_METHODS = ("erc", "equal", "fixed", "handcraft")
+
+
 def estimate_instrument_weights(
     norm_returns: pd.DataFrame,
     lookback_sessions: int,
     min_sessions: int,
     idm_cap: float = 2.5,
+    method: str = "erc",
+    fixed_weights: Mapping[str, float] | None = None,
 ) -> InstrumentWeights:
-    """ERC weights, risk contributions and IDM at each month end, from trailing data only.
+    """Instrument weights (ERC by default), risk contributions and IDM at each month end, from
+    trailing data only.
+
+    ``method`` chooses the weights of the eligible instruments at each month end:
+
+    * ``"erc"``: equal risk contribution (below);
+    * ``"equal"``: ``1/n`` each (pst's default when no weights are given, carver.md §2.8);
+    * ``"fixed"``: ``fixed_weights`` (e.g. from the config, pst ``instrument_weights``), restricted
+      to the eligible instruments and re-normalised to sum to 1, as pst re-normalises fixed weights
+      over the instruments that have data; an instrument missing from ``fixed_weights`` gets 0;
+    * ``"handcraft"``: Carver's handcrafting on the window's correlation of vol-normalised returns
+      (:func:`pipeline.forecast_weights.handcraft_weights`, the same algorithm as the forecast
+      weights: clusters by correlation, equal Sharpe ratios and vols; ST ch. 4, pst
+      ``instrument_weight_estimate: handcraft`` with ``equalise_SR`` and ``equalise_vols``).
+
+    The IDM is always computed from the chosen weights and the same correlation (floored at 0).
 
     At each month end ``m`` (:func:`month_end_sessions`) the window is the last
     ``lookback_sessions`` rows of ``norm_returns`` up to and including ``m``. An instrument is
@@ -385,17 +409,25 @@ def estimate_instrument_weights(
         Returns an instrument needs in the window to take part (``PortfolioConfig.weights_min_sessions``).
     idm_cap : float
         ``PortfolioConfig.idm_cap`` (pst ``dm_max`` = 2.5).
+    method : str
+        One of :data:`WEIGHT_METHODS` (``PortfolioConfig.instrument_weights_method``).
+    fixed_weights : mapping instrument -> weight, optional
+        Non-negative weights for ``method="fixed"`` (``PortfolioConfig.instrument_weights``), any
+        scale; every key must be a column of ``norm_returns``.
 
     Returns
     -------
     InstrumentWeights
-        Estimates indexed by month-end session; see the class for fields.
+        Estimates indexed by month-end session; see the class for fields. Month ends where no
+        eligible instrument has a positive fixed weight are skipped.
 
     Raises
     ------
     WeightsError
         If the index is not an ascending unique DatetimeIndex, ``min_sessions < 2``,
-        ``lookback_sessions < min_sessions``, ``idm_cap < 1``, or an ERC solve fails.
+        ``lookback_sessions < min_sessions``, ``idm_cap < 1``, an unknown ``method``, ``"fixed"``
+        without weights (or with negative ones, or with instruments not in ``norm_returns``), or
+        an ERC solve fails.
     """
     _check_session_index(norm_returns, "estimate_instrument_weights")
     if min_sessions < 2:
@@ -407,14 +439,12 @@ def estimate_instrument_weights(
         )
     if idm_cap < 1:
         raise WeightsError(f"estimate_instrument_weights: idm_cap must be >= 1, got {idm_cap}")
+    fixed = _fixed_weight_vector(norm_returns.columns, method, fixed_weights)
 
     columns = norm_returns.columns.copy()
     n_all = len(columns)
-    values = norm_returns.to_numpy(dtype=float)
-    present = np.isfinite(values)
-    filled = np.where(present, values, 0.0)
     positions = np.flatnonzero(_month_end_mask(norm_returns.index))
-    window = _WindowSums(filled, present.astype(float))
+    window = _WindowSums(norm_returns.to_numpy(dtype=float))
 
     dates, w_rows, rc_rows, idms = [], [], [], []
     last_eligible, last_corr, last_cov = np.arange(0), np.empty((0, 0)), np.empty((0, 0))
@@ -435,18 +465,27 @@ def estimate_instrument_weights(
                 eligible, corr, sigma = eligible[keep], corr[np.ix_(keep, keep)], sigma[keep]
             if eligible.size == 0:
                 continue
+            if fixed is not None:  # only instruments with a positive fixed weight take part
+                keep = fixed[eligible] > 0
+                if not keep.all():
+                    eligible, corr, sigma = eligible[keep], corr[np.ix_(keep, keep)], sigma[keep]
+                if eligible.size == 0:
+                    continue
             # Last month's matrix needed a repair: this one almost surely does too, skip the test.
             corr, was_pd = _nearest_positive_definite(corr, try_cholesky=was_pd)
-            where = f"estimate_instrument_weights at {norm_returns.index[p]:%Y-%m-%d}"
-            u0 = u_prev[eligible]
-            if np.isnan(u0).all():
-                u0 = None
-            else:  # newly eligible instruments start where an equal-weight solution would put them
-                u0 = np.where(np.isnan(u0), -0.5 * np.log(len(u0)), u0)
-            x = _erc_solve(corr, sigma, u0=u0, where=where)
-            u_prev = np.full(n_all, np.nan)
-            u_prev[eligible] = np.log(x * sigma)
-            w = x / x.sum()
+            if method == "erc":
+                where = f"estimate_instrument_weights at {norm_returns.index[p]:%Y-%m-%d}"
+                u0 = u_prev[eligible]
+                if np.isnan(u0).all():
+                    u0 = None
+                else:  # newly eligible instruments start where an equal-weight solution would put them
+                    u0 = np.where(np.isnan(u0), -0.5 * np.log(len(u0)), u0)
+                x = _erc_solve(corr, sigma, u0=u0, where=where)
+                u_prev = np.full(n_all, np.nan)
+                u_prev[eligible] = np.log(x * sigma)
+                w = x / x.sum()
+            else:
+                w = _method_weights(method, corr, eligible, fixed)
             cov = corr * np.outer(sigma, sigma)
             sw = cov @ w
             full_w, full_rc = np.zeros(n_all), np.zeros(n_all)
@@ -475,6 +514,45 @@ def estimate_instrument_weights(
 # --------------------------------------------------------------------------------------------------
 # Internals
 # --------------------------------------------------------------------------------------------------
+
+
+def _fixed_weight_vector(
+    columns: pd.Index, method: str, fixed_weights: Mapping[str, float] | None
+) -> np.ndarray | None:
+    """The fixed weights as a vector over ``columns`` (0 where not given), or None if not ``fixed``."""
+    if method not in WEIGHT_METHODS:
+        raise WeightsError(
+            f"estimate_instrument_weights: unknown method {method!r}; use one of {list(WEIGHT_METHODS)}"
+        )
+    if method != "fixed":
+        return None
+    if not fixed_weights:
+        raise WeightsError(
+            "estimate_instrument_weights: method 'fixed' needs weights (portfolio.instrument_weights: "
+            "{instrument: weight, ...})"
+        )
+    unknown = sorted(set(fixed_weights) - set(columns))
+    if unknown:
+        raise WeightsError(f"estimate_instrument_weights: fixed weights for instruments without returns: {unknown}")
+    negative = sorted(k for k, v in fixed_weights.items() if not (np.isfinite(v) and v >= 0))
+    if negative:
+        raise WeightsError(f"estimate_instrument_weights: fixed weights must be finite and >= 0; bad: {negative}")
+    return pd.Series(fixed_weights, dtype=float).reindex(columns).fillna(0.0).to_numpy()
+
+
+def _method_weights(method: str, corr: np.ndarray, eligible: np.ndarray, fixed: np.ndarray | None) -> np.ndarray:
+    """Weights (summing to 1) of the eligible instruments for the non-ERC methods."""
+    n = len(eligible)
+    if method == "equal":
+        return np.full(n, 1.0 / n)
+    if method == "fixed":
+        w = fixed[eligible]
+        return w / w.sum()
+    from pipeline.forecast_weights import handcraft_weights  # it imports this module
+
+    labels = pd.RangeIndex(n)
+    return handcraft_weights(pd.DataFrame(corr, index=labels, columns=labels)).to_numpy()
+
 
 
 def _erc_solve(corr: np.ndarray, sigma: np.ndarray, u0: np.ndarray | None, where: str) -> np.ndarray:
@@ -583,7 +661,7 @@ def _newton_erc(corr: np.ndarray, b: np.ndarray, y0: np.ndarray, max_iter: int =
 class _WindowSums:
     """Sums over a sliding window of rows ``[a, b)`` of the pairwise statistics of the columns.
 
-    ``filled`` has NaN replaced by 0 and ``mask`` is 1.0 where a value is real, so each sum over
+    With ``X`` the values with NaN replaced by 0 and ``M`` 1.0 where a value is real, each sum over
     the rows where both columns of a pair are present is a matrix product: ``M'M`` (common rows),
     ``X'M`` (sum of x_i where j is present; x_i = 0 where i is not), ``(X*X)'M`` and ``X'X``.
     Moving the window adds the rows that enter and subtracts the rows that leave (a month's
@@ -593,14 +671,19 @@ class _WindowSums:
     (the others' sums are 0).
     """
 
-    def __init__(self, filled: np.ndarray, mask: np.ndarray, refresh: int = 120) -> None:
-        n_rows, n = filled.shape
-        first = np.where(mask.any(axis=0), mask.argmax(axis=0), n_rows)
+    def __init__(self, values: np.ndarray, refresh: int = 120) -> None:
+        n_rows, n = values.shape
+        present = np.isfinite(values)
+        first = np.where(present.any(axis=0), present.argmax(axis=0), n_rows)
         self._order = np.argsort(first, kind="stable")
         self._position = np.empty(n, dtype=int)
         self._position[self._order] = np.arange(n)
         self._first = first[self._order]
-        self._x, self._m = filled[:, self._order], mask[:, self._order]
+        # The columns reordered once (a copy), then NaN -> 0 in place in that copy.
+        self._x = values[:, self._order]
+        present = present[:, self._order]
+        self._x[~present] = 0.0
+        self._m = present.astype(float)
         self._refresh = refresh
         self._a = self._b = 0
         self._moves = 0

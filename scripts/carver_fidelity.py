@@ -19,7 +19,9 @@ What is compared (published values: carver.md §3):
 * the FDM of equal-weight EWMAC sets of 2 .. 6 variations against AFTS's 1.03 .. 1.26;
 * out of sample: scalars estimated before 2010-01-01, applied after it, give mean |forecast| 10,
   without and with the stale-price guard (``pipeline/stale.py``: a market flat for 5 sessions gets
-  no forecast and its flat closes leave its vol);
+  no forecast and its flat closes leave its vol); beside it the walk-forward estimate (expanding,
+  fitted through the session before each one it scales), capped and uncapped, and carry's level
+  by decade;
 * the IDM formula ``1 / sqrt(w' H w)`` on matrices whose answer is known exactly.
 
 Data preparation, as pysystemtrade does it: rows dated on a weekend are moved to the Friday before
@@ -234,18 +236,56 @@ def oos_mean_abs(raw: pd.DataFrame, split: pd.Timestamp = OOS_SPLIT) -> pd.DataF
     before = raw[raw.index < split]
     scalars = estimate_forecast_scalars(before).ffill().iloc[-1]
     after = raw[raw.index >= split]
+    # Walk-forward: the expanding estimate made with sessions up to d-1, applied at d (production
+    # re-estimates through time; every scalar is still fitted strictly before it is used).
+    walk_forward = estimate_forecast_scalars(raw).shift(1)
+    walk_forward = walk_forward[walk_forward.index >= split]
     rows = {}
     for rule in dict.fromkeys(raw.columns.get_level_values("rule")):
         per_instrument = (after[rule].abs() * scalars[rule]).mean()
-        values = np.abs(after[rule].to_numpy().ravel() * scalars[rule])
-        values = values[~np.isnan(values)]
+        values = _pooled_abs(after[rule] * scalars[rule])
+        in_sample = _pooled_abs(before[rule] * scalars[rule])
+        wf = _pooled_abs(after[rule].mul(walk_forward[rule], axis=0))
         rows[rule] = {
             "scalar": float(scalars[rule]),
             "mean_abs": float(values.mean()),
             "mean_abs_capped": float(np.minimum(values, 20.0).mean()),
             "median_based": float((after[rule].abs() * scalars[rule]).replace(0.0, np.nan).median(axis=1).mean()),
+            "in_sample_mean_abs": float(in_sample.mean()),
+            "wf_mean_abs": float(wf.mean()),
+            "wf_mean_abs_capped": float(np.minimum(wf, 20.0).mean()),
             "worst": str(per_instrument.idxmax()),
             "worst_mean_abs": float(per_instrument.max()),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _pooled_abs(frame: pd.DataFrame) -> np.ndarray:
+    """|values| of every instrument-day with a forecast, flattened."""
+    values = np.abs(frame.to_numpy(dtype=float).ravel())
+    return values[~np.isnan(values)]
+
+
+def carry_by_period(raw: pd.DataFrame, scalar: float, edges: tuple[int, ...] = (1990, 2000, 2010, 2024)) -> pd.DataFrame:
+    """Carry forecast level by decade: ``raw x scalar`` (one fixed scalar), per period ``[a, b)``.
+
+    Columns: ``instruments`` (mean number with a carry forecast per session), ``median_based``
+    (time mean of the cross-sectional median |forecast|, the quantity the scalar targets),
+    ``median_based_first`` (the same over the markets that already had carry in the first period
+    only: a fixed set, so a change is the markets' carry, not the composition) and ``mean_abs``
+    (pooled mean over instrument-days).
+    """
+    carry = raw[CARRY_RULE] * scalar
+    first = carry[(carry.index.year >= edges[0]) & (carry.index.year < edges[1])]
+    early = first.columns[first.notna().any()]
+    rows = {}
+    for a, b in zip(edges[:-1], edges[1:]):
+        part = carry[(carry.index.year >= a) & (carry.index.year < b)]
+        rows[f"{a}-{b - 1}"] = {
+            "instruments": float(part.notna().sum(axis=1).mean()),
+            "median_based": float(part.abs().replace(0.0, np.nan).median(axis=1).mean()),
+            "median_based_first": float(part[early].abs().replace(0.0, np.nan).median(axis=1).mean()),
+            "mean_abs": float(_pooled_abs(part).mean()),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -301,6 +341,7 @@ class Results:
     fdm: dict[int, tuple[float, float]]
     oos: pd.DataFrame
     oos_guarded: pd.DataFrame  # the same with the stale-price guard
+    carry_periods: pd.DataFrame  # guarded carry level by decade, pre-split scalar
     stale_share: float  # fraction of instrument-days the guard flags
     idm: list[tuple[str, float, float]]
     seconds: float
@@ -320,6 +361,7 @@ def compute(folder: Path = DEFAULT_DATA, instruments: list[str] | None = None) -
     capped = capped_forecasts(raw[EWMAC_RULES])
     stale = stale_mask(data.prices, STALE_SESSIONS)
     raw_guarded = mask_stale_forecasts(raw_forecasts(data, robust_vol(without_stale(data.prices, stale))), stale)
+    oos_guarded = oos_mean_abs(raw_guarded)
     return Results(
         n_instruments=data.prices.shape[1],
         n_carry=len(data.carry_instruments),
@@ -331,7 +373,8 @@ def compute(folder: Path = DEFAULT_DATA, instruments: list[str] | None = None) -
         scalars_liquid=scalars_liquid,
         fdm=fdm_by_n(capped),
         oos=oos_mean_abs(raw),
-        oos_guarded=oos_mean_abs(raw_guarded),
+        oos_guarded=oos_guarded,
+        carry_periods=carry_by_period(raw_guarded, float(oos_guarded.loc[CARRY_RULE, "scalar"])),
         stale_share=float(stale.to_numpy().sum() / max(data.prices.notna().to_numpy().sum(), 1)),
         idm=idm_checks(),
         seconds=time.perf_counter() - started,
@@ -442,6 +485,48 @@ def markdown(res: Results, command: str, data_label: str) -> str:
         )
     lines += [
         "",
+        "## Out of sample with the guard: fixed split beside walk-forward",
+        "",
+        "Guarded forecasts (as above). *In sample*: the pooled mean |forecast| before the split with the "
+        "scalar fitted on exactly those sessions, i.e. what the estimator gives by construction. *Fixed "
+        f"split*: the pre-{OOS_SPLIT:%Y} scalar applied from the split on (the table above). *Walk-forward*: "
+        "the expanding estimate made with the sessions up to d-1 applied at d, from the split on (how "
+        "the pipeline re-estimates through time: every scalar is fitted strictly before it is used). "
+        "*Capped*: after the +/-20 cap, the forecast that is combined and traded. *Median-based*: time "
+        "mean of the cross-sectional median |forecast| after the split (fixed scalar), the quantity the "
+        "scalar targets.",
+        "",
+        "| rule | in sample | fixed split | capped | walk-forward | capped | median-based | holds: fixed | "
+        "walk-forward | fixed, capped | walk-forward, capped |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def held(value: float) -> str:
+        return _ok(abs(value - OOS_TARGET) <= OOS_TOLERANCE)
+
+    for rule, g in res.oos_guarded.iterrows():
+        lines.append(
+            f"| {rule} | {g['in_sample_mean_abs']:.2f} | {g['mean_abs']:.2f} | {g['mean_abs_capped']:.2f} | "
+            f"{g['wf_mean_abs']:.2f} | {g['wf_mean_abs_capped']:.2f} | {g['median_based']:.2f} | "
+            f"{held(g['mean_abs'])} | {held(g['wf_mean_abs'])} | {held(g['mean_abs_capped'])} | "
+            f"{held(g['wf_mean_abs_capped'])} |"
+        )
+    lines += [
+        "",
+        f"Carry by decade (guarded, one scalar: the pre-{OOS_SPLIT:%Y} estimate "
+        f"{res.oos_guarded.loc[CARRY_RULE, 'scalar']:.2f}):",
+        "",
+        f"| period | instruments with carry (mean per session) | median-based | median-based, the "
+        f"{res.carry_periods.index[0]} markets only | pooled mean |",
+        "|---|---|---|---|---|",
+    ]
+    for period, row in res.carry_periods.iterrows():
+        lines.append(
+            f"| {period} | {row['instruments']:.0f} | {row['median_based']:.2f} | "
+            f"{row['median_based_first']:.2f} | {row['mean_abs']:.2f} |"
+        )
+    lines += [
+        "",
         "## IDM / FDM formula on known matrices (exact)",
         "",
         "`pipeline.weights.idm` and `pipeline.combine.fdm_from_correlation`, negative correlations "
@@ -488,17 +573,66 @@ def _explanation(res: Results) -> list[str]:
         "- The vol estimate moves EWMAC levels by only about 2% (mixed-vol column).",
         "- The FDM of the EWMAC sets is the best-matched quantity: the AFTS values imply average "
         "correlations of 0.89 (n=2) down to 0.56 (n=6), and daily capped forecasts reproduce them.",
-        "- Out of sample the mean |forecast| is a pooled *mean* over instrument-days while the scalar "
-        "targets the time mean of the cross-sectional *median*, so a skewed cross-section moves the "
-        "pooled mean away from 10 even with a perfect scalar; carry is also the least stable scalar "
-        "(its pre-2010 estimate differs most from the full-sample one). A miss beyond a tolerance is "
-        "shown as **no** above, not hidden.",
-        "- Where the uncapped pooled mean misses on the full set, the last column names the cause: one "
-        "market whose price goes stale (flat for months, e.g. HOUSE-US, ETHANOL in this snapshot), so "
-        "its robust vol sinks towards the 1e-10 floor (the 5% quantile floor decays with it) and the raw "
-        "forecast explodes. The capped column is then close to target. This is a data-quality finding, "
-        "not a scalar error; the tests, on 40 liquid markets, hold without it.",
+        "- Where the uncapped pooled mean misses on the full set without the guard, the last column of "
+        "the first out-of-sample table names the cause: one market whose price goes stale (flat for "
+        "months, e.g. HOUSE-US, ETHANOL in this snapshot), so its robust vol sinks towards the 1e-10 "
+        "floor (the 5% quantile floor decays with it) and the raw forecast explodes. A data-quality "
+        "finding, not a scalar error; the stale-price guard removes it, and the `forecast_scalars` asset "
+        "now estimates on the guarded forecasts too (`estimate_guarded_scalars`), as the table does.",
         f"- **With the stale-price guard** ({STALE_SESSIONS} unchanged sessions) {_guard_summary(res)}",
+        *_oos_reading(res),
+    ]
+
+
+def _oos_reading(res: Results) -> list[str]:
+    """What the out-of-sample tables show, with their numbers."""
+    g = res.oos_guarded
+    ewmac = g.loc[EWMAC_RULES]
+    fast, carry, periods = g.loc["ewmac2_8"], g.loc[CARRY_RULE], res.carry_periods
+
+    def count(column: str) -> int:
+        return int(((g[column] - OOS_TARGET).abs() <= OOS_TOLERANCE).sum())
+
+    first, last = periods.iloc[0], periods.iloc[-1]
+    return [
+        "- **What the estimator promises.** The scalar is 10 / (time mean of the cross-sectional "
+        "*median* |raw|), pst's estimator; the check is the pooled *mean* over instrument-days. The "
+        "cross-section of |forecast| is right-skewed (some markets trend more cleanly, relative to "
+        "their vol, than the median one), so even in sample, with the scalar fitted on exactly those "
+        f"sessions, the pooled mean of the EWMAC rules is {ewmac['in_sample_mean_abs'].min():.2f} to "
+        f"{ewmac['in_sample_mean_abs'].max():.2f} (column *in sample*) while the median-based level is "
+        "10 by construction. A pooled mean 10-15% above 10 is the estimator working as designed, not a "
+        "stale scalar; after the split every EWMAC pooled mean is below its in-sample value "
+        f"({ewmac['mean_abs'].min():.2f} to {ewmac['mean_abs'].max():.2f}).",
+        f"- **ewmac2_8** ({fast['mean_abs']:.2f} after the split, {fast['in_sample_mean_abs']:.2f} in sample) "
+        "has the heaviest tails of the rules. Its median-based level after the split is "
+        f"{fast['median_based']:.2f}, and after the +/-20 cap {fast['mean_abs_capped']:.2f} "
+        f"(walk-forward {fast['wf_mean_abs_capped']:.2f}). The cap belongs to the rule's output in pst "
+        "(`forecast_cap: 20`, applied before combination) and here (`combined_forecast` reads the "
+        "`capped` column of `forecasts`), so the capped level is the forecast that is combined and "
+        "traded: for ewmac2_8 we rely on it, and the uncapped miss stays visible as **no**.",
+        "- **carry**: the level of carry itself moved. With one fixed scalar the median-based level "
+        f"falls from {first['median_based']:.2f} ({periods.index[0]}) to {last['median_based']:.2f} "
+        f"({periods.index[-1]}) while the markets with carry grow from {first['instruments']:.0f} to "
+        f"{last['instruments']:.0f} per session. Mostly the markets themselves: over the "
+        f"{periods.index[0]} markets alone it goes from {first['median_based_first']:.2f} to "
+        f"{last['median_based_first']:.2f}; the later listings (among them equity indices and LME "
+        "metals, the smallest carry per unit of vol after the split) pull the median lower still. A "
+        "scalar fitted before the split cannot anticipate that (pre-split "
+        f"{carry['scalar']:.2f}, full sample {res.scalars[CARRY_RULE]:.2f}); the "
+        f"walk-forward estimate, which keeps learning, gives {carry['wf_mean_abs']:.2f} after the split. "
+        "Our carry was checked against pst's `carry` rule: annualised roll (PRICE - CARRY over the "
+        "contracts' year fraction, averaged per business day) / (daily price vol x 16), smoothed with "
+        "`ewm(com=90)` (pst's positional `ewm(90)`, span 181, not span 90), scalar estimated on the "
+        "smoothed carry, capped only after scaling. Capping hurts carry most "
+        f"({carry['mean_abs']:.2f} -> {carry['mean_abs_capped']:.2f}): its pooled mean rests on a few "
+        "markets with very large carry per unit of vol (largest after the split: "
+        f"{carry['worst']} {carry['worst_mean_abs']:.0f}), and the cap cuts exactly those.",
+        f"- **Verdicts, 13 rules** (guarded): fixed split {count('mean_abs')} hold, walk-forward "
+        f"{count('wf_mean_abs')}; capped: fixed split {count('mean_abs_capped')}, walk-forward "
+        f"{count('wf_mean_abs_capped')}. The walk-forward column is the one that matches how the "
+        "pipeline runs (the `forecast_scalars` asset re-estimates each session from past data only); "
+        "no split date or instrument was chosen to make a rule pass.",
     ]
 
 
@@ -511,19 +645,8 @@ def _guard_summary(res: Results) -> str:
     missed = [r for r in res.oos_guarded.index if r not in guarded]
     text = (f"{len(guarded)} of {len(res.oos_guarded)} rules hold out of sample (without it: {len(plain)}). ")
     if missed:
-        text += (
-            "Still outside +/-1: " + ", ".join(
-                f"{r} ({res.oos_guarded.loc[r, 'mean_abs']:.2f})" for r in missed)
-            + ". The time mean of the cross-sectional *median* |forecast| after the split, the quantity "
-            "the scalar targets, is " + ", ".join(
-                f"{r} {res.oos_guarded.loc[r, 'median_based']:.2f}" for r in missed)
-            + "; carry's pre-split scalar is "
-            f"{res.oos_guarded.loc['carry', 'scalar'] / res.scalars['carry'] - 1:+.0%} from its full-sample "
-            "value: raw carry after 2010 is "
-            + ("smaller" if res.oos_guarded.loc["carry", "scalar"] < res.scalars["carry"] else "larger")
-            + " than the pre-2010 carry the scalar was fitted on."
-            if set(missed) <= {"ewmac2_8", CARRY_RULE} else ""
-        )
+        text += "Still outside +/-1 with the fixed split: " + ", ".join(
+            f"{r} ({res.oos_guarded.loc[r, 'mean_abs']:.2f})" for r in missed) + "; see below."
     return text
 
 

@@ -268,3 +268,24 @@ def test_combine_forecasts_has_no_look_ahead():
     perturbed.iloc[120:] = 20.0
     after = combine_forecasts(perturbed, weights, estimate_fdm(perturbed, weights, min_periods=20))
     pd.testing.assert_frame_equal(before.iloc[:120], after.iloc[:120])
+
+
+def test_fdm_and_combination_in_one_pass_equal_the_two_calls():
+    from pipeline.combine import estimate_fdm_and_combine
+
+    rng = np.random.default_rng(8)
+    sessions = pd.bdate_range("2015-01-01", periods=700, name="session")
+    common = rng.normal(size=(700, 1))
+    frames = {}
+    for k, rule in enumerate(["ewmac8_32", "ewmac32_128", "breakout40"]):
+        values = np.clip(8 * (0.6 * common + 0.8 * rng.normal(size=(700, 4))), -20, 20)
+        values[: 50 * k, k] = np.nan  # rules starting at different times
+        frames[rule] = pd.DataFrame(values, index=sessions, columns=["A", "B", "C", "D"])
+    capped = pd.concat(frames, axis=1, names=["rule", "instrument"])
+    weights = pd.Series({"ewmac8_32": 0.5, "ewmac32_128": 0.3, "breakout40": 0.2})
+    fdm = estimate_fdm(capped, weights, min_periods=100)
+    expected = combine_forecasts(capped, weights, fdm)
+    combined, fused_fdm = estimate_fdm_and_combine(capped, weights, min_periods=100)
+    pd.testing.assert_series_equal(fused_fdm, fdm)
+    pd.testing.assert_frame_equal(combined, expected)
+    assert fdm.iloc[-1] > 1.05  # the rules are far from perfectly correlated: a real multiplier

@@ -12,6 +12,7 @@ from pipeline.costs import (
     CostError,
     annual_sr_cost,
     apply_speed_limit,
+    average_position_units,
     cash_cost_per_trade,
     excluded_pairs,
     forecast_turnover,
@@ -151,3 +152,52 @@ def test_rule_sr_costs_are_causal():
     shocked_vol.loc[index > cut] *= 5
     again = rule_sr_costs(shocked_capped, shocked_prices, shocked_vol, universe)
     pd.testing.assert_frame_equal(again.loc[:cut], base.loc[:cut])
+
+
+# --- Carver's trade size: one average-position block (ST ch. 12, AFTS ch. 5) ---------------------
+
+MIN_FEE = CostModel(slippage=0.01, commission_per_unit=0.5, commission_min=5.0)
+
+
+def _flat(value: float) -> pd.DataFrame:
+    return pd.DataFrame({"X": [value] * len(SESSIONS)}, index=SESSIONS)
+
+
+def test_average_position_units_hand_computed():
+    # 100,000 x 0.2 / 16 x 0.5 x 1.2 / (2 points x 10 per point) = 1250 x 0.6 / 20 = 37.5 units
+    units = average_position_units(_flat(2.0), pd.Series({"X": 10.0}), 100_000.0, 0.2, pd.Series({"X": 0.5}), idm=1.2)
+    np.testing.assert_allclose(units["X"].to_numpy(), 37.5, rtol=1e-15)
+    # in a foreign currency worth 2 base units: half the units
+    fx = _flat(2.0)
+    half = average_position_units(_flat(2.0), pd.Series({"X": 10.0}), 100_000.0, 0.2, pd.Series({"X": 0.5}), 1.2, fx)
+    np.testing.assert_allclose(half["X"].to_numpy(), 18.75, rtol=1e-15)
+    # default weights: equal over the columns
+    two = average_position_units(pd.DataFrame({"X": [2.0], "Y": [2.0]}, index=SESSIONS[:1]),
+                                 pd.Series({"X": 10.0, "Y": 10.0}), 100_000.0, 0.2)
+    np.testing.assert_allclose(two.to_numpy(), [[1250 * 0.5 / 20] * 2], rtol=1e-15)
+    with pytest.raises(CostError, match="capital"):
+        average_position_units(_flat(2.0), pd.Series({"X": 10.0}), 0.0, 0.2)
+
+
+@pytest.mark.parametrize(
+    "units, per_unit_cash",
+    [
+        (None, 0.1 + 5.0),  # one unit pays the whole 5.00 minimum
+        (37.5, 0.1 + 0.5),  # 5 / 37.5 = 0.133 < 0.50 per unit: the minimum no longer binds
+        (3.75, 0.1 + 5.0 / 3.75),  # a small account: the minimum shared by 3.75 units
+        (0.375, 0.1 + 5.0),  # less than a unit: a trade is at least one whole unit
+    ],
+)
+def test_sr_cost_of_an_average_position_trade_hand_computed(units, per_unit_cash):
+    prices, vol = _flat(100.0), _flat(2.0)
+    trade = None if units is None else _flat(units)
+    sr = sr_cost_per_trade(prices, vol, pd.Series({"X": 10.0}), {"X": MIN_FEE}, window=3, trade_units=trade)
+    # per unit traded: slippage 0.01 x 10 + commission; over the unit's annual vol 2 x 16 x 10 = 320
+    np.testing.assert_allclose(sr["X"].to_numpy(), per_unit_cash / 320.0, rtol=1e-14)
+
+
+def test_costs_that_scale_with_the_trade_give_the_same_sr_cost_at_any_size():
+    prices, vol = _flat(100.0), _flat(2.0)
+    one = sr_cost_per_trade(prices, vol, pd.Series({"X": 50.0}), {"X": CORN}, window=2)
+    many = sr_cost_per_trade(prices, vol, pd.Series({"X": 50.0}), {"X": CORN}, window=2, trade_units=_flat(40.0))
+    pd.testing.assert_frame_equal(one, many)

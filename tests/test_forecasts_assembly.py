@@ -14,6 +14,7 @@ from pipeline.forecasts import (
     compute_forecasts,
     estimate_forecast_scalars,
     raw_forecast_frames,
+    raw_forecast_stack,
     rescale,
     stack_forecasts,
 )
@@ -117,3 +118,45 @@ def test_scalars_and_capped_forecasts_from_per_rule_frames_equal_those_from_the_
     pd.testing.assert_frame_equal(
         capped_forecasts(frames, scalars, fallback=fallback), capped_forecasts(raw, scalars, fallback=fallback)
     )
+
+
+def test_raw_forecast_stack_equals_stacked_frames_with_extra_rule():
+    prices = _prices()  # columns ZN, ES, CL: not alphabetical, so the stack reorders them
+    vol = robust_vol(prices)
+    rules = RulesConfig(ewmac=[(2, 8), (8, 32), (32, 128)], breakout=[10, 40])
+    carry = (prices[["ES", "CL"]].diff() / vol[["ES", "CL"]]).ewm(com=5).mean()  # a rule on fewer instruments
+    stacked = raw_forecast_stack(prices, vol, rules, extra={"carry": carry})
+    expected = stack_forecasts({**raw_forecast_frames(prices, vol, rules), "carry": carry})
+    assert list(stacked.columns.get_level_values("rule").unique()) == [
+        "breakout10", "breakout40", "carry", "ewmac2_8", "ewmac8_32", "ewmac32_128"
+    ]
+    pd.testing.assert_frame_equal(stacked, expected)
+    # the values are the rules' own: ewmac8_32 of CL
+    np.testing.assert_array_equal(stacked[("ewmac8_32", "CL")].to_numpy(), ewmac(prices, vol, 8, 32)["CL"].to_numpy())
+
+
+def test_raw_forecast_stack_rejects_an_extra_rule_that_is_configured():
+    prices = _prices()
+    vol = robust_vol(prices)
+    with pytest.raises(ForecastError, match="ewmac2_8"):
+        raw_forecast_stack(prices, vol, RulesConfig(ewmac=[(2, 8)], breakout=[]), extra={"ewmac2_8": prices})
+    with pytest.raises(ForecastError, match="different sessions"):
+        raw_forecast_stack(prices, vol, RulesConfig(ewmac=[(2, 8)], breakout=[]), extra={"carry": prices.iloc[1:]})
+
+
+def test_capped_forecasts_overwrite_raw_gives_the_same_values_in_the_raw_memory():
+    prices = _prices()
+    vol = robust_vol(prices)
+    raw = raw_forecast_stack(prices, vol, RulesConfig(ewmac=[(2, 8), (16, 64)], breakout=[20]))
+    scalars = estimate_forecast_scalars(raw, min_periods=100)
+    fallback = {"ewmac2_8": 10.6, "ewmac16_64": 3.75, "breakout20": 0.67}
+    expected = capped_forecasts(raw, scalars, fallback=fallback)
+    kept = raw.copy()
+    memory = raw.to_numpy()
+    capped = capped_forecasts(raw, scalars, fallback=fallback, overwrite_raw=True)
+    pd.testing.assert_frame_equal(capped, expected)
+    assert np.shares_memory(capped.to_numpy(), memory)  # no second array
+    # by hand on one cell: raw x the scalar in force, capped at 20
+    row, col = 300, ("ewmac2_8", "ES")
+    by_hand = float(np.clip(kept[col].iloc[row] * scalars["ewmac2_8"].iloc[row], -20, 20))
+    assert capped[col].iloc[row] == pytest.approx(by_hand, rel=1e-15)

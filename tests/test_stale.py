@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.rules import ewmac
-from pipeline.stale import StaleError, mask_stale_forecasts, stale_instruments, stale_mask, without_stale
+from pipeline.stale import (
+    StaleError,
+    mask_stale_forecasts,
+    stale_instruments,
+    stale_mask,
+    without_stale,
+)
 from pipeline.volatility import robust_vol
 
 NAN = np.nan
@@ -71,3 +77,34 @@ def test_the_flag_is_causal(values, cut, n):
     before = stale_mask(p, n).iloc[:cut]
     after = stale_mask(changed, n).iloc[:cut]
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_forecast_scalars_are_estimated_without_the_stale_sessions():
+    """A market that goes flat (vol decays to the floor, raw EWMAC explodes) must not move the
+    scalar: the guarded estimate equals the estimate on the forecasts with its stale sessions removed."""
+    from pipeline.config import RulesConfig
+    from pipeline.forecasts import (
+        estimate_forecast_scalars,
+        estimate_guarded_scalars,
+        raw_forecast_stack,
+    )
+
+    rng = np.random.default_rng(11)
+    n = 900
+    values = 100.0 + rng.normal(size=(n, 4)).cumsum(axis=0)
+    values[500:, 3] = values[499, 3] + np.r_[np.zeros(300), rng.normal(size=100).cumsum() * 1e-3]  # flat, then barely moving
+    closes = pd.DataFrame(values, index=pd.bdate_range("2015-01-01", periods=n, name="session"), columns=list("ABCD"))
+    rules = RulesConfig(ewmac=[(8, 32)], breakout=[])
+    stale = stale_mask(closes, 5)
+    assert stale["D"].sum() > 250 and not stale[["A", "B", "C"]].any().any()
+    vol = robust_vol(without_stale(closes, stale))
+    guarded = estimate_guarded_scalars(closes, vol, rules, stale_sessions=5, min_periods=200)
+    by_hand = estimate_forecast_scalars(mask_stale_forecasts(raw_forecast_stack(closes, vol, rules), stale), min_periods=200)
+    pd.testing.assert_frame_equal(guarded, by_hand)
+    unguarded = estimate_guarded_scalars(closes, vol, rules, stale_sessions=0, min_periods=200)
+    # Cross-sectional median of |raw| on one session by hand: the median of the four |raw| values
+    # (D stale is out of the guarded one: median of three).
+    raw = raw_forecast_stack(closes, vol, rules)["ewmac8_32"]
+    row = 700
+    assert np.median(np.abs(raw.iloc[row].to_numpy())) != pytest.approx(np.median(np.abs(raw.iloc[row, :3].to_numpy())))
+    assert guarded["ewmac8_32"].iloc[-1] != pytest.approx(unguarded["ewmac8_32"].iloc[-1], rel=1e-3)
