@@ -10,17 +10,19 @@ day, and the equity curve is capital plus cumulative P&L (no compounding).
 Options (each off by default, so the plain call above is unchanged): fills at the next session's
 open where opens exist, limit orders that fill only when the session's range reaches the limit,
 a short-selling switch per instrument with a borrow cost on shorts, portfolio exposure limits
-and the production pre-trade gate's limits applied to every simulated order.
+and the production pre-trade gate's limits applied to every simulated order, with its daily-loss
+circuit breaker.
 
 Everything is vectorised over instruments and dates. The one exception is an order that may go
-unfilled (a limit order) or be denied (the pre-trade gate): the next order then depends on what
-was held, so those options step through the sessions, each step vectorised over instruments.
+unfilled (a limit order) or be denied (the pre-trade gate, the circuit breaker): the next order
+then depends on what was held, so those options step through the sessions, each step vectorised
+over instruments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,8 +46,11 @@ __all__ = [
 FILL_MODES = ("next_close", "next_open")
 
 #: Pre-trade gate rules applied to simulated orders, in the order :func:`pipeline.risk.pre_trade_check`
-#: checks them (the kill switch is ACTIVE over history; a reference price is always finite).
-GATE_RULES = ("max_order_quantity", "max_order_notional", "max_position", "price_collar")
+#: checks them. ``kill_switch`` denies every order of a session after the daily-loss circuit breaker
+#: tripped (state HALTED); no person operates the kill switch over history, so it is otherwise
+#: ACTIVE. The order-rate throttle counts orders per second and has no meaning on daily bars; a
+#: reference price is always finite.
+GATE_RULES = ("kill_switch", "max_order_quantity", "max_order_notional", "max_position", "price_collar")
 
 #: Relative tolerance of the gate's limit comparisons (as :mod:`pipeline.risk`: a value at a
 #: limit up to float rounding passes).
@@ -102,6 +107,11 @@ class BacktestResult:
         ``price_improvement_bps`` (improvement / market notional, basis points).
     denials : DataFrame
         Gate denials, columns ``[session, instrument, quantity, rule]`` (empty without the gate).
+    circuit_breaker : DataFrame
+        Sessions whose net portfolio P&L tripped the daily-loss circuit breaker, columns
+        ``[session, pnl_net, limit, halted_session]`` (``halted_session``: the next session,
+        whose orders were all denied; NaT after the last session). Empty without
+        ``gate.max_daily_loss``.
     """
 
     prices: pd.DataFrame
@@ -119,6 +129,7 @@ class BacktestResult:
     borrow: pd.DataFrame
     orders: pd.DataFrame
     denials: pd.DataFrame
+    circuit_breaker: pd.DataFrame = field(default_factory=lambda: _trip_table([], [], None, pd.DatetimeIndex([])))
 
     def order_summary(self) -> dict[str, float]:
         """Portfolio totals of :attr:`orders`: ``n_orders``, ``n_filled``, ``n_denied``,
@@ -294,7 +305,15 @@ def simulate(
        (``max_order_quantity``, ``max_order_notional`` valued at the decision close,
        ``max_position``, and ``price_collar`` for limit orders); a denied order is not traded and
        the holding is kept. Unlike production, a back-adjusted price <= 0 is valued at its
-       absolute value rather than denied (it is not a traded price).
+       absolute value rather than denied (it is not a traded price). With
+       ``gate.max_daily_loss`` set, the daily-loss circuit breaker runs as in production
+       (:func:`pipeline.risk.daily_loss_breached` on the session's net portfolio P&L, checked
+       after its close before that close's orders are planned): when ``pnl_net_{t-1} <
+       -max_daily_loss`` the state is HALTED for the orders of session t, and HALTED denies every
+       order (rule ``kill_switch``, exposure-reducing ones included, as
+       :func:`pipeline.risk.pre_trade_check` does). Production stays HALTED until a person sets
+       ACTIVE again; the simulation assumes that happens before the next session's orders, so a
+       trip halts one session (a loss on the halted session trips again).
     4. Fill: ``fill="next_close"`` fills at ``C_t``; ``"next_open"`` at the open ``O_t`` where
        ``opens`` has one, else at ``C_t``. With ``limit_offset`` set every order is a day limit
        order at ``R -/+ limit_offset * |R|`` (buy / sell) with ``R`` the decision close
@@ -342,7 +361,8 @@ def simulate(
     whole_units : bool, default False
         After exposure scaling, round targets toward 0 to whole units (keeps the limits).
     gate : RiskLimits, optional
-        Pre-trade gate limits (``risk:`` in the config); None = no gate.
+        Pre-trade gate limits and the circuit breaker's ``max_daily_loss`` (base currency)
+        (``risk:`` in the config); None = no gate.
 
     Returns
     -------
@@ -398,12 +418,18 @@ def simulate(
             px, decision, *(_reindexed(f, px_frame).to_numpy() for f in (opens, highs, lows)), limit_offset
         )
 
-    denied = None
+    denied, trips = None, []
+    day_pnl = None
+    if gate is not None and gate.max_daily_loss is not None:
+        day_pnl = _DayPnl(px, close, market, None if limit_offset is None else (buy_px, sell_px), ps,
+                          _cost_params(costs, cols), None if rate is None else np.nan_to_num(rate, nan=1.0),
+                          _borrow_per_short_unit(close, index, ps, borrow_rate))
     if gate is None and limit_offset is None:
         # a trade needs a price: the holding is carried until one
         holdings = wanted if complete else _take_rows(wanted, last, 0.0)
     else:
-        holdings, denied = _step_orders(wanted, has_px, decision, ps, buy_hit, sell_hit, gate, limit_offset)
+        holdings, denied, trips = _step_orders(wanted, has_px, decision, ps, buy_hit, sell_hit, gate, limit_offset,
+                                               day_pnl)
     held_before = _shift_down(holdings)
     trades = holdings - held_before
     traded = trades != 0
@@ -486,6 +512,8 @@ def simulate(
         borrow=frame(borrow),
         orders=orders,
         denials=_denial_table(np.zeros((0, 0), np.int8) if denied is None else denied, wanted, held_before, index, cols),
+        circuit_breaker=_trip_table(trips, portfolio.to_numpy()[trips] if trips else [],
+                                    None if gate is None else gate.max_daily_loss, index),
     )
 
 
@@ -567,6 +595,31 @@ def constrain_exposure(
     return scaled.where(np.broadcast_to(k.to_numpy()[:, None] < 1.0, targets.shape), targets)
 
 
+class _DayPnl:
+    """Net portfolio P&L of one session from the holdings before and after its fills: the formula
+    of :func:`simulate` for a single row, so the circuit breaker can see each session's P&L while
+    the sessions are stepped through (the whole-panel accounting is done afterwards, once)."""
+
+    def __init__(self, px, close, market, limit_px, ps, cost_params, base, borrow_unit):
+        self.px, self.market, self.limit_px, self.ps = px, market, limit_px, ps
+        self.cost_params, self.base, self.borrow_unit = cost_params, base, borrow_unit
+        self.move = np.zeros_like(close)
+        np.subtract(close[1:], close[:-1], out=self.move[1:])
+        _zero_nan(self.move)
+
+    def __call__(self, t: int, before: np.ndarray, after: np.ndarray) -> float:
+        trade = after - before
+        traded = trade != 0
+        fill = self.market[t] if self.limit_px is None else np.where(trade > 0, self.limit_px[0][t], self.limit_px[1][t])
+        gross = before * self.move[t] + np.where(traded, trade * (self.px[t] - fill), 0.0)
+        value = np.where(traded, np.abs(trade * fill), 0.0)
+        cost = _cost_array(trade[None, :], value[None, :], self.ps, self.cost_params)[0]
+        net = gross * self.ps - cost - np.maximum(-before, 0.0) * self.borrow_unit[t]
+        if self.base is not None:
+            net = net * self.base[t]
+        return float(np.nansum(net))
+
+
 def _step_orders(
     wanted: np.ndarray,
     has_px: np.ndarray,
@@ -576,10 +629,12 @@ def _step_orders(
     sell_hit: np.ndarray | None,
     gate: RiskLimits | None,
     limit_offset: float | None,
-) -> tuple[np.ndarray, np.ndarray]:
+    day_pnl: _DayPnl | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Holdings when an order can go unfilled or be denied; ``denied`` holds 1 + the index of
-    the first failing rule of :data:`GATE_RULES` (0 = not denied). One step per session,
-    vectorised over instruments: the order of session t depends on the holding after t-1."""
+    the first failing rule of :data:`GATE_RULES` (0 = not denied); ``trips`` the rows whose net
+    P&L tripped the circuit breaker (``day_pnl`` given). One step per session, vectorised over
+    instruments: the order of session t depends on the holding after t-1."""
     n_rows, n_cols = wanted.shape
     holdings = np.zeros((n_rows, n_cols))
     denied = np.zeros((n_rows, n_cols), dtype=np.int8)
@@ -589,6 +644,8 @@ def _step_orders(
         gate is not None and limit_offset is not None and limit_offset > gate.price_collar * tol
     )
     prev = np.zeros(n_cols)
+    trips: list[int] = []
+    halted = False  # the state the orders of session t are planned in
     for t in range(n_rows):
         q = wanted[t] - prev
         live = has_px[t] & (q != 0)
@@ -597,6 +654,7 @@ def _step_orders(
             size = np.abs(q)
             rules = np.stack(
                 [
+                    np.full(n_cols, halted),
                     size > gate.max_order_quantity * tol,
                     size * ref[t] > gate.max_order_notional * tol,
                     np.abs(prev + q) > gate.max_position * tol,
@@ -608,9 +666,14 @@ def _step_orders(
             ok = live & ~failing
         if buy_hit is not None:
             ok = ok & np.where(q > 0, buy_hit[t], sell_hit[t])
+        before = prev
         prev = np.where(ok, wanted[t], prev)
         holdings[t] = prev
-    return holdings, denied
+        if day_pnl is not None:  # production checks the day's P&L after the close, before planning
+            halted = day_pnl(t, before, prev) < -gate.max_daily_loss
+            if halted:
+                trips.append(t)
+    return holdings, denied, trips
 
 
 def _limit_fills(
@@ -673,11 +736,30 @@ def _borrow(held_before: np.ndarray, close: np.ndarray, index: pd.Index, ps: np.
     """Borrow cost of shorts held over each session at the previous close, ACT/365."""
     if rate == 0:
         return np.zeros(held_before.shape)  # calloc: untouched pages cost nothing
+    return np.maximum(-held_before, 0.0) * _borrow_per_short_unit(close, index, ps, rate)
+
+
+def _borrow_per_short_unit(close: np.ndarray, index: pd.Index, ps: np.ndarray, rate: float) -> np.ndarray:
+    """Borrow cost of one unit held short over each session: previous |close| x point size x
+    rate x calendar days / 365 (0 on the first session)."""
+    if rate == 0:
+        return np.zeros(close.shape)
     days = np.zeros(len(index))
     days[1:] = np.diff(index.to_numpy()).astype("timedelta64[D]").astype(float)
-    short = np.maximum(-held_before, 0.0)
-    notional = short * np.abs(_zero_nan(_shift_down(close, np.nan))) * ps
-    return notional * (rate * days / 365.0)[:, None]
+    return np.abs(_zero_nan(_shift_down(close, np.nan))) * ps * (rate * days / 365.0)[:, None]
+
+
+def _trip_table(rows, pnl, limit: float | None, index: pd.Index) -> pd.DataFrame:
+    """The circuit breaker's trips: the session, its net P&L, the limit and the halted session."""
+    rows = np.asarray(rows, dtype=int)
+    nxt = rows + 1
+    return pd.DataFrame({
+        "session": pd.DatetimeIndex(index.take(rows)),
+        "pnl_net": np.asarray(pnl, dtype=float),
+        "limit": np.full(len(rows), np.nan if limit is None else float(limit)),
+        "halted_session": pd.DatetimeIndex(index.take(np.where(nxt < len(index), nxt, -1), allow_fill=True,
+                                                      fill_value=pd.NaT)),
+    })
 
 
 def _denial_table(denied: np.ndarray, wanted: np.ndarray, held_before: np.ndarray, index, cols) -> pd.DataFrame:

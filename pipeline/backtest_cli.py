@@ -13,10 +13,12 @@ the daily assets writes, at a fraction of its bookkeeping. The ``backtest`` asse
 simulates ``--start`` .. ``--end`` and writes ``{out}/{timestamp}_{strategy}/`` (see
 :mod:`pipeline.backtest_results`). The run is recorded in ``$DAGSTER_HOME`` like any other.
 
-``walk-forward`` fills a lake the same way, then refits forecast scalars, FDM, instrument
+``walk-forward`` fills a lake the same way, then refits forecast scalars, forecast weights (when
+``combination.forecast_weights_method`` estimates them), speed-limit exclusions, FDM, instrument
 weights and IDM on each training window only and trades the following test window with them
-(:mod:`pipeline.walk_forward_backtest`); the stitched out-of-sample run gets a results folder
-with a per-fold table. ``compare`` writes ``compare.html`` for results folders. ``stability``
+(:mod:`pipeline.walk_forward_backtest`), simulated with the same ``backtest:`` options as
+``backtest``; the stitched out-of-sample account gets a results folder with a per-fold table of
+its statistics and fitted parameters. ``compare`` writes ``compare.html`` for results folders. ``stability``
 fills a lake the same way and reports the Sharpe ratio of the trend system with each key
 parameter moved by -25% / +25% and its performance by volatility regime
 (:mod:`pipeline.parameter_stability`), gross of costs and in sample.
@@ -118,6 +120,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_walk_forward(args: argparse.Namespace) -> int:
+    from pipeline.backtest import needs_bars
     from pipeline.backtest_results import write_results
     from pipeline.forecasts import ForecastSet
     from pipeline.fx import universe_fx
@@ -134,14 +137,21 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
         closes = lake.read_wide("volatility", "close", cfg.symbols)
         vol = lake.read_wide("volatility", "vol_price", cfg.symbols)
         fx = universe_fx(cfg.instruments, cfg.portfolio.base_currency, cfg.portfolio.fx_path, closes.index)
+        bars = {f"{field}s": lake.read_wide("clean_bars", field, cfg.symbols).reindex(closes.index)
+                for field in needs_bars(cfg)}
         run = walk_forward_backtest(raw, closes, vol, cfg, train_len=args.train_len, test_len=args.test_len,
                                     stride=args.stride, expanding=args.expanding, start=args.start, end=day,
                                     name=args.strategy or f"{cfg.backtest.name or cfg.broker.strategy}-walk-forward",
-                                    fx=fx)
+                                    fx=fx, bars=bars)
         folder = write_results(run, _out_default(args))
-        print(f"Walk-forward: {len(run.folds)} folds in {time.perf_counter() - started:.1f} s")
-        with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_rows", 500):
-            print(run.folds.drop(columns=["params"]).to_string())
+        print(f"Walk-forward: {len(run.folds)} folds in {time.perf_counter() - started:.1f} s "
+              f"(fitted on each training window: {', '.join(run.parameters['walk_forward']['fitted_in_sample'])})")
+        shown = ["test_start", "test_end", "n_test", "pnl_net", "sharpe", "total_return", "breaker_trips",
+                 "forecast_weights_source", "fdm", "idm", "n_instruments"]
+        with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_rows", 500,
+                               "display.float_format", "{:.3f}".format):
+            print(f"Out-of-sample test windows (fitted parameters per fold in {folder / 'folds.csv'}):")
+            print(run.folds[shown].to_string())
         _print_summary(folder)
     return 0
 
@@ -163,7 +173,12 @@ def cmd_stability(args: argparse.Namespace) -> int:
     import numpy as np
 
     from pipeline.lake import Lake
-    from pipeline.parameter_stability import TrendParameters, performance_by_vol_regime, sharpe_surface, trend_returns
+    from pipeline.parameter_stability import (
+        TrendParameters,
+        performance_by_vol_regime,
+        sharpe_surface,
+        trend_returns,
+    )
     from pipeline.validation import PERIODS_PER_YEAR
 
     with ExitStack() as stack:
@@ -218,4 +233,8 @@ def _print_summary(folder: Path) -> None:
     orders = summary["trades"]["orders"]
     print(f"  trades {summary['trades']['values']['n_trades']:.0f}, orders {orders['n_orders']:.0f}, "
           f"fill rate {orders['fill_rate'] if orders['fill_rate'] is not None else float('nan'):.1%}")
+    trips = summary["trades"].get("circuit_breaker") or []
+    if trips:
+        print(f"  daily-loss circuit breaker tripped on {len(trips)} sessions ({trips[0]['session']} first); "
+              "the orders of each next session were denied")
     print(f"Results: {folder}\nReport:  {folder / 'report.html'}")

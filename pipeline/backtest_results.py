@@ -12,7 +12,8 @@ For one run, :func:`write_results` creates ``{root}/{timestamp}_{name}/`` holdin
 ``daily_pnl.csv``    per session and instrument: holding, trade, price, gross P&L, cost, net P&L
 ``drawdowns.csv``    every drawdown: peak, trough, recovery, depth, lengths
 ``report.html``      self-contained interactive report (:mod:`pipeline.tearsheet`)
-``folds.csv``        walk-forward runs only: one row per fold
+``folds.csv``        walk-forward runs only: one row per fold (windows, out-of-sample statistics,
+                     the parameters fitted on its training window)
 ==================  =====================================================================
 
 :func:`write_comparison` puts several such folders side by side in ``compare.html``.
@@ -283,7 +284,8 @@ def summarise(run: BacktestRun, run_id: str) -> dict[str, Any]:
             "var_cvar": {f"{lv:.2f}": row for lv, row in risk.to_dict(orient="index").items()},
             "stress_on_last_positions": _records(stress.reset_index()) if len(stress) else [],
         },
-        "trades": {"basis": basis, "values": trade_statistics(trades), "orders": res.order_summary()},
+        "trades": {"basis": basis, "values": trade_statistics(trades), "orders": res.order_summary(),
+                   "circuit_breaker": _records(res.circuit_breaker.loc[res.circuit_breaker["session"] >= start])},
         "time_analysis": {
             "basis": basis,
             "annual_returns": {str(y): v for y, v in yearly.items()},
@@ -302,9 +304,15 @@ def summarise(run: BacktestRun, run_id: str) -> dict[str, Any]:
         },
     }
     if run.folds is not None:
+        fitted = run.parameters.get("walk_forward", {})
         summary["walk_forward"] = {
-            "basis": {**basis, "note": "each fold simulated alone from flat; statistics of its test window only"},
-            "folds": _records(run.folds.reset_index()),
+            "basis": {**basis, "note": "each fold's statistics are its test window's slice of the one stitched "
+                                       "out-of-sample account; its parameters were fitted on its training window only"},
+            "fitted_in_sample": fitted.get("fitted_in_sample"),
+            "as_configured": fitted.get("as_configured"),
+            # instrument weights per fold are in "fitted" (and folds.csv), not repeated here
+            "folds": _records(run.folds.loc[:, ~run.folds.columns.str.startswith("instrument_weight:")].reset_index()),
+            "fitted": fitted.get("fitted", []),
         }
     return _json_ready(summary)
 

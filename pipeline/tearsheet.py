@@ -84,10 +84,17 @@ def report_html(run, summary: Mapping[str, Any], trades: pd.DataFrame) -> str:
         stress = {r["window"]: {k: v for k, v in r.items() if k != "window"}
                   for r in summary["risk"]["stress_on_last_positions"]}
         tables.append(("Stress replays on the last positions (base currency)", _frame_table(stress)))
+    if summary["trades"].get("circuit_breaker"):
+        trips = {str(r["session"]): {k: v for k, v in r.items() if k != "session"}
+                 for r in summary["trades"]["circuit_breaker"]}
+        tables.append(("Daily-loss circuit breaker trips (next session's orders denied)", _frame_table(trips)))
     if "walk_forward" in summary:
-        folds = {str(r["fold"]): {k: r[k] for k in ("test_start", "test_end", "n_test", "sharpe", "total_return", "params")}
-                 for r in summary["walk_forward"]["folds"]}
-        tables.append(("Walk-forward folds (out-of-sample test windows)", _frame_table(folds)))
+        keys = ("train_start", "train_end", "test_start", "test_end", "n_test", "pnl_net", "sharpe", "total_return",
+                "breaker_trips", "forecast_weights_source", "fdm", "idm", "n_instruments")
+        folds = {str(r["fold"]): {k: r.get(k) for k in keys} for r in summary["walk_forward"]["folds"]}
+        fitted = ", ".join(summary["walk_forward"].get("fitted_in_sample") or [])
+        tables.append((f"Walk-forward folds (out-of-sample test windows; fitted on the training window: {fitted})",
+                       _frame_table(folds)))
     if summary["attribution"]["by_rule"]:
         tables.append(("Each rule traded alone", _frame_table(summary["attribution"]["by_rule"])))
     body = [f"<h1>Backtest: {html.escape(summary['run']['name'])}</h1>",

@@ -15,7 +15,7 @@ from tests.conftest import write_config
 
 
 def _cli(*args, env):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=False, env=env, capture_output=True, text=True,
                           timeout=600)
 
 
@@ -23,7 +23,7 @@ def _cli(*args, env):
 def runs(tmp_path_factory):
     """One backtest and one walk-forward of a three-instrument universe, into one results folder."""
     folder = tmp_path_factory.mktemp("backtest_cli")
-    config = write_config(folder, symbols=["AAPL", "KO", "XOM"], backtest={"borrow_rate": 0.01})
+    config = write_config(folder, symbols=["AAPL", "KO", "XOM"], backtest={"borrow_rate": 0.01, "fill": "next_open"})
     env = {**os.environ, "DAGSTER_HOME": str(folder / "dagster_home"), "TRADING_PIPELINE_CONFIG": str(config)}
     out = folder / "results"
     backtest = _cli("backtest", "--start", "2015-01-02", "--end", "2022-06-30", "--strategy", "trend three",
@@ -59,6 +59,13 @@ def test_walk_forward_writes_an_out_of_sample_folder_with_its_folds(runs):
     assert summary["basis"]["in_or_out_of_sample"] == "out-of-sample"
     assert len(summary["walk_forward"]["folds"]) == len(folds)
     assert f"{len(folds)} folds" in walk.stdout
+    # the same simulation options as backtest (next-open fills need the opens, read from the lake)
+    assert summary["performance"]["values"]["borrow"] > 0
+    # every fold states what it fitted, with the values
+    assert {"fdm", "idm", "scalar:ewmac8_32", "instrument_weight:KO"} <= set(folds.columns)
+    fitted = summary["walk_forward"]["fitted"]
+    assert len(fitted) == len(folds) and fitted[0]["instrument_weights"].keys() == {"AAPL", "KO", "XOM"}
+    assert fitted[0]["forecast_scalars"]["ewmac8_32"] == pytest.approx(folds.loc[0, "scalar:ewmac8_32"])
 
 
 def test_compare_puts_both_runs_in_one_page(runs):

@@ -170,6 +170,67 @@ def test_gate_with_loose_limits_changes_nothing():
     pd.testing.assert_frame_equal(run(gate=loose).pnl_net, run().pnl_net)
 
 
+# --- the daily-loss circuit breaker ----------------------------------------------------------
+
+BREAKER_CLOSE = wide([100, 101, 98, 99, 103])
+
+
+def breaker_run(targets: list[float], limit: float | None, **options):
+    return simulate(wide(targets), BREAKER_CLOSE, ONE, options.pop("costs", FREE), 1000.0,
+                    gate=RiskLimits(max_daily_loss=limit), **options)
+
+
+def test_a_session_losing_beyond_the_limit_halts_the_next_sessions_orders():
+    # Holdings without the breaker: 0, 1, 1, 3, 0. Session 2 loses 1 x (98 - 101) = -3 < -2: the
+    # order of session 3 (buy 2, decided at session 2's close) is denied, the holding stays 1;
+    # session 3 earns 1 x (99 - 98) = 1, within the limit, so session 4's sell of 1 goes through.
+    res = breaker_run([1, 1, 3, 0, 0], limit=2.0)
+    assert res.holdings["A"].tolist() == [0, 1, 1, 1, 0]
+    np.testing.assert_allclose(res.portfolio_pnl, [0, 0, -3, 1, 4])
+    assert res.denials[["session", "quantity", "rule"]].values.tolist() == [[SESSIONS[3], 2.0, "kill_switch"]]
+    trips = res.circuit_breaker
+    assert trips["session"].tolist() == [SESSIONS[2]] and trips["halted_session"].tolist() == [SESSIONS[3]]
+    assert trips["pnl_net"].tolist() == [-3.0] and trips["limit"].tolist() == [2.0]
+    # without a limit (or without the gate) the same targets trade: 3 x (103 - 99) = 12 on session 4
+    np.testing.assert_allclose(breaker_run([1, 1, 3, 0, 0], limit=None).portfolio_pnl, [0, 0, -3, 1, 12])
+    assert breaker_run([1, 1, 3, 0, 0], limit=None).circuit_breaker.empty
+
+
+def test_halted_denies_reducing_orders_too_and_a_loss_at_the_limit_does_not_trip():
+    # Production's HALTED denies every order (pipeline.risk.pre_trade_check rule 1), so the sale
+    # of 2 after the -6 session waits one session: holding 2 earns 2 x (99 - 98) = 2 on session 3.
+    res = breaker_run([2, 2, 0, 0, 0], limit=5.0)
+    assert res.holdings["A"].tolist() == [0, 2, 2, 2, 0]
+    np.testing.assert_allclose(res.portfolio_pnl, [0, 0, -6, 2, 8])
+    assert res.denials["rule"].tolist() == ["kill_switch"] and res.order_summary()["n_denied"] == 1
+    at_limit = breaker_run([2, 2, 0, 0, 0], limit=6.0)  # -6 is not below -6: no trip
+    assert at_limit.circuit_breaker.empty and at_limit.holdings["A"].tolist() == [0, 2, 2, 0, 0]
+
+
+def test_the_daily_loss_is_measured_in_the_base_currency():
+    # session 2 loses 1 x (98 - 101) = -3 in the instrument's currency, -6 at 2 base per unit
+    fx = wide([2.0] * 5)
+    assert breaker_run([1, 1, 3, 0, 0], limit=5.0).circuit_breaker.empty
+    res = breaker_run([1, 1, 3, 0, 0], limit=5.0, fx=fx)
+    assert res.circuit_breaker["session"].tolist() == [SESSIONS[2]] and res.circuit_breaker["pnl_net"].tolist() == [-6.0]
+    assert res.holdings["A"].tolist() == [0, 1, 1, 1, 0]
+
+
+def test_costs_count_towards_the_daily_loss_and_a_trip_on_the_last_session_halts_nothing():
+    # Session 1 buys 1 at 101 with a commission of 2.5: net P&L -2.5 < -2 trips; session 2's
+    # order (buy 1 more) is denied and session 2 loses 1 x (98 - 101) = -3: trips again, so
+    # session 3's order is denied too; session 3 earns 1, and session 4 buys: 1 x 4 - 2.5.
+    costs = {"A": CostModel(commission_per_unit=2.5)}
+    res = breaker_run([1, 2, 2, 2, 2], limit=2.0, costs=costs)
+    assert res.holdings["A"].tolist() == [0, 1, 1, 1, 2]
+    np.testing.assert_allclose(res.portfolio_pnl, [0, -2.5, -3, 1, 1.5])
+    assert res.circuit_breaker["session"].tolist() == [SESSIONS[1], SESSIONS[2]]
+    assert res.denials["session"].tolist() == [SESSIONS[2], SESSIONS[3]]
+    late = breaker_run([0, 0, 0, 3, 3], limit=1.0, costs=costs)  # only session 4 loses (the fee): -7.5
+    assert late.circuit_breaker["session"].tolist() == [SESSIONS[4]]
+    assert late.circuit_breaker["halted_session"].isna().all()
+
+
 # --- exact accounting under every option (property test) -------------------------------------
 
 
@@ -220,7 +281,8 @@ def panels(draw):
             "allow_short": st.booleans(),
             "borrow_rate": st.sampled_from([0.0, 0.03]),
             "max_gross_exposure": st.sampled_from([None, 0.5]),
-            "gate": st.sampled_from([None, RiskLimits(max_position=3, max_order_quantity=4)]),
+            "gate": st.sampled_from([None, RiskLimits(max_position=3, max_order_quantity=4),
+                                     RiskLimits(max_position=3, max_daily_loss=40.0)]),
         })),
     }
 
@@ -241,6 +303,15 @@ def test_positions_times_price_changes_minus_costs_reproduce_equity(p):
         assert (res.holdings.to_numpy() >= 0).all()
     if p["options"]["gate"] is not None:
         assert (res.holdings.abs().to_numpy() <= 3).all()
+    # the circuit breaker tripped exactly on the sessions whose net P&L is below -max_daily_loss
+    limit = None if p["options"]["gate"] is None else p["options"]["gate"].max_daily_loss
+    if limit is not None:
+        pnl = res.portfolio_pnl.to_numpy()
+        tripped = res.prices.index.isin(res.circuit_breaker["session"])
+        assert (pnl[tripped] < -limit + 1e-9).all() and (pnl[~tripped] >= -limit - 1e-9).all()
+        halted = res.denials["session"].isin(res.circuit_breaker["halted_session"])
+        assert (res.denials.loc[halted, "rule"] == "kill_switch").all()
+        assert set(res.denials.loc[~halted, "rule"]) <= {"max_order_quantity", "max_order_notional", "max_position"}
 
 
 # --- options from the configuration ----------------------------------------------------------
