@@ -16,7 +16,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.markdown import frame_md
-from assets.partitions import DAILY_ASSET, run_sessions
+from assets.partitions import DAILY_ASSET, no_session_result, run_sessions
 from assets.portfolio import TARGET_POSITIONS
 from assets.quality import CLEAN_BARS
 from assets.resources import BrokerResource, Settings
@@ -56,10 +56,14 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
     instrument with a deterministic ``orderRef`` (``strategy:session:instrument:seq``), written to
     the ledger before submission, checked by the pre-trade gate (kill switch, paper account, order
     rate, max order quantity and notional, max position, price collar), and sent to the broker
-    (paper: simulated fills; ib: TWS / IB Gateway). Re-running a session sends only the residual
-    (nothing, after a success)."""
+    (paper: simulated fills; ib: TWS / IB Gateway), limit orders with an optional market fallback
+    (``broker.market_fallback_after``). Re-running a session sends only the residual (nothing,
+    after a success). A dry run of the latest session with ``broker.what_if`` plans against the
+    broker's positions and stores IB's what-if margin and commission preview of each intent."""
     cfg, lake, ledger = settings.config(), settings.lake(), settings.ledger()
     run = run_sessions(context)
+    if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
+        return no_session_result(context)
     clean_sessions = lake.sessions(CLEAN_BARS)
     latest = clean_sessions[-1] if len(clean_sessions) else None
     submit, why = submission_allowed(run, latest, config.submit, cfg.broker.effective_execution)
@@ -70,19 +74,30 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
     missing = run.difference(targets.index)
     if len(missing):
         raise dg.Failure(f"orders: no target positions for {missing[0].date()}: materialize target_positions first")
-    if submit:
+    # A dry run of the latest session with broker.what_if: intents against the broker's positions,
+    # each with IB's what-if margin and commission preview; nothing is sent.
+    preview = (
+        not submit and config.submit and cfg.broker.what_if and cfg.broker.effective_execution == "dry_run"
+        and len(run) == 1 and latest is not None and run[0] == latest
+    )
+    if preview:
+        why += "; what-if preview of each intent against the broker's positions"
+        context.log.info(why)
+    if submit or preview:
         session = run[-1]
         policy = OrderPolicy(
             order_type=cfg.broker.order_type, limit_offset=cfg.broker.limit_offset,
+            market_fallback_after=cfg.broker.market_fallback_after, what_if=preview,
             live=cfg.broker.effective_execution == "live" and cfg.broker.live_enabled,
             code_version=code_version(), input_hash=input_hash(targets.loc[session], prices.loc[session]),
         )
         with broker.broker() as connected:
-            policy = dataclasses.replace(policy, account=getattr(connected, "account", None))
+            if submit:  # the account orders go to (a dry run sends none: no paper-account rule)
+                policy = dataclasses.replace(policy, account=getattr(connected, "account", None))
             report = execute_orders(
                 targets.loc[session].dropna(), prices.loc[session], session,
                 ledger=ledger, broker=connected, limits=cfg.risk, point_sizes=point_sizes,
-                strategy=cfg.broker.strategy, submit=True, run_id=context.run.run_id, policy=policy,
+                strategy=cfg.broker.strategy, submit=submit, run_id=context.run.run_id, policy=policy,
             )
         counts, last = report.counts, report.intents
     else:
@@ -93,7 +108,10 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
         )
         counts = {"recorded": len(last), "denied": int((last["status"] == "DENIED").sum()), "sent": 0}
         last = last[last["session"] == run[-1]]
-    shown = last[["order_ref", "side", "quantity", "reference_price", "verdict", "deny_reason", "status"]] if len(last) else last
+    columns = ["order_ref", "side", "quantity", "reference_price", "verdict", "deny_reason", "status"]
+    if preview:
+        columns += ["what_if_init_margin", "what_if_commission"]
+    shown = last[columns] if len(last) else last
     return dg.MaterializeResult(metadata={
         "submitted": submit,
         "why": why,

@@ -1,6 +1,7 @@
 """The order ledger: order intents, their broker events, fills, the kill-switch log and alerts, in DuckDB.
 
-The ledger lives in ``<lake_root>/warehouse.duckdb``. It is the write-ahead log of the order
+The ledger lives in ``<state folder>/warehouse.duckdb`` (``state_root`` of the configuration, by
+default the lake root; ``pipeline.storage``). It is the write-ahead log of the order
 path (reliability.md §2): an intent is committed here before it is sent, and every fill is
 kept here because brokers return a limited execution history.
 
@@ -50,13 +51,17 @@ _WRITTEN = (
     "order_ref", "strategy", "session", "instrument", "seq", "quantity", "side", "order_type",
     "reference_price", "target_position", "position_before", "status", "mode",
     "verdict", "deny_reason", "run_id", "limit_price", "account", "code_version", "input_hash",
+    "parent_ref",
 )
 _REQUIRED = _WRITTEN[:13]
 _TYPES = dict(zip(_WRITTEN, (
     "VARCHAR", "VARCHAR", "DATE", "VARCHAR", "INTEGER", "DOUBLE", "VARCHAR", "VARCHAR",
     "DOUBLE", "DOUBLE", "DOUBLE", "VARCHAR", "VARCHAR",
     "VARCHAR", "VARCHAR", "VARCHAR", "DOUBLE", "VARCHAR", "VARCHAR", "VARCHAR",
+    "VARCHAR",
 )))  # fmt: skip
+#: A dry run's what-if preview of the intent (:meth:`Ledger.record_what_if`).
+_WHAT_IF_COLUMNS = ("what_if_init_margin", "what_if_maint_margin", "what_if_commission", "what_if_currency")
 #: Set from the broker's answers (:meth:`Ledger.record_broker_order`).
 _BROKER_COLUMNS = (
     "perm_id", "broker_order_id", "filled_quantity", "avg_fill_price", "commission", "status_reason",
@@ -66,7 +71,7 @@ INTENT_COLUMNS = (
     "order_ref", "strategy", "session", "instrument", "seq", "quantity", "side", "order_type",
     "reference_price", "target_position", "position_before", "verdict", "deny_reason", "status",
     "mode", "run_id", "limit_price", "account", "code_version", "input_hash", *_BROKER_COLUMNS,
-    "created_at", "updated_at",
+    "parent_ref", "fallback_at", *_WHAT_IF_COLUMNS, "created_at", "updated_at",
 )
 FILL_COLUMNS = (
     "fill_id", "order_ref", "broker", "session", "instrument", "quantity", "price", "commission",
@@ -106,6 +111,12 @@ CREATE TABLE IF NOT EXISTS order_intents (
     commission DOUBLE,
     status_reason VARCHAR,
     submitted_at TIMESTAMPTZ,
+    parent_ref VARCHAR,
+    fallback_at TIMESTAMPTZ,
+    what_if_init_margin DOUBLE,
+    what_if_maint_margin DOUBLE,
+    what_if_commission DOUBLE,
+    what_if_currency VARCHAR,
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
 );
@@ -227,7 +238,7 @@ def _session_date(session: Any) -> dt.date:
 
 
 class Ledger:
-    """The DuckDB order ledger at ``path`` (normally ``<lake_root>/warehouse.duckdb``).
+    """The DuckDB order ledger at ``path`` (normally ``<state folder>/warehouse.duckdb``).
 
     Parameters
     ----------
@@ -345,7 +356,8 @@ class Ledger:
 
         A ledger written by an earlier version is upgraded in the same transaction: the
         ``order_intents`` table is rebuilt with the current statuses, order types and columns
-        (every row kept), and ``fills`` gains its ``perm_id`` column.
+        (every row kept), ``fills`` gains its ``perm_id`` column and ``order_intents`` its
+        market-fallback columns ``parent_ref`` and ``fallback_at`` and its ``what_if_*`` columns.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._transaction() as con:
@@ -353,6 +365,11 @@ class Ledger:
                 _upgrade_intents(con)
             con.execute(_SCHEMA)
             con.execute("ALTER TABLE fills ADD COLUMN IF NOT EXISTS perm_id BIGINT")
+            con.execute("ALTER TABLE order_intents ADD COLUMN IF NOT EXISTS parent_ref VARCHAR")
+            con.execute("ALTER TABLE order_intents ADD COLUMN IF NOT EXISTS fallback_at TIMESTAMPTZ")
+            for col in _WHAT_IF_COLUMNS:
+                kind = "VARCHAR" if col == "what_if_currency" else "DOUBLE"
+                con.execute(f"ALTER TABLE order_intents ADD COLUMN IF NOT EXISTS {col} {kind}")
         return self
 
     def _read(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
@@ -376,7 +393,8 @@ class Ledger:
             One row per intent with at least the columns ``order_ref, strategy, session,
             instrument, seq, quantity, side, order_type, reference_price, target_position,
             position_before, status, mode``; optional ``verdict, deny_reason, run_id,
-            limit_price, account, code_version, input_hash``. ``session`` is a date (str, date
+            limit_price, account, code_version, input_hash, parent_ref`` (the limit intent a
+            market fallback replaces). ``session`` is a date (str, date
             or Timestamp); quantities and positions in units, signed; prices in price points.
             ``created_at``/``updated_at`` are set to now (UTC).
 
@@ -450,6 +468,57 @@ class Ledger:
             ).fetchone()[0]
         if changed == 0:
             raise LedgerError(f"update_status: no intent with order_ref {order_ref!r} in {self.path}")
+
+    def record_what_if(self, preview: Any) -> None:
+        """Store a what-if preview on its intent: ``what_if_init_margin`` and
+        ``what_if_maint_margin`` (the change of the margin requirements), ``what_if_commission``
+        and ``what_if_currency`` (the currency of the three amounts).
+
+        Parameters
+        ----------
+        preview : pipeline.broker.base.OrderPreview
+            ``order_ref``, ``init_margin_change``, ``maint_margin_change``, ``commission``,
+            ``currency`` (NaN amounts are stored as NULL).
+
+        Raises
+        ------
+        LedgerError
+            No intent has this ``order_ref``.
+        """
+        def value(x: float | None) -> float | None:
+            return None if x is None or pd.isna(x) else float(x)
+
+        with self._transaction() as con:
+            changed = con.execute(
+                "UPDATE order_intents SET what_if_init_margin = ?, what_if_maint_margin = ?, what_if_commission = ?, "
+                "what_if_currency = ?, updated_at = current_timestamp WHERE order_ref = ?",
+                [value(preview.init_margin_change), value(preview.maint_margin_change), value(preview.commission),
+                 preview.currency or None, preview.order_ref],
+            ).fetchone()[0]
+        if changed == 0:
+            raise LedgerError(f"record_what_if: no intent with order_ref {preview.order_ref!r} in {self.path}")
+
+    def start_fallback(self, order_ref: str) -> None:
+        """Mark the limit intent ``order_ref`` as being replaced by a market order (its
+        ``fallback_at``, set once, before the limit order is cancelled).
+
+        From then on the order path owes the intent a market fallback for whatever the limit
+        order leaves unfilled: a run that crashed after the cancel completes it, exactly once
+        (:func:`pipeline.orders.execute_orders`, "Market fallback").
+
+        Raises
+        ------
+        LedgerError
+            No intent has this ``order_ref``.
+        """
+        with self._transaction() as con:
+            changed = con.execute(
+                "UPDATE order_intents SET fallback_at = coalesce(fallback_at, current_timestamp), "
+                "updated_at = current_timestamp WHERE order_ref = ?",
+                [order_ref],
+            ).fetchone()[0]
+        if changed == 0:
+            raise LedgerError(f"start_fallback: no intent with order_ref {order_ref!r} in {self.path}")
 
     def intents(self, session: Any = None, instrument: str | None = None) -> pd.DataFrame:
         """Order intents, optionally of one session and/or instrument.

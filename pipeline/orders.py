@@ -321,6 +321,14 @@ class OrderPolicy:
         True only in live mode (``execution: live`` with ``live_enabled``).
     code_version, input_hash : str or None
         Stored on each intent: which code and which inputs produced it (:mod:`pipeline.audit`).
+    market_fallback_after : float or None
+        ``LMT``: seconds to wait for a limit order's fills before its unfilled residual is
+        cancelled and sent as a market order (``BrokerConfig.market_fallback_after``); None: no
+        fallback, a limit order works until it fills or expires.
+    what_if : bool
+        Record-only runs with a broker (a dry run of today's orders): ask the broker's what-if
+        check (``Broker.what_if``, IB's ``whatIfOrder``) for each accepted intent and store its
+        margin and commission preview on the intent.
     """
 
     order_type: str = "MKT"
@@ -329,6 +337,8 @@ class OrderPolicy:
     live: bool = False
     code_version: str | None = None
     input_hash: str | None = None
+    market_fallback_after: float | None = None
+    what_if: bool = False
 
     def limit_prices(self, quantity: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """Limit prices in price points (NaN for market orders)."""
@@ -353,14 +363,17 @@ class ExecutionReport:
         The ledger rows this run wrote or settled (columns of ``Ledger.intents`` plus
         ``action``: ``new``, ``adopted`` (an earlier intent found final at the broker: filled,
         cancelled or rejected), ``working`` (found working at the broker), ``resent`` (an
-        earlier intent the broker did not know, sent again under the same order_ref) or
-        ``denied_on_resend``).
+        earlier intent the broker did not know, sent again under the same order_ref),
+        ``denied_on_resend``, ``replaced`` (a limit order cancelled for its market fallback)
+        or ``fallback`` (the market order for a limit order's unfilled residual)).
     counts : dict[str, int]
         ``planned`` (orders from the residual), ``unchanged`` (planned orders identical to an
         intent already recorded, not written again), ``recorded`` (new intents), ``accepted``,
         ``denied`` (verdicts of the new intents), ``sent`` (orders given to the broker, resent
         included), ``filled`` (orders found or left fully filled this run), ``rejected`` (by
-        the broker), ``reconciled`` (earlier open intents looked up), ``adopted``, ``resent``.
+        the broker), ``reconciled`` (earlier open intents looked up), ``adopted``, ``resent``,
+        ``fallbacks`` (market fallback intents written, denied ones included), ``previewed``
+        (record-only intents given a what-if preview).
     """
 
     session: pd.Timestamp
@@ -523,6 +536,151 @@ def _reconcile(
     return actions
 
 
+def _preview(accepted: pd.DataFrame, broker: Broker, ledger: Ledger) -> int:
+    """Store the broker's what-if preview of each accepted record-only intent; returns how many.
+
+    A preview only informs (nothing is sent either way), so a broker that cannot give one is
+    alerted (``what_if_failed``) and the run goes on."""
+    what_if = getattr(broker, "what_if", None)
+    if what_if is None or accepted.empty:
+        return 0
+    done = 0
+    for _, row in accepted.iterrows():
+        intent = OrderIntent.from_row(row)
+        try:
+            preview = what_if(intent)
+        except BrokerError as exc:
+            notify(ledger, "what_if_failed", "WARN", intent.order_ref,
+                   f"what-if preview of {intent.order_ref} failed: {exc}", f"what_if_failed:{intent.order_ref}")
+            continue
+        ledger.record_what_if(preview)
+        done += 1
+    return done
+
+
+def _market_fallback(
+    session: pd.Timestamp,
+    wait: float,
+    *,
+    ledger: Ledger,
+    broker: Broker,
+    gate: _GateContext,
+    reference_prices: pd.Series,
+    counts: dict[str, int],
+    run_id: str | None,
+    policy: OrderPolicy,
+) -> dict[str, str]:
+    """Give the session's working limit orders ``wait`` seconds, then replace what is left of
+    each by a market order (steps (a)-(c) of :func:`execute_orders`, "Market fallback")."""
+    intents = ledger.intents(session=session)
+    working = intents[
+        (intents["mode"] == "submit") & (intents["order_type"] == "LMT") & intents["status"].isin(OPEN_STATUSES)
+    ]
+    if working.empty:
+        return {}
+    waiter = getattr(broker, "wait_for_fills", None)
+    if waiter is not None:
+        for outcome in waiter(list(working["order_ref"]), wait).values():
+            _record(ledger, outcome, run_id, counts)
+    intents = ledger.intents(session=session)
+    still = intents[intents["order_ref"].isin(working["order_ref"]) & intents["status"].isin(OPEN_STATUSES)]
+    for ref in still["order_ref"]:
+        ledger.start_fallback(str(ref))  # (a) before the cancel: from here a fallback is owed
+    return _complete_fallbacks(
+        session, ledger=ledger, broker=broker, gate=gate, reference_prices=reference_prices, counts=counts,
+        run_id=run_id, policy=policy,
+    )
+
+
+def _complete_fallbacks(
+    session: pd.Timestamp,
+    *,
+    ledger: Ledger,
+    broker: Broker,
+    gate: _GateContext,
+    reference_prices: pd.Series,
+    counts: dict[str, int],
+    run_id: str | None,
+    policy: OrderPolicy,
+) -> dict[str, str]:
+    """Cancel every limit intent of ``session`` whose fallback started and has no market
+    intent yet, record its final state, and send its unfilled residual as a market order."""
+    intents = ledger.intents(session=session)
+    if intents.empty:
+        return {}
+    owed = intents[
+        (intents["mode"] == "submit") & intents["fallback_at"].notna()
+        & ~intents["order_ref"].isin(intents["parent_ref"].dropna())
+    ]
+    actions: dict[str, str] = {}
+    for _, row in owed.iterrows():
+        ref = str(row["order_ref"])
+        if row["status"] in OPEN_STATUSES:  # (b) cancel; then the broker's final word, fills included
+            try:
+                broker.cancel(ref)
+                outcome = broker.lookup(ref)
+            except BrokerError as exc:
+                notify(ledger, "broker_error", "ERROR", ref,
+                       f"market fallback of {ref}: the cancel failed ({exc}); the next run completes the "
+                       "fallback after reconciling the limit order", f"broker_error:fallback:{ref}")
+                raise
+            if outcome is None or not outcome.final:
+                raise BrokerError(
+                    f"market fallback of {ref}: the limit order is not final at the broker after its cancel "
+                    f"({outcome.status if outcome else 'unknown'}); no market order sent, the next run retries"
+                )
+            _record(ledger, outcome, run_id, counts)
+            actions[ref] = "replaced"
+        parent = ledger.intents(session=session).set_index("order_ref").loc[ref]
+        filled = float(parent["filled_quantity"]) if pd.notna(parent["filled_quantity"]) else 0.0
+        residual = float(parent["quantity"]) - filled
+        if parent["status"] != "CANCELLED" or abs(residual) < _ZERO:
+            continue  # filled before the cancel, or rejected (never retried): no fallback
+        actions.update(_send_fallback(parent, ref, residual, ledger=ledger, broker=broker, gate=gate,
+                                      reference_prices=reference_prices, counts=counts, run_id=run_id, policy=policy))
+    return actions
+
+
+def _send_fallback(
+    parent: pd.Series,
+    parent_ref: str,
+    quantity: float,
+    *,
+    ledger: Ledger,
+    broker: Broker,
+    gate: _GateContext,
+    reference_prices: pd.Series,
+    counts: dict[str, int],
+    run_id: str | None,
+    policy: OrderPolicy,
+) -> dict[str, str]:
+    """(c): the market intent for a cancelled limit order's residual, gated, written, sent."""
+    session, instrument = _session(parent["session"]), str(parent["instrument"])
+    seq = int(ledger.intents(session=session, instrument=instrument)["seq"].max()) + 1
+    ref = order_ref(str(parent["strategy"]), session, instrument, seq)
+    positions, working = _broker_positions(broker)
+    before = float(positions.get(instrument, 0.0)) + float(working.get(instrument, 0.0))
+    price = _fill_price(instrument, reference_prices, float(parent["reference_price"]))
+    verdict = gate.check(quantity, instrument, price, before, None)
+    row = pd.DataFrame([{
+        "order_ref": ref, "strategy": parent["strategy"], "session": session, "instrument": instrument, "seq": seq,
+        "quantity": quantity, "side": "BUY" if quantity > 0 else "SELL", "order_type": "MKT",
+        "reference_price": price, "target_position": parent["target_position"], "position_before": before,
+        "status": "INTENT" if verdict.accepted else "DENIED", "mode": "submit",
+        "verdict": "ACCEPTED" if verdict.accepted else "DENIED", "deny_reason": verdict.reason, "run_id": run_id,
+        "account": policy.account, "code_version": policy.code_version, "input_hash": policy.input_hash,
+        "parent_ref": parent_ref,
+    }])
+    ledger.record_intents(row)
+    counts["fallbacks"] += 1
+    if not verdict.accepted:
+        notify(ledger, "order_denied", "WARN", ref, f"{ref} (market fallback of {parent_ref}) denied by the "
+               f"pre-trade gate: {verdict.reason}", f"order_denied:{ref}")
+        return {ref: "fallback"}
+    _submit(broker, ledger, OrderIntent.from_row(row.iloc[0]), price, counts, run_id)
+    return {ref: "fallback"}
+
+
 def _gate(
     plan: pd.DataFrame,
     state: TradingState,
@@ -534,10 +692,14 @@ def _gate(
     # and the throttle counts the orders accepted before each one).
     ctx = context or _GateContext(state, limits, point_sizes)
     limit = plan["limit_price"] if "limit_price" in plan.columns else pd.Series(np.nan, index=plan.index)
+    columns = (  # plain arrays: iterating the frame's rows converts every column, dates included
+        plan["quantity"].to_numpy(dtype=float).tolist(), plan["instrument"].to_numpy(dtype=object).tolist(),
+        plan["reference_price"].to_numpy(dtype=float).tolist(), plan["position_before"].to_numpy(dtype=float).tolist(),
+        limit.to_numpy(dtype=float).tolist(),
+    )
     return [
-        ctx.check(float(r.quantity), str(r.instrument), float(r.reference_price), float(r.position_before),
-                  None if not math.isfinite(lp) else float(lp))
-        for r, lp in zip(plan.itertuples(index=False), limit.to_numpy(dtype=float))
+        ctx.check(q, str(i), p, b, None if not math.isfinite(lp) else lp)
+        for q, i, p, b, lp in zip(*columns)
     ]
 
 
@@ -610,7 +772,21 @@ def execute_orders(
        their execution ids and commissions, permId, status: ACKNOWLEDGED, PARTIALLY_FILLED,
        FILLED, CANCELLED or REJECTED, the latter alerted). A BrokerError on submit leaves the
        intent open, adds an alert ``broker_error`` and propagates; the next run reconciles
-       it. ``submit=False`` (a backfill or a dry run): nothing is sent.
+       it. ``submit=False`` (a backfill or a dry run): nothing is sent; with a broker and
+       ``policy.what_if``, each accepted intent gets the broker's what-if margin and commission
+       preview (``Ledger.record_what_if``; a failed preview is alerted, the run goes on).
+    6. Market fallback (``submit=True`` and ``policy.market_fallback_after`` set): see below.
+
+    Market fallback. Limit orders of the session still working after
+    ``market_fallback_after`` seconds (counted from this run's submissions; a limit order
+    found working by a later run falls back at once) are replaced: (a) the limit intent's
+    ``fallback_at`` is written to the ledger, (b) the order is cancelled at the broker and its
+    final state (fills included) recorded, (c) its unfilled residual ``quantity -
+    filled_quantity`` becomes a new MKT intent with the next seq of (session, instrument), its
+    own order_ref and ``parent_ref`` = the limit order's, gated and written before it is
+    sent. Step 1 of every submit run also completes any fallback that (a) started but whose
+    (c) was never written (a crash between the cancel and the market order), so each limit
+    order gets at most one market fallback; a rejected or fully filled limit order gets none.
 
     Idempotency. Submit runs: the residual is against the broker's position, so a re-run
     after success plans nothing. Record-only runs never change a position, so instead a
@@ -715,7 +891,7 @@ def _execute_orders(
     mode = "submit" if submit else "record_only"
     counts = dict.fromkeys(
         ("planned", "unchanged", "recorded", "accepted", "denied", "sent", "filled", "rejected", "reconciled",
-         "adopted", "resent"),
+         "adopted", "resent", "fallbacks", "previewed"),
         0,
     )
     state = ledger.trading_state()
@@ -735,6 +911,10 @@ def _execute_orders(
             open_intents, ledger=ledger, broker=broker, gate=gate, reference_prices=reference_prices,
             counts=counts, run_id=run_id,
         )
+        actions.update(_complete_fallbacks(
+            session, ledger=ledger, broker=broker, gate=gate, reference_prices=reference_prices, counts=counts,
+            run_id=run_id, policy=policy,
+        ))
         if actions:
             prior = ledger.intents(session=session)
             gate.rejected = _rejected_in_session(prior)
@@ -773,12 +953,21 @@ def _execute_orders(
                 f"order_denied:{r.order_ref}",
             )
 
-    # 5. send the accepted intents (already in the ledger)
+    if not submit and broker is not None and policy.what_if:
+        counts["previewed"] = _preview(plan[accepted], broker, ledger)
+
+    # 5. send the accepted intents (already in the ledger); 6. market fallback of working limits
     if submit:
         for _, row in plan[accepted].iterrows():
             intent = OrderIntent.from_row(row)
             price = _fill_price(intent.instrument, reference_prices, intent.reference_price)
             _submit(broker, ledger, intent, price, counts, run_id)
+        if policy.market_fallback_after is not None:
+            sent_limits = bool(accepted.any()) and policy.order_type == "LMT"
+            actions.update(_market_fallback(
+                session, policy.market_fallback_after if sent_limits else 0.0, ledger=ledger, broker=broker,
+                gate=gate, reference_prices=reference_prices, counts=counts, run_id=run_id, policy=policy,
+            ))
 
     report = ledger.intents(session=session)
     report = report[report["order_ref"].isin(list(actions))].reset_index(drop=True)
@@ -833,10 +1022,14 @@ def record_intents_without_sending(
     Nothing is ever sent.
 
     For each session the position before is the previous session's target (flat before the
-    first target), so the intents are the trades the system would have made. Each session is
+    first target), so the intents are the trades the system would have made. Every session is
     planned and gated as :func:`execute_orders` does with ``submit=False`` (same order_refs,
-    same "unchanged" idempotency rule), but the ledger is read once and written in one
-    transaction, so a ten-year backfill costs one round trip instead of thousands.
+    same residual rounding, same "unchanged" idempotency rule, same verdicts), but all sessions
+    at once: the residuals of the whole (session x instrument) frame in one array operation,
+    the next seq and the "unchanged" test by one join against the ledger's intents of the
+    range, the ledger read once and written in one transaction. Only the pre-trade gate runs
+    per order (:func:`pipeline.risk.pre_trade_check`, a few microseconds each; no throttle and
+    no earlier rejections in a record-only run, so each verdict depends on its order alone).
 
     Parameters
     ----------
@@ -856,33 +1049,90 @@ def record_intents_without_sending(
     Raises
     ------
     OrderError
-        A session of ``sessions`` has no row in ``targets``.
+        A session of ``sessions`` has no row in ``targets``, a target is infinite, or
+        ``strategy`` / an instrument that trades contains ':'.
     """
-    missing = pd.DatetimeIndex(sessions).difference(targets.index)
+    sessions = pd.DatetimeIndex(sessions)
+    missing = sessions.difference(targets.index)
     if len(missing):
         raise OrderError(f"record_intents_without_sending: no target positions for {[str(d.date()) for d in missing[:5]]}")
+    _check_field("strategy", strategy)
+    columns = [*PLAN_COLUMNS, "verdict", "deny_reason", "status", "mode", "run_id"]
     state = ledger.trading_state()
-    previous = targets.shift(1).fillna(0.0)
+    instruments = targets.columns.sort_values()
+    wide = targets.reindex(columns=instruments).astype(float)
+    t = wide.loc[sessions].to_numpy()
+    if np.isinf(t).any():
+        bad = sorted(set(instruments[np.isinf(t).any(axis=0)]))
+        raise OrderError(f"record_intents_without_sending: infinite targets for {bad}")
+    held = wide.shift(1).fillna(0.0).loc[sessions].to_numpy()  # the previous session's target
+    with np.errstate(invalid="ignore"):
+        residual = t - held
+        whole = ~np.isnan(t) & (t == np.round(t))
+        residual = np.where(whole, np.round(residual), residual)
+        residual = np.where(np.abs(residual) >= _ZERO, residual, 0.0)
+        keep = ~np.isnan(t) & (residual != 0)
+    rows, cols = np.nonzero(keep)  # row-major: by session, then instrument (sorted), as plan_orders
     with ledger.hold():
-        prior_all = ledger.intents()
-        prior_all = prior_all[prior_all["session"].isin(sessions)]
-        plans = []
-        for session in sessions:
-            prior = prior_all[prior_all["session"] == session]
-            plan = plan_orders(targets.loc[session], previous.loc[session], pd.Series(dtype=float),
-                               reference_prices.loc[session], session, strategy, prior)
-            if plan.empty:
-                continue
-            verdicts = _gate(plan, state, limits, point_sizes)
-            plan["verdict"] = pd.array(["ACCEPTED" if v.accepted else "DENIED" for v in verdicts], dtype="str")
-            plan["deny_reason"] = pd.array([v.reason for v in verdicts], dtype="str")
-            plans.append(plan[~_unchanged(plan, prior, "record_only")])
-        if not plans:
-            return pd.DataFrame(columns=[*PLAN_COLUMNS, "verdict", "deny_reason", "status", "mode", "run_id"])
-        out = pd.concat(plans, ignore_index=True)
+        if not len(rows):
+            return pd.DataFrame(columns=columns)
+        for name in instruments[np.unique(cols)]:
+            _check_field("instrument", str(name))
+        day = np.asarray(sessions.strftime("%Y-%m-%d"), dtype=object)[rows]
+        inst = np.asarray(instruments, dtype=object)[cols]
+        plan = pd.DataFrame({"session": sessions[rows], "instrument": inst})
+        prior = ledger.intents()
+        prior = prior[prior["session"].isin(sessions)]
+        seq = np.ones(len(plan), dtype=int)
+        if len(prior):
+            last = prior.groupby(["session", "instrument"])["seq"].max().rename("last_seq")
+            seq += plan.join(last, on=["session", "instrument"])["last_seq"].fillna(0).to_numpy(dtype=int)
+        qty = residual[rows, cols]
+        prices = reference_prices.reindex(index=sessions, columns=instruments).to_numpy(dtype=float)
+        refs = strategy + ":" + day + ":" + inst + ":" + seq.astype(str).astype(object)
+        plan = pd.DataFrame(
+            {
+                "order_ref": pd.array(refs, dtype="str"),
+                "strategy": strategy,
+                "session": plan["session"].dt.normalize().dt.as_unit("s"),  # as _session gives
+                "instrument": pd.array(inst, dtype="str"),
+                "seq": seq.astype(int),
+                "quantity": qty,
+                "side": np.where(qty > 0, "BUY", "SELL"),
+                "order_type": "MKT",
+                "reference_price": prices[rows, cols],
+                "target_position": t[rows, cols],
+                "position_before": held[rows, cols],
+            },
+            columns=list(PLAN_COLUMNS),
+        )
+        verdicts = _gate(plan, state, limits, point_sizes)
+        plan["verdict"] = pd.array(["ACCEPTED" if v.accepted else "DENIED" for v in verdicts], dtype="str")
+        plan["deny_reason"] = pd.array([v.reason for v in verdicts], dtype="str")
+        out = plan[~_unchanged_by_session(plan, prior, "record_only")].reset_index(drop=True)
         out["status"] = np.where(out["verdict"] == "ACCEPTED", "RECORDED", "DENIED")
         out["mode"] = "record_only"
         out["run_id"] = run_id
         if len(out):
             ledger.record_intents(out)
     return out
+
+
+def _unchanged_by_session(plan: pd.DataFrame, prior: pd.DataFrame, mode: str) -> np.ndarray:
+    """:func:`_unchanged` for a plan of many sessions: each planned order against the latest
+    intent of its own (session, instrument) in ``mode``."""
+    if plan.empty or prior.empty:
+        return np.zeros(len(plan), dtype=bool)
+    latest = prior[prior["mode"] == mode].sort_values("seq").groupby(["session", "instrument"]).tail(1)
+    m = plan[["session", "instrument"]].merge(
+        latest[["session", "instrument", "status", "target_position", "quantity", "verdict", "deny_reason"]],
+        on=["session", "instrument"], how="left",
+    )
+    same = (
+        m["status"].isin(["RECORDED", "DENIED"]).to_numpy()
+        & np.isclose(m["target_position"].to_numpy(dtype=float), plan["target_position"].to_numpy(dtype=float))
+        & np.isclose(m["quantity"].to_numpy(dtype=float), plan["quantity"].to_numpy(dtype=float))
+        & (m["verdict"].to_numpy(dtype=object) == plan["verdict"].to_numpy(dtype=object))
+        & (m["deny_reason"].fillna("").to_numpy(dtype=object) == plan["deny_reason"].fillna("").to_numpy(dtype=object))
+    )
+    return np.asarray(same, dtype=bool)

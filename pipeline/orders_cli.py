@@ -11,7 +11,6 @@ answer is recorded in the ledger (``order_intents``, ``order_events``).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 __all__ = ["add_parser", "cmd_cancel_orders"]
 
@@ -29,11 +28,11 @@ def cmd_cancel_orders(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.ledger import Ledger
     from pipeline.orders import cancel_orders
+    from pipeline.storage import lake_root, state_path
     from pipeline.warehouse import WAREHOUSE_FILE
 
     cfg = load_config(args.config)
-    lake = Path(args.lake).resolve() if args.lake else cfg.lake_path
-    ledger = Ledger(lake / WAREHOUSE_FILE).init()
+    ledger = Ledger(state_path(cfg, lake_root(cfg, args.lake)) / WAREHOUSE_FILE).init()
     if cfg.broker.mode == "ib":
         from pipeline.broker.ib import IBBroker
 

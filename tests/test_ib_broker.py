@@ -121,6 +121,75 @@ def test_limit_orders_go_out_on_the_tick_grid_inside_the_collar(fake, ledger):
     assert ledger.intents().set_index("instrument").loc["AAPL", "limit_price"] == pytest.approx(190.19)
 
 
+FALLBACK = {"order_type": "LMT", "limit_offset": 0.001, "market_fallback_after": 0.3}
+
+
+def run_with_fallback(ledger, port, targets, run_id="run-1"):
+    with IBBroker(INSTRUMENTS, config(port, order_type="LMT")) as broker:
+        return run(ledger, broker, targets, run_id=run_id, policy=OrderPolicy(account=broker.account, **FALLBACK))
+
+
+def test_a_limit_order_the_market_never_reaches_falls_back_to_a_market_order(fake, ledger):
+    fake.set_price("AAPL", 195.0)  # the buy limit at 190 x 1.001 = 190.19 rests below the market
+    report = run_with_fallback(ledger, fake.port, {"AAPL": 10})
+    assert report.counts["fallbacks"] == 1 and report.counts["sent"] == 2
+    limit, market = ledger.intents().itertuples()
+    assert (limit.order_ref, limit.order_type, limit.status) == ("carver:2024-01-02:AAPL:1", "LMT", "CANCELLED")
+    assert pd.isna(limit.filled_quantity) and pd.notna(limit.fallback_at)
+    assert (market.order_ref, market.order_type, market.quantity, market.status, market.parent_ref) == (
+        "carver:2024-01-02:AAPL:2", "MKT", 10.0, "FILLED", "carver:2024-01-02:AAPL:1")
+    assert market.avg_fill_price == 195.0 and market.verdict == "ACCEPTED"
+    assert dict(zip(report.intents["order_ref"], report.intents["action"])) == {
+        "carver:2024-01-02:AAPL:1": "replaced", "carver:2024-01-02:AAPL:2": "fallback"}
+    # at the broker: the limit cancelled, one market order under its own orderRef
+    assert [(o.order_ref, o.order_type, o.status) for o in fake.orders()] == [
+        ("carver:2024-01-02:AAPL:1", "LMT", "Cancelled"), ("carver:2024-01-02:AAPL:2", "MKT", "Filled")]
+    assert fake.position("AAPL") == 10.0
+    again = run_with_fallback(ledger, fake.port, {"AAPL": 10}, run_id="run-2")
+    assert again.counts["sent"] == 0 and len(fake.placed()) == 2
+
+
+def test_after_a_partial_limit_fill_only_the_residual_goes_to_market(fake, ledger):
+    fake.after_partial = "rest"
+    # the limit order is marketable but only 30% of it fills (floor(0.3 x 10) = 3); the market order fills in full
+    fake.on_place = lambda order: setattr(fake, "fill_ratio", 0.3 if order.order_type == "LMT" else 1.0)
+    report = run_with_fallback(ledger, fake.port, {"AAPL": 10})
+    limit, market = ledger.intents().itertuples()
+    assert (limit.status, limit.filled_quantity, limit.avg_fill_price) == ("CANCELLED", 3.0, 190.0)
+    assert (market.order_type, market.quantity, market.status, market.parent_ref) == ("MKT", 7.0, "FILLED", limit.order_ref)
+    assert [float(f[17]) for f in fake.placed()] == [10.0, 7.0] and fake.position("AAPL") == 10.0
+    assert report.counts["fallbacks"] == 1
+    assert ledger.fills().groupby("order_ref")["quantity"].sum().to_dict() == {limit.order_ref: 3.0, market.order_ref: 7.0}
+
+
+def test_a_crash_between_the_cancel_and_the_market_order_ends_with_exactly_one_fallback(fake, ledger):
+    fake.set_price("AAPL", 195.0)  # the limit rests
+    fake.script("cancel", Drop())  # the broker cancels the limit; the connection drops before the client hears
+    with pytest.raises(BrokerError):
+        run_with_fallback(ledger, fake.port, {"AAPL": 10})
+    [limit] = ledger.intents().itertuples()
+    assert limit.status == "ACKNOWLEDGED" and pd.notna(limit.fallback_at)  # the fallback is owed
+    assert [o.status for o in fake.orders()] == ["Cancelled"] and len(fake.placed()) == 1
+    report = run_with_fallback(ledger, fake.port, {"AAPL": 10}, run_id="run-2")
+    assert report.counts["fallbacks"] == 1 and report.counts["sent"] == 1 and report.counts["planned"] == 0
+    limit, market = ledger.intents().itertuples()
+    assert limit.status == "CANCELLED" and (market.order_type, market.quantity, market.status) == ("MKT", 10.0, "FILLED")
+    assert market.parent_ref == limit.order_ref and market.run_id == "run-2"
+    third = run_with_fallback(ledger, fake.port, {"AAPL": 10}, run_id="run-3")
+    assert third.counts["sent"] == 0 and third.counts["fallbacks"] == 0
+    assert [(o.order_type, o.status) for o in fake.orders()] == [("LMT", "Cancelled"), ("MKT", "Filled")]
+    assert fake.position("AAPL") == 10.0
+
+
+def test_without_the_fallback_setting_a_resting_limit_order_keeps_working(fake, ledger):
+    fake.set_price("AAPL", 195.0)
+    with IBBroker(INSTRUMENTS, config(fake.port)) as broker:
+        report = run(ledger, broker, {"AAPL": 10}, policy=OrderPolicy(order_type="LMT", limit_offset=0.001,
+                                                                      account=broker.account))
+    assert report.counts["fallbacks"] == 0 and ledger.intents()["status"].tolist() == ["ACKNOWLEDGED"]
+    assert [o.status for o in fake.orders()] == ["Submitted"]
+
+
 # --- failure scenarios ---------------------------------------------------------------------------
 
 def test_gateway_not_running_fails_with_a_clear_error_and_no_ledger_rows(ledger):
@@ -179,6 +248,27 @@ def test_a_rejected_order_is_recorded_alerted_and_not_retried(fake, ledger):
     assert again.counts["sent"] == 0 and len(fake.placed()) == 2
     denied = again.intents[again.intents["action"] == "new"]
     assert denied["deny_reason"].str.startswith("rejected_earlier").all() and len(denied) == 1
+
+
+def test_a_reject_the_client_missed_is_recorded_as_rejected_after_the_reconnect_not_retried(fake, ledger):
+    # The gateway rejects the order (201) but the connection drops before the client hears it:
+    # the next run knows the order only from the completed orders ("Cancelled", completedStatus
+    # "Order rejected - reason:..."), and must record a REJECTED order, not a CANCELLED one whose
+    # residual it would send again.
+    fake.reject("insufficient margin", order_ref="carver:2024-01-02:AAPL:1")
+    fake.script("place", Drop())
+    with pytest.raises(BrokerError, match="dropped while waiting"):
+        run_once(ledger, fake.port, {"AAPL": 10})
+    assert ledger.intents()["status"].tolist() == ["INTENT"]
+    report = run_once(ledger, fake.port, {"AAPL": 10}, run_id="run-2")
+    assert report.counts["rejected"] == 1 and report.counts["sent"] == 0
+    [intent] = ledger.intents()[lambda d: d["seq"] == 1].itertuples()
+    assert intent.status == "REJECTED"
+    assert intent.status_reason == "Order rejected - reason:insufficient margin"
+    retried = report.intents[report.intents["action"] == "new"]
+    assert retried["deny_reason"].str.startswith("rejected_earlier").all() and len(retried) == 1
+    assert ledger.alerts().query("kind == 'order_rejected'")["subject"].tolist() == ["carver:2024-01-02:AAPL:1"]
+    assert len(fake.placed()) == 1 and fake.position("AAPL") == 0.0
 
 
 CRASHING_RUN = textwrap.dedent("""
@@ -384,6 +474,35 @@ def test_dry_run_connects_read_only_and_refuses_to_send(fake):
         with pytest.raises(BrokerError, match="dry_run"):
             broker.submit(intent, 190.0)
     assert fake.requests(5) == [] and fake.placed() == []  # read-only: no open-orders sync, no order
+
+
+def test_a_dry_run_with_what_if_records_margin_and_commission_previews_and_sends_nothing(fake, ledger):
+    fake.set_price("AAPL", 195.0)  # the what-if values the order at the broker's price
+    with IBBroker(INSTRUMENTS, config(fake.port, execution=None, what_if=True)) as broker:
+        assert broker.execution == "dry_run"
+        report = execute_orders(
+            pd.Series({"AAPL": 10.0, "ES": -2.0}), PRICES, SESSION, ledger=ledger, broker=broker, limits=LIMITS,
+            point_sizes=POINT_SIZES, strategy="carver", submit=False, run_id="dry", policy=OrderPolicy(what_if=True),
+        )
+    assert report.counts["previewed"] == 2 and report.counts["sent"] == 0
+    assert fake.placed() == [] and fake.orders() == [] and fake.position("AAPL") == 0.0  # nothing booked
+    assert sorted(o.order_ref for o in fake.what_ifs) == ["carver:2024-01-02:AAPL:1", "carver:2024-01-02:ES:1"]
+    intents = ledger.intents().set_index("instrument")
+    assert set(intents["status"]) == {"RECORDED"} and set(intents["mode"]) == {"record_only"}
+    # the fake's margins: 50% initial, 25% maintenance of |units| x price x multiplier
+    assert intents.loc["AAPL", ["what_if_init_margin", "what_if_maint_margin"]].tolist() == [975.0, 487.5]  # 10 x 195
+    assert intents.loc["ES", ["what_if_init_margin", "what_if_maint_margin"]].tolist() == [240_000.0, 120_000.0]  # 2 x 4800 x 50
+    assert intents["what_if_commission"].tolist() == [1.0, 1.0] and set(intents["what_if_currency"]) == {"USD"}
+
+
+def test_without_what_if_a_dry_run_stays_read_only_and_previews_nothing(fake, ledger):
+    with IBBroker(INSTRUMENTS, config(fake.port, execution=None)) as broker:
+        report = execute_orders(
+            pd.Series({"AAPL": 10.0}), PRICES, SESSION, ledger=ledger, broker=broker, limits=LIMITS,
+            point_sizes=POINT_SIZES, strategy="carver", submit=False, run_id="dry", policy=OrderPolicy(),
+        )
+    assert report.counts["previewed"] == 0 and fake.what_ifs == [] and fake.requests(5) == []  # read-only sync
+    assert ledger.intents()["what_if_init_margin"].isna().all()
 
 
 def test_the_cancel_orders_command_cancels_a_sessions_working_orders_while_halted(fake, tmp_path, capsys):

@@ -3,15 +3,19 @@ against the fake gateway over a real socket."""
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from pipeline.config import load_config
-from pipeline.definitions import execute_daily
+from assets.resources import default_resources
+from pipeline.config import CONFIG_ENV_VAR, load_config
+from pipeline.definitions import ALL_ASSETS, daily_job, ensure_dagster_home, execute_daily
 from pipeline.lake import Lake
 from pipeline.ledger import Ledger
 from pipeline.sources import SampleSource
+from sensors.schedules import SUBMIT_RUN_CONFIG
 from tests.conftest import LATEST_SAMPLE_SESSION, write_config
 from pipeline.ib.fake_gateway import Drop, FakeContract, FakeTWS
 
@@ -32,12 +36,23 @@ def test_the_daily_job_runs_on_bars_served_over_the_tws_protocol(tmp_path):
             open=lambda d: d["close"], high=lambda d: d["close"], low=lambda d: d["close"], volume=1000.0)
         fake.add(contract, served.reset_index(drop=True))
     with fake:
+        # the broker: IB in dry_run (the default for ib) with the what-if preview
         config = write_config(tmp_path, symbols=list(CONTRACTS), history_start=str(start.date()),
-                              source={"kind": "ib", "ib": {"port": fake.port, "client_id": 21, "timeout": 5.0}})
+                              source={"kind": "ib", "ib": {"port": fake.port, "client_id": 21, "timeout": 5.0}},
+                              broker={"mode": "ib", "what_if": True, "ib": {"port": fake.port, "client_id": 22}})
         cfg = load_config(config)
         with dg.instance_for_test() as instance:
             result = execute_daily(LATEST_SAMPLE_SESSION, submit=True, config_path=str(config), instance=instance)
     assert result.success
+    # dry run: every intent of the session recorded, previewed by IB's what-if check, nothing sent
+    intents = Ledger.at_lake(cfg.lake_path).intents(session=LATEST_SAMPLE_SESSION)
+    accepted = intents[intents["verdict"] == "ACCEPTED"]
+    assert len(accepted) >= 1 and set(intents["mode"]) == {"record_only"}
+    assert fake.placed() == [] and fake.orders() == []
+    assert sorted(o.order_ref for o in fake.what_ifs) == sorted(accepted["order_ref"])
+    last_close = bars[bars["session"] == LATEST_SAMPLE_SESSION].set_index("instrument")["close"]
+    expected = 0.5 * accepted["quantity"].abs().to_numpy() * last_close.reindex(accepted["instrument"]).to_numpy()
+    np.testing.assert_allclose(accepted["what_if_init_margin"].to_numpy(dtype=float), expected, rtol=1e-12)
     lake = Lake(cfg.lake_path)
     raw = lake.read("raw_bars")
     assert set(raw["source"]) == {"ib:TRADES"}
@@ -48,7 +63,14 @@ def test_the_daily_job_runs_on_bars_served_over_the_tws_protocol(tmp_path):
     assert len(lake.read("target_positions", start=pd.Timestamp(LATEST_SAMPLE_SESSION))) == 3
 
 
-def test_the_daily_job_trades_through_the_ib_broker_in_paper_mode_and_retries_send_nothing_twice(tmp_path):
+def daily_job_of_the_configured_lake() -> dg.JobDefinition:
+    """The daily job on the config named by ``$TRADING_PIPELINE_CONFIG``: a module-level
+    function, so Dagster can rebuild the job to re-execute a run (``dg.reconstructable``)."""
+    location = dg.Definitions(assets=ALL_ASSETS, jobs=[daily_job], resources=default_resources(os.environ[CONFIG_ENV_VAR]))
+    return location.resolve_job_def("daily_job")
+
+
+def test_dagster_re_execution_of_a_run_that_failed_after_submission_sends_zero_new_orders(tmp_path, monkeypatch):
     start = pd.Timestamp("2019-01-02")
     bars = SampleSource().fetch(list(CONTRACTS), start, pd.Timestamp(LATEST_SAMPLE_SESSION))
     fake = FakeTWS(now=pd.Timestamp("2022-12-28 23:00", tz="UTC"), lifetime=900)
@@ -56,9 +78,8 @@ def test_the_daily_job_trades_through_the_ib_broker_in_paper_mode_and_retries_se
         served = bars[bars["instrument"] == symbol][["session", "close"]].assign(
             open=lambda d: d["close"], high=lambda d: d["close"], low=lambda d: d["close"], volume=1000.0)
         fake.add(contract, served.reset_index(drop=True))
-    # The gateway takes the first order and the connection drops before the step hears back:
-    # the orders step fails after a submission, as a run that Dagster then retries.
-    fake.script("place", Drop())
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    ensure_dagster_home()  # the project's dagster.yaml (pools, run queue) in a temporary DAGSTER_HOME
     with fake:
         config = write_config(
             tmp_path, symbols=list(CONTRACTS), history_start=str(start.date()),
@@ -66,28 +87,53 @@ def test_the_daily_job_trades_through_the_ib_broker_in_paper_mode_and_retries_se
             broker={"mode": "ib", "execution": "paper", "paper_ports": [fake.port], "fill_wait": 1.0,
                     "ib": {"port": fake.port, "client_id": 22, "timeout": 5.0}},
         )
+        monkeypatch.setenv(CONFIG_ENV_VAR, str(config))
+        job = dg.reconstructable(daily_job_of_the_configured_lake)
         cfg = load_config(config)
-        with dg.instance_for_test() as instance:
-            failed = execute_daily(LATEST_SAMPLE_SESSION, submit=True, config_path=str(config), instance=instance)
-            after_failure = [f[26] for f in fake.placed()]
-            # the retry (a new run of the same partition, as Dagster's run retry launches)
-            retry = execute_daily(LATEST_SAMPLE_SESSION, submit=True, config_path=str(config), instance=instance)
-            placed = [f[26] for f in fake.placed()]
-            again = execute_daily(LATEST_SAMPLE_SESSION, submit=True, config_path=str(config), instance=instance)
-        assert not failed.success and retry.success and again.success
-        assert len(after_failure) == 1
         ledger = Ledger.at_lake(cfg.lake_path)
-        intents = ledger.intents(session=LATEST_SAMPLE_SESSION)
-        sent = intents[intents["mode"] == "submit"]
-        accepted = sent[sent["verdict"] == "ACCEPTED"]
-        # every accepted intent reached the broker exactly once: the first adopted, not resent
-        assert sorted(placed) == sorted(accepted["order_ref"]) and len(set(placed)) == len(placed)
-        assert [f[26] for f in fake.placed()] == placed  # the run after success sent nothing
-        assert set(accepted["status"]) == {"FILLED"}
-        assert sent["code_version"].notna().all() and sent["input_hash"].notna().all()
-        assert set(sent["account"]) == {fake.account}
-        net = ledger.net_fills(broker="ib")
-        assert {s: fake.position(s) for s in net.index} == net.to_dict()
-        targets = Lake(cfg.lake_path).read_wide("target_positions", "target", list(CONTRACTS)).loc[LATEST_SAMPLE_SESSION]
-        for symbol in accepted["instrument"]:
-            assert fake.position(symbol) == targets[symbol]
+
+        def drop_after_the_last_order(order):
+            # The gateway books every order; the connection drops before the step hears back about
+            # the last one (every intent is in the ledger before the first placeOrder), so the
+            # orders step fails AFTER all its submissions.
+            intents = ledger.intents(session=LATEST_SAMPLE_SESSION)
+            if len(fake.orders()) == int((intents["verdict"] == "ACCEPTED").sum()):
+                fake.script("place", Drop())
+
+        fake.on_place = drop_after_the_last_order
+        with dg.DagsterInstance.get() as instance:
+            first = dg.execute_job(job, instance, run_config=SUBMIT_RUN_CONFIG,
+                                   tags={"dagster/partition": LATEST_SAMPLE_SESSION})
+            assert not first.success
+            fake.on_place = None
+            [failed_step] = [e.step_key for e in first.all_events if e.event_type_value == "STEP_FAILURE"]
+            assert failed_step == "orders"
+            placed_before = [f[26] for f in fake.placed()]
+            open_before = ledger.intents(session=LATEST_SAMPLE_SESSION).query("status == 'INTENT'")["order_ref"].tolist()
+            # "Re-execute from failure": the failed steps only, with the parent's run config. execute_job
+            # does not copy the parent's tags (the UI's re-execution does), so the partition is passed on.
+            retry = dg.execute_job(job, instance, tags={"dagster/partition": LATEST_SAMPLE_SESSION},
+                                   reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance))
+            placed_after_retry = [f[26] for f in fake.placed()]
+            retried_steps = {e.step_key for e in retry.all_events if e.event_type_value == "STEP_START"}
+            again = execute_daily(LATEST_SAMPLE_SESSION, submit=True, config_path=str(config), instance=instance)
+            retry_run = instance.get_run_by_id(retry.run_id)
+    assert retry.success and again.success
+    assert retried_steps == {"orders"}  # Dagster re-ran only the failed step ...
+    assert retry_run.parent_run_id == first.run_id and retry_run.tags["dagster/partition"] == LATEST_SAMPLE_SESSION
+    assert len(placed_before) >= 2 and len(set(placed_before)) == len(placed_before)
+    assert placed_after_retry == placed_before  # ... and it sent zero new orders
+    assert [f[26] for f in fake.placed()] == placed_before  # so did a later run of the partition
+    assert open_before == [placed_before[-1]]  # the order whose answer was lost, adopted by the retry:
+    intents = ledger.intents(session=LATEST_SAMPLE_SESSION)
+    sent = intents[intents["mode"] == "submit"]
+    accepted = sent[sent["verdict"] == "ACCEPTED"]
+    assert sorted(accepted["order_ref"]) == sorted(placed_before) and set(accepted["status"]) == {"FILLED"}
+    assert accepted.set_index("order_ref").loc[placed_before[-1], "perm_id"] == fake.orders(placed_before[-1])[0].perm_id
+    assert sent["code_version"].notna().all() and sent["input_hash"].notna().all()
+    assert set(sent["account"]) == {fake.account}
+    net = ledger.net_fills(broker="ib")
+    assert {s: fake.position(s) for s in net.index} == net.to_dict()
+    targets = Lake(cfg.lake_path).read_wide("target_positions", "target", list(CONTRACTS)).loc[LATEST_SAMPLE_SESSION]
+    for symbol in accepted["instrument"]:
+        assert fake.position(symbol) == targets[symbol]

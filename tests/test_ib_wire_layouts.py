@@ -17,6 +17,7 @@ from pipeline.ib.fake_gateway.book import (
     FakeExecution,
     FakeOrder,
     FakePosition,
+    WhatIf,
     commission_fields,
     completed_order_fields,
     exec_details_fields,
@@ -91,6 +92,15 @@ def test_open_order_decodes_field_by_field():
     assert (order.tif, order.account, order.orderRef, order.clientId, order.permId) == (
         "DAY", "DU1234567", "carver:2024-01-02:AAPL:1", 201, 900000001)
     assert state.status == "Submitted"
+
+
+def test_a_what_if_answer_decodes_with_its_margins_and_commission():
+    answer = WhatIf(init_before=1000.0, maint_before=500.0, equity_before=1e6, init_change=950.0, maint_change=475.0,
+                    commission=1.0)
+    _, order_id, _, order, state = decode(5, open_order_fields(an_order(status="PreSubmitted"), answer))
+    assert order_id == 7 and order.whatIf is True and state.status == "PreSubmitted"
+    assert (float(state.initMarginChange), float(state.maintMarginChange), float(state.initMarginAfter)) == (950.0, 475.0, 1950.0)
+    assert (state.commissionAndFees, state.commissionAndFeesCurrency) == (1.0, "USD")
 
 
 def test_order_status_decodes():

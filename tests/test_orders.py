@@ -5,6 +5,7 @@ import math
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -416,3 +417,80 @@ def test_a_submit_run_is_throttled_across_runs_by_the_ledgers_submission_times(l
     report = run(ledger, broker, {"ES": 2}, limits=limits, run_id="run-2")
     assert report.counts["sent"] == 0
     assert report.intents["deny_reason"].tolist() == ["order_rate: 2 orders within 3600 s >= 2"]
+
+
+def _record_one_session_at_a_time(targets, reference_prices, sessions, *, ledger, limits, point_sizes, strategy, run_id):
+    """The former backfill path, kept as the reference: plan_orders and the gate session by
+    session, exactly as execute_orders(submit=False) plans one session."""
+    from pipeline.orders import PLAN_COLUMNS, _gate, _unchanged
+
+    state = ledger.trading_state()
+    previous = targets.shift(1).fillna(0.0)
+    prior_all = ledger.intents()
+    plans = []
+    for session in sessions:
+        prior = prior_all[prior_all["session"] == session]
+        plan = plan_orders(targets.loc[session], previous.loc[session], pd.Series(dtype=float),
+                           reference_prices.loc[session], session, strategy, prior)
+        if plan.empty:
+            continue
+        verdicts = _gate(plan, state, limits, point_sizes)
+        plan["verdict"] = pd.array(["ACCEPTED" if v.accepted else "DENIED" for v in verdicts], dtype="str")
+        plan["deny_reason"] = pd.array([v.reason for v in verdicts], dtype="str")
+        plans.append(plan[~_unchanged(plan, prior, "record_only")])
+    if not plans:
+        return pd.DataFrame(columns=[*PLAN_COLUMNS, "verdict", "deny_reason", "status", "mode", "run_id"])
+    out = pd.concat(plans, ignore_index=True)
+    out["status"] = out["verdict"].map({"ACCEPTED": "RECORDED", "DENIED": "DENIED"})
+    out["mode"] = "record_only"
+    out["run_id"] = run_id
+    if len(out):
+        ledger.record_intents(out)
+    return out
+
+
+def _sample_targets(years: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Trend-following targets on the bundled sample's closes: long or short 50,000 / close
+    units by the sign of close minus its 64-session mean (NaN before that), whole units except
+    one instrument held in fractions; with missing closes and holes as real data has."""
+    bars = pd.read_parquet(Path(__file__).resolve().parents[1] / "pipeline" / "data" / "sample_bars.parquet")
+    close = bars.pivot(index="session", columns="instrument", values="close").sort_index()
+    close = close[close.index > close.index[-1] - pd.DateOffset(years=years)]
+    sign = np.sign(close - close.rolling(64, min_periods=64).mean())
+    targets = (sign * (50_000 / close)).round()
+    first = targets.columns[0]
+    targets[first] = sign[first] * 50_000 / close[first]  # fractional units: never rounded
+    targets.index.name = "session"
+    return targets, close
+
+
+def test_the_vectorised_backfill_writes_what_planning_one_session_at_a_time_wrote(tmp_path):
+    from pipeline.orders import record_intents_without_sending
+
+    targets, prices = _sample_targets(years=2)
+    point_sizes = dict.fromkeys(targets.columns, 1.0)
+    limits = LIMITS.model_copy(update={"max_order_notional": 60_000.0, "max_position": 1_500})  # some denials
+    ledgers = {name: Ledger(tmp_path / name / LEDGER_FILE).init() for name in ("old", "new")}
+    recorders = {"old": _record_one_session_at_a_time, "new": record_intents_without_sending}
+    changed = targets.copy()
+    changed.iloc[-100:, :5] += 3  # a re-run after a change: new intents with the next seq ...
+    sessions = targets.index[63:]
+    outputs = {}
+    for name, record in recorders.items():
+        kwargs = {"ledger": ledgers[name], "limits": limits, "point_sizes": point_sizes, "strategy": "carver",
+                  "run_id": "bf"}
+        outputs[name] = [
+            record(targets, prices, sessions, **kwargs),
+            record(changed, prices, sessions, **kwargs),
+            record(changed, prices, sessions[-150:], **kwargs),  # ... and nothing for unchanged ones
+        ]
+    old, new = outputs["old"], outputs["new"]
+    assert len(old[0]) > 5_000 and (old[0]["status"] == "DENIED").sum() > 100 and old[0]["quantity"].mod(1).ne(0).any()
+    assert 0 < len(old[1]) < len(old[0]) and old[1]["seq"].max() == 2 and old[2].empty
+    for o, n in zip(old, new):
+        pd.testing.assert_frame_equal(n.reset_index(drop=True), o.reset_index(drop=True), check_dtype=False,
+                                      check_index_type=False)
+        if len(o):
+            assert n["session"].dtype == o["session"].dtype and n["seq"].dtype == o["seq"].dtype
+    stored = [ledgers[k].intents().drop(columns=["created_at", "updated_at"]) for k in ("old", "new")]
+    pd.testing.assert_frame_equal(stored[1], stored[0])

@@ -9,6 +9,7 @@ from pipeline.broker.base import (
     BrokerError,
     BrokerOrder,
     Fill,
+    OrderPreview,
     empty_working_orders,
 )
 from pipeline.broker.paper import PaperBroker, commission, paper_fill_id
@@ -21,6 +22,7 @@ __all__ = [
     "BrokerError",
     "BrokerOrder",
     "Fill",
+    "OrderPreview",
     "PaperBroker",
     "commission",
     "empty_working_orders",

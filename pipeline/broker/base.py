@@ -114,6 +114,36 @@ class BrokerOrder:
         return self.status in FINAL_STATUSES
 
 
+@dataclass(frozen=True)
+class OrderPreview:
+    """What an order would do to the account, from the broker's what-if check (nothing sent).
+
+    Attributes
+    ----------
+    order_ref : str
+        The intent's reference.
+    init_margin_change, maint_margin_change : float
+        Change of the initial and maintenance margin requirement, in ``currency`` (NaN when the
+        broker gives none).
+    equity_with_loan_after : float
+        The account's equity with loan value after the order (NaN when not given).
+    commission : float
+        The commission the order would pay, in ``currency`` (NaN when not given).
+    currency : str
+        Currency of the amounts.
+    warning : str
+        The broker's warning text ('' when none).
+    """
+
+    order_ref: str
+    init_margin_change: float
+    maint_margin_change: float
+    equity_with_loan_after: float
+    commission: float
+    currency: str = ""
+    warning: str = ""
+
+
 @runtime_checkable
 class Broker(Protocol):
     """The broker interface the order path needs (paper and IB adapters implement it)."""

@@ -13,7 +13,7 @@ searches the open orders of *every* client (``reqAllOpenOrders``), the completed
 reference notes (section 4, "Order idempotency") prescribe.
 
 Modes (``broker.execution``): ``dry_run`` connects read-only (positions only; the order path
-sends nothing), ``paper`` refuses a port outside ``paper_ports`` and an account that is not a
+sends nothing; with ``broker.what_if`` read-write, for what-if checks that never trade), ``paper`` refuses a port outside ``paper_ports`` and an account that is not a
 paper account (``DU...``), ``live`` needs ``live_enabled``, a port in ``live_ports`` and the
 account in ``live_accounts``.
 
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from ib_async import IB, Contract, Order, Trade
 
-from pipeline.broker.base import BrokerError, BrokerOrder, Fill, empty_working_orders
+from pipeline.broker.base import BrokerError, BrokerOrder, Fill, OrderPreview, empty_working_orders
 from pipeline.config import BrokerConfig, Instrument
 from pipeline.ib.contracts import ContractCache, qualify
 from pipeline.ib.errors import IBError, classify_exception
@@ -51,6 +51,8 @@ _DONE = ("Filled", "Cancelled", "ApiCancelled", "Inactive")
 #: IB error codes that mean the broker refused an order (201 rejected, 103 duplicate id,
 #: 110 price does not conform to the minimum tick, 10147-class codes are cancels).
 _REJECT_CODES = frozenset({103, 110, 201, 203})
+#: How a completed order's ``completedStatus`` says the broker refused it (lower case).
+_REJECTED_TEXT = "rejected"
 #: Errors after which TWS has lost its link to IB until 1101/1102 arrives.
 _LOST_CODES = frozenset({1100, 2110})
 _RESTORED_CODES = frozenset({1101, 1102})
@@ -109,6 +111,10 @@ class IBBroker:
         self._min_tick: dict[str, float] = {}
         self._snapshot: dict[str, BrokerOrder] | None = None
         self._link_down = False
+        #: permId -> ``completedStatus`` of completed orders (IB's words, e.g. "Order rejected -
+        #: reason:..."); ib_async keeps only the status ("Cancelled") on the Trade it builds.
+        self._completed_status: dict[int, str] = {}
+        self._trades: dict[str, Trade] = {}
 
     @property
     def where(self) -> str:
@@ -150,12 +156,14 @@ class IBBroker:
         ib.RaiseRequestErrors = True  # an IB error raises instead of looking like an empty answer
         ib.RequestTimeout = cfg.timeout  # bounds every sync call
         ib.errorEvent += self._on_error
+        self._keep_completed_status(ib)
         self._ib = ib
         try:
             try:
                 ib.connect(
                     cfg.host, cfg.port, clientId=cfg.client_id, timeout=cfg.timeout,
-                    readonly=self.execution == "dry_run", account=cfg.account or "", raiseSyncErrors=True,
+                    readonly=self.execution == "dry_run" and not self.config.what_if, account=cfg.account or "",
+                    raiseSyncErrors=True,
                 )  # fmt: skip
             except Exception as exc:
                 err = classify_exception(exc, f"connect to {self.where}", cfg.timeout)
@@ -174,6 +182,23 @@ class IBBroker:
         except BaseException:
             self.close()
             raise
+
+    def _keep_completed_status(self, ib: IB) -> None:
+        """Keep each completed order's ``completedStatus``, which ib_async's wrapper drops.
+
+        A reject that reached the gateway while this client was away (a dropped connection, a
+        crash) is known afterwards only from the completed orders: status ``Cancelled`` with
+        ``completedStatus`` "Order rejected - reason:..." and no error 201 in the Trade's log.
+        """
+        wrapper = ib.wrapper
+        original = wrapper.completedOrder
+
+        def completed_order(contract: Contract, order: Order, state: Any) -> None:
+            if order.permId and getattr(state, "completedStatus", ""):
+                self._completed_status[int(order.permId)] = str(state.completedStatus)
+            original(contract, order, state)
+
+        wrapper.completedOrder = completed_order
 
     def close(self) -> None:
         """Disconnect (idempotent)."""
@@ -324,20 +349,7 @@ class IBBroker:
         existing = self.lookup(intent.order_ref)
         if existing is not None:
             return existing
-        contract = self._trading_contract(intent.instrument)
-        order = Order(
-            action="BUY" if intent.quantity > 0 else "SELL",
-            totalQuantity=abs(float(intent.quantity)),
-            orderType=intent.order_type,
-            tif=self.config.time_in_force,
-            account=self.account or "",
-            orderRef=intent.order_ref,
-            transmit=True,
-        )
-        if intent.order_type == "LMT":
-            if intent.limit_price is None or not math.isfinite(intent.limit_price):
-                raise BrokerError(f"{intent.order_ref}: a limit order needs a finite limit price")
-            order.lmtPrice = self._round_to_tick(intent.instrument, intent.limit_price, intent.quantity > 0)
+        contract, order = self._trading_contract(intent.instrument), self._order(intent)
         ib = self._live(f"the outcome of {intent.order_ref}")
         try:
             trade = ib.placeOrder(contract, order)
@@ -348,11 +360,43 @@ class IBBroker:
         except Exception as exc:
             self._snapshot = None
             raise BrokerError(f"placeOrder of {intent.order_ref} to {self.where} failed: {exc!r}") from exc
+        self._trades[intent.order_ref] = trade
         outcome = self._from_trade(trade, intent.order_ref)
         # The order-run lock keeps other runs of the strategy from placing orders meanwhile, so
         # the snapshot taken before stays complete once this order is added to it.
         self._snapshot[intent.order_ref] = outcome
         return outcome
+
+    def what_if(self, intent: OrderIntent) -> OrderPreview:
+        """IB's what-if check of ``intent`` (``whatIfOrder``: the order as :meth:`submit` would
+        send it, flagged what-if, so IB only answers with its margin and commission impact).
+
+        Allowed in every mode (nothing trades); the connection must not be read-only
+        (``broker.what_if`` makes the dry-run connection read-write).
+
+        Raises
+        ------
+        BrokerError
+            Not connected, IB refused the check (an IB error) or gave no answer in time.
+        """
+        contract, order = self._trading_contract(intent.instrument), self._order(intent)
+        state = self._request(f"the what-if check of {intent.order_ref}", lambda ib: ib.whatIfOrder(contract, order))
+        if not state or not getattr(state, "status", None):
+            raise BrokerError(f"{intent.order_ref}: {self.where} gave no what-if answer")
+
+        def amount(value: Any) -> float:
+            try:
+                x = float(value)
+            except (TypeError, ValueError):
+                return math.nan
+            return x if math.isfinite(x) and abs(x) < 1e300 else math.nan  # IB's unset is 1.797e308
+
+        return OrderPreview(
+            order_ref=intent.order_ref, init_margin_change=amount(state.initMarginChange),
+            maint_margin_change=amount(state.maintMarginChange), equity_with_loan_after=amount(state.equityWithLoanAfter),
+            commission=amount(state.commission), currency=str(state.commissionCurrency or ""),
+            warning=str(state.warningText or ""),
+        )  # fmt: skip
 
     def cancel(self, order_ref: str) -> BrokerOrder | None:
         """Cancel the open order with ``order_ref`` (this client's); None if none is open.
@@ -372,6 +416,27 @@ class IBBroker:
         if trade.orderStatus.status not in _DONE:
             raise BrokerError(f"{order_ref}: cancel not confirmed within {self.config.order_timeout:g} s")
         return self._from_trade(trade, order_ref)
+
+    def wait_for_fills(self, order_refs: Sequence[str], seconds: float) -> dict[str, BrokerOrder]:
+        """Wait up to ``seconds`` for the orders this session placed under ``order_refs`` to be
+        done (filled, cancelled), keeping the socket serviced; returns what IB then says of each
+        (orders not placed by this session are left out: look them up).
+
+        Raises
+        ------
+        BrokerError
+            The connection dropped while waiting (the orders' state is unknown).
+        """
+        trades = {ref: self._trades[ref] for ref in order_refs if ref in self._trades}
+        deadline = time.monotonic() + max(0.0, seconds)
+        while any(not t.isDone() for t in trades.values()) and time.monotonic() < deadline:
+            self._pause(0.02, ", ".join(trades))
+        until = time.monotonic() + 1.0  # the commission report follows each execution
+        while any(not f.commissionReport.execId for t in trades.values() for f in t.fills) and time.monotonic() < until:
+            self._pause(0.01, ", ".join(trades))
+        if trades:
+            self._snapshot = None  # fills arrived meanwhile: ask the broker again on the next look-up
+        return {ref: self._from_trade(t, ref) for ref, t in trades.items()}
 
     def daily_pnl(self) -> float | None:
         """Today's P&L of the account in its base currency (``reqPnL``), None if IB sends none
@@ -399,6 +464,24 @@ class IBBroker:
                 localSymbol=c.localSymbol, tradingClass=c.tradingClass,
             )  # fmt: skip
         return c
+
+    def _order(self, intent: OrderIntent) -> Order:
+        """The IB order of ``intent``: orderRef, account and tif set explicitly; a limit on the
+        contract's tick grid."""
+        order = Order(
+            action="BUY" if intent.quantity > 0 else "SELL",
+            totalQuantity=abs(float(intent.quantity)),
+            orderType=intent.order_type,
+            tif=self.config.time_in_force,
+            account=self.account or "",
+            orderRef=intent.order_ref,
+            transmit=True,
+        )
+        if intent.order_type == "LMT":
+            if intent.limit_price is None or not math.isfinite(intent.limit_price):
+                raise BrokerError(f"{intent.order_ref}: a limit order needs a finite limit price")
+            order.lmtPrice = self._round_to_tick(intent.instrument, intent.limit_price, intent.quantity > 0)
+        return order
 
     def _round_to_tick(self, symbol: str, price: float, buy: bool) -> float:
         """The limit on the contract's tick grid, never beyond the intended price (a buy rounds
@@ -460,7 +543,10 @@ class IBBroker:
         status = _STATUS.get(trade.orderStatus.status, "ACKNOWLEDGED")
         codes = [e for e in trade.log if e.errorCode in _REJECT_CODES]
         reason = codes[-1].message if codes else None
-        if status == "CANCELLED" and codes:
+        completed = self._completed_status.get(int(trade.order.permId or trade.orderStatus.permId or 0), "")
+        if status == "CANCELLED" and not codes and _REJECTED_TEXT in completed.lower():
+            reason = completed  # rejected while this client was not listening (e.g. after a reconnect)
+        if status == "CANCELLED" and reason is not None:
             status = "REJECTED"
         by_exec = {f.execution.execId: f for f in [*trade.fills, *fills]}
         mine = tuple(self._fill(f, order_ref) for f in by_exec.values())

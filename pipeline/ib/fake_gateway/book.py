@@ -178,8 +178,33 @@ def contract11(c: list[str]) -> list[str]:
     return [c[0], c[1], c[2], c[3], c[4] or "0", c[5], c[6], c[7], c[9], c[10], c[11]]
 
 
-def open_order_fields(o: FakeOrder) -> list[object]:
-    """``openOrder`` (5) after the message id: 126 fields for a plain order at version 178."""
+@dataclass(frozen=True)
+class WhatIf:
+    """A what-if answer (``openOrder`` with ``whatIf`` set): margins and equity with loan before,
+    change and after, and the commission, in the account's currency."""
+
+    init_before: float
+    maint_before: float
+    equity_before: float
+    init_change: float
+    maint_change: float
+    commission: float
+    currency: str = "USD"
+
+    def fields(self) -> list[str]:
+        """The 14 fields from ``initMarginBefore`` to ``commissionCurrency``."""
+        return [
+            _f(self.init_before), _f(self.maint_before), _f(self.equity_before),
+            _f(self.init_change), _f(self.maint_change), "0.0",
+            _f(self.init_before + self.init_change), _f(self.maint_before + self.maint_change), _f(self.equity_before),
+            _f(self.commission), _f(self.commission), _f(self.commission), self.currency,
+        ]  # fmt: skip
+
+
+def open_order_fields(o: FakeOrder, what_if: WhatIf | None = None) -> list[object]:
+    """``openOrder`` (5) after the message id: 126 fields for a plain order at version 178; with
+    ``what_if``, the answer to a what-if order (``whatIf`` 1, margins and commission filled in)."""
+    state = what_if.fields() if what_if is not None else [""] * 13
     return [
         o.order_id, *contract11(o.contract),
         o.action, _qty(o.quantity), o.order_type, o.lmt_price, "", o.tif, "", o.account, "O", 0,
@@ -196,9 +221,9 @@ def open_order_fields(o: FakeOrder) -> list[object]:
         "",  # hedgeType
         "0", "", "", "0", 0,  # optOutSmartRouting, clearingAccount, clearingIntent, notHeld, deltaNeutralContract present
         "",  # algoStrategy
-        "0", "0", o.status,  # solicited, whatIf, status
-        "", "", "", "", "", "", "", "", "",  # margin before / change / after
-        "", "", "", "", "",  # commission, minCommission, maxCommission, commissionCurrency, warningText
+        "0", _b(what_if is not None), o.status,  # solicited, whatIf, status
+        *state,  # margin before / change / after (9); commission, minCommission, maxCommission, commissionCurrency
+        "",  # warningText
         "0", "0",  # randomizeSize, randomizePrice
         0,  # conditions
         "", "", "", "", "", "", "", 0,  # adjustedOrderType, triggerPrice, trailStopPrice, lmtPriceOffset, adjustedStopPrice, adjustedStopLimitPrice, adjustedTrailingAmount, adjustableTrailingUnit

@@ -10,7 +10,8 @@ account updates, account updates multi, executions), contract details (``reqCont
 ``openOrder`` + ``orderStatus`` + ``execDetails`` + ``commissionReport`` + pushed ``position``
 and ``updatePortfolio``; ``cancelOrder`` (202, or 10147 for an unknown order);
 ``reqOpenOrders`` / ``reqAllOpenOrders``, ``reqCompletedOrders``, ``reqExecutions``,
-``reqPositions``, ``reqAccountSummary`` and ``reqPnL``. Layouts follow ib_async's
+``reqPositions``, ``reqAccountSummary`` and ``reqPnL``; a what-if order (``whatIfOrder``) is
+answered with its margin and commission and never booked. Layouts follow ib_async's
 ``client.py`` / ``decoder.py``.
 
 Orders fill at once at the contract's price (``set_price``, else the last bar's close) when
@@ -50,6 +51,7 @@ import pandas as pd
 from pipeline.ib.fake_gateway.book import (
     FakeOrder,
     OrderBook,
+    WhatIf,
     commission_fields,
     completed_order_fields,
     exec_details_fields,
@@ -76,6 +78,9 @@ REJECT_TEXT = "Order rejected - reason:{reason}"
 CANCELLED_TEXT = "Order Canceled - reason:"
 CANCEL_UNKNOWN_TEXT = "OrderId {order_id} that needs to be cancelled is not found."
 DUPLICATE_ID_TEXT = "Duplicate order id"
+
+#: Index of ``whatIf`` in a placeOrder message at version 178 (message id = index 0).
+_WHAT_IF_FIELD = 84
 
 #: Request kinds a test can script (see :meth:`FakeTWS.script`), by message id.
 SCRIPTABLE = {
@@ -255,6 +260,11 @@ class FakeTWS:
         self.commission_min = 1.0
         #: Daily P&L reported by reqPnL (USD).
         self.daily_pnl = 0.0
+        #: What-if orders: initial and maintenance margin as fractions of the notional.
+        self.init_margin_rate = 0.5
+        self.maint_margin_rate = 0.25
+        #: The what-if orders received (never booked).
+        self.what_ifs: list[FakeOrder] = []
         #: Called with each order booked from a placeOrder, before any reply is sent (fault hooks).
         self.on_place: Callable[[FakeOrder], None] | None = None
         self.book.epoch += 1
@@ -310,6 +320,7 @@ class FakeTWS:
         "positions", "executions", ...). For "place" the order is booked at the broker first
         (it exists and fills) and then the reply is replaced: ``Drop`` closes the connection
         before the client hears anything, ``Silent`` never answers, ``Error`` sends the error.
+        "cancel" likewise: the order is cancelled at the broker, then the reply is replaced.
         """
         if kind not in self._scripts:
             raise ValueError(f"unknown request kind {kind!r}; use one of {sorted(SCRIPTABLE)}")
@@ -322,8 +333,13 @@ class FakeTWS:
             return [list(f) for f in self._log if msg_id is None or f[0] == str(msg_id)]
 
     def placed(self, order_ref: str | None = None) -> list[list[str]]:
-        """The placeOrder messages received (optionally those with ``order_ref``, field 26)."""
-        return [f for f in self.requests(3) if order_ref is None or (len(f) > 26 and f[26] == order_ref)]
+        """The placeOrder messages received (optionally those with ``order_ref``, field 26),
+        what-if orders left out (see :attr:`what_ifs`)."""
+        return [
+            f for f in self.requests(3)
+            if (order_ref is None or (len(f) > 26 and f[26] == order_ref))
+            and not (len(f) > _WHAT_IF_FIELD and f[_WHAT_IF_FIELD] == "1")
+        ]
 
     def orders(self, order_ref: str | None = None) -> list[FakeOrder]:
         """The broker's orders (all gateway sessions of the book), optionally with ``order_ref``."""
@@ -521,7 +537,7 @@ class FakeTWS:
     def _dispatch(self, conn: _Conn, f: list[str]) -> None:
         msg = int(f[0]) if f and f[0].isdigit() else -1
         kind = next((k for k, v in SCRIPTABLE.items() if v == msg), None)
-        if kind is not None and kind not in ("historical", "contract_details", "place"):
+        if kind is not None and kind not in ("historical", "contract_details", "place", "cancel"):
             action = self._next_script(kind)
             if action is not None:
                 req_id = {7: f[2] if len(f) > 2 else -1, 62: f[2] if len(f) > 2 else -1, 92: f[1] if len(f) > 1 else -1}.get(msg, -1)
@@ -628,6 +644,9 @@ class FakeTWS:
             self._error(conn, -1, 321, "Error validating request:-'placeOrder has too few fields'")
             return
         order_id, client_id = int(f[1]), int(conn.client_id or 0)
+        if len(f) > _WHAT_IF_FIELD and f[_WHAT_IF_FIELD] == "1":
+            self._what_if(conn, f)
+            return
         existing = self.book.find_open(client_id, order_id, self._epoch)
         if existing is not None:  # the id of a working order: TWS refuses a second order under it
             self._error(conn, order_id, 103, DUPLICATE_ID_TEXT)
@@ -656,6 +675,35 @@ class FakeTWS:
             self._try_fill(o, conn, replies)
         if action is not None:
             self._apply(conn, str(order_id), action)
+
+    def _what_if(self, conn: _Conn, f: list[str]) -> None:
+        """Answer a what-if order: nothing is booked; the margin and commission it would take.
+
+        Initial margin ``init_margin_rate`` and maintenance margin ``maint_margin_rate`` of the
+        notional (|units| x price x multiplier), before (the positions held) and the change
+        (this order); the commission as for a fill.
+        """
+        o = FakeOrder(
+            perm_id=0, order_id=int(f[1]), client_id=int(conn.client_id or 0), epoch=self._epoch,
+            contract=list(f[2:14]), action=f[16], quantity=float(f[17]), order_type=f[18], lmt_price=f[19],
+            tif=f[21] or "DAY", account=f[23] or self.account, order_ref=f[26], status="PreSubmitted",
+        )  # fmt: skip
+        with self._lock:
+            self.what_ifs.append(o)
+        with self.book.lock:
+            held = sum(
+                abs(p.quantity) * self._price(p.contract[1], p.con_id) * float(p.contract[6] or 1)
+                for p in self.book.positions.values()
+            )
+        notional = o.quantity * self._price(o.contract[1], o.con_id) * float(o.contract[6] or 1)
+        answer = WhatIf(
+            init_before=self.init_margin_rate * held, maint_before=self.maint_margin_rate * held,
+            equity_before=self.net_liquidation, init_change=self.init_margin_rate * notional,
+            maint_change=self.maint_margin_rate * notional,
+            commission=max(self.commission_min, self.commission_per_unit * o.quantity),
+            currency=o.contract[9] or "USD",
+        )  # fmt: skip
+        self._send(conn, 5, *open_order_fields(o, answer))
 
     def _out(self, conn: _Conn, replies: list | None, *fields: object) -> None:
         """Send a reply now, or hold it back when a scripted fault replaces the replies."""
@@ -705,16 +753,22 @@ class FakeTWS:
                     c.writer.write(port_msg)
 
     def _cancel(self, conn: _Conn, order_id: int) -> None:
+        action = self._next_script("cancel")
         o = self.book.find_open(int(conn.client_id or 0), order_id, self._epoch)
         if o is None:
             self._error(conn, order_id, 10147, CANCEL_UNKNOWN_TEXT.format(order_id=order_id))
-            return
-        self._cancel_order(o, conn)
+        elif action is None:
+            self._cancel_order(o, conn)
+        else:  # cancelled at the broker; the client hears what the script says instead
+            self._cancel_order(o, None)
+        if action is not None:
+            self._apply(conn, str(order_id), action)
 
-    def _cancel_order(self, o: FakeOrder, conn: _Conn) -> None:
+    def _cancel_order(self, o: FakeOrder, conn: _Conn | None) -> None:
         o.status, o.completed_time = "Cancelled", self._exec_time()
-        self._send(conn, 3, *order_status_fields(o))
-        self._error(conn, o.order_id, 202, CANCELLED_TEXT)
+        if conn is not None:
+            self._send(conn, 3, *order_status_fields(o))
+            self._error(conn, o.order_id, 202, CANCELLED_TEXT)
 
     def _executions(self, conn: _Conn, f: list[str]) -> None:
         req_id, client_filter = f[2], int(f[3] or 0)
