@@ -4,7 +4,7 @@
 import dagster as dg
 import pandas as pd
 
-from assets.partitions import DAILY_ASSET, run_sessions
+from assets.partitions import DAILY_ASSET, no_session_result, run_sessions
 from assets.resources import BarSourceResource, Settings
 
 RAW_BARS = "raw_bars"
@@ -28,6 +28,8 @@ def raw_bars(context: dg.AssetExecutionContext, settings: Settings, bar_source: 
     """
     cfg, lake, source = settings.config(), settings.lake(), bar_source.source()
     run = run_sessions(context)
+    if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
+        return no_session_result(context)
     stored = lake.sessions(RAW_BARS)
     start = pd.Timestamp(cfg.history_start) if stored.empty else min(run[0], stored[-1] + pd.Timedelta(days=1))
     bars = source.fetch(cfg.symbols, start, run[-1])

@@ -37,6 +37,7 @@ from pipeline.regime_evidence import (
 )
 from pipeline.vol_forecast import (
     BASELINE,
+    nonpositive_instruments,
     score_vol_forecasts,
     sizing_gate,
     vol_for_sizing,
@@ -92,6 +93,7 @@ def regime_model(context: dg.AssetExecutionContext, settings: Settings) -> dg.Ma
     off) while the walk-forward Sharpe gain over the simple rule is significant. Each refit is a
     registry version; the latest session uses the pinned or latest approved version."""
     cfg, lake = settings.config(), settings.lake()
+    registry = settings.state_path()  # the model registry lives in the local state folder
     rc = cfg.regime
     as_of = _as_of(context)
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=as_of)
@@ -111,12 +113,12 @@ def regime_model(context: dg.AssetExecutionContext, settings: Settings) -> dg.Ma
     if len(fits):
         fit_at = fits[-1]
         key = evaluation_key(inputs, fit_at, rc.horizon, params)
-        versions = list_versions(lake.root, REGIME_MODEL_NAME)
+        versions = list_versions(registry, REGIME_MODEL_NAME)
         previous = versions[versions["evaluation_key"] != key]
         hit = versions[versions["evaluation_key"] == key]
         if len(hit):
             version, reused = str(hit["version"].iloc[-1]), True
-            meta = load_model(lake.root, REGIME_MODEL_NAME, version).metadata
+            meta = load_model(registry, REGIME_MODEL_NAME, version).metadata
         else:
             ev = regime_evidence(inputs, fit_at, horizon=rc.horizon, retrain_every=rc.retrain_every,
                                  min_train=rc.min_train, high_vol_scale=rc.high_vol_scale,
@@ -137,8 +139,8 @@ def regime_model(context: dg.AssetExecutionContext, settings: Settings) -> dg.Ma
                     "calibration": frame_records(ev.calibration), "importance": frame_records(ev.importance),
                     "gate": frame_records(ev.gate),
                 }
-                version = save_model(lake.root, REGIME_MODEL_NAME, ev.model, meta)
-                log_experiment(lake.root, REGIME_MODEL_NAME, params, metrics, version=version,
+                version = save_model(registry, REGIME_MODEL_NAME, ev.model, meta)
+                log_experiment(registry, REGIME_MODEL_NAME, params, metrics, version=version,
                                extra={"data_end": meta["data_end"], "approved": ev.approved})
         if meta is not None:
             gate = _records_frame(meta["gate"], "decided_at")
@@ -150,9 +152,9 @@ def regime_model(context: dg.AssetExecutionContext, settings: Settings) -> dg.Ma
         wf = walk_forward_classifier(inputs.features, inputs.vol_labels, horizon=rc.horizon,
                                      retrain_every=rc.retrain_every, min_train=rc.min_train, baseline=inputs.vol_state)
     p = wf.probability.copy()
-    used = select_version(lake.root, REGIME_MODEL_NAME, session, rc.pinned_version)
+    used = select_version(registry, REGIME_MODEL_NAME, session, rc.pinned_version)
     if used is not None and inputs.features.loc[session].notna().all():
-        model = load_model(lake.root, REGIME_MODEL_NAME, used).model
+        model = load_model(registry, REGIME_MODEL_NAME, used).model
         p.loc[session] = float(model.predict_proba(inputs.features.loc[[session]])[:, list(model.classes_).index(1)][0])
     scale = applied_risk_scale(p, gate, rc.high_vol_scale, rc.require_oos_evidence)
     if rc.require_oos_evidence and used is None:
@@ -201,13 +203,13 @@ def regime_model(context: dg.AssetExecutionContext, settings: Settings) -> dg.Ma
         })
         prev_meta = None
         if len(fits) and not reused and len(previous):
-            prev_meta = load_model(lake.root, REGIME_MODEL_NAME, str(previous["version"].iloc[-1])).metadata
+            prev_meta = load_model(registry, REGIME_MODEL_NAME, str(previous["version"].iloc[-1])).metadata
         elif reused:
-            older = list_versions(lake.root, REGIME_MODEL_NAME)
+            older = list_versions(registry, REGIME_MODEL_NAME)
             older = older[older["version"] < version]
-            prev_meta = load_model(lake.root, REGIME_MODEL_NAME, str(older["version"].iloc[-1])).metadata if len(older) else None
+            prev_meta = load_model(registry, REGIME_MODEL_NAME, str(older["version"].iloc[-1])).metadata if len(older) else None
         md["vs_previous_version"] = dg.MetadataValue.md(frame_md(version_changes(prev_meta, meta), index=True))
-        md["registry"] = dg.MetadataValue.md(frame_md(list_versions(lake.root, REGIME_MODEL_NAME)[
+        md["registry"] = dg.MetadataValue.md(frame_md(list_versions(registry, REGIME_MODEL_NAME)[
             ["version", "data_end", "approved", "model_class"]], limit=30))
     return dg.MaterializeResult(metadata=md)
 
@@ -219,13 +221,21 @@ def vol_forecast(context: dg.AssetExecutionContext, settings: Settings) -> dg.Ma
     regression (Corsi 2009), HAR plus the sizing vol, and gradient boosting, pooled over
     instruments and scored out of sample by QLIKE and MSE against the EWMA/robust vol used for
     sizing. Sizing uses a model only if ``vol_forecast.use_for_sizing`` is on and, at the refit
-    before each session, its out-of-sample QLIKE beat the sizing vol's by ``margin``."""
+    before each session, its out-of-sample QLIKE beat the sizing vol's by ``margin``. A
+    back-adjusted instrument with a price <= 0 up to the session is left out (percentage returns
+    are undefined there): listed in ``left_out_nonpositive``, its sizing keeps the sizing vol."""
     cfg, lake = settings.config(), settings.lake()
+    registry = settings.state_path()  # the model registry lives in the local state folder
     vc = cfg.vol_forecast
     as_of = _as_of(context)
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=as_of)
     vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=as_of)
-    panel = vol_forecast_panel(closes, vol, vc.horizon)
+    back_adjusted = [i.symbol for i in cfg.instruments if i.back_adjusted]
+    left_out = nonpositive_instruments(closes, back_adjusted)
+    if left_out:
+        context.log.warning(f"vol_forecast: {len(left_out)} back-adjusted instrument(s) with a price <= 0 left out of "
+                            f"the percentage-return models (sizing keeps their sizing vol): {', '.join(left_out)}")
+    panel = vol_forecast_panel(closes, vol, vc.horizon, back_adjusted=back_adjusted)
     result = walk_forward_vol_forecast(panel, vc.horizon, vc.retrain_every, vc.min_train, train_stride=vc.train_stride)
     gate = sizing_gate(result.forecasts, pd.DatetimeIndex(result.folds["fit_session"]), vc.horizon, vc.margin,
                        vc.use_for_sizing)
@@ -257,13 +267,13 @@ def vol_forecast(context: dg.AssetExecutionContext, settings: Settings) -> dg.Ma
                 "code_version": _code_version(VOL_CODE_VERSION),
                 "approved": latest is not None and isinstance(latest["model"], str), "decision": reason}
         for name, model in result.last_models.items():
-            stored = list_versions(lake.root, f"vol_{name}")
+            stored = list_versions(registry, f"vol_{name}")
             hit = stored[stored["evaluation_key"] == key]
             if len(hit):  # no refit since the stored version: same inputs, same model
                 versions[name] = str(hit["version"].iloc[-1])
                 continue
-            versions[name] = save_model(lake.root, f"vol_{name}", model, meta)
-            log_experiment(lake.root, f"vol_{name}", params, metrics, version=versions[name])
+            versions[name] = save_model(registry, f"vol_{name}", model, meta)
+            log_experiment(registry, f"vol_{name}", params, metrics, version=versions[name])
     last = closes.index[-1]
     now = out[out["session"] == last].set_index("instrument")
     annual = np.sqrt(now[[c for c in now.columns if c not in ("session", "vol_for_sizing")]] * 256) * 100
@@ -274,6 +284,7 @@ def vol_forecast(context: dg.AssetExecutionContext, settings: Settings) -> dg.Ma
         "scores": dg.MetadataValue.md(frame_md(scores, index=True)),
         "qlike_improvement_best": float(best["qlike_improvement"].max()) if len(best) else float("nan"),
         "n_folds": len(result.folds),
+        "left_out_nonpositive": dg.MetadataValue.json(left_out),
         "model_versions": dg.MetadataValue.json(versions),
         "decisions": dg.MetadataValue.md(frame_md(gate.reset_index(), limit=40)),
         "latest_forecasts_annualised_pct": dg.MetadataValue.md(frame_md(annual, index=True, floatfmt="{:.1f}")),

@@ -1,7 +1,15 @@
-"""Daily session partitions: Monday-Friday, the exchange's holidays and closures excluded.
+"""Daily partitions: one per weekday (Monday-Friday); only exchange sessions carry data.
 
-Keys are session dates (``2022-12-28``). ``end_offset=1`` makes today's session a partition from
-midnight, so the post-close schedule can target the session that just closed.
+Keys are dates (``2022-12-28``). ``end_offset=1`` makes today's weekday a partition from midnight,
+so the post-close schedule can target the session that just closed. Exchange holidays and
+closures are partitions too, on which every daily asset is a successful no-op (no rows, no
+orders): :func:`run_sessions` keeps only the sessions of the exchange calendar, and a run whose
+partitions hold no session returns :func:`no_session_result`.
+
+Why holidays are not excluded from the partitions definition: Dagster 1.13 stores one "asset
+check planned" row per check and partition of a run, each holding the serialized partitions
+definition; a list of every holiday since ``history_start`` made each row 35 kB (0.43 GB and
+about 30 s of serialization for a 10-year backfill), without it each row is 1.3 kB.
 """
 
 
@@ -10,7 +18,7 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
-from pipeline.calendar import exchange_timezone, non_session_weekdays
+from pipeline.calendar import exchange_timezone, sessions
 from pipeline.config import load_config
 
 _cfg = load_config()
@@ -24,21 +32,56 @@ daily_sessions = dg.TimeWindowPartitionsDefinition(
     fmt="%Y-%m-%d",
     timezone=EXCHANGE_TIMEZONE,
     end_offset=1,
-    exclusions=non_session_weekdays(_cfg.history_start, _cfg.calendar),
 )
 
 #: Time-series assets compute a backfill of any length in one run (DESIGN.md, "Partitions").
 single_run = dg.BackfillPolicy.single_run()
 
 
+def partition_sessions(keys: list[str] | pd.Index, calendar: str = CALENDAR) -> pd.DatetimeIndex:
+    """The exchange sessions among partition keys (holidays and closures dropped).
+
+    Parameters
+    ----------
+    keys : partition keys ``YYYY-MM-DD`` (weekdays), in any order.
+    calendar : exchange_calendars code (default: the partitions' calendar, ``calendar`` of the config).
+
+    Returns
+    -------
+    pd.DatetimeIndex
+        Sorted tz-naive session dates (``datetime64[ns]``, name ``session``); empty when no key is
+        a session.
+    """
+    days = pd.DatetimeIndex(pd.to_datetime(pd.Index(keys, dtype=object)), name="session").astype("datetime64[ns]")
+    if days.empty:
+        return days
+    days = days.sort_values()
+    return days[days.isin(sessions(days[0], days[-1], calendar))]
+
+
 def run_sessions(context: dg.AssetExecutionContext) -> pd.DatetimeIndex:
-    """The sessions of this run: one partition, or every partition of a single-run backfill."""
-    return pd.DatetimeIndex(pd.to_datetime(context.partition_keys), name="session").astype("datetime64[ns]")
+    """The exchange sessions of this run: its partition, or every partition of a single-run
+    backfill, holidays and closures left out (empty for a run of holidays only)."""
+    return partition_sessions(context.partition_keys)
+
+
+def no_session_result(context: dg.AssetExecutionContext, **kwargs) -> dg.MaterializeResult:
+    """The result of a daily asset in a run whose partitions hold no exchange session.
+
+    A holiday or closure partition is materialized with no rows: a successful no-op that sends
+    and records no order. ``kwargs`` go to :class:`dagster.MaterializeResult` (``check_results``).
+    """
+    keys = ", ".join(context.partition_keys)
+    return dg.MaterializeResult(
+        metadata={"rows_written": 0, "sessions_in_run": 0,
+                  "note": f"{keys}: not a {CALENDAR} session (holiday or closure); nothing to compute, no orders"},
+        **kwargs,
+    )
 
 
 #: Daily assets must be materialized for the session by 18:30 exchange time on weekdays, from
-#: the close on (a run after 16:00 counts). Exchange holidays have no partition; the policy still
-#: expects a materialization on those evenings (a known false "overdue" on holidays).
+#: the close on (a run after 16:00 counts). On a holiday the schedule's no-op run materializes
+#: the holiday's partition, so the policy holds on holidays too.
 ready_by_evening = dg.FreshnessPolicy.cron(
     deadline_cron="30 18 * * 1-5",
     lower_bound_delta=dt.timedelta(hours=2, minutes=30),

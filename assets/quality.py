@@ -11,7 +11,8 @@ import pandas as pd
 
 from assets.ingest import RAW_BARS
 from assets.markdown import frame_md
-from assets.partitions import DAILY_ASSET, run_sessions
+from assets.non_session import CHECK_NON_SESSION, NON_SESSION_CHECK, non_session_check
+from assets.partitions import DAILY_ASSET, no_session_result, run_sessions
 from assets.resources import Settings
 from pipeline.expectations import validate_bars_gx
 from pipeline.quality import validate_bars
@@ -55,6 +56,7 @@ def missing_bars(clean: pd.DataFrame, run: pd.DatetimeIndex, instruments: list[s
         dg.AssetCheckSpec(CHECK_GX, asset=CLEAN_BARS, blocking=True,
                           description="The clean bars of the run pass the Great Expectations suite of their asset "
                                       "class: an independent second implementation of the ERROR rules."),
+        NON_SESSION_CHECK,
     ],
 )
 def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
@@ -69,6 +71,11 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
     """
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context)
+    if run.empty:  # a holiday or closure: no bars to check, every check passes on nothing
+        yield no_session_result(context, check_results=[
+            dg.AssetCheckResult(check_name=name, passed=True, description="no exchange session in this run")
+            for name in (CHECK_NO_QUARANTINE, CHECK_COMPLETE, CHECK_STALE, CHECK_SPIKES, CHECK_GX, CHECK_NON_SESSION)])
+        return
     raw = lake.read(RAW_BARS, end=run[-1])
     raw = raw[raw["instrument"].isin(cfg.symbols)]
     released = settings.ledger().quarantine_releases()
@@ -123,6 +130,7 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
         metadata={"spikes": dg.MetadataValue.md(frame_md(spikes))},
     )
     yield _expectations_check(result.clean[result.clean["session"].isin(run)], cfg, released)
+    yield non_session_check(result.quarantine, run, cfg.calendar)
 
 
 def _expectations_check(clean: pd.DataFrame, cfg, released: pd.DataFrame) -> dg.AssetCheckResult:

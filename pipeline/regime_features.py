@@ -49,6 +49,9 @@ VOL_RATIO_WINDOW = 256
 BREAKOUT_WINDOW = 63
 #: Window of the average pairwise correlation (sessions).
 CORRELATION_WINDOW = 63
+#: Elements of one block of (session, instrument, instrument) products in :func:`average_correlation`
+#: (4M float64 = 32 MB).
+_CORRELATION_BLOCK_ELEMENTS = 4_000_000
 #: Span of the EWMA vol of the portfolio, Carver's 36-day EWMA vol (carver.md §2.1).
 EWMA_SPAN = 36
 
@@ -129,7 +132,7 @@ def average_correlation(z: pd.DataFrame, window: int) -> pd.Series:
     x = z.to_numpy(dtype=float)
     ok = np.isfinite(x)
     x0 = np.where(ok, x, 0.0)
-    k = x.shape[1]
+    n, k = x.shape
 
     def rolling(a: np.ndarray) -> np.ndarray:
         c = np.cumsum(a, axis=0)
@@ -141,16 +144,37 @@ def average_correlation(z: pd.DataFrame, window: int) -> pd.Series:
     full = rolling(ok.astype(float)) == window  # (n, k): instrument has the whole window
     s = rolling(x0)
     s2 = rolling(x0 * x0)
-    sxy = rolling(x0[:, :, None] * x0[:, None, :])  # (n, k, k)
     w = float(window)
-    cov = sxy - s[:, :, None] * s[:, None, :] / w
     var = s2 - s * s / w
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = cov / np.sqrt(var[:, :, None] * var[:, None, :])
-    pair = full[:, :, None] & full[:, None, :] & ~np.eye(k, dtype=bool)[None]
-    pair &= np.isfinite(corr)
-    total = np.where(pair, corr, 0.0).sum(axis=(1, 2))
-    count = pair.sum(axis=(1, 2))
+    offdiag = ~np.eye(k, dtype=bool)
+    total = np.zeros(n)
+    count = np.zeros(n, dtype=np.int64)
+    # The (session, k, k) sums of products are taken in blocks of sessions (about 32 MB each), so
+    # memory stays flat in the number of sessions; the running sum carries over from block to
+    # block through ``tail`` (the cumulative sums of the previous ``window`` sessions), which
+    # keeps every number identical to one cumulative sum over all sessions.
+    block = max(1, _CORRELATION_BLOCK_ELEMENTS // (k * k))
+    tail = np.zeros((0, k, k))
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        products = x0[a:b, :, None] * x0[a:b, None, :]  # (b - a, k, k)
+        if a:
+            products = np.concatenate([tail[-1:], products])
+        c = np.cumsum(products, axis=0)[1 if a else 0:]  # cumulative sums at sessions a .. b-1
+        history = np.concatenate([tail, c])  # sessions a - len(tail) .. b - 1
+        t = np.arange(a, b)
+        sxy = history[t - a + len(tail)].copy()
+        late = t >= window
+        sxy[late] -= history[t[late] - window - a + len(tail)]
+        sxy[t < window - 1] = np.nan
+        cov = sxy - s[a:b, :, None] * s[a:b, None, :] / w
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = cov / np.sqrt(var[a:b, :, None] * var[a:b, None, :])
+        pair = full[a:b, :, None] & full[a:b, None, :] & offdiag[None]
+        pair &= np.isfinite(corr)
+        total[a:b] = np.where(pair, corr, 0.0).sum(axis=(1, 2))
+        count[a:b] = pair.sum(axis=(1, 2))
+        tail = history[-window:]
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     return pd.Series(mean, index=z.index, name="correlation")

@@ -25,12 +25,18 @@ targets were known at T) and predicts sessions ``T+1 .. T+retrain_every``. The f
 scored out of sample by QLIKE, ``mean(y^2 / f - log(y^2 / f) - 1)``, and MSE of variance
 (Patton 2011, *J. Econometrics* 160(1): both rank forecasts consistently with a noisy proxy of
 the true variance; QLIKE is the less sensitive to the extremes).
+
+Percentage returns are undefined where a price is <= 0, which a back-adjusted futures series (the
+price plus the sum of later roll gaps) may be. Such an instrument is left out of the panel, hence
+of the pooled models, when any of its prices given is <= 0 (:func:`nonpositive_instruments`); its
+forecasts are missing, so sizing keeps its sizing vol. For any other instrument a price <= 0 is
+bad data and raises.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +52,7 @@ __all__ = [
     "VolForecastError",
     "VolForecastResult",
     "default_vol_models",
+    "nonpositive_instruments",
     "qlike",
     "score_vol_forecasts",
     "sizing_decision",
@@ -90,17 +97,60 @@ def qlike(realised_var: np.ndarray, forecast_var: np.ndarray) -> float:
     return float(np.mean(ratio - np.log(ratio) - 1.0))
 
 
-def vol_forecast_panel(prices: pd.DataFrame, vol: pd.DataFrame, horizon: int = 21) -> pd.DataFrame:
+def nonpositive_instruments(prices: pd.DataFrame, back_adjusted: Collection[str] = ()) -> list[str]:
+    """Back-adjusted instruments with a price <= 0, which percentage returns cannot use.
+
+    A back-adjusted futures price is the traded price plus the sum of later roll gaps, so it may
+    be zero or negative and still be right (pysystemtrade's ``adjusted_prices``); a price <= 0 of
+    any other instrument is bad data.
+
+    Parameters
+    ----------
+    prices : DataFrame
+        Close prices (price points), index ``session``, columns instruments; NaN = no price.
+    back_adjusted : collection of str, default ()
+        Instruments whose prices are back-adjusted (``pipeline.config.Instrument.back_adjusted``).
+
+    Returns
+    -------
+    list of str
+        The back-adjusted instruments with a price <= 0 on some session, in column order.
+
+    Raises
+    ------
+    VolForecastError
+        An instrument not in ``back_adjusted`` has a price <= 0 (names it and its first session).
+    """
+    bad = prices.le(0)  # NaN compares False: a missing price is not a bad one
+    hit = bad.any()
+    strict = hit & ~hit.index.isin(list(back_adjusted))
+    if strict.any():
+        inst = str(strict.index[strict.to_numpy()][0])
+        first = pd.Timestamp(bad[inst].idxmax()).date()
+        raise VolForecastError(
+            f"vol_forecast: price <= 0 for {inst} on {first}; percentage returns need positive prices and "
+            "the instrument is not back-adjusted (set back_adjusted: true if its prices are)"
+        )
+    return [str(c) for c in hit.index[hit.to_numpy()]]
+
+
+def vol_forecast_panel(
+    prices: pd.DataFrame, vol: pd.DataFrame, horizon: int = 21, *, back_adjusted: Collection[str] = ()
+) -> pd.DataFrame:
     """Features, sizing baseline and target of every instrument session (module docstring).
 
     Parameters
     ----------
     prices : DataFrame
-        Close prices (price points, > 0), index ``session``, columns instruments.
+        Close prices (price points), index ``session``, columns instruments.
     vol : DataFrame
         Daily price-unit sizing vol, same index; columns matched by name.
     horizon : int, default 21
         H, sessions of the target window (>= 2).
+    back_adjusted : collection of str, keyword-only, default ()
+        Back-adjusted instruments: one with a price <= 0 anywhere in ``prices`` is left out (no
+        rows), see :func:`nonpositive_instruments`. The other instruments' rows do not depend
+        on it.
 
     Returns
     -------
@@ -112,7 +162,8 @@ def vol_forecast_panel(prices: pd.DataFrame, vol: pd.DataFrame, horizon: int = 2
     Raises
     ------
     VolForecastError
-        ``vol`` does not share the index of ``prices``, ``horizon < 2``, or a price <= 0.
+        ``vol`` does not share the index of ``prices``, ``horizon < 2``, or a price <= 0 of an
+        instrument not in ``back_adjusted``.
     """
     if not vol.index.equals(prices.index):
         raise VolForecastError(
@@ -121,14 +172,7 @@ def vol_forecast_panel(prices: pd.DataFrame, vol: pd.DataFrame, horizon: int = 2
         )
     if horizon < 2:
         raise VolForecastError(f"vol_forecast: horizon must be >= 2 sessions, got {horizon}")
-    bad = prices.lt(0) | prices.eq(0)
-    if bad.to_numpy().any():
-        where = bad.stack()
-        first = where[where].index[0]
-        raise VolForecastError(
-            f"vol_forecast: price <= 0 for {first[1]} on {first[0]}; percentage returns need "
-            "positive prices (use a back-adjusted series that stays positive)"
-        )
+    prices = prices.drop(columns=nonpositive_instruments(prices, back_adjusted))
     sigma = vol.reindex(columns=prices.columns)
     r2 = (prices / prices.shift(1) - 1.0) ** 2
 

@@ -1,23 +1,33 @@
-"""Schedules: the daily run after the close (sessions only) and the weekly regime-model retraining.
+"""Schedules: the daily run after the close and the weekly regime-model retraining.
 
 Both tick in the exchange's time zone (``America/New_York`` for XNYS), so they stay at the same
-local hour across daylight-saving changes.
+local hour across daylight-saving changes. On an exchange holiday the daily schedule launches a
+no-op run of the daily (partitioned) assets only: the holiday's partition is materialized with no
+rows and no orders (so the freshness policy holds), nothing is submitted and nothing else is
+recomputed.
 """
 
 
 import dagster as dg
 import pandas as pd
 
-from assets.partitions import CALENDAR, EXCHANGE_TIMEZONE as TIMEZONE
+from assets.partitions import CALENDAR, EXCHANGE_TIMEZONE as TIMEZONE, daily_sessions
 from pipeline.calendar import is_session
 
 #: Run config that lets ``orders`` submit: only the schedule and the ``daily`` CLI pass it.
 SUBMIT_RUN_CONFIG = {"ops": {"orders": {"config": {"submit": True}}}}
 
 
+def daily_asset_keys(repository_def: dg.RepositoryDefinition) -> list[dg.AssetKey]:
+    """Keys of the assets partitioned by :data:`assets.partitions.daily_sessions`, sorted."""
+    return sorted((n.key for n in repository_def.asset_graph.asset_nodes if n.partitions_def == daily_sessions),
+                  key=lambda k: k.to_user_string())
+
+
 def build_daily_schedule(job) -> dg.ScheduleDefinition:
     """Weekdays at 17:00 exchange time (an hour after the NYSE close, before the 18:30 freshness
-    deadline); a holiday is skipped (no run, no orders)."""
+    deadline). On a holiday or closure the run is a no-op: only the daily assets, for the
+    holiday's partition, without the config that lets ``orders`` submit (no rows, no orders)."""
 
     @dg.schedule(
         name="daily_after_close",
@@ -25,13 +35,20 @@ def build_daily_schedule(job) -> dg.ScheduleDefinition:
         execution_timezone=TIMEZONE,
         job=job,
         default_status=dg.DefaultScheduleStatus.STOPPED,
-        description="The daily trading run for the session that just closed (17:00 exchange time, sessions only).",
+        description="The daily trading run for the session that just closed (17:00 exchange time; a holiday is a no-op run).",
     )
     def daily_after_close(context: dg.ScheduleEvaluationContext):
         session = pd.Timestamp(context.scheduled_execution_time).tz_convert(TIMEZONE).tz_localize(None).normalize()
-        if not is_session(session, CALENDAR):
-            return dg.SkipReason(f"{session.date()} is not a {CALENDAR} session (holiday or closure): no run, no orders")
         key = session.strftime("%Y-%m-%d")
+        if session.dayofweek >= 5:  # the cron never ticks on weekends; a weekend is no partition
+            return dg.SkipReason(f"{key} is a weekend: no partition, no run")
+        if not is_session(session, CALENDAR):
+            return dg.RunRequest(
+                run_key=f"daily-{key}",
+                partition_key=key,
+                asset_selection=daily_asset_keys(context.repository_def),
+                tags={"trading/trigger": "schedule", "trading/session": key, "trading/no_session": "true"},
+            )
         return dg.RunRequest(
             run_key=f"daily-{key}",
             partition_key=key,

@@ -5,7 +5,7 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
-from assets.partitions import daily_sessions
+from assets.partitions import daily_sessions, partition_sessions
 from pipeline.calendar import is_session, sessions
 from pipeline.definitions import defs
 
@@ -20,10 +20,18 @@ def test_holidays_and_closures_are_not_sessions():
     assert len(sessions("2022-12-01", "2022-12-31")) == 21
 
 
-def test_partitions_are_exchange_sessions():
-    keys = set(daily_sessions.get_partition_keys_in_range(dg.PartitionKeyRange("2022-12-01", "2022-12-30")))
-    assert "2022-12-26" not in keys and "2022-12-24" not in keys
-    assert keys == {d.strftime("%Y-%m-%d") for d in sessions("2022-12-01", "2022-12-30")}
+def test_partitions_are_weekdays_and_runs_keep_only_the_sessions():
+    keys = daily_sessions.get_partition_keys_in_range(dg.PartitionKeyRange("2022-12-01", "2022-12-30"))
+    # December 1-30, 2022: 22 weekdays; the observed Christmas holiday is a partition, Saturday the 24th is not.
+    assert keys == [d.strftime("%Y-%m-%d") for d in pd.bdate_range("2022-12-01", "2022-12-30")] and len(keys) == 22
+    assert "2022-12-26" in keys and "2022-12-24" not in keys
+    # A run computes only the exchange sessions among its partitions: 21 here.
+    run = partition_sessions(keys)
+    assert list(run) == list(sessions("2022-12-01", "2022-12-30")) and len(run) == 21
+    assert partition_sessions(["2022-12-26"]).empty  # a holiday-only run has nothing to compute
+    # Hurricane Sandy: the two closed days are partitions with no session.
+    assert list(partition_sessions(["2012-10-30", "2012-10-26", "2012-10-29", "2012-10-31"])) == [
+        pd.Timestamp("2012-10-26"), pd.Timestamp("2012-10-31")]
 
 
 def _evaluate(when: dt.datetime):
@@ -32,11 +40,12 @@ def _evaluate(when: dt.datetime):
     return schedule.evaluate_tick(context)
 
 
-def test_schedule_skips_a_holiday_without_a_run():
+def test_schedule_runs_a_no_op_of_the_daily_assets_on_a_holiday():
     when = pd.Timestamp("2022-12-26 17:00", tz="America/New_York").to_pydatetime()
-    result = _evaluate(when)
-    assert not result.run_requests
-    assert "not a XNYS session" in result.skip_message
+    (request,) = _evaluate(when).run_requests
+    assert request.partition_key == "2022-12-26" and not request.run_config  # no submit config
+    assert {k.to_user_string() for k in request.asset_selection} == {
+        "raw_bars", "clean_bars", "volatility", "forecasts", "combined_forecast", "target_positions", "orders"}
 
 
 def test_schedule_targets_the_session_that_just_closed_across_dst():

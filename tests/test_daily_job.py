@@ -39,7 +39,8 @@ def test_daily_run_succeeds_and_materializes_every_asset(daily_run):
     partitions = {e.partition for e in result.get_asset_materialization_events() if e.partition}
     assert partitions == {LATEST_SAMPLE_SESSION}
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
-    assert set(checks) == {"no_quarantined_bars", "bars_complete", "no_stale_prices", "no_price_spikes", "expectations_hold"}
+    assert set(checks) == {"no_quarantined_bars", "bars_complete", "no_stale_prices", "no_price_spikes", "expectations_hold",
+                           "no_non_session_bars"}
     assert all(c.passed for c in checks.values() if c.severity == dg.AssetCheckSeverity.ERROR)
     # The Great Expectations suite ran on the session's clean bars (equity: schema, uniqueness, OHLC...).
     assert checks["expectations_hold"].metadata["expectations"].value >= 8
@@ -126,14 +127,19 @@ def test_single_run_backfill_over_a_year_writes_every_partition(tmp_path):
         assert result.success
         runs = instance.get_runs()
         assert len(runs) == 1
-    # NYSE: 251 sessions in 2022, plus 2021-12-28..31 (4), less 2022-12-29 and 12-30 (2) = 253.
-    n_sessions = 253
+    # NYSE: 251 sessions in 2022, plus 2021-12-28..31 (4), less 2022-12-29 and 12-30 (2) = 253; the
+    # 9 weekday holidays of 2022 (MLK day .. Christmas observed) are partitions too: 262 weekdays.
+    n_sessions, holidays = 253, ["2022-01-17", "2022-02-21", "2022-04-15", "2022-05-30", "2022-06-20",
+                                 "2022-07-04", "2022-09-05", "2022-11-24", "2022-12-26"]
+    weekdays = {d.strftime("%Y-%m-%d") for d in pd.bdate_range("2021-12-28", LATEST_SAMPLE_SESSION)}
+    assert len(weekdays) == n_sessions + len(holidays) == 262
     events = result.get_asset_materialization_events()
-    for asset in PARTITIONED:
-        assert len({e.partition for e in events if e.asset_key.to_user_string() == asset}) == n_sessions, asset
+    for asset in PARTITIONED:  # every weekday of the range is recorded as materialized, holidays included
+        assert {e.partition for e in events if e.asset_key.to_user_string() == asset} == weekdays, asset
     lake = Lake(cfg.lake_path)
     tp = lake.read("target_positions", start=pd.Timestamp("2021-12-28"))
-    assert tp["session"].nunique() == n_sessions
+    assert tp["session"].nunique() == n_sessions  # ... but only sessions have rows
+    assert not tp["session"].isin(pd.to_datetime(holidays)).any()
     ledger = Ledger(cfg.lake_path / "warehouse.duckdb")
     assert ledger.fills().empty  # a backfill never sends orders
     assert (ledger.intents()["status"].isin(["RECORDED", "DENIED"])).all()

@@ -3,6 +3,7 @@ gate, and that a run for a session never uses a model trained on data after it."
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -21,8 +22,9 @@ SYMBOLS = ["SYA", "SYB", "SYC"]
 N = 700
 
 
-def fill_lake(folder) -> tuple[str, pd.DatetimeIndex]:
-    """Volatility and combined-forecast tables of three random-walk instruments, 700 sessions."""
+def fill_lake(folder, below_zero: str | None = None) -> tuple[str, pd.DatetimeIndex]:
+    """Volatility and combined-forecast tables of three random-walk instruments, 700 sessions;
+    ``below_zero``: that instrument's prices are shifted down to cross zero at session 500."""
     config = write_config(folder, symbols=SYMBOLS,
                           regime={"horizon": 10, "retrain_every": 100, "min_train": 300, "min_oos_sessions": 21},
                           vol_forecast={"horizon": 10, "retrain_every": 100, "min_train": 300, "train_stride": 1})
@@ -30,6 +32,8 @@ def fill_lake(folder) -> tuple[str, pd.DatetimeIndex]:
     idx = pd.DatetimeIndex(pd.bdate_range("2015-01-02", periods=N), name="session")
     daily = np.where((np.arange(N) // 60) % 2 == 1, 0.02, 0.006)
     prices = pd.DataFrame(100 * np.exp(np.cumsum(rng.normal(size=(N, 3)) * daily[:, None], axis=0)), idx, SYMBOLS)
+    if below_zero is not None:
+        prices[below_zero] -= float(prices[below_zero].iloc[500])
     vol = prices.diff().ewm(span=35, min_periods=10).std()
     combined = pd.DataFrame(rng.uniform(-20, 20, size=(N, 3)), idx, SYMBOLS)
 
@@ -156,3 +160,42 @@ def test_vol_forecast_sizes_with_the_winning_model_only_after_the_refit_it_won_a
     # Refits at positions 299, 399, ..., 699; the first (at 299) has no scored forecast yet.
     assert sized["session"].min() > idx[399]
     assert sized["session"].max() == idx[-1]
+
+
+def set_back_adjusted(config: str, symbol: str) -> None:
+    path = Path(config)
+    raw = yaml.safe_load(path.read_text())
+    for inst in raw["instruments"]:
+        if inst["symbol"] == symbol:
+            inst.update(sec_type="FUT", back_adjusted=True)
+    path.write_text(yaml.safe_dump(raw))
+
+
+def test_vol_forecast_leaves_out_a_back_adjusted_series_below_zero_and_fails_on_any_other(tmp_path):
+    config, idx = fill_lake(tmp_path, below_zero="SYC")
+    refused = run(config, idx[-1], assets=[vol_forecast])  # SYC is not back-adjusted: bad data
+    assert not refused.success
+    failure = next(e for e in refused.all_events if e.is_step_failure)
+    closes = Lake(tmp_path / "lake").read_wide("volatility", "close", ["SYC"])["SYC"]
+    first = closes.index[closes.to_numpy() <= 0][0]
+    assert f"price <= 0 for SYC on {first.date()}" in str(failure.step_failure_data.error)
+
+    set_back_adjusted(config, "SYC")
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([vol_forecast], resources=default_resources(config), instance=instance,
+                            tags={"dagster/partition": str(idx[-1].date())})
+    assert metadata(result, "vol_forecast")["left_out_nonpositive"] == ["SYC"]
+    assert any(e.level == logging.WARNING and "left out" in e.user_message and "SYC" in e.user_message
+               for e in instance.all_logs(result.run_id))
+    table = Lake(tmp_path / "lake").read_table("vol_forecast")
+    assert set(table["instrument"]) == {"SYA", "SYB"}  # no rows: sizing keeps SYC's sizing vol
+
+    # SYA and SYB get the numbers of a universe without SYC (same lake, SYC not configured).
+    path = Path(config)
+    raw = yaml.safe_load(path.read_text())
+    raw["instruments"] = [i for i in raw["instruments"] if i["symbol"] != "SYC"]
+    path.write_text(yaml.safe_dump(raw))
+    assert run(config, idx[-1], assets=[vol_forecast]).success
+    alone = Lake(tmp_path / "lake").read_table("vol_forecast")
+    pd.testing.assert_frame_equal(table, alone)
+    assert table["har"].notna().sum() > 500

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline import regime_features
 from pipeline.regime import RegimeInputError
 from pipeline.regime_features import (
     MARKET_FEATURE_NAMES,
@@ -108,6 +109,48 @@ def test_average_correlation_matches_pandas_pairwise_rolling_correlation():
         expected = c[~np.eye(len(cols), dtype=bool)].mean()
         assert ours.iloc[t] == pytest.approx(expected, rel=1e-9), t
     assert ours.iloc[: window - 1].isna().all()
+
+
+def _average_correlation_in_one_block(z: pd.DataFrame, window: int) -> pd.Series:
+    """The former whole-panel computation (one (session, k, k) array), kept as the reference."""
+    x = z.to_numpy(dtype=float)
+    ok = np.isfinite(x)
+    x0 = np.where(ok, x, 0.0)
+    k = x.shape[1]
+
+    def rolling(a):
+        c = np.cumsum(a, axis=0)
+        out = c.copy()
+        out[window:] -= c[:-window]
+        out[: window - 1] = np.nan
+        return out
+
+    full = rolling(ok.astype(float)) == window
+    s, s2, sxy = rolling(x0), rolling(x0 * x0), rolling(x0[:, :, None] * x0[:, None, :])
+    w = float(window)
+    cov = sxy - s[:, :, None] * s[:, None, :] / w
+    var = s2 - s * s / w
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = cov / np.sqrt(var[:, :, None] * var[:, None, :])
+    pair = full[:, :, None] & full[:, None, :] & ~np.eye(k, dtype=bool)[None]
+    pair &= np.isfinite(corr)
+    total, count = np.where(pair, corr, 0.0).sum(axis=(1, 2)), pair.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return pd.Series(np.where(count > 0, total / np.maximum(count, 1), np.nan), index=z.index)
+
+
+@pytest.mark.parametrize("n, k, window, sessions_per_block", [
+    (300, 5, 30, 7), (300, 5, 30, 30), (300, 5, 30, 300), (500, 20, 21, 3), (200, 4, 63, 1), (160, 6, 63, 40)])
+def test_average_correlation_in_blocks_of_sessions_is_bit_identical_to_one_block(monkeypatch, n, k, window,
+                                                                                 sessions_per_block):
+    rng = np.random.default_rng(n + k)
+    z = pd.DataFrame(rng.normal(size=(n, 1)) + rng.normal(size=(n, k)), index=sessions(n))
+    z.iloc[rng.integers(0, n, 3), rng.integers(0, k, 3)] = np.nan  # a few holes
+    z.iloc[: n // 3, 0] = np.nan  # a late start
+    monkeypatch.setattr(regime_features, "_CORRELATION_BLOCK_ELEMENTS", sessions_per_block * k * k)
+    ours = average_correlation(z, window).to_numpy()
+    assert np.isfinite(ours).sum() >= 10  # the comparison covers real correlations
+    np.testing.assert_array_equal(ours, _average_correlation_in_one_block(z, window).to_numpy())
 
 
 def test_a_steady_uptrend_has_full_ewmac_agreement_and_sits_at_its_breakout_high():

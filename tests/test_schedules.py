@@ -11,13 +11,14 @@ import pytest
 
 from assets.resources import default_resources
 from pipeline.cli import main
-from pipeline.definitions import ALL_ASSETS, defs, execute_daily
+from pipeline.definitions import ALL_ASSETS, daily_job, defs, execute_daily
 from pipeline.lake import Lake
 from pipeline.warehouse import query
 from sensors.schedules import regime_retrain_job
 from tests.conftest import LATEST_SAMPLE_SESSION, write_config
 
 NY = "America/New_York"
+PARTITIONED = ["raw_bars", "clean_bars", "volatility", "forecasts", "combined_forecast", "target_positions", "orders"]
 
 
 def _tick(schedule_name: str, local_time: str) -> dg.ScheduleExecutionData:
@@ -26,19 +27,47 @@ def _tick(schedule_name: str, local_time: str) -> dg.ScheduleExecutionData:
     return defs.resolve_schedule_def(schedule_name).evaluate_tick(context)
 
 
-# -- holidays and weekends: the daily schedule skips, a manual run is a no-op ------------------------
+# -- holidays and weekends: the daily schedule runs a no-op, a manual run is a no-op --------------
 
 
 @pytest.mark.parametrize("local_time, why", [
     ("2023-04-07 17:00", "Good Friday, an NYSE holiday on a weekday"),
     ("2022-07-04 17:00", "Independence Day"),
     ("2012-10-29 17:00", "Hurricane Sandy closure"),
-    ("2022-12-31 17:00", "a Saturday (the cron never ticks then; evaluated anyway)"),
 ])
-def test_daily_schedule_skips_non_sessions_with_a_reason(local_time, why):
-    result = _tick("daily_after_close", local_time)
-    assert not result.run_requests, why
-    assert result.skip_message == f"{local_time[:10]} is not a XNYS session (holiday or closure): no run, no orders"
+def test_daily_schedule_runs_only_the_daily_assets_without_submit_on_a_holiday(local_time, why):
+    (request,) = _tick("daily_after_close", local_time).run_requests
+    day = local_time[:10]
+    assert request.partition_key == day and request.run_key == f"daily-{day}", why
+    assert not request.run_config, why  # never the config that lets orders submit
+    assert request.tags["trading/no_session"] == "true"
+    assert {k.to_user_string() for k in request.asset_selection} == set(PARTITIONED), why
+
+
+def test_daily_schedule_skips_a_weekend_tick():
+    result = _tick("daily_after_close", "2022-12-31 17:00")  # a Saturday: the cron never ticks then; evaluated anyway
+    assert not result.run_requests
+    assert result.skip_message == "2022-12-31 is a weekend: no partition, no run"
+
+
+def test_the_holiday_run_of_the_schedule_succeeds_with_no_rows_and_no_orders(tmp_path):
+    config = write_config(tmp_path)
+    lake = Lake(tmp_path / "lake")
+    (request,) = _tick("daily_after_close", "2022-12-26 17:00").run_requests
+    job = dg.Definitions(assets=ALL_ASSETS, jobs=[daily_job],
+                         resources=default_resources(str(config))).resolve_job_def("daily_job")
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(instance=instance, partition_key=request.partition_key,
+                                        asset_selection=list(request.asset_selection), tags=request.tags)
+    assert result.success
+    events = result.get_asset_materialization_events()
+    assert sorted(e.asset_key.to_user_string() for e in events) == sorted(PARTITIONED)
+    assert {e.partition for e in events} == {"2022-12-26"}
+    assert all(e.materialization.metadata["rows_written"].value == 0 for e in events)
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    assert not lake.path("raw_bars").exists() and not lake.path("orders").exists()
+    assert not (tmp_path / "lake" / "warehouse.duckdb").exists() or query(
+        lake.root, "select count(*) as n from order_intents")["n"].item() == 0
 
 
 def test_daily_schedule_ticks_on_weekdays_after_the_close_in_new_york():

@@ -11,6 +11,7 @@ import pytest
 from pipeline.vol_forecast import (
     BASELINE,
     VolForecastError,
+    nonpositive_instruments,
     qlike,
     score_vol_forecasts,
     sizing_decision,
@@ -147,3 +148,37 @@ def test_bad_inputs_are_refused():
         vol_forecast_panel(prices, vol.iloc[:-1])
     with pytest.raises(VolForecastError, match="min_train"):
         walk_forward_vol_forecast(vol_forecast_panel(prices, vol), horizon=21, min_train=20)
+
+
+def test_nonpositive_instruments_names_back_adjusted_series_at_or_below_zero_and_refuses_others():
+    prices = pd.DataFrame({"A": [1.0, 0.0, 2.0], "B": [np.nan, 3.0, 4.0], "C": [-1.0, 1.0, np.nan]},
+                          index=sessions(3))
+    assert nonpositive_instruments(prices, back_adjusted={"A", "B", "C"}) == ["A", "C"]  # NaN is no price
+    assert nonpositive_instruments(prices[["B"]]) == []
+    with pytest.raises(VolForecastError, match=r"price <= 0 for C on 2000-01-03;.*not back-adjusted"):
+        nonpositive_instruments(prices, back_adjusted={"A"})
+
+
+def test_a_back_adjusted_series_below_zero_is_left_out_and_the_others_forecasts_are_unchanged():
+    prices, vol = regime_switching_prices(900)
+    # I2 as a back-adjusted future: the same moves, shifted so that it crosses zero mid-sample.
+    shifted = prices.copy()
+    shifted["I2"] = prices["I2"] - float(prices["I2"].iloc[500])
+    assert (shifted["I2"] <= 0).any() and (shifted["I2"] > 0).any()
+    panel = vol_forecast_panel(shifted, vol, back_adjusted=["I0", "I2"])
+    assert set(panel.index.get_level_values("instrument")) == {"I0", "I1"}
+    # The same numbers as a run without I2 at all (the pooled models see the same rows).
+    alone = vol_forecast_panel(prices[["I0", "I1"]], vol[["I0", "I1"]])
+    pd.testing.assert_frame_equal(panel, alone)
+    kwargs = {"retrain_every": 100, "min_train": 300, "train_stride": 1}
+    with_neg = walk_forward_vol_forecast(panel, **kwargs)
+    without = walk_forward_vol_forecast(alone, **kwargs)
+    pd.testing.assert_frame_equal(with_neg.forecasts, without.forecasts)
+    assert with_neg.forecasts["har"].notna().sum() > 1000  # real forecasts, not an empty comparison
+    # I2's sizing vol is missing from the model's (the caller keeps its EWMA/robust vol).
+    gate = sizing_gate(with_neg.forecasts, pd.DatetimeIndex(with_neg.folds["fit_session"]), 21, 0.0, True)
+    sized = vol_for_sizing(with_neg.forecasts, gate, shifted)
+    assert sized["I2"].isna().all() and sized["I0"].notna().any()
+    # Not back-adjusted, the same series is bad data.
+    with pytest.raises(VolForecastError, match="price <= 0 for I2"):
+        vol_forecast_panel(shifted, vol, back_adjusted=["I0"])
