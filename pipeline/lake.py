@@ -18,7 +18,8 @@ The root may also be an object-store URL (``s3://bucket/prefix``, ``gs://...``; 
 ``pyarrow.fs.FileSystem.from_uri`` accepts, e.g. ``s3://bucket/lake?endpoint_override=...``):
 the same layout is read and written through ``pyarrow.fs``, each file in one PUT (an object
 appears whole or not at all). ``file://`` URLs are local paths. Only the Parquet tables live
-there: the order ledger (``warehouse.duckdb``) and the model registry need a local folder.
+there: the order ledger (``warehouse.duckdb``), the order-run locks and the model registry stay in
+the local state folder (``pipeline.storage``).
 """
 
 from __future__ import annotations
@@ -144,11 +145,26 @@ class Lake:
         else:
             self._fs.delete_file(path)
 
-    def _remote_files(self, prefix: str, pattern: str) -> list[str]:
-        """Files under ``prefix`` whose path relative to the lake root matches ``pattern``, sorted."""
+    def _remote_infos(self, prefix: str, pattern: str) -> list[pafs.FileInfo]:
+        """Files under ``prefix`` whose path relative to the lake root matches ``pattern``, sorted
+        by path, with the sizes the listing returned (one LIST, no request per file)."""
         infos = self._fs.get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
         rel = len(self._base) + 1
-        return sorted(i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path[rel:], pattern))
+        found = [i for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path[rel:], pattern)]
+        return sorted(found, key=lambda i: i.path)
+
+    def _remote_files(self, prefix: str, pattern: str) -> list[str]:
+        """Paths of :meth:`_remote_infos`."""
+        return [i.path for i in self._remote_infos(prefix, pattern)]
+
+    def _files_dataset(self, files: list[Path | str] | list[pafs.FileInfo], schema: pa.Schema | None = None) -> ds.Dataset:
+        """A Parquet dataset over ``files`` (local paths, or object-store listings whose sizes save
+        a HEAD request per file); the schema is ``schema`` or the first file's."""
+        if self._fs is None:
+            return ds.dataset([str(f) for f in files], schema=schema, format="parquet")
+        fmt = ds.ParquetFileFormat()
+        fragments = [fmt.make_fragment(i.path, filesystem=self._fs, file_size=i.size) for i in files]
+        return ds.FileSystemDataset(fragments, schema or fragments[0].physical_schema, fmt, self._fs)
 
     # ---- session tables --------------------------------------------------------------------
     def write_sessions(self, table: str, df: pd.DataFrame, sessions: Iterable[pd.Timestamp]) -> int:
@@ -204,14 +220,10 @@ class Lake:
 
         Returns an empty frame (no rows, ``columns`` if given) when the table does not exist yet.
         """
-        if self._fs is None:
-            folder = self.path(table)
-            files = sorted(p for p in folder.glob("year=*/*.parquet")) if folder.exists() else []
-        else:
-            files = self._remote_files(self._file(table), f"{table}/year=*/*.parquet")
+        files = self._year_files(table)
         if not files:
             return pd.DataFrame(columns=columns or [SESSION])
-        dataset = ds.dataset([str(f) for f in files], format="parquet", filesystem=self._fs)
+        dataset = self._files_dataset(files)
         filt = None
         if start is not None:
             filt = ds.field(SESSION) >= pa.scalar(pd.Timestamp(start).date(), pa.date32())
@@ -219,6 +231,38 @@ class Lake:
             cond = ds.field(SESSION) <= pa.scalar(pd.Timestamp(end).date(), pa.date32())
             filt = cond if filt is None else filt & cond
         return _to_pandas(dataset.to_table(columns=columns, filter=filt))
+
+    def dataset(self, table: str) -> ds.Dataset | None:
+        """A ``pyarrow.dataset`` over every file of ``table`` (None if it has no file yet).
+
+        Session and append-only tables: their ``year=YYYY/*.parquet`` files (the folder name is
+        layout, not a column); whole tables: their one file. The schema is the union by column
+        name of the oldest and the newest file's schemas (a column that newer files carry is
+        there, null in older files; other columns missing from a file read as null), found from two
+        footers, so that describing a table costs two reads on an object store, not one per
+        file; nothing else is read until the dataset is scanned. Files are listed once, when this
+        is called. Object-store files are read through the lake's ``pyarrow.fs`` file system
+        (DuckDB scans such a dataset directly, see ``pipeline.warehouse``).
+        """
+        whole = self._file(table, _WHOLE)
+        if self._fs is None:
+            files = [whole] if whole.exists() else self._year_files(table)
+        else:
+            files = self._remote_infos(self._file(table), f"{table}/*.parquet")  # the whole table's file, if any
+            files = [i for i in files if i.path.endswith("/" + _WHOLE)] or self._year_files(table)
+        if not files:
+            return None
+        ends = self._files_dataset(files[:1]), self._files_dataset(files[-1:])
+        schema = pa.unify_schemas([d.schema for d in ends], promote_options="permissive")
+        return self._files_dataset(files, schema)
+
+    def _year_files(self, table: str) -> list[Path] | list[pafs.FileInfo]:
+        """The ``year=YYYY/*.parquet`` files of a session or append-only table, sorted (local
+        paths, or object-store listings)."""
+        if self._fs is None:
+            folder = self.path(table)
+            return sorted(folder.glob("year=*/*.parquet")) if folder.exists() else []
+        return self._remote_infos(self._file(table), f"{table}/year=*/*.parquet")
 
     def sessions(self, table: str) -> pd.DatetimeIndex:
         """Distinct sessions stored in a session table, ascending (empty if none)."""

@@ -1,6 +1,8 @@
-"""Versioned models in the lake, with their metadata, and an experiment log.
+"""Versioned models, with their metadata, and an experiment log, in the local state folder.
 
-Layout under the lake root::
+The state folder is ``state_root`` of the configuration, by default the lake root
+(``pipeline.storage``): versions are renamed into place and the log is appended to, which needs a
+local file system even when the Parquet lake is on an object store. Layout under it::
 
     models/<name>/<version>/model.joblib     the fitted estimator (joblib pickle)
     models/<name>/<version>/metadata.json    training window, features, params, OOS metrics,
@@ -191,7 +193,7 @@ def save_model(
     Parameters
     ----------
     root : Path
-        Lake root.
+        State folder (``pipeline.storage.state_path``; the lake root by default).
     name : str
         Model name (e.g. ``"regime_model"``): letters, digits, ``_ . -``.
     model : object
@@ -279,7 +281,7 @@ def list_versions(root: Path, name: str) -> pd.DataFrame:
     Parameters
     ----------
     root : Path
-        Lake root.
+        State folder (``pipeline.storage.state_path``; the lake root by default).
     name : str
         Model name.
 
@@ -330,7 +332,7 @@ def load_model(root: Path, name: str, version: str | None = None) -> StoredModel
     Parameters
     ----------
     root : Path
-        Lake root.
+        State folder (``pipeline.storage.state_path``; the lake root by default).
     name : str
         Model name.
     version : str, optional
@@ -385,7 +387,7 @@ def log_experiment(
     Parameters
     ----------
     root : Path
-        Lake root.
+        State folder (``pipeline.storage.state_path``; the lake root by default).
     name : str
         Model or experiment name.
     params, metrics : dict
@@ -459,7 +461,7 @@ def select_version(
     Parameters
     ----------
     root : Path
-        Lake root.
+        State folder (``pipeline.storage.state_path``; the lake root by default).
     name : str
         Model name.
     as_of : Timestamp

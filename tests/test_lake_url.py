@@ -4,14 +4,13 @@ The S3 tests run against a local S3 server (moto, test-only) on 127.0.0.1 and co
 and every stored file byte for byte with the same writes to a local folder.
 """
 
-import socket
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.fs as pafs
 import pytest
 
 from pipeline.lake import Lake, LakeError, is_url
+from tests.s3_server import s3_bucket
 
 DAYS = pd.bdate_range("2021-12-29", "2022-01-05")
 
@@ -57,23 +56,8 @@ def test_unknown_scheme_is_a_clear_error():
 
 @pytest.fixture(scope="module")
 def s3_url():
-    moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]' (test extra)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    mp = pytest.MonkeyPatch()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
-        mp.setenv(key, value)
-    url = f"s3://trading-lake/prod?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
-    try:
-        pafs.FileSystem.from_uri(url + "&allow_bucket_creation=true")[0].create_dir("trading-lake")
+    with s3_bucket() as url:
         yield url
-    finally:
-        mp.undo()
-        server.stop()
 
 
 def test_s3_lake_matches_the_local_lake(tmp_path, s3_url):
@@ -110,3 +94,22 @@ def test_s3_append_only_and_missing_tables(s3_url):
         lake.append("raw", _frame(DAYS[:1], 1.0), batch="b1")
     with pytest.raises(LakeError, match="materialize asset 'whole' first"):
         lake.read_table("whole")
+
+
+def test_dataset_has_every_column_of_the_oldest_and_newest_file_for_duckdb(tmp_path, s3_url):
+    import duckdb
+
+    for lake in (Lake(tmp_path), Lake(s3_url.replace("/prod?", "/schemas?"))):
+        lake.append("raw", _frame(DAYS[:1], 1.0), batch="b1")  # 2021: session, instrument, x
+        lake.append("raw", _frame(DAYS[-1:], 2.0).assign(volume=7.0), batch="b2")  # 2022 adds volume
+        lake.write_table("whole", pd.DataFrame({"metric": ["sharpe"], "value": [0.5]}))
+        con = duckdb.connect()
+        for table in ("raw", "whole"):
+            con.register(table, lake.dataset(table))
+        got = con.execute("select session, instrument, x, volume from raw order by session, instrument").fetchall()
+        assert [(str(s), i, x, v) for s, i, x, v in got] == [
+            ("2021-12-29", "AAPL", 1.0, None), ("2021-12-29", "KO", -1.0, None),
+            ("2022-01-05", "AAPL", 2.0, 7.0), ("2022-01-05", "KO", -2.0, 7.0)]
+        assert con.execute("select value from whole where metric = 'sharpe'").fetchone() == (0.5,)
+        assert lake.dataset("missing") is None
+        con.close()
