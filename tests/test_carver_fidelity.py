@@ -36,6 +36,7 @@ from scripts.carver_fidelity import (
     final_scalars,
     idm_checks,
     load_carver_2023,
+    oos_by_split,
     oos_mean_abs,
     raw_forecasts,
     successive_ratios,
@@ -95,6 +96,31 @@ def test_idm_of_carver_table_entries_to_two_decimals():
         assert round(idm(pd.Series(1.0 / n, index=names), corr), 2) == table
 
 
+def test_out_of_sample_levels_by_split_year_equal_a_hand_computation():
+    # Two instruments with |raw| 1 and 3 before 2004 and half that after (signs alternate). Before the
+    # split the cross-sectional median is 2, so the scalar is 10 / 2 = 5 and the in-sample pooled mean
+    # 5 x (1 + 3) / 2 = 10; after it, 5 x (0.5 + 1.5) / 2 = 5 with the median 5 x 1 = 5. Walk-forward:
+    # at post-split day k the scalar is 10 / mean of the medians so far = 10 (n + k) / (2 n + k).
+    sessions = pd.bdate_range("2001-01-01", "2005-12-30", name="session")
+    after = sessions >= "2004-01-01"
+    sign = np.where(np.arange(len(sessions)) % 2 == 0, 1.0, -1.0)
+    level = np.where(after, 0.5, 1.0)
+    columns = pd.MultiIndex.from_tuples([("r", "A"), ("r", "B")], names=["rule", "instrument"])
+    raw = pd.DataFrame(np.column_stack([sign * level, 3 * sign * level]), index=sessions, columns=columns)
+
+    got = oos_by_split(raw, years=(2004,)).loc[(2004, "r")]
+
+    n, k = int((~after).sum()), np.arange(int(after.sum()))
+    assert got["scalar"] == pytest.approx(5.0, rel=1e-12)
+    assert got["in_sample_mean_abs"] == pytest.approx(10.0, rel=1e-12)
+    assert got["mean_abs"] == pytest.approx(5.0, rel=1e-12)
+    assert got["mean_abs_capped"] == pytest.approx(5.0, rel=1e-12)
+    assert got["median_based"] == pytest.approx(5.0, rel=1e-12)
+    assert got["pooled_mean_target"] == pytest.approx(5.0, rel=1e-12)
+    assert got["wf_mean_abs"] == pytest.approx(np.mean(10 * (n + k) / (2 * n + k)), rel=1e-12)
+    assert got["worst"] == "B" and got["worst_mean_abs"] == pytest.approx(7.5, rel=1e-12)
+
+
 # ------------------------------------------------------------------------------ real data
 
 
@@ -142,5 +168,7 @@ def test_fdm_of_equal_weight_ewmac_set_within_005_of_afts(measured, n):
 @pytest.mark.parametrize("rule", [*EWMAC_RULES, *BREAKOUT_RULES, CARRY_RULE])
 def test_out_of_sample_mean_abs_forecast_within_1_of_10(measured, rule):
     # scalars estimated on sessions before 2010-01-01, applied after: pooled mean |forecast| (uncapped)
+    # On these markets carry (9.03) and ewmac2_8 (10.91) hold by under 0.1 at this split; at other split
+    # years carry misses (docs/carver_fidelity.md, 'Out of sample at every split year tried').
     mean_abs = measured["oos"].loc[rule, "mean_abs"]
     assert abs(mean_abs - OOS_TARGET) <= OOS_TOLERANCE, (rule, mean_abs)
