@@ -483,16 +483,22 @@ class _GateContext:
         return verdict
 
 
-def _reconcile(
-    open_intents: pd.DataFrame,
-    *,
-    ledger: Ledger,
-    broker: Broker,
-    gate: _GateContext,
-    reference_prices: pd.Series,
-    counts: dict[str, int],
-    run_id: str | None,
-) -> dict[str, str]:
+@dataclass(frozen=True)
+class _SubmitRun:
+    """What a submitting run of :func:`execute_orders` carries through reconciliation, sending and
+    the market fallback: where intents are written, where orders go, the gate, the prices, the
+    run's counters (mutated), its id and its order policy."""
+
+    ledger: Ledger
+    broker: Broker
+    gate: _GateContext
+    reference_prices: pd.Series
+    counts: dict[str, int]
+    run_id: str | None
+    policy: OrderPolicy
+
+
+def _reconcile(open_intents: pd.DataFrame, run: _SubmitRun) -> dict[str, str]:
     """Settle earlier open intents of the session with the broker; returns order_ref -> action.
 
     Each is looked up by order_ref (the broker searches its open orders of every client, its
@@ -505,34 +511,34 @@ def _reconcile(
     actions: dict[str, str] = {}
     for _, row in open_intents.iterrows():
         intent = OrderIntent.from_row(row)
-        counts["reconciled"] += 1
-        found = broker.lookup(intent.order_ref)
+        run.counts["reconciled"] += 1
+        found = run.broker.lookup(intent.order_ref)
         if found is not None:
-            _record(ledger, found, run_id, counts)
+            _record(run.ledger, found, run.run_id, run.counts)
             actions[intent.order_ref] = "adopted" if found.final else "working"
-            counts["adopted"] += int(found.final)
+            run.counts["adopted"] += int(found.final)
             continue
         if row["status"] not in ("INTENT", "SUBMITTED"):
             reason = f"acknowledged earlier ({row['status']}) but unknown to the broker at reconciliation"
-            ledger.update_status(intent.order_ref, "CANCELLED", status_reason=reason)
-            notify(ledger, "order_lost", "ERROR", intent.order_ref, f"{intent.order_ref}: {reason}",
+            run.ledger.update_status(intent.order_ref, "CANCELLED", status_reason=reason)
+            notify(run.ledger, "order_lost", "ERROR", intent.order_ref, f"{intent.order_ref}: {reason}",
                    f"order_lost:{intent.order_ref}")
             actions[intent.order_ref] = "adopted"
             continue
         # Unknown to the broker: it was never sent. Send it now under the same order_ref, after
         # the gate with today's state and positions (the gate stands before every submission).
-        positions, working = _broker_positions(broker)
+        positions, working = _broker_positions(run.broker)
         before = float(positions.get(intent.instrument, 0.0)) + float(working.get(intent.instrument, 0.0))
-        price = _fill_price(intent.instrument, reference_prices, intent.reference_price)
-        verdict = gate.check(intent.quantity, intent.instrument, price, before, intent.limit_price)
+        price = _fill_price(intent.instrument, run.reference_prices, intent.reference_price)
+        verdict = run.gate.check(intent.quantity, intent.instrument, price, before, intent.limit_price)
         if not verdict.accepted:
-            ledger.update_status(intent.order_ref, "DENIED", verdict="DENIED", deny_reason=verdict.reason)
+            run.ledger.update_status(intent.order_ref, "DENIED", verdict="DENIED", deny_reason=verdict.reason)
             actions[intent.order_ref] = "denied_on_resend"
             continue
-        ledger.update_status(intent.order_ref, row["status"], verdict="ACCEPTED")
-        _submit(broker, ledger, intent, price, counts, run_id)
+        run.ledger.update_status(intent.order_ref, row["status"], verdict="ACCEPTED")
+        _submit(run.broker, run.ledger, intent, price, run.counts, run.run_id)
         actions[intent.order_ref] = "resent"
-        counts["resent"] += 1
+        run.counts["resent"] += 1
     return actions
 
 
@@ -558,54 +564,30 @@ def _preview(accepted: pd.DataFrame, broker: Broker, ledger: Ledger) -> int:
     return done
 
 
-def _market_fallback(
-    session: pd.Timestamp,
-    wait: float,
-    *,
-    ledger: Ledger,
-    broker: Broker,
-    gate: _GateContext,
-    reference_prices: pd.Series,
-    counts: dict[str, int],
-    run_id: str | None,
-    policy: OrderPolicy,
-) -> dict[str, str]:
+def _market_fallback(session: pd.Timestamp, wait: float, run: _SubmitRun) -> dict[str, str]:
     """Give the session's working limit orders ``wait`` seconds, then replace what is left of
     each by a market order (steps (a)-(c) of :func:`execute_orders`, "Market fallback")."""
-    intents = ledger.intents(session=session)
+    intents = run.ledger.intents(session=session)
     working = intents[
         (intents["mode"] == "submit") & (intents["order_type"] == "LMT") & intents["status"].isin(OPEN_STATUSES)
     ]
     if working.empty:
         return {}
-    waiter = getattr(broker, "wait_for_fills", None)
+    waiter = getattr(run.broker, "wait_for_fills", None)
     if waiter is not None:
         for outcome in waiter(list(working["order_ref"]), wait).values():
-            _record(ledger, outcome, run_id, counts)
-    intents = ledger.intents(session=session)
+            _record(run.ledger, outcome, run.run_id, run.counts)
+    intents = run.ledger.intents(session=session)
     still = intents[intents["order_ref"].isin(working["order_ref"]) & intents["status"].isin(OPEN_STATUSES)]
     for ref in still["order_ref"]:
-        ledger.start_fallback(str(ref))  # (a) before the cancel: from here a fallback is owed
-    return _complete_fallbacks(
-        session, ledger=ledger, broker=broker, gate=gate, reference_prices=reference_prices, counts=counts,
-        run_id=run_id, policy=policy,
-    )
+        run.ledger.start_fallback(str(ref))  # (a) before the cancel: from here a fallback is owed
+    return _complete_fallbacks(session, run)
 
 
-def _complete_fallbacks(
-    session: pd.Timestamp,
-    *,
-    ledger: Ledger,
-    broker: Broker,
-    gate: _GateContext,
-    reference_prices: pd.Series,
-    counts: dict[str, int],
-    run_id: str | None,
-    policy: OrderPolicy,
-) -> dict[str, str]:
+def _complete_fallbacks(session: pd.Timestamp, run: _SubmitRun) -> dict[str, str]:
     """Cancel every limit intent of ``session`` whose fallback started and has no market
     intent yet, record its final state, and send its unfilled residual as a market order."""
-    intents = ledger.intents(session=session)
+    intents = run.ledger.intents(session=session)
     if intents.empty:
         return {}
     owed = intents[
@@ -617,10 +599,10 @@ def _complete_fallbacks(
         ref = str(row["order_ref"])
         if row["status"] in OPEN_STATUSES:  # (b) cancel; then the broker's final word, fills included
             try:
-                broker.cancel(ref)
-                outcome = broker.lookup(ref)
+                run.broker.cancel(ref)
+                outcome = run.broker.lookup(ref)
             except BrokerError as exc:
-                notify(ledger, "broker_error", "ERROR", ref,
+                notify(run.ledger, "broker_error", "ERROR", ref,
                        f"market fallback of {ref}: the cancel failed ({exc}); the next run completes the "
                        "fallback after reconciling the limit order", f"broker_error:fallback:{ref}")
                 raise
@@ -629,55 +611,42 @@ def _complete_fallbacks(
                     f"market fallback of {ref}: the limit order is not final at the broker after its cancel "
                     f"({outcome.status if outcome else 'unknown'}); no market order sent, the next run retries"
                 )
-            _record(ledger, outcome, run_id, counts)
+            _record(run.ledger, outcome, run.run_id, run.counts)
             actions[ref] = "replaced"
-        parent = ledger.intents(session=session).set_index("order_ref").loc[ref]
+        parent = run.ledger.intents(session=session).set_index("order_ref").loc[ref]
         filled = float(parent["filled_quantity"]) if pd.notna(parent["filled_quantity"]) else 0.0
         residual = float(parent["quantity"]) - filled
         if parent["status"] != "CANCELLED" or abs(residual) < _ZERO:
             continue  # filled before the cancel, or rejected (never retried): no fallback
-        actions.update(_send_fallback(parent, ref, residual, ledger=ledger, broker=broker, gate=gate,
-                                      reference_prices=reference_prices, counts=counts, run_id=run_id, policy=policy))
+        actions.update(_send_fallback(parent, ref, residual, run))
     return actions
 
 
-def _send_fallback(
-    parent: pd.Series,
-    parent_ref: str,
-    quantity: float,
-    *,
-    ledger: Ledger,
-    broker: Broker,
-    gate: _GateContext,
-    reference_prices: pd.Series,
-    counts: dict[str, int],
-    run_id: str | None,
-    policy: OrderPolicy,
-) -> dict[str, str]:
+def _send_fallback(parent: pd.Series, parent_ref: str, quantity: float, run: _SubmitRun) -> dict[str, str]:
     """(c): the market intent for a cancelled limit order's residual, gated, written, sent."""
     session, instrument = _session(parent["session"]), str(parent["instrument"])
-    seq = int(ledger.intents(session=session, instrument=instrument)["seq"].max()) + 1
+    seq = int(run.ledger.intents(session=session, instrument=instrument)["seq"].max()) + 1
     ref = order_ref(str(parent["strategy"]), session, instrument, seq)
-    positions, working = _broker_positions(broker)
+    positions, working = _broker_positions(run.broker)
     before = float(positions.get(instrument, 0.0)) + float(working.get(instrument, 0.0))
-    price = _fill_price(instrument, reference_prices, float(parent["reference_price"]))
-    verdict = gate.check(quantity, instrument, price, before, None)
+    price = _fill_price(instrument, run.reference_prices, float(parent["reference_price"]))
+    verdict = run.gate.check(quantity, instrument, price, before, None)
     row = pd.DataFrame([{
         "order_ref": ref, "strategy": parent["strategy"], "session": session, "instrument": instrument, "seq": seq,
         "quantity": quantity, "side": "BUY" if quantity > 0 else "SELL", "order_type": "MKT",
         "reference_price": price, "target_position": parent["target_position"], "position_before": before,
         "status": "INTENT" if verdict.accepted else "DENIED", "mode": "submit",
-        "verdict": "ACCEPTED" if verdict.accepted else "DENIED", "deny_reason": verdict.reason, "run_id": run_id,
-        "account": policy.account, "code_version": policy.code_version, "input_hash": policy.input_hash,
+        "verdict": "ACCEPTED" if verdict.accepted else "DENIED", "deny_reason": verdict.reason, "run_id": run.run_id,
+        "account": run.policy.account, "code_version": run.policy.code_version, "input_hash": run.policy.input_hash,
         "parent_ref": parent_ref,
     }])
-    ledger.record_intents(row)
-    counts["fallbacks"] += 1
+    run.ledger.record_intents(row)
+    run.counts["fallbacks"] += 1
     if not verdict.accepted:
-        notify(ledger, "order_denied", "WARN", ref, f"{ref} (market fallback of {parent_ref}) denied by the "
+        notify(run.ledger, "order_denied", "WARN", ref, f"{ref} (market fallback of {parent_ref}) denied by the "
                f"pre-trade gate: {verdict.reason}", f"order_denied:{ref}")
         return {ref: "fallback"}
-    _submit(broker, ledger, OrderIntent.from_row(row.iloc[0]), price, counts, run_id)
+    _submit(run.broker, run.ledger, OrderIntent.from_row(row.iloc[0]), price, run.counts, run.run_id)
     return {ref: "fallback"}
 
 
@@ -902,19 +871,14 @@ def _execute_orders(
         window = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=limits.order_window_seconds)
         gate.sent_in_window, gate.throttle = ledger.submitted_since(window), True
         gate.rejected = _rejected_in_session(prior)
+        run = _SubmitRun(ledger, broker, gate, reference_prices, counts, run_id, policy)
 
     # 1. reconcile the session's open intents before anything new is planned
     actions: dict[str, str] = {}
     if submit:
         open_intents = prior[(prior["mode"] == "submit") & prior["status"].isin(OPEN_STATUSES)]
-        actions = _reconcile(
-            open_intents, ledger=ledger, broker=broker, gate=gate, reference_prices=reference_prices,
-            counts=counts, run_id=run_id,
-        )
-        actions.update(_complete_fallbacks(
-            session, ledger=ledger, broker=broker, gate=gate, reference_prices=reference_prices, counts=counts,
-            run_id=run_id, policy=policy,
-        ))
+        actions = _reconcile(open_intents, run)
+        actions.update(_complete_fallbacks(session, run))
         if actions:
             prior = ledger.intents(session=session)
             gate.rejected = _rejected_in_session(prior)
@@ -964,10 +928,7 @@ def _execute_orders(
             _submit(broker, ledger, intent, price, counts, run_id)
         if policy.market_fallback_after is not None:
             sent_limits = bool(accepted.any()) and policy.order_type == "LMT"
-            actions.update(_market_fallback(
-                session, policy.market_fallback_after if sent_limits else 0.0, ledger=ledger, broker=broker,
-                gate=gate, reference_prices=reference_prices, counts=counts, run_id=run_id, policy=policy,
-            ))
+            actions.update(_market_fallback(session, policy.market_fallback_after if sent_limits else 0.0, run))
 
     report = ledger.intents(session=session)
     report = report[report["order_ref"].isin(list(actions))].reset_index(drop=True)
