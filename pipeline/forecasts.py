@@ -17,6 +17,7 @@ import pandas as pd
 
 from pipeline.config import RulesConfig
 from pipeline.rules import breakout_set, ewmac_set
+from pipeline.stale import mask_stale_forecasts, stale_mask
 
 #: Carver's target average absolute forecast (ST ch. 7; pst ``average_absolute_forecast``).
 AVERAGE_ABS_FORECAST = 10.0
@@ -579,8 +580,6 @@ def estimate_guarded_scalars(
     -----
     Source: pst ``sysquant/estimators/forecast_scalar.py`` on the guarded forecasts; carver.md §2.5.
     """
-    from pipeline.stale import mask_stale_forecasts, stale_mask
-
     raw = raw_forecast_stack(closes, vol, rules)
     if stale_sessions:
         raw = mask_stale_forecasts(raw, stale_mask(closes, stale_sessions))

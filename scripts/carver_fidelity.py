@@ -421,6 +421,11 @@ def _guarded_raw(data: CarverData, stale: pd.DataFrame | None = None) -> pd.Data
     return mask_stale_forecasts(raw_forecasts(data, robust_vol(without_stale(data.prices, stale))), stale)
 
 
+def _holds(value: float) -> bool:
+    """Whether an out-of-sample level is within the issue's 10 +/- 1."""
+    return abs(value - OOS_TARGET) <= OOS_TOLERANCE
+
+
 def _ok(flag: bool) -> str:
     return "yes" if flag else "**no**"
 
@@ -515,9 +520,9 @@ def markdown(res: Results, command: str, data_label: str) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rule, row in res.oos.iterrows():
-        ok = abs(row["mean_abs"] - OOS_TARGET) <= OOS_TOLERANCE
+        ok = _holds(row["mean_abs"])
         g = res.oos_guarded.loc[rule]
-        ok_g = abs(g["mean_abs"] - OOS_TARGET) <= OOS_TOLERANCE
+        ok_g = _holds(g["mean_abs"])
         lines.append(
             f"| {rule} | {row['scalar']:.3f} | {s[rule]:.3f} | {row['mean_abs']:.2f} | "
             f"{row['mean_abs_capped']:.2f} | {_ok(ok)} | {row['worst']} {row['worst_mean_abs']:.4g} | "
@@ -542,7 +547,7 @@ def markdown(res: Results, command: str, data_label: str) -> str:
     ]
 
     def held(value: float) -> str:
-        return _ok(abs(value - OOS_TARGET) <= OOS_TOLERANCE)
+        return _ok(_holds(value))
 
     for rule, g in res.oos_guarded.iterrows():
         lines.append(
@@ -632,7 +637,7 @@ def _oos_reading(res: Results) -> list[str]:
     fast, carry, periods = g.loc["ewmac2_8"], g.loc[CARRY_RULE], res.carry_periods
 
     def count(column: str) -> int:
-        return int(((g[column] - OOS_TARGET).abs() <= OOS_TOLERANCE).sum())
+        return int(g[column].map(_holds).sum())
 
     first, last = periods.iloc[0], periods.iloc[-1]
     return [
@@ -685,10 +690,6 @@ SPLIT_VARIANTS = {
     "wf_mean_abs_capped": "walk-forward, capped",
     "pooled_mean_target": "pooled-mean target",
 }
-
-
-def _holds(value: float) -> bool:
-    return abs(value - OOS_TARGET) <= OOS_TOLERANCE
 
 
 def _cell(value: float) -> str:
@@ -812,7 +813,7 @@ def _split_reading(res: Results, years: list[int], rules: list[str]) -> list[str
 def _guard_summary(res: Results) -> str:
     """One sentence on what the stale-price guard changes in the out-of-sample check."""
     def held(frame: pd.DataFrame) -> list[str]:
-        return [r for r, row in frame.iterrows() if abs(row["mean_abs"] - OOS_TARGET) <= OOS_TOLERANCE]
+        return [r for r, row in frame.iterrows() if _holds(row["mean_abs"])]
 
     plain, guarded = held(res.oos), held(res.oos_guarded)
     missed = [r for r in res.oos_guarded.index if r not in guarded]
