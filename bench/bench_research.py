@@ -4,6 +4,7 @@
     python bench/bench_research.py --profile           # one in-process run under cProfile, top hotspots
     python bench/bench_research.py --in-process 3      # 3 passes in one process, fastest CPU per stage
     python bench/bench_research.py --data FOLDER       # default: ../shared/data/futures_carver_2023
+    python bench/bench_research.py --digest            # SHA-256 of every stage's output arrays (JSON)
 
 The pass, with the pipeline's own functions, over every instrument (238 markets, ~1.15M
 instrument-days, 1970 .. 2023):
@@ -63,8 +64,19 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def research_pass(folder: Path) -> dict:
-    """Run every stage once; return ``{"stages": {name: seconds}, "shape": ..., "checks": ...}``."""
+def research_pass(folder: Path, digest: bool = False) -> dict:
+    """Run every stage once; return ``{"stages": {name: seconds}, "shape": ..., "checks": ...}``.
+
+    With ``digest``, ``"digests"`` maps each stage output (vol, carry, scalars, capped forecasts,
+    combined forecast, FDM, instrument weights, IDM, positions) to the SHA-256 of its values, index
+    and columns: two versions of the code that give the same digests give bitwise-identical arrays.
+    """
+    digests: dict[str, str] = {}
+
+    def keep(name: str, frame) -> None:
+        if digest:
+            digests[name] = _sha256(frame)
+
     from pipeline.carry import CARRY_FORECAST_SCALAR
     from pipeline.combine import estimate_fdm_and_combine, forecast_weights
     from pipeline.config import DEFAULT_FORECAST_SCALARS, PortfolioConfig, RulesConfig
@@ -99,9 +111,11 @@ def research_pass(folder: Path) -> dict:
 
     with stage("vol"):
         vol = robust_vol(prices)
+    keep("vol", vol)
 
     with stage("carry"):
         carry = carry_raw(data, vol)
+    keep("carry", carry)
 
     with stage("rules"):
         rules = RulesConfig(ewmac=EWMAC_SPEEDS, breakout=BREAKOUT_LOOKBACKS)
@@ -113,13 +127,19 @@ def research_pass(folder: Path) -> dict:
         fallback = {**DEFAULT_FORECAST_SCALARS, "carry": CARRY_FORECAST_SCALAR}
         capped = capped_forecasts(raw, scalars, fallback=fallback, overwrite_raw=True)
         del raw
+    keep("scalars", scalars)
+    keep("capped", capped)
 
     with stage("fdm+combine"):
         weights = forecast_weights(list(dict.fromkeys(capped.columns.get_level_values("rule"))), None)
         combined, fdm = estimate_fdm_and_combine(capped, weights)
+    keep("combined", combined)
+    keep("fdm", fdm)
 
     with stage("weights"):
         instrument_weights = estimate_instrument_weights(vol_normalised_returns(prices, vol), LOOKBACK_SESSIONS, 126)
+    keep("instrument_weights", instrument_weights.weights)
+    keep("idm", instrument_weights.idm)
 
     with stage("positions"):
         weights_daily, idm_daily = instrument_weights.daily(prices.index)
@@ -128,7 +148,12 @@ def research_pass(folder: Path) -> dict:
             data.point_size.fillna(1.0), PortfolioConfig(),
         )
 
+    if digest:
+        for field, value in vars(positions).items():
+            if hasattr(value, "to_numpy"):
+                keep(f"positions.{field}", value)
     return {
+        "digests": digests,
         "stages": times,
         "cpu": cpu,
         "shape": list(prices.shape),
@@ -140,6 +165,28 @@ def research_pass(folder: Path) -> dict:
             "nonzero_final_positions": int((positions.target.iloc[-1] != 0).sum()),
         },
     }
+
+
+def _sha256(frame) -> str:
+    """SHA-256 of a frame's (or series') values, index and columns, bit for bit."""
+    import hashlib
+
+    import numpy as np
+    import pandas as pd
+
+    h = hashlib.sha256()
+    obj = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+    h.update(np.ascontiguousarray(obj.to_numpy(dtype=float)).tobytes())
+    h.update(repr(list(obj.index)).encode())
+    h.update(repr(list(obj.columns)).encode())
+    return h.hexdigest()
+
+
+def _digest(folder: Path) -> None:
+    import warnings
+
+    warnings.simplefilter("ignore", RuntimeWarning)
+    print(json.dumps(research_pass(folder, digest=True)["digests"], indent=1, sort_keys=True))
 
 
 def _child(folder: Path) -> None:
@@ -199,6 +246,7 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--in-process", type=int, default=0, metavar="N",
                         help="N passes in this process; print the fewest CPU seconds per stage")
+    parser.add_argument("--digest", action="store_true", help="print the SHA-256 of every stage's outputs")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not (args.data / "adjusted_prices_daily.parquet").is_file():
@@ -206,6 +254,9 @@ def main() -> int:
         return 0
     if args.child:
         _child(args.data)
+        return 0
+    if args.digest:
+        _digest(args.data)
         return 0
     if args.profile:
         _profile(args.data, args.top)
