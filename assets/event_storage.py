@@ -23,9 +23,14 @@ from collections.abc import Sequence
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecordStatus,
+)
 from dagster._core.storage.event_log import SqliteEventLogStorage
-from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
+from dagster._core.storage.event_log.schema import (
+    AssetCheckExecutionsTable,
+    SqlEventLogStorageTable,
+)
 from dagster._serdes import ConfigurableClassData, serialize_value
 
 #: Rows per INSERT statement: 8 bound values per row stays under SQLite's 32,766-variable limit.

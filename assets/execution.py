@@ -16,12 +16,17 @@ import pandas as pd
 from pydantic import Field
 
 from assets.markdown import frame_md
-from assets.partitions import DAILY_ASSET, no_session_result, run_sessions
+from assets.partitions import DailyPartitions, no_session_result, run_sessions
 from assets.portfolio import TARGET_POSITIONS
 from assets.quality import CLEAN_BARS
 from assets.resources import BrokerResource, Settings
-from pipeline.audit import code_version, input_hash
-from pipeline.orders import OrderPolicy, execute_orders, record_intents_without_sending
+from pipeline.execution import (
+    OrderPolicy,
+    execute_orders,
+    record_intents_without_sending,
+)
+from pipeline.instruments import point_sizes
+from pipeline.store.audit import code_version, input_hash
 
 
 class OrdersConfig(dg.Config):
@@ -45,12 +50,6 @@ def submission_allowed(run: pd.DatetimeIndex, latest: pd.Timestamp | None, reque
     return True, f"submitting for the latest session {run[0].date()}"
 
 
-@dg.asset(
-    deps=[TARGET_POSITIONS, CLEAN_BARS],
-    group_name="execution",
-    pool="broker",
-    **{**DAILY_ASSET, "kinds": {"python", "duckdb"}},
-)
 def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Settings, broker: BrokerResource) -> dg.MaterializeResult:
     """Orders that take the broker's positions to the session's target positions: one intent per
     instrument with a deterministic ``orderRef`` (``strategy:session:instrument:seq``), written to
@@ -61,16 +60,16 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
     after a success). A dry run of the latest session with ``broker.what_if`` plans against the
     broker's positions and stores IB's what-if margin and commission preview of each intent."""
     cfg, lake, ledger = settings.config(), settings.lake(), settings.ledger()
-    run = run_sessions(context)
+    run = run_sessions(context, cfg.calendar)
     if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
-        return no_session_result(context)
+        return no_session_result(context, cfg.calendar)
     clean_sessions = lake.sessions(CLEAN_BARS)
     latest = clean_sessions[-1] if len(clean_sessions) else None
     submit, why = submission_allowed(run, latest, config.submit, cfg.broker.effective_execution)
     context.log.info(why)
     targets = lake.read_wide(TARGET_POSITIONS, "target", cfg.symbols, end=run[-1])
     prices = lake.read_wide(TARGET_POSITIONS, "price", cfg.symbols, end=run[-1])
-    point_sizes = {i.symbol: i.point_size for i in cfg.instruments}
+    point_size = point_sizes(cfg.instruments).to_dict()
     missing = run.difference(targets.index)
     if len(missing):
         raise dg.Failure(f"orders: no target positions for {missing[0].date()}: materialize target_positions first")
@@ -96,14 +95,14 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
                 policy = dataclasses.replace(policy, account=getattr(connected, "account", None))
             report = execute_orders(
                 targets.loc[session].dropna(), prices.loc[session], session,
-                ledger=ledger, broker=connected, limits=cfg.risk, point_sizes=point_sizes,
+                ledger=ledger, broker=connected, limits=cfg.risk, point_sizes=point_size,
                 strategy=cfg.broker.strategy, submit=submit, run_id=context.run.run_id, policy=policy,
             )
         counts, last = report.counts, report.intents
     else:
         # Backfills, older partitions, dry runs: the trades the system would have made, recorded.
         last = record_intents_without_sending(
-            targets, prices, run, ledger=ledger, limits=cfg.risk, point_sizes=point_sizes,
+            targets, prices, run, ledger=ledger, limits=cfg.risk, point_sizes=point_size,
             strategy=cfg.broker.strategy, run_id=context.run.run_id,
         )
         counts = {"recorded": len(last), "denied": int((last["status"] == "DENIED").sum()), "sent": 0}
@@ -119,3 +118,11 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
         **{k: int(v) for k, v in counts.items()},
         "orders": dg.MetadataValue.md(frame_md(shown, limit=50)),
     })
+
+
+def build(daily: DailyPartitions) -> list[dg.AssetsDefinition]:
+    """The session-partitioned assets of this module, on the partitions of the configuration."""
+    return [
+        daily.asset(orders, deps=[TARGET_POSITIONS, CLEAN_BARS], group_name="execution", pool="broker",
+                    kinds=("python", "duckdb")),
+    ]

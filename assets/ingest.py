@@ -4,18 +4,12 @@
 import dagster as dg
 import pandas as pd
 
-from assets.partitions import DAILY_ASSET, no_session_result, run_sessions
+from assets.partitions import DailyPartitions, no_session_result, run_sessions
 from assets.resources import BarSourceResource, Settings
 
 RAW_BARS = "raw_bars"
 
 
-@dg.asset(
-    group_name="ingest",
-    pool="bar_source",  # one fetch at a time: IB pacing limits are per connection
-    **DAILY_ASSET,
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
-)
 def raw_bars(context: dg.AssetExecutionContext, settings: Settings, bar_source: BarSourceResource) -> dg.MaterializeResult:
     """Daily bars of every configured instrument as the bar source returned them.
 
@@ -27,9 +21,9 @@ def raw_bars(context: dg.AssetExecutionContext, settings: Settings, bar_source: 
     answer is never taken as "no bars".
     """
     cfg, lake, source = settings.config(), settings.lake(), bar_source.source()
-    run = run_sessions(context)
+    run = run_sessions(context, cfg.calendar)
     if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
-        return no_session_result(context)
+        return no_session_result(context, cfg.calendar)
     stored = lake.sessions(RAW_BARS)
     start = pd.Timestamp(cfg.history_start) if stored.empty else min(run[0], stored[-1] + pd.Timedelta(days=1))
     bars = source.fetch(cfg.symbols, start, run[-1])
@@ -58,3 +52,15 @@ def raw_bars(context: dg.AssetExecutionContext, settings: Settings, bar_source: 
             "path": dg.MetadataValue.path(str(lake.path(RAW_BARS))),
         }
     )
+
+
+def build(daily: DailyPartitions) -> list[dg.AssetsDefinition]:
+    """The session-partitioned assets of this module, on the partitions of the configuration."""
+    return [
+        daily.asset(
+            raw_bars,
+            group_name="ingest",
+            pool="bar_source",  # one fetch at a time: IB pacing limits are per connection
+            retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+        ),
+    ]

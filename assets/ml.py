@@ -17,7 +17,7 @@ from assets.markdown import frame_md
 from assets.portfolio import REGIME, VOL_FORECAST
 from assets.resources import Settings
 from assets.signals import COMBINED, VOLATILITY
-from pipeline.model_registry import (
+from pipeline.ml.model_registry import (
     data_hash,
     list_versions,
     load_model,
@@ -26,8 +26,8 @@ from pipeline.model_registry import (
     select_version,
     version_changes,
 )
-from pipeline.regime import walk_forward_classifier
-from pipeline.regime_evidence import (
+from pipeline.ml.regime import walk_forward_classifier
+from pipeline.ml.regime_evidence import (
     applied_risk_scale,
     evaluation_key,
     fit_sessions,
@@ -35,7 +35,7 @@ from pipeline.regime_evidence import (
     regime_evidence,
     regime_inputs,
 )
-from pipeline.vol_forecast import (
+from pipeline.ml.vol_forecast import (
     BASELINE,
     nonpositive_instruments,
     score_vol_forecasts,

@@ -17,7 +17,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.markdown import frame_md
-from pipeline.non_session import non_session_bars, run_window
+from pipeline.quality.non_session import non_session_bars, run_window
 
 CHECK_NON_SESSION = "no_non_session_bars"
 
@@ -29,7 +29,7 @@ NON_SESSION_CHECK = dg.AssetCheckSpec(
 
 
 def non_session_check(quarantine: pd.DataFrame, run: pd.DatetimeIndex, calendar: str) -> dg.AssetCheckResult:
-    """The check result for ``run`` (its sessions) given the quarantine of ``pipeline.quality``."""
+    """The check result for ``run`` (its sessions) given the quarantine of ``pipeline.quality.rules``."""
     found = non_session_bars(quarantine, run, calendar)
     days = ""
     if len(run):

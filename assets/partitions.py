@@ -14,37 +14,76 @@ about 30 s of serialization for a 10-year backfill), without it each row is 1.3 
 
 
 import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import dagster as dg
 import pandas as pd
 
 from pipeline.calendar import exchange_timezone, sessions
-from pipeline.config import load_config
-
-_cfg = load_config()
-#: The exchange calendar and time zone of the partitions (the schedule uses the same).
-CALENDAR = _cfg.calendar
-EXCHANGE_TIMEZONE = exchange_timezone(CALENDAR)
-
-daily_sessions = dg.TimeWindowPartitionsDefinition(
-    cron_schedule="0 0 * * 1-5",
-    start=_cfg.history_start,
-    fmt="%Y-%m-%d",
-    timezone=EXCHANGE_TIMEZONE,
-    end_offset=1,
-)
+from pipeline.config import PipelineConfig
 
 #: Time-series assets compute a backfill of any length in one run (DESIGN.md, "Partitions").
 single_run = dg.BackfillPolicy.single_run()
 
 
-def partition_sessions(keys: list[str] | pd.Index, calendar: str = CALENDAR) -> pd.DatetimeIndex:
+@dataclass(frozen=True)
+class DailyPartitions:
+    """The session partitions of one configuration and the settings every daily asset shares.
+
+    Built from the validated configuration by :func:`daily_partitions` (``history_start`` and
+    ``calendar``), so a ``--config`` file moves the partitions, and nothing is read at import.
+    """
+
+    calendar: str
+    timezone: str
+    partitions_def: dg.TimeWindowPartitionsDefinition
+    #: Daily assets must be materialized for the session by 18:30 exchange time on weekdays, from
+    #: the close on (a run after 16:00 counts). On a holiday the schedule's no-op run materializes
+    #: the holiday's partition, so the policy holds on holidays too.
+    freshness: dg.FreshnessPolicy = field(repr=False, default=None)
+
+    def asset(self, fn: Callable, *, kinds: Sequence[str] = ("python", "parquet"), **kwargs) -> dg.AssetsDefinition:
+        """``fn`` as a daily asset: partitioned by session, single-run backfills, the freshness
+        policy; ``kwargs`` (``deps``, ``group_name``, ``check_specs``, ``pool``) go to :func:`dagster.asset`."""
+        return dg.asset(
+            partitions_def=self.partitions_def,
+            backfill_policy=single_run,
+            freshness_policy=self.freshness,
+            kinds=set(kinds),
+            code_version="1",
+            **kwargs,
+        )(fn)
+
+
+def daily_partitions(cfg: PipelineConfig) -> DailyPartitions:
+    """One partition per weekday from ``cfg.history_start``, in the time zone of ``cfg.calendar``."""
+    timezone = exchange_timezone(cfg.calendar)
+    return DailyPartitions(
+        calendar=cfg.calendar,
+        timezone=timezone,
+        partitions_def=dg.TimeWindowPartitionsDefinition(
+            cron_schedule="0 0 * * 1-5",
+            start=cfg.history_start,
+            fmt="%Y-%m-%d",
+            timezone=timezone,
+            end_offset=1,
+        ),
+        freshness=dg.FreshnessPolicy.cron(
+            deadline_cron="30 18 * * 1-5",
+            lower_bound_delta=dt.timedelta(hours=2, minutes=30),
+            timezone=timezone,
+        ),
+    )
+
+
+def partition_sessions(keys: list[str] | pd.Index, calendar: str = "XNYS") -> pd.DatetimeIndex:
     """The exchange sessions among partition keys (holidays and closures dropped).
 
     Parameters
     ----------
     keys : partition keys ``YYYY-MM-DD`` (weekdays), in any order.
-    calendar : exchange_calendars code (default: the partitions' calendar, ``calendar`` of the config).
+    calendar : exchange_calendars code (``calendar`` of the config; default NYSE, as the config's).
 
     Returns
     -------
@@ -59,13 +98,13 @@ def partition_sessions(keys: list[str] | pd.Index, calendar: str = CALENDAR) -> 
     return days[days.isin(sessions(days[0], days[-1], calendar))]
 
 
-def run_sessions(context: dg.AssetExecutionContext) -> pd.DatetimeIndex:
+def run_sessions(context: dg.AssetExecutionContext, calendar: str) -> pd.DatetimeIndex:
     """The exchange sessions of this run: its partition, or every partition of a single-run
     backfill, holidays and closures left out (empty for a run of holidays only)."""
-    return partition_sessions(context.partition_keys)
+    return partition_sessions(context.partition_keys, calendar)
 
 
-def no_session_result(context: dg.AssetExecutionContext, **kwargs) -> dg.MaterializeResult:
+def no_session_result(context: dg.AssetExecutionContext, calendar: str, **kwargs) -> dg.MaterializeResult:
     """The result of a daily asset in a run whose partitions hold no exchange session.
 
     A holiday or closure partition is materialized with no rows: a successful no-op that sends
@@ -74,25 +113,6 @@ def no_session_result(context: dg.AssetExecutionContext, **kwargs) -> dg.Materia
     keys = ", ".join(context.partition_keys)
     return dg.MaterializeResult(
         metadata={"rows_written": 0, "sessions_in_run": 0,
-                  "note": f"{keys}: not a {CALENDAR} session (holiday or closure); nothing to compute, no orders"},
+                  "note": f"{keys}: not a {calendar} session (holiday or closure); nothing to compute, no orders"},
         **kwargs,
     )
-
-
-#: Daily assets must be materialized for the session by 18:30 exchange time on weekdays, from
-#: the close on (a run after 16:00 counts). On a holiday the schedule's no-op run materializes
-#: the holiday's partition, so the policy holds on holidays too.
-ready_by_evening = dg.FreshnessPolicy.cron(
-    deadline_cron="30 18 * * 1-5",
-    lower_bound_delta=dt.timedelta(hours=2, minutes=30),
-    timezone=EXCHANGE_TIMEZONE,
-)
-
-#: The keyword arguments every daily (session-partitioned) asset shares.
-DAILY_ASSET = dict(
-    partitions_def=daily_sessions,
-    backfill_policy=single_run,
-    freshness_policy=ready_by_evening,
-    kinds={"python", "parquet"},
-    code_version="1",
-)

@@ -5,12 +5,20 @@ import dagster as dg
 import pandas as pd
 
 from assets.markdown import frame_md
-from assets.partitions import DAILY_ASSET, no_session_result, run_sessions
+from assets.partitions import DailyPartitions, no_session_result, run_sessions
 from assets.resources import Settings
 from assets.signals import COMBINED, VOLATILITY
-from pipeline.fx import universe_fx
-from pipeline.lake import wide_to_long
-from pipeline.portfolio import InstrumentWeights, estimate_instrument_weights, target_positions as size_positions, vol_normalised_returns
+from pipeline.adapters.pysystemtrade import universe_fx
+from pipeline.instruments import point_sizes
+from pipeline.portfolio import (
+    InstrumentWeights,
+    estimate_instrument_weights,
+    vol_normalised_returns,
+)
+from pipeline.portfolio import (
+    target_positions as size_positions,
+)
+from pipeline.store.lake import wide_to_long
 
 INSTRUMENT_WEIGHTS = "instrument_weights"
 IDM_TABLE = "idm"
@@ -65,7 +73,6 @@ def _load_weights(lake) -> InstrumentWeights:
     return InstrumentWeights.from_long(lake.read_table(INSTRUMENT_WEIGHTS), idm)
 
 
-@dg.asset(deps=[VOLATILITY, COMBINED, INSTRUMENT_WEIGHTS, REGIME, VOL_FORECAST], group_name="portfolio", **DAILY_ASSET)
 def target_positions(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
     """Vol-targeted, buffered positions in shares/contracts: capital x annual vol target / 16 /
     (daily price vol x point size) x combined forecast / 10 x instrument weight x IDM (x the
@@ -74,9 +81,9 @@ def target_positions(context: dg.AssetExecutionContext, settings: Settings) -> d
     The vol of an instrument priced in another currency is converted to ``portfolio.base_currency``
     with the FX rates under ``portfolio.fx_path`` (pysystemtrade ``XXXUSD`` files)."""
     cfg, lake = settings.config(), settings.lake()
-    run = run_sessions(context)
+    run = run_sessions(context, cfg.calendar)
     if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
-        return no_session_result(context)
+        return no_session_result(context, cfg.calendar)
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1])
     vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=run[-1])
     combined = lake.read_wide(COMBINED, "combined", cfg.symbols, end=run[-1]).reindex(closes.index)
@@ -88,7 +95,7 @@ def target_positions(context: dg.AssetExecutionContext, settings: Settings) -> d
     if cfg.vol_forecast.use_for_sizing:  # a vol model's forecast only where it won at the refit before
         forecast = lake.read_table(VOL_FORECAST).pivot(index="session", columns="instrument", values="vol_for_sizing")
         vol = forecast.reindex(index=closes.index, columns=vol.columns).fillna(vol)
-    point_size = pd.Series({i.symbol: i.point_size for i in cfg.instruments})
+    point_size = point_sizes(cfg.instruments)
     fx = universe_fx(cfg.instruments, cfg.portfolio.base_currency, cfg.portfolio.fx_path, closes.index)
     sized = size_positions(closes, vol, combined, weights, idm, point_size, cfg.portfolio, fx=fx, risk_scale=scale)
     idm_wide = pd.DataFrame({s: idm for s in cfg.symbols})
@@ -111,3 +118,11 @@ def target_positions(context: dg.AssetExecutionContext, settings: Settings) -> d
         "fx_latest": dg.MetadataValue.json({} if fx is None else {k: round(float(v), 6) for k, v in fx.iloc[-1].items()}),
         "positions": dg.MetadataValue.md(frame_md(last[["price", "combined", "weight", "optimal", "lower", "upper", "target"]], index=True)),
     })
+
+
+def build(daily: DailyPartitions) -> list[dg.AssetsDefinition]:
+    """The session-partitioned assets of this module, on the partitions of the configuration."""
+    return [
+        daily.asset(target_positions, deps=[VOLATILITY, COMBINED, INSTRUMENT_WEIGHTS, REGIME, VOL_FORECAST],
+                    group_name="portfolio"),
+    ]

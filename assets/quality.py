@@ -12,10 +12,10 @@ import pandas as pd
 from assets.ingest import RAW_BARS
 from assets.markdown import frame_md
 from assets.non_session import CHECK_NON_SESSION, NON_SESSION_CHECK, non_session_check
-from assets.partitions import DAILY_ASSET, no_session_result, run_sessions
+from assets.partitions import DailyPartitions, no_session_result, run_sessions
 from assets.resources import Settings
-from pipeline.expectations import validate_bars_gx
-from pipeline.quality import validate_bars
+from pipeline.quality.expectations import validate_bars_gx
+from pipeline.quality.rules import validate_bars
 
 CLEAN_BARS = "clean_bars"
 QUARANTINE = "quarantine"
@@ -26,6 +26,22 @@ CHECK_COMPLETE = "bars_complete"
 CHECK_STALE = "no_stale_prices"
 CHECK_SPIKES = "no_price_spikes"
 CHECK_GX = "expectations_hold"
+
+#: The checks of ``clean_bars``; the blocking ones stop every downstream asset (DESIGN rule 7).
+CLEAN_BARS_CHECKS = [
+    dg.AssetCheckSpec(CHECK_NO_QUARANTINE, asset=CLEAN_BARS, blocking=True,
+                      description="No bar of the run's sessions failed an ERROR rule."),
+    dg.AssetCheckSpec(CHECK_COMPLETE, asset=CLEAN_BARS, blocking=True,
+                      description="Every listed instrument has a clean bar on each session of the run."),
+    dg.AssetCheckSpec(CHECK_STALE, asset=CLEAN_BARS, blocking=False,
+                      description="WARN when a close is unchanged for quality.stale_sessions sessions."),
+    dg.AssetCheckSpec(CHECK_SPIKES, asset=CLEAN_BARS, blocking=False,
+                      description="WARN for price spikes kept in the clean set (quality.spike_severity: WARN)."),
+    dg.AssetCheckSpec(CHECK_GX, asset=CLEAN_BARS, blocking=True,
+                      description="The clean bars of the run pass the Great Expectations suite of their asset "
+                                  "class: an independent second implementation of the ERROR rules."),
+    NON_SESSION_CHECK,
+]
 
 
 def missing_bars(clean: pd.DataFrame, run: pd.DatetimeIndex, instruments: list[str]) -> pd.DataFrame:
@@ -40,29 +56,10 @@ def missing_bars(clean: pd.DataFrame, run: pd.DatetimeIndex, instruments: list[s
     return grid[~pd.MultiIndex.from_frame(grid).isin(have)].reset_index(drop=True)
 
 
-@dg.asset(
-    group_name="quality",
-    deps=[RAW_BARS],
-    **DAILY_ASSET,
-    check_specs=[
-        dg.AssetCheckSpec(CHECK_NO_QUARANTINE, asset=CLEAN_BARS, blocking=True,
-                          description="No bar of the run's sessions failed an ERROR rule."),
-        dg.AssetCheckSpec(CHECK_COMPLETE, asset=CLEAN_BARS, blocking=True,
-                          description="Every listed instrument has a clean bar on each session of the run."),
-        dg.AssetCheckSpec(CHECK_STALE, asset=CLEAN_BARS, blocking=False,
-                          description="WARN when a close is unchanged for quality.stale_sessions sessions."),
-        dg.AssetCheckSpec(CHECK_SPIKES, asset=CLEAN_BARS, blocking=False,
-                          description="WARN for price spikes kept in the clean set (quality.spike_severity: WARN)."),
-        dg.AssetCheckSpec(CHECK_GX, asset=CLEAN_BARS, blocking=True,
-                          description="The clean bars of the run pass the Great Expectations suite of their asset "
-                                      "class: an independent second implementation of the ERROR rules."),
-        NON_SESSION_CHECK,
-    ],
-)
 def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
     """Validated daily bars, one row per (session, instrument); rejected rows go to ``quarantine``.
 
-    Rules (pipeline.quality): re-fetches resolved by latest ``fetched_at``, duplicates, bars dated
+    Rules (pipeline.quality.rules): re-fetches resolved by latest ``fetched_at``, duplicates, bars dated
     on a non-session of the instrument's exchange calendar, non-finite close, non-positive prices
     (except back-adjusted futures), OHLC consistency where OHLC exist,
     negative volume, price spikes over ``max_price_spike`` volatility units; stale prices warn.
@@ -70,9 +67,9 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
     (``trading-pipeline release SESSION INSTRUMENT RULE --reason ...``).
     """
     cfg, lake = settings.config(), settings.lake()
-    run = run_sessions(context)
+    run = run_sessions(context, cfg.calendar)
     if run.empty:  # a holiday or closure: no bars to check, every check passes on nothing
-        yield no_session_result(context, check_results=[
+        yield no_session_result(context, cfg.calendar, check_results=[
             dg.AssetCheckResult(check_name=name, passed=True, description="no exchange session in this run")
             for name in (CHECK_NO_QUARANTINE, CHECK_COMPLETE, CHECK_STALE, CHECK_SPIKES, CHECK_GX, CHECK_NON_SESSION)])
         return
@@ -166,3 +163,8 @@ def _classes(cfg) -> dict[tuple[str, bool], list[str]]:
     for i in cfg.instruments:
         groups.setdefault((suite_of[i.sec_type], i.back_adjusted), []).append(i.symbol)
     return groups
+
+
+def build(daily: DailyPartitions) -> list[dg.AssetsDefinition]:
+    """The session-partitioned assets of this module, on the partitions of the configuration."""
+    return [daily.asset(clean_bars, group_name="quality", deps=[RAW_BARS], check_specs=CLEAN_BARS_CHECKS)]

@@ -17,14 +17,15 @@ from assets.portfolio import IDM_TABLE, INSTRUMENT_WEIGHTS, TARGET_POSITIONS
 from assets.quality import CLEAN_BARS
 from assets.resources import Settings
 from assets.signals import FORECASTS, VOLATILITY
-from pipeline.analytics import reconstruct_trades, rule_attribution
-from pipeline.backtest import needs_bars, simulate, simulation_options
-from pipeline.backtest_results import RUN_TAGS, BacktestRun, summarise, write_results
-from pipeline.forecasts import ForecastSet
-from pipeline.fx import universe_fx
+from pipeline.adapters.pysystemtrade import universe_fx
+from pipeline.instruments import point_sizes
 from pipeline.portfolio import InstrumentWeights
 from pipeline.portfolio import target_positions as size_positions
-from pipeline.report import bar_png, equity_drawdown_png
+from pipeline.research.analytics import reconstruct_trades, rule_attribution
+from pipeline.research.backtest import needs_bars, simulate, simulation_options
+from pipeline.research.plots import bar_png, equity_drawdown_png
+from pipeline.research.results import RUN_TAGS, BacktestRun, summarise, write_results
+from pipeline.signals.forecasts import ForecastSet
 
 BACKTEST = "backtest"
 BACKTEST_DAILY = "backtest_daily"
@@ -52,7 +53,7 @@ def backtest(context: dg.AssetExecutionContext, settings: Settings) -> dg.Materi
     positions = lake.read_wide(TARGET_POSITIONS, "target", cfg.symbols).loc[start:end]
     prices = lake.read_wide(TARGET_POSITIONS, "price", cfg.symbols).loc[start:end]
     bars = {f"{field}s": lake.read_wide(CLEAN_BARS, field, cfg.symbols).reindex(prices.index) for field in needs_bars(cfg)}
-    point_size = pd.Series({i.symbol: i.point_size for i in cfg.instruments})
+    point_size = point_sizes(cfg.instruments)
     costs = {i.symbol: i.costs for i in cfg.instruments}
     fx = universe_fx(cfg.instruments, cfg.portfolio.base_currency, cfg.portfolio.fx_path, prices.index)
     result = simulate(positions.fillna(0.0), prices, point_size=point_size, costs=costs, capital=cfg.portfolio.capital,

@@ -2,7 +2,7 @@
 
 Configuration enters here once: :class:`Settings` loads the YAML file (validated by pydantic) and
 hands out the lake (a local folder or an object-store URL) and the ledger (in the local state
-folder, ``pipeline.storage``); the bar source and the broker are built from it.
+folder, ``pipeline.store.paths``); the bar source and the broker are built from it.
 """
 
 
@@ -12,16 +12,21 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import PrivateAttr
 
-from pipeline.broker.paper import PaperBroker
-from pipeline.config import LAKE_ENV_VAR, PipelineConfig, load_config
-from pipeline.lake import Lake
-from pipeline.ledger import Ledger
-from pipeline.sources import BarSource, make_source
-from pipeline.storage import lake_root, state_path
-from pipeline.warehouse import WAREHOUSE_FILE
+from pipeline.adapters.sources import BarSource, make_source
+from pipeline.config import LAKE_ENV_VAR, PipelineConfig, config_file, load_config
+from pipeline.execution.paper_broker import PaperBroker
+from pipeline.store.lake import Lake
+from pipeline.store.ledger import Ledger
+from pipeline.store.paths import lake_root, state_path
+from pipeline.store.warehouse import WAREHOUSE_FILE
 
 if TYPE_CHECKING:
-    from pipeline.broker.ib import IBBroker
+    from pipeline.adapters.ib.broker import IBBroker
+
+
+#: Configurations already read in this process, by (file, modification time, size): a run's
+#: resources are copied by Dagster, and each copy would otherwise read and validate the file again.
+_LOADED: dict[tuple[str, int, int], PipelineConfig] = {}
 
 
 class Settings(dg.ConfigurableResource):
@@ -38,20 +43,34 @@ class Settings(dg.ConfigurableResource):
     state_root: str | None = None
     _config: PipelineConfig | None = PrivateAttr(default=None)
 
+    def use_config(self, config: PipelineConfig) -> None:
+        """Use ``config`` (validated already, read from ``config_path``) instead of reading the file
+        again, here and in the copies of this resource Dagster makes for a run."""
+        _LOADED[self._file_version()] = config
+
+    def _file_version(self) -> tuple[str, int, int]:
+        file = config_file(self.config_path)
+        stat = file.stat() if file.is_file() else None
+        return str(file.resolve()), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0
+
     def config(self) -> PipelineConfig:
+        """The validated configuration: read once per version of the file in a process."""
         if self._config is None:
-            cfg = load_config(self.config_path)
+            version = self._file_version()
+            cfg = _LOADED.get(version)
+            if cfg is None:
+                cfg = _LOADED[version] = load_config(self.config_path)
             if self.lake_root:
                 cfg = cfg.model_copy(update={"lake_root": self.lake_root})
             self._config = cfg
         return self._config
 
     def lake_path(self) -> Path | str:
-        """The lake root: a resolved folder, or an object-store URL (``pipeline.storage.lake_root``)."""
+        """The lake root: a resolved folder, or an object-store URL (``pipeline.store.paths.lake_root``)."""
         return lake_root(self.config(), self.lake_root)
 
     def state_path(self) -> Path:
-        """The local state folder (``pipeline.storage.state_path``); raises ``StorageError`` if unset
+        """The local state folder (``pipeline.store.paths.state_path``); raises ``StorageError`` if unset
         for an object-store lake."""
         return state_path(self.config(), self.lake_path(), self.state_root)
 
@@ -84,20 +103,25 @@ class BrokerResource(dg.ConfigurableResource):
     def broker(self) -> "PaperBroker | IBBroker":
         cfg = self.settings.config()
         if cfg.broker.mode == "ib":
-            from pipeline.broker.ib import IBBroker  # loads ib_async only when IB is configured
+            from pipeline.adapters.ib.broker import (
+                IBBroker,  # loads ib_async only when IB is configured
+            )
 
             return IBBroker(cfg.instruments, cfg.broker)
-        return PaperBroker(
-            self.settings.ledger(),
-            costs={i.symbol: i.costs for i in cfg.instruments},
-            point_sizes={i.symbol: i.point_size for i in cfg.instruments},
-        )
+        return PaperBroker.for_universe(self.settings.ledger(), cfg.instruments)
 
 
 def default_resources(config_path: str | None = None, lake_root: str | None = None,
-                      state_root: str | None = None) -> dict[str, dg.ConfigurableResource]:
-    """The resource set of the code location (tests pass a temporary lake and config)."""
+                      state_root: str | None = None, *,
+                      config: PipelineConfig | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The resource set of the code location (tests pass a temporary lake and config).
+
+    ``config`` is the configuration already read from ``config_path``; the resources then use it
+    instead of reading the file again.
+    """
     settings = Settings(config_path=config_path, lake_root=lake_root or None, state_root=state_root or None)
+    if config is not None:
+        settings.use_config(config)
     return {
         "settings": settings,
         "bar_source": BarSourceResource(settings=settings),

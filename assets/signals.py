@@ -9,49 +9,44 @@ import dagster as dg
 import pandas as pd
 
 from assets.markdown import frame_md
-from assets.partitions import DAILY_ASSET, no_session_result, run_sessions
+from assets.partitions import DailyPartitions, no_session_result, run_sessions
 from assets.quality import CLEAN_BARS
 from assets.resources import Settings
-from pipeline.combine import forecast_weights
-from pipeline.costs import (
-    apply_speed_limit,
-    average_position_units,
-    excluded_pairs,
-    rule_sr_costs,
-    speed_limit_exclusions,
-    too_expensive,
+from pipeline.adapters.pysystemtrade import universe_fx
+from pipeline.quality.stale import (
+    mask_stale_forecasts,
+    stale_instruments,
+    stale_mask,
+    without_stale,
 )
-from pipeline.forecast_weights import combine_with_weight_history, estimate_forecast_weights
-from pipeline.forecasts import (
+from pipeline.signals.combination import combine_rules
+from pipeline.signals.costs import (
+    excluded_pairs,
+)
+from pipeline.signals.forecasts import (
     ForecastSet,
     compute_forecasts,
     estimate_guarded_scalars,
     floor_long_only,
     rescale,
 )
-from pipeline.fx import universe_fx
-from pipeline.lake import wide_to_long
-from pipeline.stale import mask_stale_forecasts, stale_instruments, stale_mask, without_stale
-from pipeline.volatility import percentage_vol, robust_vol
+from pipeline.signals.volatility import percentage_vol, robust_vol
+from pipeline.store.lake import wide_to_long
 
 VOLATILITY = "volatility"
 FORECASTS = "forecasts"
 FORECAST_SCALARS = "forecast_scalars"
 COMBINED = "combined_forecast"
 
-_SIGNAL = dict(group_name="signals", **DAILY_ASSET)
-
-
-@dg.asset(deps=[CLEAN_BARS], **_SIGNAL)
 def volatility(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
     """Carver's robust EWMA volatility of daily price changes (span 35, min 10 periods, 5% floor
     over 500 sessions): daily, in price points (``vol_price``), and annualised % of price
     (``vol_pct_annual``). With ``stale_guard.sessions`` set, closes unchanged that long leave the
     calculation (the vol carries over them). Source: pysystemtrade ``robust_vol_calc``."""
     cfg, lake = settings.config(), settings.lake()
-    run = run_sessions(context)
+    run = run_sessions(context, cfg.calendar)
     if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
-        return no_session_result(context)
+        return no_session_result(context, cfg.calendar)
     closes = lake.read_wide(CLEAN_BARS, "close", cfg.symbols, end=run[-1])
     guard = cfg.stale_guard.sessions
     vol = robust_vol(without_stale(closes, stale_mask(closes, guard)) if guard else closes)
@@ -94,16 +89,15 @@ def forecast_scalars(context: dg.AssetExecutionContext, settings: Settings) -> d
     })
 
 
-@dg.asset(deps=[CLEAN_BARS, VOLATILITY, FORECAST_SCALARS], **_SIGNAL)
 def forecasts(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
     """EWMAC and breakout forecasts per instrument and rule variation: raw, scaled by the rule's
     forecast scalar (fixed, or estimated when ``rules.scalars: estimate``), capped at +/-20, and
     floored at 0 for long-only instruments (ST ch. 7; pysystemtrade ``ewmac.py``, ``breakout.py``).
     With ``stale_guard.sessions`` set, an instrument whose close is stale gets no forecast."""
     cfg, lake = settings.config(), settings.lake()
-    run = run_sessions(context)
+    run = run_sessions(context, cfg.calendar)
     if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
-        return no_session_result(context)
+        return no_session_result(context, cfg.calendar)
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1])
     vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=run[-1])
     fset = compute_forecasts(closes, vol, cfg.rules)
@@ -134,7 +128,6 @@ def forecasts(context: dg.AssetExecutionContext, settings: Settings) -> dg.Mater
     })
 
 
-@dg.asset(deps=[FORECASTS, VOLATILITY], **_SIGNAL)
 def combined_forecast(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
     """Forecast weights x capped forecasts (weights renormalised over the rules available),
     times the FDM, capped again at +/-20 (ST ch. 8; pysystemtrade ``forecast_combine.py``).
@@ -146,41 +139,19 @@ def combined_forecast(context: dg.AssetExecutionContext, settings: Settings) -> 
     and an instrument with no rule cheap enough gets a combined forecast of 0."""
     cfg, lake = settings.config(), settings.lake()
     comb = cfg.combination
-    run = run_sessions(context)
+    run = run_sessions(context, cfg.calendar)
     if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
-        return no_session_result(context)
+        return no_session_result(context, cfg.calendar)
     capped = ForecastSet.from_long(lake.read(FORECASTS, end=run[-1])).capped
     method = comb.forecast_weights_method
-    costs = excluded = None
+    closes = vol = fx = None
     if comb.apply_speed_limit or method in ("handcraft", "bootstrap"):
         closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1]).reindex(capped.index)
         vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=run[-1]).reindex(capped.index)
-        trade_units = None
-        if comb.sr_cost_trade_size == "average_position":  # Carver: one average position per trade
+        if comb.sr_cost_trade_size == "average_position":
             fx = universe_fx(cfg.instruments, cfg.portfolio.base_currency, cfg.portfolio.fx_path, closes.index)
-            trade_units = average_position_units(
-                vol, pd.Series({i.symbol: i.point_size for i in cfg.instruments}), cfg.portfolio.capital,
-                cfg.portfolio.vol_target, fx=fx, window=comb.cost_window,
-            )
-        costs = rule_sr_costs(capped, closes, vol, cfg.instruments, comb.cost_window, trade_units=trade_units)
-    used = capped
-    if comb.apply_speed_limit:
-        excluded = speed_limit_exclusions(costs, comb.speed_limit)
-        used = apply_speed_limit(capped, excluded)
-    if method in ("fixed", "equal"):
-        weights = forecast_weights(cfg.rules.rule_names, comb.forecast_weights if method == "fixed" else None)
-        history = pd.DataFrame([weights], index=pd.DatetimeIndex(capped.index[:1], name="estimated_at"))
-    else:
-        history = estimate_forecast_weights(
-            capped, closes, vol, method, comb.weights_min_sessions, sr_costs=costs,
-            draws=comb.bootstrap_draws, block=comb.bootstrap_block, seed=comb.bootstrap_seed,
-        )
-    combined, fdm = combine_with_weight_history(
-        used, history, comb.fdm, comb.fdm_cap, cfg.rules.forecast_cap, smooth_span=comb.forecast_weight_ewma_span
-    )
-    if excluded is not None:
-        combined = combined.mask(too_expensive(capped, excluded).reindex_like(combined).fillna(False).astype(bool), 0.0)
-    combined = combined.reindex(columns=cfg.symbols)
+    result = combine_rules(capped, closes, vol, cfg, fx)
+    combined, fdm, history, excluded = result.combined, result.fdm, result.weight_history, result.excluded
     fdm_wide = pd.DataFrame({s: fdm.reindex(combined.index) for s in combined.columns})
     long = wide_to_long({"combined": combined, "fdm": fdm_wide}, dropna="combined")
     owned = lake.sessions_to_write(COMBINED, pd.DatetimeIndex(long["session"].unique()), run)
@@ -197,7 +168,16 @@ def combined_forecast(context: dg.AssetExecutionContext, settings: Settings) -> 
         "latest_combined": dg.MetadataValue.md(frame_md(latest.rename("combined").to_frame(), index=True, floatfmt="{:.2f}")),
     }
     if excluded is not None:
-        pairs = excluded_pairs(excluded, costs, excluded.index[excluded.index <= run[-1]][-1])
+        pairs = excluded_pairs(excluded, result.costs, excluded.index[excluded.index <= run[-1]][-1])
         metadata["speed_limit"] = comb.speed_limit
         metadata["excluded_by_speed_limit"] = dg.MetadataValue.md(frame_md(pairs, floatfmt="{:.3f}"))
     return dg.MaterializeResult(metadata=metadata)
+
+
+def build(daily: DailyPartitions) -> list[dg.AssetsDefinition]:
+    """The session-partitioned assets of this module, on the partitions of the configuration."""
+    return [
+        daily.asset(volatility, deps=[CLEAN_BARS], group_name="signals"),
+        daily.asset(forecasts, deps=[CLEAN_BARS, VOLATILITY, FORECAST_SCALARS], group_name="signals"),
+        daily.asset(combined_forecast, deps=[FORECASTS, VOLATILITY], group_name="signals"),
+    ]

@@ -9,7 +9,7 @@ Cases (issue "Backtests that researchers trust", budgets in brackets):
 ``panel``
     P&L and costs of 500 instruments x 10,000 sessions of random integer target positions
     (random-walk prices, 5 bp commission on traded notional), with
-    :func:`pipeline.backtest.simulate`, beside vectorbt's ``Portfolio.from_orders`` with
+    :func:`pipeline.research.backtest.simulate`, beside vectorbt's ``Portfolio.from_orders`` with
     ``size_type="targetamount"`` on the same positions (each target filled at the next close, as
     ``simulate`` does) in the same process. The daily P&L of every instrument must agree to 1e-9
     (vectorbt's per-instrument value minus its initial cash, differenced), and ``simulate`` must be
@@ -20,10 +20,10 @@ Cases (issue "Backtests that researchers trust", budgets in brackets):
     A full backtest with analytics over pysystemtrade's 238-instrument daily set: the production
     forecasts, combination, weights and sizing on the whole history (the research pass of
     ``bench/bench_research.py``, not timed here), then timed: ``simulate`` with the instruments'
-    point sizes and costs, and :func:`pipeline.backtest_results.summarise` (performance, VaR/CVaR,
+    point sizes and costs, and :func:`pipeline.research.results.summarise` (performance, VaR/CVaR,
     stress, round-trip trades and their statistics, attribution) [< 10 s].
 ``walkforward``
-    :func:`pipeline.walk_forward_backtest.walk_forward_backtest` of the same set with 20 folds
+    :func:`pipeline.research.walk_forward.walk_forward_backtest` of the same set with 20 folds
     (train 1024, test 256 sessions over the last 6,144 sessions) [< 3 min], every estimated
     parameter refitted on each training window: forecast scalars, bootstrapped forecast weights
     (net of SR costs, 100 draws), speed-limit exclusions, FDM, instrument weights and IDM.
@@ -49,8 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pipeline.backtest import simulate
 from pipeline.config import CostModel
+from pipeline.instruments import point_sizes
+from pipeline.research.backtest import simulate
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "futures_carver_2023"
 PANEL_SHAPE = (10_000, 500)
@@ -129,13 +130,21 @@ def panel(runs: int) -> None:
 
 def _carver_inputs(folder: Path):
     """Production positions over the Carver set (untimed): closes, vol, raw forecasts, config, targets."""
-    from pipeline.carver_data import read_instrument_config, to_instruments
-    from pipeline.combine import combine_forecasts, estimate_fdm, forecast_weights
+    from pipeline.adapters.pysystemtrade import read_instrument_config, to_instruments
     from pipeline.config import PipelineConfig
-    from pipeline.forecasts import compute_forecasts, estimate_forecast_scalars, rescale
-    from pipeline.sizing import target_positions
-    from pipeline.volatility import robust_vol
-    from pipeline.weights import estimate_instrument_weights, vol_normalised_returns
+    from pipeline.portfolio.instrument_weights import estimate_instrument_weights
+    from pipeline.portfolio.sizing import target_positions
+    from pipeline.signals.combine import (
+        combine_forecasts,
+        estimate_fdm,
+        forecast_weights,
+    )
+    from pipeline.signals.forecasts import (
+        compute_forecasts,
+        estimate_forecast_scalars,
+        rescale,
+    )
+    from pipeline.signals.volatility import robust_vol, vol_normalised_returns
     from scripts.carver_fidelity import load_carver_2023
 
     data = load_carver_2023(folder)
@@ -152,20 +161,20 @@ def _carver_inputs(folder: Path):
     combined = combine_forecasts(fset.capped, weights, estimate_fdm(fset.capped, weights), cap=20.0)
     est = estimate_instrument_weights(vol_normalised_returns(closes, vol), 1280, 126, 2.5)
     w, idm = est.daily(closes.index)
-    point_size = pd.Series({i.symbol: i.point_size for i in instruments})
+    point_size = point_sizes(instruments)
     targets = target_positions(closes, vol, combined.reindex(columns=closes.columns), w.reindex(columns=closes.columns),
                                idm, point_size, cfg.portfolio).target
     return closes, vol, fset.raw, cfg, targets
 
 
 def carver(folder: Path, runs: int) -> None:
-    from pipeline.backtest_results import BacktestRun, summarise
+    from pipeline.research.results import BacktestRun, summarise
 
     started = time.perf_counter()
     closes, vol, raw, cfg, targets = _carver_inputs(folder)
     print(f"carver: {closes.shape[1]} instruments x {closes.shape[0]} sessions; positions built in "
           f"{time.perf_counter() - started:.1f} s (not timed)")
-    point_size = pd.Series({i.symbol: i.point_size for i in cfg.instruments})
+    point_size = point_sizes(cfg.instruments)
     costs = {i.symbol: i.costs for i in cfg.instruments}
     classes = {i.symbol: i.asset_class for i in cfg.instruments}
 
@@ -182,7 +191,7 @@ def carver(folder: Path, runs: int) -> None:
 
 
 def walkforward(folder: Path, runs: int, inputs=None) -> None:
-    from pipeline.walk_forward_backtest import walk_forward_backtest
+    from pipeline.research.walk_forward import walk_forward_backtest
 
     closes, vol, raw, cfg = inputs or _carver_inputs(folder)[:4]
     start = closes.index[-(1024 + 20 * 256)]
@@ -200,7 +209,7 @@ def walkforward(folder: Path, runs: int, inputs=None) -> None:
 
 
 def summary_sharpe(run) -> float:
-    from pipeline.metrics import performance_metrics
+    from pipeline.research.metrics import performance_metrics
 
     return performance_metrics(run.result.returns.loc[run.window_start():])["sharpe"]
 

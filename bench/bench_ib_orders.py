@@ -25,11 +25,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.broker.ib import IBBroker
+from pipeline.adapters.ib.broker import IBBroker
+from pipeline.adapters.ib.fake_gateway import FakeContract, FakeTWS
 from pipeline.config import BrokerConfig, IBConnection, Instrument, RiskLimits
-from pipeline.ib.fake_gateway import FakeContract, FakeTWS
-from pipeline.ledger import LEDGER_FILE, Ledger
-from pipeline.orders import OrderPolicy, execute_orders, record_intents_without_sending
+from pipeline.execution import (
+    OrderPolicy,
+    execute_orders,
+    record_intents_without_sending,
+)
+from pipeline.store.ledger import LEDGER_FILE, Ledger
 
 
 def one_run(n: int) -> tuple[float, float]:

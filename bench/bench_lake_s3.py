@@ -8,7 +8,7 @@ table read), not a real object store's network latency. For each lake, per run (
 CLI start-up included, as in ``bench_daily.py``):
   cold  - the first daily run on an empty lake (fills the bundled sample's 33 years of history);
   warm  - the same session again on the filled lake;
-  query - ``pipeline.warehouse.query`` of the documented "positions and P&L by asset class"
+  query - ``pipeline.store.warehouse.query`` of the documented "positions and P&L by asset class"
           example, in-process (connection set-up, table listing, scan), median of 5 calls.
 Prints the median and every run; record results in docs/benchmarks.md with the machine noted.
 """
@@ -58,8 +58,8 @@ def _daily(workdir: Path, config: Path) -> float:
 
 def _query(lake: str, config: Path) -> float:
     from pipeline.config import load_config
-    from pipeline.storage import state_path
-    from pipeline.warehouse import query
+    from pipeline.store.paths import state_path
+    from pipeline.store.warehouse import query
 
     cfg = load_config(config)
     times = []

@@ -45,7 +45,7 @@ STAGES = ["inputs", "vol_label", "trend_label", "importance", "gmm_states", "ove
 
 def ensure_lake(lake_root: Path) -> None:
     """Fill ``lake_root`` with one daily run of the main job if it lacks the input tables."""
-    from pipeline.lake import Lake
+    from pipeline.store.lake import Lake
 
     lake = Lake(lake_root)
     if {"volatility", "combined_forecast"} <= set(lake.tables()):
@@ -61,16 +61,20 @@ def ml_pass(lake_root: Path, report: bool = False) -> dict:
     from threadpoolctl import threadpool_limits
 
     from pipeline.config import load_config
-    from pipeline.lake import Lake
-    from pipeline.regime_evidence import calibration_table, fit_sessions, regime_inputs
-    from pipeline.regime_models import (
+    from pipeline.ml.regime_evidence import (
+        calibration_table,
+        fit_sessions,
+        regime_inputs,
+    )
+    from pipeline.ml.regime_models import (
         compare_models,
         feature_importance_stability,
         gaussian_mixture_states,
         overlay_evidence,
         overlay_gate,
     )
-    from pipeline.vol_forecast import vol_forecast_panel, walk_forward_vol_forecast
+    from pipeline.ml.vol_forecast import vol_forecast_panel, walk_forward_vol_forecast
+    from pipeline.store.lake import Lake
 
     cfg = load_config(None)
     rc, vc = cfg.regime, cfg.vol_forecast

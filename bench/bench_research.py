@@ -77,17 +77,17 @@ def research_pass(folder: Path, digest: bool = False) -> dict:
         if digest:
             digests[name] = _sha256(frame)
 
-    from pipeline.carry import CARRY_FORECAST_SCALAR
-    from pipeline.combine import estimate_fdm_and_combine, forecast_weights
     from pipeline.config import DEFAULT_FORECAST_SCALARS, PortfolioConfig, RulesConfig
-    from pipeline.forecasts import (
+    from pipeline.portfolio.instrument_weights import estimate_instrument_weights
+    from pipeline.portfolio.sizing import target_positions
+    from pipeline.signals.carry import CARRY_FORECAST_SCALAR
+    from pipeline.signals.combine import estimate_fdm_and_combine, forecast_weights
+    from pipeline.signals.forecasts import (
         capped_forecasts,
         estimate_forecast_scalars,
         raw_forecast_stack,
     )
-    from pipeline.sizing import target_positions
-    from pipeline.volatility import robust_vol
-    from pipeline.weights import estimate_instrument_weights, vol_normalised_returns
+    from pipeline.signals.volatility import robust_vol, vol_normalised_returns
     from scripts.carver_fidelity import (
         BREAKOUT_LOOKBACKS,
         EWMAC_SPEEDS,
@@ -192,7 +192,7 @@ def _digest(folder: Path) -> None:
 def _child(folder: Path) -> None:
     import warnings
 
-    import pipeline.weights  # noqa: F401 - import everything first so the baseline includes it
+    import pipeline.portfolio.instrument_weights  # noqa: F401 - import everything first so the baseline includes it
     import scripts.carver_fidelity  # noqa: F401
 
     # The ERC solver's overflow warnings on its way to a verified solution are noise here.

@@ -206,7 +206,7 @@ class QualityConfig(_Strict):
 
 
 class StaleGuardConfig(_Strict):
-    """Stale-price guard of the signal stage (``pipeline/stale.py``)."""
+    """Stale-price guard of the signal stage (``pipeline/quality/stale.py``)."""
 
     sessions: int | None = Field(
         None,
@@ -267,7 +267,7 @@ class RiskLimits(_Strict):
 
 
 class BacktestConfig(_Strict):
-    """How the backtest trades the target positions (:func:`pipeline.backtest.simulate`).
+    """How the backtest trades the target positions (:func:`pipeline.research.backtest.simulate`).
 
     The defaults keep the original simulation: market orders filled at the next session's close,
     shorts allowed at no borrow cost, no limits beyond the production sizing.
@@ -445,6 +445,12 @@ class ConfigError(ValueError):
     """The configuration file is missing or invalid; the message names the file and the field."""
 
 
+def config_file(path: str | Path | None = None) -> Path:
+    """The configuration file :func:`load_config` reads: ``path``; else ``$TRADING_PIPELINE_CONFIG``;
+    else the bundled default."""
+    return Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+
+
 def load_config(path: str | Path | None = None) -> PipelineConfig:
     """Load and validate the configuration.
 
@@ -455,7 +461,7 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         ConfigError: the file does not exist, is not YAML, or fails validation (the message
             names the file and each failing field).
     """
-    path = Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+    path = config_file(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:

@@ -1,9 +1,12 @@
-"""The Dagster code location: every asset, the daily job, its schedule, the alert sensors.
+"""The Dagster code location: every asset, the daily job, its schedules, the alert sensors.
 
-``dagster dev -w workspace.yaml`` and ``dg dev`` load ``defs`` from here. The two entry points
-used by the ``trading-pipeline`` CLI, :func:`execute_daily` and :func:`execute_backfill`, run the
-daily job in-process against the persistent instance in ``$DAGSTER_HOME``, so CLI runs appear in
-the UI like scheduled ones.
+The validated configuration builds the definitions (:func:`build_definitions`): the session
+partitions come from its ``history_start`` and ``calendar``, the resources from its storage and
+broker settings. ``dagster dev -w workspace.yaml`` and ``dg dev`` load :func:`defs`, which reads
+``$TRADING_PIPELINE_CONFIG`` (or the bundled default) when Dagster loads the code location, never
+at import. The ``trading-pipeline`` CLI builds the same definitions from its ``--config`` and runs
+them through :func:`execute_daily` and :func:`execute_backfill`, in-process against the persistent
+instance in ``$DAGSTER_HOME``, so CLI runs appear in the UI like scheduled ones.
 """
 
 from __future__ import annotations
@@ -15,39 +18,64 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.execution import orders
-from assets.ingest import raw_bars
+from assets import execution, ingest, portfolio, quality, signals
 from assets.ml import regime_model, vol_forecast
-from assets.partitions import daily_sessions
-from assets.portfolio import instrument_weights, target_positions
-from assets.quality import clean_bars
+from assets.partitions import daily_partitions
+from assets.portfolio import instrument_weights
 from assets.research import backtest
 from assets.resources import default_resources
-from assets.signals import combined_forecast, forecast_scalars, forecasts, volatility
+from assets.signals import forecast_scalars
+from pipeline.config import PipelineConfig, load_config
 from sensors.alerts import asset_check_alerts, run_failure_alerts
-from sensors.schedules import SUBMIT_RUN_CONFIG, build_daily_schedule, weekly_regime_retrain
+from sensors.schedules import (
+    SUBMIT_RUN_CONFIG,
+    build_daily_schedule,
+    build_weekly_regime_retrain,
+)
 
-ALL_ASSETS = [raw_bars, clean_bars, volatility, forecast_scalars, forecasts, combined_forecast, instrument_weights,
+DAILY_JOB = "daily_job"
+
+
+def build_definitions(config: PipelineConfig, *, config_path: str | None = None, lake_root: str | None = None,
+                      state_root: str | None = None) -> dg.Definitions:
+    """Every asset, check, job, schedule, sensor and resource of the pipeline for ``config``.
+
+    ``config_path`` is the file ``config`` was read from (None: ``$TRADING_PIPELINE_CONFIG`` or the
+    bundled default); ``lake_root`` and ``state_root`` override the file's storage (tests).
+    """
+    daily = daily_partitions(config)
+    (raw_bars,) = ingest.build(daily)
+    (clean_bars,) = quality.build(daily)
+    volatility, forecasts, combined_forecast = signals.build(daily)
+    (target_positions,) = portfolio.build(daily)
+    (orders,) = execution.build(daily)
+    assets = [raw_bars, clean_bars, volatility, forecast_scalars, forecasts, combined_forecast, instrument_weights,
               regime_model, vol_forecast, target_positions, backtest, orders]
+    #: One run computes every asset for one session (or a single-run backfill of many). The
+    #: in-process executor avoids a subprocess per step (about 1.7 s CPU each on two cores).
+    daily_job = dg.define_asset_job(
+        DAILY_JOB,
+        selection=dg.AssetSelection.assets(*assets),
+        partitions_def=daily.partitions_def,
+        executor_def=dg.in_process_executor,
+        tags={"trading/job": "daily"},
+        description="The daily trading run: bars -> checks -> forecasts -> weights -> positions -> backtest -> orders.",
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=[daily_job],
+        schedules=[build_daily_schedule(daily_job, daily), build_weekly_regime_retrain(daily.timezone)],
+        sensors=[asset_check_alerts, run_failure_alerts],
+        resources=default_resources(config_path, lake_root, state_root, config=config),
+    )
 
-#: One run computes every asset for one session (or a single-run backfill of many). The
-#: in-process executor avoids a subprocess per step (about 1.7 s CPU each on two cores).
-daily_job = dg.define_asset_job(
-    "daily_job",
-    selection=dg.AssetSelection.assets(*ALL_ASSETS),
-    partitions_def=daily_sessions,
-    executor_def=dg.in_process_executor,
-    tags={"trading/job": "daily"},
-    description="The daily trading run: bars -> checks -> forecasts -> weights -> positions -> backtest -> orders.",
-)
 
-defs = dg.Definitions(
-    assets=ALL_ASSETS,
-    jobs=[daily_job],
-    schedules=[build_daily_schedule(daily_job), weekly_regime_retrain],
-    sensors=[asset_check_alerts, run_failure_alerts],
-    resources=default_resources(),
-)
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location Dagster loads: the definitions of ``$TRADING_PIPELINE_CONFIG`` (or the
+    bundled default), read when Dagster loads the location."""
+    return build_definitions(load_config())
+
 
 DEFAULT_DAGSTER_HOME = ".dagster_home"
 _DAGSTER_YAML = """# Dagster instance of this project (SQLite storage under this folder).
@@ -98,22 +126,21 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def _job(config_path: str | None, lake_root: str | None) -> dg.JobDefinition:
-    location = dg.Definitions(
-        assets=ALL_ASSETS, jobs=[daily_job], resources=default_resources(config_path, lake_root)
-    )
-    return location.resolve_job_def("daily_job")
+def _job(config: PipelineConfig | None, config_path: str | None, lake_root: str | None) -> dg.JobDefinition:
+    config = config if config is not None else load_config(config_path)
+    return build_definitions(config, config_path=config_path, lake_root=lake_root).resolve_job_def(DAILY_JOB)
 
 
 def execute_daily(session: str, *, submit: bool = True, config_path: str | None = None,
                   lake_root: str | None = None, instance: dg.DagsterInstance | None = None,
-                  tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+                  tags: dict[str, str] | None = None, config: PipelineConfig | None = None) -> dg.ExecuteInProcessResult:
     """Run the daily job for ``session`` (``YYYY-MM-DD``) in-process, recorded in the instance.
 
     ``submit`` lets ``orders`` send to the broker; it is honoured only for the latest session.
+    ``config`` is the configuration already read from ``config_path`` (None: read it here).
     """
     instance = instance or dg.DagsterInstance.get()
-    return _job(config_path, lake_root).execute_in_process(
+    return _job(config, config_path, lake_root).execute_in_process(
         instance=instance,
         partition_key=session,
         run_config=SUBMIT_RUN_CONFIG if submit else None,
@@ -149,7 +176,8 @@ def _environment(settings: dict[str, str]) -> Iterator[None]:
 
 
 def execute_backfill(start: str, end: str, *, config_path: str | None = None, lake_root: str | None = None,
-                     instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+                     instance: dg.DagsterInstance | None = None,
+                     config: PipelineConfig | None = None) -> dg.ExecuteInProcessResult:
     """A single-run backfill of every daily asset over sessions ``start`` .. ``end`` (never submits).
 
     One run materializes every partition of the range (one materialization event per asset and
@@ -158,7 +186,7 @@ def execute_backfill(start: str, end: str, *, config_path: str | None = None, la
     """
     instance = instance or dg.DagsterInstance.get()
     with _environment(BACKFILL_EVENT_SETTINGS):
-        return _job(config_path, lake_root).execute_in_process(
+        return _job(config, config_path, lake_root).execute_in_process(
             instance=instance,
             tags={
                 "dagster/asset_partition_range_start": start,

@@ -70,7 +70,11 @@ def build() -> tuple[pd.DataFrame, dict[str, int]]:
     import arch.data.nasdaq
     import arch.data.sp500
     import arch.data.wti
-    from skfolio.datasets import load_factors_dataset, load_sp500_dataset, load_sp500_index
+    from skfolio.datasets import (
+        load_factors_dataset,
+        load_sp500_dataset,
+        load_sp500_index,
+    )
 
     parts = [
         _close_only(load_sp500_dataset(), "skfolio.load_sp500_dataset"),

@@ -18,7 +18,7 @@ What is compared (published values: carver.md §3):
   (book 30, pst 27.8 - 29.4; tolerance 20 - 40);
 * the FDM of equal-weight EWMAC sets of 2 .. 6 variations against AFTS's 1.03 .. 1.26;
 * out of sample: scalars estimated before 2010-01-01, applied after it, give mean |forecast| 10,
-  without and with the stale-price guard (``pipeline/stale.py``: a market flat for 5 sessions gets
+  without and with the stale-price guard (``pipeline/quality/stale.py``: a market flat for 5 sessions gets
   no forecast and its flat closes leave its vol); beside it the walk-forward estimate (expanding,
   fitted through the session before each one it scales), capped and uncapped, carry's level
   by decade, and the same check at every split year 1995, 2000, 2005, 2010, 2015, 2018;
@@ -47,14 +47,27 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from pipeline.carry import CARRY_FORECAST_SCALAR, annualised_roll, carry_forecast  # noqa: E402
-from pipeline.carver_data import read_adjusted_prices, read_instrument_config, read_multiple_prices  # noqa: E402
-from pipeline.combine import estimate_fdm, fdm_from_correlation  # noqa: E402
+from pipeline.adapters.pysystemtrade import (  # noqa: E402
+    read_adjusted_prices,
+    read_instrument_config,
+    read_multiple_prices,
+)
 from pipeline.config import DEFAULT_FORECAST_SCALARS, RulesConfig  # noqa: E402
-from pipeline.forecasts import ForecastSet, compute_forecasts, estimate_forecast_scalars, rescale  # noqa: E402
-from pipeline.stale import mask_stale_forecasts, stale_mask, without_stale  # noqa: E402
-from pipeline.volatility import mixed_vol, robust_vol  # noqa: E402
-from pipeline.weights import idm  # noqa: E402
+from pipeline.portfolio.instrument_weights import idm  # noqa: E402
+from pipeline.quality.stale import mask_stale_forecasts, stale_mask, without_stale  # noqa: E402
+from pipeline.signals.carry import (  # noqa: E402
+    CARRY_FORECAST_SCALAR,
+    annualised_roll,
+    carry_forecast,
+)
+from pipeline.signals.combine import estimate_fdm, fdm_from_correlation  # noqa: E402
+from pipeline.signals.forecasts import (  # noqa: E402
+    ForecastSet,
+    compute_forecasts,
+    estimate_forecast_scalars,
+    rescale,
+)
+from pipeline.signals.volatility import mixed_vol, robust_vol  # noqa: E402
 
 #: The shared data folder beside the project (absent on a fresh machine: callers skip).
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "futures_carver_2023"
@@ -164,7 +177,7 @@ def load_carver_2023(folder: Path = DEFAULT_DATA, instruments: list[str] | None 
 
 
 def carry_raw(data: CarverData, vol: pd.DataFrame) -> pd.DataFrame:
-    """Raw (unscaled) carry forecast of the instruments with multiple prices (pipeline.carry)."""
+    """Raw (unscaled) carry forecast of the instruments with multiple prices (pipeline.signals.carry)."""
     cols = data.carry_instruments
     ann = annualised_roll(data.price, data.carry, data.price_contract, data.carry_contract)
     return carry_forecast(ann, vol[cols])
@@ -320,7 +333,7 @@ def carry_by_period(raw: pd.DataFrame, scalar: float, edges: tuple[int, ...] = (
 def idm_checks() -> list[tuple[str, float, float]]:
     """``(case, expected, computed)`` for matrices whose IDM/FDM is known exactly.
 
-    Computed with both ``pipeline.weights.idm`` and ``pipeline.combine.fdm_from_correlation``
+    Computed with both ``pipeline.portfolio.instrument_weights.idm`` and ``pipeline.signals.combine.fdm_from_correlation``
     (the same formula; the larger deviation is returned).
     """
     cases = []
@@ -510,7 +523,7 @@ def markdown(res: Results, command: str, data_label: str) -> str:
         "",
         "Mean of |raw x pre-split scalar| pooled over every instrument-day from the split on "
         f"(target {OOS_TARGET:.0f}, tolerance +/-{OOS_TOLERANCE:.0f}); the capped column applies the +/-20 cap. "
-        f"*Guarded*: with the stale-price guard (`pipeline/stale.py`, {STALE_SESSIONS} unchanged sessions; "
+        f"*Guarded*: with the stale-price guard (`pipeline/quality/stale.py`, {STALE_SESSIONS} unchanged sessions; "
         f"it flags {res.stale_share:.1%} of instrument-days): a flagged market has no forecast and its "
         "flat closes leave its vol; scalars are re-estimated on the guarded forecasts. The verdict uses "
         "the uncapped mean.",
@@ -575,7 +588,7 @@ def markdown(res: Results, command: str, data_label: str) -> str:
         "",
         "## IDM / FDM formula on known matrices (exact)",
         "",
-        "`pipeline.weights.idm` and `pipeline.combine.fdm_from_correlation`, negative correlations "
+        "`pipeline.portfolio.instrument_weights.idm` and `pipeline.signals.combine.fdm_from_correlation`, negative correlations "
         "floored at 0, cap 2.5 (carver.md §2.6, §3.3, §3.4).",
         "",
         "| case | expected | computed | abs error |",

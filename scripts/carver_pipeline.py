@@ -6,7 +6,7 @@
 writes ``OUT/bars/carver_adjusted.parquet`` (long: ``instrument, session, close``) and
 ``OUT/config.yaml`` (``source.kind: files`` on that folder). The instruments, point sizes,
 currencies and costs come from pysystemtrade's ``instrumentconfig.csv`` and ``spreadcosts.csv``
-(:func:`pipeline.carver_data.read_instrument_config`, :func:`~pipeline.carver_data.to_instruments`:
+(:func:`pipeline.adapters.pysystemtrade.read_instrument_config`, :func:`~pipeline.adapters.pysystemtrade.to_instruments`:
 back-adjusted futures), FX rates from its ``fx_prices_csv`` folder (``portfolio.fx_path``).
 
 The bars are the back-adjusted prices on the NYSE sessions (the partitions' calendar) from
@@ -37,8 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from pipeline.adapters.pysystemtrade import (  # noqa: E402
+    read_adjusted_prices,
+    read_instrument_config,
+    to_instruments,
+)
 from pipeline.calendar import sessions  # noqa: E402
-from pipeline.carver_data import read_adjusted_prices, read_instrument_config, to_instruments  # noqa: E402
 from scripts.carver_fidelity import DEFAULT_DATA, to_business_days  # noqa: E402
 
 #: First session of the prepared history: three and a half years before the 10-year backfill

@@ -11,20 +11,20 @@ recomputed.
 import dagster as dg
 import pandas as pd
 
-from assets.partitions import CALENDAR, EXCHANGE_TIMEZONE as TIMEZONE, daily_sessions
+from assets.partitions import DailyPartitions
 from pipeline.calendar import is_session
 
 #: Run config that lets ``orders`` submit: only the schedule and the ``daily`` CLI pass it.
 SUBMIT_RUN_CONFIG = {"ops": {"orders": {"config": {"submit": True}}}}
 
 
-def daily_asset_keys(repository_def: dg.RepositoryDefinition) -> list[dg.AssetKey]:
-    """Keys of the assets partitioned by :data:`assets.partitions.daily_sessions`, sorted."""
-    return sorted((n.key for n in repository_def.asset_graph.asset_nodes if n.partitions_def == daily_sessions),
+def daily_asset_keys(repository_def: dg.RepositoryDefinition, daily: DailyPartitions) -> list[dg.AssetKey]:
+    """Keys of the assets partitioned by the session partitions ``daily``, sorted."""
+    return sorted((n.key for n in repository_def.asset_graph.asset_nodes if n.partitions_def == daily.partitions_def),
                   key=lambda k: k.to_user_string())
 
 
-def build_daily_schedule(job) -> dg.ScheduleDefinition:
+def build_daily_schedule(job, daily: DailyPartitions) -> dg.ScheduleDefinition:
     """Weekdays at 17:00 exchange time (an hour after the NYSE close, before the 18:30 freshness
     deadline). On a holiday or closure the run is a no-op: only the daily assets, for the
     holiday's partition, without the config that lets ``orders`` submit (no rows, no orders)."""
@@ -32,21 +32,21 @@ def build_daily_schedule(job) -> dg.ScheduleDefinition:
     @dg.schedule(
         name="daily_after_close",
         cron_schedule="0 17 * * 1-5",
-        execution_timezone=TIMEZONE,
+        execution_timezone=daily.timezone,
         job=job,
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description="The daily trading run for the session that just closed (17:00 exchange time; a holiday is a no-op run).",
     )
     def daily_after_close(context: dg.ScheduleEvaluationContext):
-        session = pd.Timestamp(context.scheduled_execution_time).tz_convert(TIMEZONE).tz_localize(None).normalize()
+        session = pd.Timestamp(context.scheduled_execution_time).tz_convert(daily.timezone).tz_localize(None).normalize()
         key = session.strftime("%Y-%m-%d")
         if session.dayofweek >= 5:  # the cron never ticks on weekends; a weekend is no partition
             return dg.SkipReason(f"{key} is a weekend: no partition, no run")
-        if not is_session(session, CALENDAR):
+        if not is_session(session, daily.calendar):
             return dg.RunRequest(
                 run_key=f"daily-{key}",
                 partition_key=key,
-                asset_selection=daily_asset_keys(context.repository_def),
+                asset_selection=daily_asset_keys(context.repository_def, daily),
                 tags={"trading/trigger": "schedule", "trading/session": key, "trading/no_session": "true"},
             )
         return dg.RunRequest(
@@ -73,15 +73,21 @@ regime_retrain_job = dg.define_asset_job(
 )
 
 
-@dg.schedule(
-    name="weekly_regime_retrain",
-    cron_schedule="0 6 * * 6",
-    execution_timezone=TIMEZONE,
-    job=regime_retrain_job,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Retrain the regime model every Saturday at 06:00 exchange time, after the week's last session.",
-)
-def weekly_regime_retrain(context: dg.ScheduleEvaluationContext):
-    """One run per Saturday, keyed by its date (a re-evaluated tick never launches a second run)."""
-    day = pd.Timestamp(context.scheduled_execution_time).tz_convert(TIMEZONE).strftime("%Y-%m-%d")
-    return dg.RunRequest(run_key=f"regime-retrain-{day}", tags={"trading/trigger": "schedule"})
+def build_weekly_regime_retrain(timezone: str) -> dg.ScheduleDefinition:
+    """Retrain the regime model every Saturday at 06:00 exchange time (``timezone``), after the
+    week's last session: one run per Saturday, keyed by its date (a re-evaluated tick never
+    launches a second run)."""
+
+    @dg.schedule(
+        name="weekly_regime_retrain",
+        cron_schedule="0 6 * * 6",
+        execution_timezone=timezone,
+        job=regime_retrain_job,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Retrain the regime model every Saturday at 06:00 exchange time, after the week's last session.",
+    )
+    def weekly_regime_retrain(context: dg.ScheduleEvaluationContext):
+        day = pd.Timestamp(context.scheduled_execution_time).tz_convert(timezone).strftime("%Y-%m-%d")
+        return dg.RunRequest(run_key=f"regime-retrain-{day}", tags={"trading/trigger": "schedule"})
+
+    return weekly_regime_retrain

@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pandas as pd
 import pytest
 
-from pipeline import alerting
-from pipeline.alerting import (
+from pipeline.adapters import alerts as alerting
+from pipeline.adapters.alerts import (
     AlertConfigError,
     AlertDestinations,
     SmtpDestination,
@@ -21,7 +21,7 @@ from pipeline.alerting import (
     mask_url,
     notify,
 )
-from pipeline.ledger import Ledger
+from pipeline.store.ledger import Ledger
 
 SECRET_PATH = "/services/T000/B000/s3cr3tT0k3n"
 ALERT = {
@@ -211,7 +211,7 @@ def test_slack_webhook_receives_text_json(http_server):
     server, base = http_server
     results = deliver(ALERT, AlertDestinations(slack_webhook=base + SECRET_PATH))
     assert [(r.destination, r.ok) for r in results] == [("slack", True)]
-    # Expected text: "[severity] kind: subject", newline, message (pipeline.alerting.slack_text).
+    # Expected text: "[severity] kind: subject", newline, message (pipeline.adapters.alerts.slack_text).
     assert server.requests == [(SECRET_PATH, "application/json", {
         "text": "[ERROR] asset_check: clean_bars:bars_complete\n"
                 "asset check clean_bars:bars_complete failed in run abc"})]
@@ -364,10 +364,10 @@ def test_error_text_that_quotes_the_url_is_scrubbed(http_server):
 
 
 def test_a_pre_trade_denial_reaches_the_webhook_once(tmp_path, http_server, monkeypatch):
-    from pipeline.broker import PaperBroker
     from pipeline.config import CostModel, RiskLimits
-    from pipeline.orders import execute_orders
-    from pipeline.risk import TradingState
+    from pipeline.execution import execute_orders
+    from pipeline.execution.paper_broker import PaperBroker
+    from pipeline.trading import TradingState
 
     server, base = http_server
     monkeypatch.setenv("TRADING_ALERT_WEBHOOK", base + "/hook")

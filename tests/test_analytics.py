@@ -1,4 +1,4 @@
-"""Tests of pipeline.analytics: round-trip trades, attribution, risk and rolling statistics."""
+"""Tests of pipeline.research.analytics: round-trip trades, attribution, risk and rolling statistics."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import stats
 
-from pipeline.analytics import (
+from pipeline.adapters.sources import SampleSource
+from pipeline.config import CostModel
+from pipeline.research.analytics import (
     STRESS_WINDOWS,
     TRADE_COLUMNS,
     AnalyticsError,
@@ -26,10 +28,8 @@ from pipeline.analytics import (
     trade_statistics,
     var_cvar,
 )
-from pipeline.backtest import simulate
-from pipeline.config import CostModel
-from pipeline.metrics import performance_metrics
-from pipeline.sources import SampleSource
+from pipeline.research.backtest import simulate
+from pipeline.research.metrics import performance_metrics
 
 NAN = np.nan
 SESSIONS = pd.DatetimeIndex(pd.bdate_range("2024-01-01", periods=8), name="session")

@@ -1,4 +1,4 @@
-"""Tests of pipeline.backtest: delayed fills, costs, P&L accounting and its invariants."""
+"""Tests of pipeline.research.backtest: delayed fills, costs, P&L accounting and its invariants."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.backtest import BacktestInputError, simulate, trading_costs
 from pipeline.config import CostModel
-from pipeline.report import bar_png, equity_drawdown_png
+from pipeline.research.backtest import BacktestInputError, simulate, trading_costs
+from pipeline.research.plots import bar_png, equity_drawdown_png
 
 SESSIONS = pd.DatetimeIndex(pd.bdate_range("2024-01-01", periods=5), name="session")
 NAN = np.nan
@@ -288,7 +288,7 @@ def test_accounting_identities_hold(pos, moves, holes, slip, minimum):
     assert res.equity.iloc[-1] - capital == pytest.approx(pnl, abs=1e-9)
 
 
-# --- the report of a backtest (pipeline.report) --------------------------------------------
+# --- the report of a backtest (pipeline.research.plots) --------------------------------------------
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

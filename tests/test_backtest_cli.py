@@ -10,7 +10,7 @@ import sys
 import pandas as pd
 import pytest
 
-from pipeline.backtest_results import RESULT_FILES
+from pipeline.research.results import RESULT_FILES
 from tests.conftest import write_config
 
 

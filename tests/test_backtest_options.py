@@ -1,4 +1,4 @@
-"""Tests of pipeline.backtest's simulation options: next-open fills, limit orders, the short
+"""Tests of pipeline.research.backtest's simulation options: next-open fills, limit orders, the short
 switch and borrow cost, exposure limits, the pre-trade gate, and exact accounting under all of them."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.backtest import BacktestInputError, constrain_exposure, simulate
 from pipeline.config import CostModel, RiskLimits
+from pipeline.research.backtest import BacktestInputError, constrain_exposure, simulate
 
 SESSIONS = pd.DatetimeIndex(pd.bdate_range("2024-01-01", periods=5), name="session")  # Mon..Fri
 
@@ -197,7 +197,7 @@ def test_a_session_losing_beyond_the_limit_halts_the_next_sessions_orders():
 
 
 def test_halted_denies_reducing_orders_too_and_a_loss_at_the_limit_does_not_trip():
-    # Production's HALTED denies every order (pipeline.risk.pre_trade_check rule 1), so the sale
+    # Production's HALTED denies every order (pipeline.execution.gate.pre_trade_check rule 1), so the sale
     # of 2 after the -6 session waits one session: holding 2 earns 2 x (99 - 98) = 2 on session 3.
     res = breaker_run([2, 2, 0, 0, 0], limit=5.0)
     assert res.holdings["A"].tolist() == [0, 2, 2, 2, 0]
@@ -318,8 +318,8 @@ def test_positions_times_price_changes_minus_costs_reproduce_equity(p):
 
 
 def test_default_config_keeps_next_close_market_fills():
-    from pipeline.backtest import needs_bars, simulation_options
     from pipeline.config import load_config
+    from pipeline.research.backtest import needs_bars, simulation_options
 
     cfg = load_config()
     options = simulation_options(cfg)
@@ -330,8 +330,8 @@ def test_default_config_keeps_next_close_market_fills():
 
 
 def test_config_options_map_to_simulate():
-    from pipeline.backtest import needs_bars, simulation_options
     from pipeline.config import Instrument, PipelineConfig
+    from pipeline.research.backtest import needs_bars, simulation_options
 
     cfg = PipelineConfig(
         instruments=[Instrument(symbol="A"), Instrument(symbol="B", long_only=True)],

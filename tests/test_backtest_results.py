@@ -1,4 +1,4 @@
-"""Tests of pipeline.backtest_results: drawdown and monthly tables, the results folder, comparisons."""
+"""Tests of pipeline.research.results: drawdown and monthly tables, the results folder, comparisons."""
 
 from __future__ import annotations
 
@@ -10,19 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.analytics import reconstruct_trades
-from pipeline.backtest import simulate
-from pipeline.backtest_results import (
+from pipeline.config import CostModel
+from pipeline.research.analytics import monthly_returns, reconstruct_trades
+from pipeline.research.backtest import simulate
+from pipeline.research.metrics import performance_metrics
+from pipeline.research.results import (
     RESULT_FILES,
     BacktestRun,
     ResultsError,
     drawdown_periods,
-    monthly_returns,
     write_comparison,
     write_results,
 )
-from pipeline.config import CostModel
-from pipeline.metrics import performance_metrics
 
 
 def sessions(n: int, start: str = "2024-01-01") -> pd.DatetimeIndex:

@@ -5,9 +5,13 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
-from assets.partitions import daily_sessions, partition_sessions
+from assets.partitions import daily_partitions, partition_sessions
 from pipeline.calendar import is_session, sessions
-from pipeline.definitions import defs
+from pipeline.config import load_config
+from pipeline.definitions import build_definitions
+
+defs = build_definitions(load_config())
+daily_sessions = daily_partitions(load_config()).partitions_def
 
 
 def test_holidays_and_closures_are_not_sessions():

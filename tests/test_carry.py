@@ -1,4 +1,4 @@
-"""Tests for pipeline.carry: Carver's carry rule (carver.md §2.4) and FX carry."""
+"""Tests for pipeline.signals.carry: Carver's carry rule (carver.md §2.4) and FX carry."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.carry import (
+from pipeline.signals.carry import (
     CARRY_FORECAST_SCALAR,
     CarryError,
     annualised_roll,
@@ -139,8 +139,11 @@ def test_fx_carry_hand_value():
 def carry_2016():
     if not CARVER_2016.is_dir():
         pytest.skip("shared Carver 2016 data absent")
-    from pipeline.carver_data import read_adjusted_prices, read_multiple_prices
-    from pipeline.volatility import mixed_vol
+    from pipeline.adapters.pysystemtrade import (
+        read_adjusted_prices,
+        read_multiple_prices,
+    )
+    from pipeline.signals.volatility import mixed_vol
 
     instruments = ["US10", "EDOLLAR", "CORN", "SP500", "EUROSTX"]
     adjusted = read_adjusted_prices(CARVER_2016, instruments).prices
@@ -151,7 +154,7 @@ def carry_2016():
 
 
 def test_book_scalar_30_gives_average_abs_carry_of_order_10(carry_2016):
-    from pipeline.forecasts import scale_and_cap
+    from pipeline.signals.forecasts import scale_and_cap
 
     scaled = scale_and_cap(carry_2016, CARRY_FORECAST_SCALAR, cap=1e9)
     pooled = float(scaled.abs().stack().mean())
@@ -162,7 +165,7 @@ def test_book_scalar_30_gives_average_abs_carry_of_order_10(carry_2016):
 
 
 def test_pooled_estimated_scalar_of_raw_carry_is_near_the_books_30(carry_2016):
-    from pipeline.forecasts import estimate_forecast_scalars
+    from pipeline.signals.forecasts import estimate_forecast_scalars
 
     raw = pd.concat({"carry": carry_2016}, axis=1, names=["rule", "instrument"])
     scalar = float(estimate_forecast_scalars(raw)["carry"].iloc[-1])

@@ -1,4 +1,4 @@
-"""Tests for pipeline.carver_data: readers of pysystemtrade's price, FX and config files."""
+"""Tests for pipeline.adapters.pysystemtrade: readers of pysystemtrade's price, FX and config files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.carver_data import (
+from pipeline.adapters.pysystemtrade import (
     ISSUE_COLUMNS,
     CarverDataError,
     read_adjusted_prices,

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.signals.volatility import robust_vol
 from scripts.carver_fidelity import (
     AFTS_FDM,
     BREAKOUT_RANGE,
@@ -42,7 +43,6 @@ from scripts.carver_fidelity import (
     successive_ratios,
     to_business_days,
 )
-from pipeline.volatility import robust_vol
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_idm_formula_is_exact_on_known_matrices(case):
 
 def test_idm_of_carver_table_entries_to_two_decimals():
     # carver.md §3.3 table, rows N=2 and N=6: rho 0.25 -> 1.26 and 1.63, rho 0.9 -> 1.03 and 1.04
-    from pipeline.weights import idm
+    from pipeline.portfolio.instrument_weights import idm
 
     for n, rho, table in [(2, 0.25, 1.26), (6, 0.25, 1.63), (2, 0.9, 1.03), (6, 0.9, 1.04)]:
         names = [f"i{k}" for k in range(n)]

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.carver_data import read_adjusted_prices
+from pipeline.adapters.pysystemtrade import read_adjusted_prices
 from pipeline.config import load_config
-from pipeline.vol_forecast import nonpositive_instruments, vol_forecast_panel
+from pipeline.ml.vol_forecast import nonpositive_instruments, vol_forecast_panel
 from scripts.carver_pipeline import prepare, session_bars
 from tests.conftest import SHARED_DATA
 

@@ -9,7 +9,7 @@ import yaml
 
 from pipeline.config import load_config
 from pipeline.definitions import execute_daily
-from pipeline.lake import Lake
+from pipeline.store.lake import Lake
 from tests.conftest import LATEST_SAMPLE_SESSION, write_config
 
 EURUSD = 2.0  # a made-up constant rate, so the conversion is visible in the sized positions

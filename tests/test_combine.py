@@ -1,4 +1,4 @@
-"""Tests for pipeline.combine: forecast weights, FDM (static formula and expanding pooled
+"""Tests for pipeline.signals.combine: forecast weights, FDM (static formula and expanding pooled
 estimate) and the combined forecast."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.combine import (
+from pipeline.signals.combine import (
     CombinationError,
     combine_forecasts,
     estimate_fdm,
@@ -271,7 +271,7 @@ def test_combine_forecasts_has_no_look_ahead():
 
 
 def test_fdm_and_combination_in_one_pass_equal_the_two_calls():
-    from pipeline.combine import estimate_fdm_and_combine
+    from pipeline.signals.combine import estimate_fdm_and_combine
 
     rng = np.random.default_rng(8)
     sessions = pd.bdate_range("2015-01-01", periods=700, name="session")

@@ -5,13 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.combine import (
+from pipeline.config import CombinationConfig
+from pipeline.signals.combine import (
     CombinationError,
     combine_forecasts,
     combine_forecasts_daily,
 )
-from pipeline.config import CombinationConfig
-from pipeline.forecast_weights import (
+from pipeline.signals.forecast_weights import (
     ForecastWeightsError,
     combine_with_weight_history,
     smoothed_weights,

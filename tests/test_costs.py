@@ -1,4 +1,4 @@
-"""SR costs, forecast turnover and the speed limit (pipeline/costs.py), with hand-computed numbers."""
+"""SR costs, forecast turnover and the speed limit (pipeline/signals/costs.py), with hand-computed numbers."""
 
 import numpy as np
 import pandas as pd
@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.combine import combine_forecasts
 from pipeline.config import CostModel
-from pipeline.costs import (
+from pipeline.signals.combine import combine_forecasts
+from pipeline.signals.costs import (
     CostError,
     annual_sr_cost,
     apply_speed_limit,
@@ -123,7 +123,7 @@ def test_turnover_scales_inversely_with_the_average_forecast(values, avg):
 
 def test_rule_sr_costs_use_each_instruments_cost_model_and_rolls():
     from pipeline.config import Instrument
-    from pipeline.costs import rule_sr_costs
+    from pipeline.signals.costs import rule_sr_costs
 
     capped = _multi({("fast", "FUT"): [0, 10, 0, 10, 0, 10]})
     prices = pd.DataFrame({"FUT": [400.0] * 6}, index=SESSIONS)
@@ -136,7 +136,7 @@ def test_rule_sr_costs_use_each_instruments_cost_model_and_rolls():
 
 def test_rule_sr_costs_are_causal():
     from pipeline.config import Instrument
-    from pipeline.costs import rule_sr_costs
+    from pipeline.signals.costs import rule_sr_costs
 
     rng = np.random.default_rng(0)
     index = pd.bdate_range("2020-01-01", periods=300, name="session")

@@ -9,9 +9,11 @@ import pytest
 import yaml
 
 from pipeline.config import load_config
-from pipeline.definitions import defs, execute_backfill, execute_daily
-from pipeline.lake import Lake
-from pipeline.ledger import Ledger
+from pipeline.definitions import build_definitions, execute_backfill, execute_daily
+
+defs = build_definitions(load_config())
+from pipeline.store.lake import Lake
+from pipeline.store.ledger import Ledger
 from tests.conftest import LATEST_SAMPLE_SESSION, SMALL_UNIVERSE, write_config
 
 PARTITIONED = ["raw_bars", "clean_bars", "volatility", "forecasts", "combined_forecast", "target_positions", "orders"]
@@ -166,7 +168,7 @@ def test_the_regime_model_scales_positions_only_when_configured(tmp_path):
     md = meta.materialization.metadata
     assert 0.5 < md["oos_accuracy"].value <= 1.0 and md["used_as_risk_scale"].value is True
     # The fitted model is stored as a version in the lake's model registry, with its evidence.
-    from pipeline.model_registry import list_versions, load_model
+    from pipeline.ml.model_registry import list_versions, load_model
     versions = list_versions(cfg.lake_path, "vol_regime")
     assert list(versions["version"]) == [md["model_version"].value]
     stored = load_model(cfg.lake_path, "vol_regime")

@@ -6,7 +6,11 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from pipeline.definitions import ALL_ASSETS, defs, ensure_dagster_home
+from pipeline.config import load_config
+from pipeline.definitions import build_definitions, ensure_dagster_home
+
+defs = build_definitions(load_config())
+ALL_ASSETS = list(defs.assets)
 
 PARTITIONED = {"raw_bars", "clean_bars", "volatility", "forecasts", "combined_forecast", "target_positions", "orders"}
 

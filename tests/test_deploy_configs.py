@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 from dagster._config import validate_config
-from dagster._core.instance.config import dagster_instance_config, dagster_instance_config_schema
+from dagster._core.instance.config import (
+    dagster_instance_config,
+    dagster_instance_config_schema,
+)
 from dagster._serdes import ConfigurableClassData
 
 from pipeline.definitions import _DAGSTER_YAML

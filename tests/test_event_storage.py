@@ -77,9 +77,14 @@ def test_mixed_batches_and_other_events_take_dagsters_own_path(tmp_path):
 
 
 def test_check_planned_rows_are_the_rows_dagster_stores_one_per_partition(tmp_path):
-    from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationPlanned
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationPlanned,
+    )
 
-    from assets.partitions import daily_sessions
+    from assets.partitions import daily_partitions
+    from pipeline.config import load_config
+
+    daily_sessions = daily_partitions(load_config()).partitions_def
 
     subset = daily_sessions.subset_with_partition_keys(
         daily_sessions.get_partition_keys_in_range(dg.PartitionKeyRange("2022-12-19", "2022-12-28")))

@@ -1,4 +1,4 @@
-"""pipeline.expectations: GX suites per asset class, cross-checked against pipeline.quality."""
+"""pipeline.quality.expectations: GX suites per asset class, cross-checked against pipeline.quality.rules."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.adapters.sources import BAR_COLUMNS
 from pipeline.config import QualityConfig
-from pipeline.expectations import (
+from pipeline.quality.expectations import (
     ASSET_CLASSES,
     RESULT_COLUMNS,
     ExpectationsError,
     build_suite,
     validate_bars_gx,
 )
-from pipeline.quality import RULES, validate_bars
-from pipeline.sources import BAR_COLUMNS
+from pipeline.quality.rules import RULES, validate_bars
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_RULES = ["duplicate", "close_not_finite", "non_positive_price", "ohlc_inconsistent",
@@ -74,7 +74,7 @@ EXPECTED = {
 
 
 def raw_bars(rows) -> pd.DataFrame:
-    """Raw bars in the pipeline's schema, one fetch (so pipeline.quality sees them as given)."""
+    """Raw bars in the pipeline's schema, one fetch (so pipeline.quality.rules sees them as given)."""
     df = pd.DataFrame(rows, columns=["instrument", "session", "open", "high", "low", "close",
                                      "volume"])
     df["session"] = pd.to_datetime(df["session"]).astype("datetime64[us]")
@@ -114,7 +114,7 @@ def test_every_expectation_carries_severity_and_a_quality_rule_in_meta(asset_cla
     known = dict(RULES) | {"schema": "ERROR"}
     for exp in build_suite(asset_class, back_adjusted=False).expectations:
         assert exp.meta["rule"] in known
-        # the severity is pipeline.quality's, so the two implementations cannot drift apart
+        # the severity is pipeline.quality.rules's, so the two implementations cannot drift apart
         assert exp.meta["severity"] == known[exp.meta["rule"]]
 
 
@@ -219,7 +219,7 @@ def test_verdicts_up_to_a_date_ignore_later_bars():
     assert up_to_d(a) == up_to_d(b)
 
 
-# -- agreement with pipeline.quality -------------------------------------------------------
+# -- agreement with pipeline.quality.rules -------------------------------------------------------
 
 
 def test_gx_and_quality_quarantine_the_same_bars_for_each_shared_rule(defects_report):

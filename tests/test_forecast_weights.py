@@ -1,11 +1,11 @@
-"""Estimated forecast weights (pipeline/forecast_weights.py): families, handcrafting, bootstrap."""
+"""Estimated forecast weights (pipeline/signals/forecast_weights.py): families, handcrafting, bootstrap."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.combine import combine_forecasts, estimate_fdm
-from pipeline.forecast_weights import (
+from pipeline.signals.combine import combine_forecasts, estimate_fdm
+from pipeline.signals.forecast_weights import (
     ForecastWeightsError,
     bootstrap_weights,
     combine_with_weight_history,

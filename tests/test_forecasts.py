@@ -1,4 +1,4 @@
-"""Tests for pipeline.forecasts: scaling and capping, ForecastSet long/wide round trip,
+"""Tests for pipeline.signals.forecasts: scaling and capping, ForecastSet long/wide round trip,
 compute_forecasts, and the pooled forecast-scalar estimate."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from scipy import integrate, special, stats
 
 from pipeline.config import RulesConfig
-from pipeline.forecasts import (
+from pipeline.signals.forecasts import (
     LONG_COLUMNS,
     ForecastError,
     ForecastSet,
@@ -19,8 +19,8 @@ from pipeline.forecasts import (
     estimate_forecast_scalars,
     scale_and_cap,
 )
-from pipeline.rules import breakout, ewmac
-from pipeline.volatility import robust_vol
+from pipeline.signals.rules import breakout, ewmac
+from pipeline.signals.volatility import robust_vol
 
 CARVER_2023 = Path(__file__).resolve().parents[2] / "shared" / "data" / "futures_carver_2023"
 

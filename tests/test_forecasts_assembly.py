@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import RulesConfig
-from pipeline.forecasts import (
+from pipeline.signals.forecasts import (
     ForecastError,
     ForecastSet,
     capped_forecasts,
@@ -18,8 +18,8 @@ from pipeline.forecasts import (
     rescale,
     stack_forecasts,
 )
-from pipeline.rules import breakout, ewmac, ewmac_set
-from pipeline.volatility import robust_vol
+from pipeline.signals.rules import breakout, ewmac, ewmac_set
+from pipeline.signals.volatility import robust_vol
 
 
 def _prices(n: int = 400, columns=("ZN", "ES", "CL")) -> pd.DataFrame:

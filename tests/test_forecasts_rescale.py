@@ -4,7 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.forecasts import ForecastError, ForecastSet, floor_long_only, rescale
+from pipeline.signals.forecasts import (
+    ForecastError,
+    ForecastSet,
+    floor_long_only,
+    rescale,
+)
 
 
 def _fset():

@@ -1,11 +1,12 @@
-"""Positions sized in the base currency with FX rates (pipeline/fx.py, pipeline/sizing.py)."""
+"""Positions sized in the base currency with FX rates (pipeline/instruments.py, pipeline/portfolio/sizing.py)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.adapters.pysystemtrade import universe_fx
 from pipeline.config import Instrument, PortfolioConfig
-from pipeline.fx import FXError, fx_to_base, universe_fx
+from pipeline.instruments import FXError, fx_to_base
 from pipeline.portfolio import target_positions
 
 SESSIONS = pd.bdate_range("2024-01-01", periods=3, name="session")

@@ -16,13 +16,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.broker import BrokerError
-from pipeline.broker.ib import IBBroker
+from pipeline.adapters.ib.broker import IBBroker
+from pipeline.adapters.ib.fake_gateway import (
+    CONNECTIVITY_LOST_TEXT,
+    Drop,
+    FakeContract,
+    FakeTWS,
+    OrderBook,
+)
 from pipeline.config import BrokerConfig, IBConnection, Instrument, RiskLimits
-from pipeline.ib.fake_gateway import CONNECTIVITY_LOST_TEXT, Drop, FakeContract, FakeTWS, OrderBook
-from pipeline.ledger import LEDGER_FILE, Ledger
-from pipeline.orders import OrderPolicy, OrderRunLocked, cancel_orders, execute_orders, order_run_lock
-from pipeline.risk import TradingState
+from pipeline.execution import (
+    OrderPolicy,
+    OrderRunLocked,
+    cancel_orders,
+    execute_orders,
+    order_run_lock,
+)
+from pipeline.store.ledger import LEDGER_FILE, Ledger
+from pipeline.trading import BrokerError, TradingState
 
 SESSION = "2024-01-02"
 ACCOUNT = "DU1234567"
@@ -274,10 +285,10 @@ def test_a_reject_the_client_missed_is_recorded_as_rejected_after_the_reconnect_
 CRASHING_RUN = textwrap.dedent("""
     import sys
     import pandas as pd
-    from pipeline.broker.ib import IBBroker
+    from pipeline.adapters.ib.broker import IBBroker
     from pipeline.config import BrokerConfig, IBConnection, Instrument, RiskLimits
-    from pipeline.ledger import Ledger
-    from pipeline.orders import OrderPolicy, execute_orders
+    from pipeline.store.ledger import Ledger
+    from pipeline.execution import OrderPolicy, execute_orders
     port, path = int(sys.argv[1]), sys.argv[2]
     cfg = BrokerConfig(mode="ib", execution="paper", ib=IBConnection(port=port, client_id=201, timeout=3.0),
                        paper_ports=[port], order_timeout=30.0)
@@ -468,7 +479,7 @@ def test_dry_run_connects_read_only_and_refuses_to_send(fake):
     with IBBroker(INSTRUMENTS, config(fake.port, execution=None)) as broker:
         assert broker.execution == "dry_run"
         assert broker.positions().empty
-        from pipeline.orders import OrderIntent
+        from pipeline.trading import OrderIntent
 
         intent = OrderIntent("carver:2024-01-02:AAPL:1", "carver", pd.Timestamp(SESSION), "AAPL", 1, 10.0, 190.0)
         with pytest.raises(BrokerError, match="dry_run"):

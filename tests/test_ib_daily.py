@@ -9,15 +9,14 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from assets.resources import default_resources
+from pipeline.adapters.ib.fake_gateway import Drop, FakeContract, FakeTWS
+from pipeline.adapters.sources import SampleSource
 from pipeline.config import CONFIG_ENV_VAR, load_config
-from pipeline.definitions import ALL_ASSETS, daily_job, ensure_dagster_home, execute_daily
-from pipeline.lake import Lake
-from pipeline.ledger import Ledger
-from pipeline.sources import SampleSource
+from pipeline.definitions import build_definitions, ensure_dagster_home, execute_daily
+from pipeline.store.lake import Lake
+from pipeline.store.ledger import Ledger
 from sensors.schedules import SUBMIT_RUN_CONFIG
 from tests.conftest import LATEST_SAMPLE_SESSION, write_config
-from pipeline.ib.fake_gateway import Drop, FakeContract, FakeTWS
 
 CONTRACTS = {
     "AAPL": FakeContract("AAPL", "STK", "SMART", "USD", 265598, primary_exchange="NASDAQ"),
@@ -66,7 +65,7 @@ def test_the_daily_job_runs_on_bars_served_over_the_tws_protocol(tmp_path):
 def daily_job_of_the_configured_lake() -> dg.JobDefinition:
     """The daily job on the config named by ``$TRADING_PIPELINE_CONFIG``: a module-level
     function, so Dagster can rebuild the job to re-execute a run (``dg.reconstructable``)."""
-    location = dg.Definitions(assets=ALL_ASSETS, jobs=[daily_job], resources=default_resources(os.environ[CONFIG_ENV_VAR]))
+    location = build_definitions(load_config(os.environ[CONFIG_ENV_VAR]), config_path=os.environ[CONFIG_ENV_VAR])
     return location.resolve_job_def("daily_job")
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 from ib_async import IB, MarketOrder, Stock
 
+from pipeline.cli.fake_gateway import fake_contract
 from pipeline.config import Instrument
-from pipeline.fake_gateway_cli import fake_contract
 from tests.conftest import write_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,11 @@ from __future__ import annotations
 import pytest
 from ib_async import IB, LimitOrder, MarketOrder, Stock
 
-from pipeline.ib.fake_gateway import FakeContract, FakeTWS, OrderBook
-from pipeline.ib.fake_gateway.book import completed_order_fields, open_order_fields
+from pipeline.adapters.ib.fake_gateway import FakeContract, FakeTWS, OrderBook
+from pipeline.adapters.ib.fake_gateway.book import (
+    completed_order_fields,
+    open_order_fields,
+)
 
 AAPL = FakeContract("AAPL", "STK", "SMART", "USD", 265598, primary_exchange="NASDAQ")
 ACCOUNT = "DU1234567"
@@ -184,7 +187,7 @@ def test_open_and_completed_order_layouts_have_the_field_counts_of_server_versio
     # 95 for completedOrder; ib_async's *fields unpacking would hide a surplus, so count them.
     book = OrderBook()
     fake = FakeTWS(book=book)
-    from pipeline.ib.fake_gateway.book import FakeOrder
+    from pipeline.adapters.ib.fake_gateway.book import FakeOrder
 
     order = FakeOrder(1, 3, 1, 1, ["265598", "AAPL", "STK", "", "0", "", "", "SMART", "NASDAQ", "USD", "AAPL", "NMS"],
                       "BUY", 10, "MKT", "", "DAY", ACCOUNT, "carver:2024-01-02:AAPL:1")

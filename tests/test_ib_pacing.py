@@ -13,8 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.ib.pacing import HistoricalRequest, PacingBudget, PacingBudgetExceeded, shared_budget
-from pipeline.ib.fake_gateway import FakeClock
+from pipeline.adapters.ib.fake_gateway import FakeClock
+from pipeline.adapters.ib.pacing import (
+    HistoricalRequest,
+    PacingBudget,
+    PacingBudgetExceeded,
+    shared_budget,
+)
 
 
 def req(contract="AAPL", what="TRADES", end="20240628-23:59:59") -> HistoricalRequest:

@@ -1,6 +1,6 @@
 """IBSource against the protocol-level fake TWS: the real ib_async client, real wire messages.
 
-Nothing of ours is mocked: the fake (pipeline/ib/fake_gateway) speaks the TWS protocol on 127.0.0.1, and
+Nothing of ours is mocked: the fake (pipeline/adapters/ib/fake_gateway) speaks the TWS protocol on 127.0.0.1, and
 the only injections are the clock (which session is open), the pacing clock and its sleep (so
 back-off costs no wall time), and a factory that keeps a reference to the IB client.
 """
@@ -15,10 +15,8 @@ import pandas as pd
 import pytest
 from ib_async import IB, Stock
 
-from pipeline.calendar import sessions
-from pipeline.config import Instrument
-from pipeline.ib.contracts import ContractCache, ib_contract, what_to_show
-from pipeline.ib.errors import (
+from pipeline.adapters.ib.contracts import ContractCache, ib_contract, what_to_show
+from pipeline.adapters.ib.errors import (
     IBConnectivityLost,
     IBNoData,
     IBPacingViolation,
@@ -27,20 +25,22 @@ from pipeline.ib.errors import (
     IBUnknownContract,
     classify_error,
 )
-from pipeline.ib.pacing import PacingBudget
-from pipeline.sources.base import BAR_COLUMNS, BAR_DTYPES, SourceError
-from pipeline.sources.ib import IBConnection, IBSource
-from pipeline.ib.fake_gateway import FakeClock
-from pipeline.ib.fake_gateway import (
+from pipeline.adapters.ib.fake_gateway import (
     CONNECTIVITY_LOST_TEXT,
     PACING_TEXT,
     Delay,
     Drop,
     Error,
+    FakeClock,
     FakeContract,
     FakeTWS,
     Silent,
 )
+from pipeline.adapters.ib.pacing import PacingBudget
+from pipeline.adapters.sources.ib import IBConnection, IBSource
+from pipeline.bars import BAR_COLUMNS, BAR_DTYPES, SourceError
+from pipeline.calendar import sessions
+from pipeline.config import Instrument
 
 #: Monday 2024-07-01 17:00 New York: every bar up to Friday 2024-06-28 is final.
 NOW = pd.Timestamp("2024-07-01 21:00", tz="UTC")

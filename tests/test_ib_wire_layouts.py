@@ -13,7 +13,7 @@ ibapi = pytest.importorskip("ibapi")  # test extra: ibapi-stable
 from ibapi.decoder import Decoder
 from ibapi.wrapper import EWrapper
 
-from pipeline.ib.fake_gateway.book import (
+from pipeline.adapters.ib.fake_gateway.book import (
     FakeExecution,
     FakeOrder,
     FakePosition,
@@ -26,7 +26,7 @@ from pipeline.ib.fake_gateway.book import (
     portfolio_fields,
     position_fields,
 )
-from pipeline.ib.fake_gateway.server import SERVER_VERSION, encode
+from pipeline.adapters.ib.fake_gateway.server import SERVER_VERSION, encode
 
 CONTRACT = ["265598", "AAPL", "STK", "", "0", "", "", "SMART", "NASDAQ", "USD", "AAPL", "NMS"]
 

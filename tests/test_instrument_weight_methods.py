@@ -11,7 +11,10 @@ import pandas as pd
 import pytest
 
 from pipeline.config import PortfolioConfig
-from pipeline.weights import WeightsError, estimate_instrument_weights
+from pipeline.portfolio.instrument_weights import (
+    WeightsError,
+    estimate_instrument_weights,
+)
 
 RHO = 0.8
 
@@ -109,7 +112,7 @@ def test_the_daily_job_uses_fixed_instrument_weights_and_their_idm(tmp_path):
 
     from pipeline.config import load_config
     from pipeline.definitions import execute_daily
-    from pipeline.lake import Lake
+    from pipeline.store.lake import Lake
     from tests.conftest import LATEST_SAMPLE_SESSION, write_config
 
     config = write_config(

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.lake import Lake, LakeError, wide_to_long
+from pipeline.store.lake import Lake, LakeError, wide_to_long
 
 
 def _frame(sessions, value):

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from pipeline.config import load_config
-from pipeline.lake import Lake
-from pipeline.storage import StorageError, lake_root, state_path
-from pipeline.warehouse import WAREHOUSE_FILE, connect, query
+from pipeline.store.lake import Lake
+from pipeline.store.paths import StorageError, lake_root, state_path
+from pipeline.store.warehouse import WAREHOUSE_FILE, connect, query
 from tests.conftest import LATEST_SAMPLE_SESSION, write_config
 from tests.s3_server import s3_bucket
 

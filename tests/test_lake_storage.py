@@ -1,12 +1,12 @@
-"""Where things go: the lake root (folder or URL) and the local state folder (pipeline.storage)."""
+"""Where things go: the lake root (folder or URL) and the local state folder (pipeline.store.paths)."""
 
 import pandas as pd
 import pytest
 
 from pipeline.config import LAKE_ENV_VAR, PipelineConfig
-from pipeline.lake import Lake
-from pipeline.storage import StorageError, lake_root, state_path
-from pipeline.warehouse import publish_views
+from pipeline.store.lake import Lake
+from pipeline.store.paths import StorageError, lake_root, state_path
+from pipeline.store.warehouse import publish_views
 
 S3 = "s3://bucket/prod?endpoint_override=127.0.0.1:9&scheme=http&region=us-east-1"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.lake import Lake, LakeError, is_url
+from pipeline.store.lake import Lake, LakeError, is_url
 from tests.s3_server import s3_bucket
 
 DAYS = pd.bdate_range("2021-12-29", "2022-01-05")

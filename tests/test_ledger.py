@@ -8,9 +8,8 @@ import textwrap
 import pandas as pd
 import pytest
 
-from pipeline.broker.base import Fill
-from pipeline.ledger import LEDGER_FILE, Ledger, LedgerError, LedgerLockedError
-from pipeline.risk import TradingState
+from pipeline.store.ledger import LEDGER_FILE, Ledger, LedgerError, LedgerLockedError
+from pipeline.trading import Fill, TradingState
 
 
 @pytest.fixture
@@ -209,7 +208,7 @@ def test_partial_fills_leave_the_intent_partially_filled_until_they_cover_it(led
 
 
 def test_broker_answers_are_recorded_with_ids_and_an_event_per_change(ledger):
-    from pipeline.broker.base import BrokerOrder
+    from pipeline.trading import BrokerOrder
 
     ref = "carver:2024-01-02:ES:1"
     ledger.record_intents(intent_rows(ref))
@@ -228,7 +227,7 @@ def test_broker_answers_are_recorded_with_ids_and_an_event_per_change(ledger):
 
 
 def test_a_rejection_keeps_the_brokers_reason(ledger):
-    from pipeline.broker.base import BrokerOrder
+    from pipeline.trading import BrokerOrder
 
     ref = "carver:2024-01-02:ES:1"
     ledger.record_intents(intent_rows(ref))

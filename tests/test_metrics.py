@@ -1,4 +1,4 @@
-"""Tests of pipeline.metrics against hand computations on short series."""
+"""Tests of pipeline.research.metrics against hand computations on short series."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from pipeline.metrics import METRIC_NAMES, performance_metrics
+from pipeline.research.metrics import METRIC_NAMES, performance_metrics
 
 # The worked example: five sessions, periods_per_year = 256.
 #   mean = (0.01 - 0.02 + 0.03 + 0 - 0.01) / 5 = 0.002

@@ -1,4 +1,4 @@
-"""Tests for pipeline.volatility.mixed_vol (pst ``mixed_vol_calc``, carver.md §2.1)."""
+"""Tests for pipeline.signals.volatility.mixed_vol (pst ``mixed_vol_calc``, carver.md §2.1)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.volatility import VolatilityError, mixed_vol, robust_vol
+from pipeline.signals.volatility import VolatilityError, mixed_vol, robust_vol
 
 
 def _wide(values, columns=None) -> pd.DataFrame:

@@ -14,8 +14,8 @@ import yaml
 
 from assets.ml import REGIME_MODEL_NAME, regime_model, vol_forecast
 from assets.resources import default_resources
-from pipeline.lake import Lake
-from pipeline.model_registry import list_versions, load_model
+from pipeline.ml.model_registry import list_versions, load_model
+from pipeline.store.lake import Lake
 from tests.conftest import write_config
 
 SYMBOLS = ["SYA", "SYB", "SYC"]

@@ -1,4 +1,4 @@
-"""Tests of pipeline.model_registry: versioned models, atomic writes, the experiment log."""
+"""Tests of pipeline.ml.model_registry: versioned models, atomic writes, the experiment log."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from pipeline import model_registry
-from pipeline.model_registry import (
+from pipeline.ml import model_registry
+from pipeline.ml.model_registry import (
     ModelRegistryError,
     data_hash,
     list_versions,
@@ -200,7 +200,7 @@ def stored_versions(tmp_path):
 
 
 def test_the_latest_approved_version_trained_up_to_the_session_is_selected(tmp_path):
-    from pipeline.model_registry import select_version
+    from pipeline.ml.model_registry import select_version
 
     v = stored_versions(tmp_path)
     assert select_version(tmp_path, "m", pd.Timestamp("2023-01-03")) == v["2022-06-30"]
@@ -212,7 +212,7 @@ def test_the_latest_approved_version_trained_up_to_the_session_is_selected(tmp_p
 
 
 def test_a_pinned_version_is_used_but_never_one_trained_after_the_session(tmp_path):
-    from pipeline.model_registry import select_version
+    from pipeline.ml.model_registry import select_version
 
     v = stored_versions(tmp_path)
     assert select_version(tmp_path, "m", pd.Timestamp("2021-07-01"), pinned=v["2021-06-30"]) == v["2021-06-30"]
@@ -223,7 +223,7 @@ def test_a_pinned_version_is_used_but_never_one_trained_after_the_session(tmp_pa
 
 
 def test_version_changes_lists_metrics_beside_the_previous_version():
-    from pipeline.model_registry import version_changes
+    from pipeline.ml.model_registry import version_changes
 
     table = version_changes({"oos_metrics": {"accuracy": 0.6}}, {"oos_metrics": {"accuracy": 0.65, "brier": 0.2, "ok": True}})
     assert list(table.index) == ["accuracy", "brier"]

@@ -16,12 +16,12 @@ from assets.ingest import raw_bars
 from assets.quality import clean_bars
 from assets.resources import Settings, default_resources
 from assets.signals import volatility
+from pipeline.adapters.sources import SampleSource
 from pipeline.config import load_config
-from pipeline.lake import Lake
-from pipeline.ledger import Ledger
-from pipeline.non_session import non_session_bars, run_window
-from pipeline.sources import SampleSource
-from pipeline.warehouse import WAREHOUSE_FILE
+from pipeline.quality.non_session import non_session_bars, run_window
+from pipeline.store.lake import Lake
+from pipeline.store.ledger import Ledger
+from pipeline.store.warehouse import WAREHOUSE_FILE
 from sensors.alerts import asset_check_alerts
 from tests.conftest import write_config
 

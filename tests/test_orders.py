@@ -11,18 +11,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.broker import BrokerError, BrokerOrder, PaperBroker, empty_working_orders
 from pipeline.config import CostModel, RiskLimits
-from pipeline.ledger import LEDGER_FILE, Ledger
-from pipeline.orders import (
+from pipeline.execution import execute_orders, plan_orders
+from pipeline.execution.paper_broker import PaperBroker
+from pipeline.store.ledger import LEDGER_FILE, Ledger
+from pipeline.trading import (
+    BrokerError,
+    BrokerOrder,
     OrderError,
     OrderRef,
-    execute_orders,
+    TradingState,
+    empty_working_orders,
     order_ref,
     parse_order_ref,
-    plan_orders,
 )
-from pipeline.risk import TradingState
 
 SESSION = "2024-01-02"
 POINT_SIZES = {"ES": 50.0, "AAPL": 1.0, "MSFT": 1.0}
@@ -370,7 +372,7 @@ def _wide(rows, sessions):
 
 
 def test_backfill_intents_are_the_trades_between_successive_targets(ledger):
-    from pipeline.orders import record_intents_without_sending
+    from pipeline.execution import record_intents_without_sending
 
     days = ["2022-12-27", "2022-12-28", "2022-12-29"]
     targets = _wide([[10, -5], [10, -8], [4, float("nan")]], days)
@@ -389,7 +391,7 @@ def test_backfill_intents_are_the_trades_between_successive_targets(ledger):
 
 
 def test_backfill_intents_go_through_the_gate(ledger):
-    from pipeline.orders import record_intents_without_sending
+    from pipeline.execution import record_intents_without_sending
 
     days = ["2022-12-27", "2022-12-28"]
     targets = _wide([[10, 5000], [10, 5000]], days)  # 5000 > max_order_quantity 1000
@@ -401,7 +403,7 @@ def test_backfill_intents_go_through_the_gate(ledger):
 
 
 def test_backfills_and_record_only_runs_are_not_throttled(ledger):
-    from pipeline.orders import record_intents_without_sending
+    from pipeline.execution import record_intents_without_sending
 
     days = ["2022-12-27", "2022-12-28"]
     limits = LIMITS.model_copy(update={"max_orders_per_window": 1, "order_window_seconds": 3600.0})
@@ -422,7 +424,9 @@ def test_a_submit_run_is_throttled_across_runs_by_the_ledgers_submission_times(l
 def _record_one_session_at_a_time(targets, reference_prices, sessions, *, ledger, limits, point_sizes, strategy, run_id):
     """The former backfill path, kept as the reference: plan_orders and the gate session by
     session, exactly as execute_orders(submit=False) plans one session."""
-    from pipeline.orders import PLAN_COLUMNS, _gate, _unchanged
+    from pipeline.execution import PLAN_COLUMNS
+    from pipeline.execution.intents import unchanged_intents as _unchanged
+    from pipeline.execution.run_gate import gate_plan as _gate
 
     state = ledger.trading_state()
     previous = targets.shift(1).fillna(0.0)
@@ -465,7 +469,7 @@ def _sample_targets(years: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def test_the_vectorised_backfill_writes_what_planning_one_session_at_a_time_wrote(tmp_path):
-    from pipeline.orders import record_intents_without_sending
+    from pipeline.execution import record_intents_without_sending
 
     targets, prices = _sample_targets(years=2)
     point_sizes = dict.fromkeys(targets.columns, 1.0)

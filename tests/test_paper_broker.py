@@ -4,10 +4,10 @@ ledger's fills, and at most one fill per order_ref. Expected numbers are hand-co
 import pandas as pd
 import pytest
 
-from pipeline.broker import Broker, BrokerError, PaperBroker, commission
 from pipeline.config import CostModel
-from pipeline.ledger import LEDGER_FILE, Ledger
-from pipeline.orders import OrderIntent, order_ref
+from pipeline.execution.paper_broker import PaperBroker, commission
+from pipeline.store.ledger import LEDGER_FILE, Ledger
+from pipeline.trading import Broker, BrokerError, OrderIntent, order_ref
 
 COSTS = {
     "ES": CostModel(slippage=0.25, commission_per_unit=2.0, commission_min=0.0),

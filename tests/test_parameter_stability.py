@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.parameter_stability import (
+from pipeline.adapters.sources.sample import SAMPLE_PATH
+from pipeline.research.parameter_stability import (
     ParameterError,
     TrendParameters,
     performance_by_vol_regime,
@@ -14,8 +15,7 @@ from pipeline.parameter_stability import (
     sharpe_surface,
     trend_returns,
 )
-from pipeline.sources.sample import SAMPLE_PATH
-from pipeline.validation import PERIODS_PER_YEAR
+from pipeline.research.validation import PERIODS_PER_YEAR
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from assets.resources import Settings
+from pipeline.adapters.sources import SampleSource
 from pipeline.config import load_config
 from pipeline.definitions import execute_daily
+from pipeline.store.lake import Lake
+from pipeline.store.ledger import Ledger
 from sensors.alerts import run_failure_alerts
-from pipeline.lake import Lake
-from pipeline.ledger import Ledger
-from pipeline.sources import SampleSource
 from tests.conftest import LATEST_SAMPLE_SESSION, write_config
 
 UNIVERSE = ["AAPL", "KO", "XOM"]

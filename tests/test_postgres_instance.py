@@ -31,7 +31,10 @@ BACKFILL_SESSIONS = ["2022-12-20", "2022-12-21", "2022-12-22", "2022-12-23", "20
 
 def _assets() -> tuple[list[str], list[str]]:
     """(session-partitioned, unpartitioned) asset names of the daily job."""
-    from pipeline.definitions import ALL_ASSETS
+    from pipeline.config import load_config
+    from pipeline.definitions import build_definitions
+
+    ALL_ASSETS = list(build_definitions(load_config()).assets)
 
     keys = [(key.to_user_string(), a.partitions_def is not None) for a in ALL_ASSETS for key in a.keys]
     return [k for k, p in keys if p], [k for k, p in keys if not p]
@@ -64,7 +67,11 @@ def _sql(pg, query: str, *params):
 
 
 def test_shipped_yaml_selects_postgres_storage(pg_instance):
-    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+    from dagster_postgres import (
+        PostgresEventLogStorage,
+        PostgresRunStorage,
+        PostgresScheduleStorage,
+    )
 
     assert isinstance(pg_instance.run_storage, PostgresRunStorage)
     assert isinstance(pg_instance.event_log_storage, PostgresEventLogStorage)

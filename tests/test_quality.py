@@ -1,4 +1,4 @@
-"""pipeline.quality: raw bars -> clean bars + quarantine + warnings."""
+"""pipeline.quality.rules: raw bars -> clean bars + quarantine + warnings."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.adapters.sources import BAR_COLUMNS, read_bar_file
+from pipeline.adapters.sources.sample import SampleSource
 from pipeline.config import QualityConfig
-from pipeline.quality import (
+from pipeline.quality.rules import (
     ISSUE_COLUMNS,
     RULES,
     QualityInputError,
@@ -20,8 +22,6 @@ from pipeline.quality import (
     spike_flags,
     validate_bars,
 )
-from pipeline.sources import BAR_COLUMNS, read_bar_file
-from pipeline.sources.sample import SampleSource
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 T0 = pd.Timestamp("2024-01-10 22:00", tz="UTC")

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import QualityConfig
-from pipeline.quality import QualityInputError, validate_bars
+from pipeline.quality.rules import QualityInputError, validate_bars
 from tests.test_quality import bars
 
 CFG = QualityConfig()
@@ -109,7 +109,7 @@ def test_clean_bars_quarantines_a_vendors_sunday_bars_and_keeps_every_row(tmp_pa
     from assets.ingest import raw_bars
     from assets.quality import clean_bars
     from assets.resources import default_resources
-    from pipeline.lake import Lake
+    from pipeline.store.lake import Lake
 
     # Dukascopy-style EURUSD: every weekday of Nov-Dec 2022 (24/5 sessions) plus a bar each Sunday.
     days = pd.date_range("2022-11-01", "2022-12-28", freq="D")

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from pipeline.config import QualityConfig
-from pipeline.ledger import Ledger, LedgerError
-from pipeline.quality import validate_bars
+from pipeline.quality.rules import validate_bars
+from pipeline.store.ledger import Ledger, LedgerError
 from tests.test_quality import alternating, bars, closes
 
 BAD = {"session": "2024-01-03", "open": 100.0, "high": 99.0, "low": 101.0, "close": 100.0}  # high < low

@@ -1,4 +1,4 @@
-"""Tests of pipeline.regime: features, labels, the purged walk-forward and the risk scale."""
+"""Tests of pipeline.ml.regime: features, labels, the purged walk-forward and the risk scale."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from pipeline.regime import (
+from pipeline.ml.regime import (
     RegimeInputError,
     risk_scale,
     vol_regime_labels,
     vol_regime_state,
     walk_forward_classifier,
 )
-from pipeline.regime_features import market_features
+from pipeline.ml.regime_features import market_features
 
 
 def sessions(n: int) -> pd.DatetimeIndex:
@@ -322,7 +322,7 @@ def test_risk_scale_rejects_invalid_input(p, scale):
 
 
 def test_trend_labels_and_state_match_a_naive_loop():
-    from pipeline.regime import trend_regime_labels, trend_regime_state
+    from pipeline.ml.regime import trend_regime_labels, trend_regime_state
 
     rng = np.random.default_rng(5)
     r = pd.Series(rng.normal(size=120), index=sessions(120))
@@ -341,7 +341,7 @@ def test_trend_labels_and_state_match_a_naive_loop():
 
 
 def test_trend_labels_reject_a_zero_horizon():
-    from pipeline.regime import trend_regime_labels
+    from pipeline.ml.regime import trend_regime_labels
 
     with pytest.raises(RegimeInputError, match="horizon must be >= 1"):
         trend_regime_labels(pd.Series([1.0, 2.0], index=sessions(2)), 0)

@@ -1,4 +1,4 @@
-"""Tests of pipeline.regime_features: the market features and the simple-rule returns."""
+"""Tests of pipeline.ml.regime_features: the market features and the simple-rule returns."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import regime_features
-from pipeline.regime import RegimeInputError
-from pipeline.regime_features import (
+from pipeline.ml import regime_features
+from pipeline.ml.regime import RegimeInputError
+from pipeline.ml.regime_features import (
     MARKET_FEATURE_NAMES,
     average_correlation,
     market_features,

@@ -1,4 +1,4 @@
-"""Tests of pipeline.regime_models: purged splits, in-train tuning, model comparison, importance."""
+"""Tests of pipeline.ml.regime_models: purged splits, in-train tuning, model comparison, importance."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from scipy.stats import binomtest, spearmanr
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
-from pipeline.regime import RegimeInputError, default_model
-from pipeline.regime_models import (
+from pipeline.ml.regime import RegimeInputError, default_model
+from pipeline.ml.regime_models import (
     TunedClassifier,
     _holm,
     compare_models,
@@ -352,7 +352,7 @@ def two_regimes(n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
 
 
 def test_mixture_states_are_ordered_calm_to_turbulent():
-    from pipeline.regime_models import gaussian_mixture_states
+    from pipeline.ml.regime_models import gaussian_mixture_states
 
     features, regime = two_regimes(600)
     states = gaussian_mixture_states(features, 2, 100, 200, "vol")
@@ -363,7 +363,7 @@ def test_mixture_states_are_ordered_calm_to_turbulent():
 
 
 def test_mixture_states_up_to_d_ignore_data_after_d():
-    from pipeline.regime_models import gaussian_mixture_states
+    from pipeline.ml.regime_models import gaussian_mixture_states
 
     features, _ = two_regimes(600)
     before = gaussian_mixture_states(features, 2, 100, 200, "vol")
@@ -374,7 +374,7 @@ def test_mixture_states_up_to_d_ignore_data_after_d():
 
 
 def test_mixture_classifier_learns_each_state_s_label_rate():
-    from pipeline.regime_models import GaussianMixtureClassifier
+    from pipeline.ml.regime_models import GaussianMixtureClassifier
 
     features, regime = two_regimes(400, seed=1)
     model = GaussianMixtureClassifier(n_components=2).fit(features, regime)
@@ -416,7 +416,7 @@ def overlay_case(n: int = 2000, seed: int = 0):
 
 
 def test_a_scale_that_sees_the_high_vol_regime_improves_the_sharpe():
-    from pipeline.regime_models import overlay_evidence
+    from pipeline.ml.regime_models import overlay_evidence
 
     r, high = overlay_case()
     # P(high) known at t-1 for session t: the regime of t (it persists within blocks).
@@ -431,7 +431,7 @@ def test_a_scale_that_sees_the_high_vol_regime_improves_the_sharpe():
 
 
 def test_a_constant_scale_changes_nothing():
-    from pipeline.regime_models import overlay_evidence
+    from pipeline.ml.regime_models import overlay_evidence
 
     r, _ = overlay_case()
     ev = overlay_evidence(r, pd.Series(0.4, index=r.index), 0.5)
@@ -440,7 +440,7 @@ def test_a_constant_scale_changes_nothing():
 
 
 def test_the_gate_decides_from_past_evidence_only_and_applies_after_the_decision():
-    from pipeline.regime_models import gate_in_force, overlay_gate
+    from pipeline.ml.regime_models import gate_in_force, overlay_gate
 
     r, high = overlay_case()
     p = pd.Series(np.r_[high[1:], False].astype(float), index=r.index)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.backtest_results import write_comparison, write_results
+from pipeline.research.results import write_comparison, write_results
 from tests.test_backtest_results import demo_run
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -25,7 +25,9 @@ if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
 
 if os.environ.get("CI"):
-    from playwright import sync_api  # CI installs the test extra: a missing package fails here
+    from playwright import (
+        sync_api,  # CI installs the test extra: a missing package fails here
+    )
 else:
     sync_api = pytest.importorskip("playwright.sync_api")
 

@@ -10,14 +10,14 @@ import pytest
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "research_api.md"
 API = [
-    "pipeline.volatility.robust_vol",
-    "pipeline.rules.ewmac",
-    "pipeline.rules.breakout",
-    "pipeline.rules.carry",
-    "pipeline.forecasts.scale_and_cap",
-    "pipeline.forecasts.estimate_scalars",
-    "pipeline.combine.fdm",
-    "pipeline.combine.combine",
+    "pipeline.signals.volatility.robust_vol",
+    "pipeline.signals.rules.ewmac",
+    "pipeline.signals.rules.breakout",
+    "pipeline.signals.rules.carry",
+    "pipeline.signals.forecasts.scale_and_cap",
+    "pipeline.signals.forecasts.estimate_scalars",
+    "pipeline.signals.combine.fdm",
+    "pipeline.signals.combine.combine",
     "pipeline.portfolio.erc_weights",
     "pipeline.portfolio.idm",
     "pipeline.portfolio.position_sizes",
@@ -65,8 +65,8 @@ def test_the_documented_example_runs_and_gives_carver_shaped_numbers(doc_namespa
 
 
 def test_carry_wrapper_equals_the_carry_module():
-    from pipeline.carry import annualised_roll, carry_forecast
-    from pipeline.rules import carry
+    from pipeline.signals.carry import annualised_roll, carry_forecast
+    from pipeline.signals.rules import carry
 
     index = pd.bdate_range("2024-01-01", periods=5, name="session")
     price = pd.DataFrame({"X": [100.0, 100.5, 101.0, 100.0, 99.0]}, index=index)

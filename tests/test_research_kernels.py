@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.combine import combine_forecasts, estimate_fdm, forecast_weights
-from pipeline.forecasts import _row_median_nonzero
+from pipeline.signals.combine import combine_forecasts, estimate_fdm, forecast_weights
+from pipeline.signals.forecasts import _row_median_nonzero
 
 
 @settings(max_examples=80, deadline=None)

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import RiskLimits
-from pipeline.risk import TradingState, Verdict, is_reducing, pre_trade_check
+from pipeline.execution.gate import Verdict, is_reducing, pre_trade_check
+from pipeline.trading import TradingState
 
 LIMITS = RiskLimits(max_order_quantity=100, max_order_notional=500_000, max_position=200_000, price_collar=0.10)
 ACTIVE, REDUCING, HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
@@ -189,6 +190,6 @@ def test_halted_is_reported_before_the_paper_account_and_the_throttle():
     ],
 )
 def test_the_daily_loss_circuit_breaker_trips_only_beyond_the_limit(pnl, limit, expected):
-    from pipeline.risk import daily_loss_breached
+    from pipeline.execution.gate import daily_loss_breached
 
     assert daily_loss_breached(pnl, LIMITS.model_copy(update={"max_daily_loss": limit})) == expected

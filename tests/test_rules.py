@@ -1,4 +1,4 @@
-"""Tests for pipeline.rules: EWMAC and breakout raw forecasts against naive re-computations."""
+"""Tests for pipeline.signals.rules: EWMAC and breakout raw forecasts against naive re-computations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.rules import RuleError, breakout, ewmac
+from pipeline.signals.rules import RuleError, breakout, ewmac
 
 
 def _wide(values, columns=None) -> pd.DataFrame:

@@ -9,13 +9,14 @@ import duckdb
 import pandas as pd
 import pytest
 
-from assets.resources import default_resources
 from pipeline.cli import main
-from pipeline.definitions import ALL_ASSETS, daily_job, defs, execute_daily
-from pipeline.lake import Lake
-from pipeline.warehouse import query
-from sensors.schedules import regime_retrain_job
+from pipeline.config import load_config
+from pipeline.definitions import build_definitions, execute_daily
+from pipeline.store.lake import Lake
+from pipeline.store.warehouse import query
 from tests.conftest import LATEST_SAMPLE_SESSION, write_config
+
+defs = build_definitions(load_config())
 
 NY = "America/New_York"
 PARTITIONED = ["raw_bars", "clean_bars", "volatility", "forecasts", "combined_forecast", "target_positions", "orders"]
@@ -54,8 +55,7 @@ def test_the_holiday_run_of_the_schedule_succeeds_with_no_rows_and_no_orders(tmp
     config = write_config(tmp_path)
     lake = Lake(tmp_path / "lake")
     (request,) = _tick("daily_after_close", "2022-12-26 17:00").run_requests
-    job = dg.Definitions(assets=ALL_ASSETS, jobs=[daily_job],
-                         resources=default_resources(str(config))).resolve_job_def("daily_job")
+    job = build_definitions(load_config(config), config_path=str(config)).resolve_job_def("daily_job")
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(instance=instance, partition_key=request.partition_key,
                                         asset_selection=list(request.asset_selection), tags=request.tags)
@@ -141,8 +141,7 @@ def test_the_retraining_job_refits_the_model_from_the_lake_without_touching_orde
         assert execute_daily(LATEST_SAMPLE_SESSION, submit=False, config_path=str(config), instance=instance).success
         before = lake.read_table("regime_model")
         intents = query(lake.root, "select count(*) as n from order_intents")["n"].item()
-        job = dg.Definitions(assets=ALL_ASSETS, jobs=[regime_retrain_job],
-                             resources=default_resources(str(config))).resolve_job_def("regime_retrain_job")
+        job = build_definitions(load_config(config), config_path=str(config)).resolve_job_def("regime_retrain_job")
         result = job.execute_in_process(instance=instance)
     assert result.success
     assert [e.asset_key for e in result.get_asset_materialization_events()] == [dg.AssetKey("regime_model")]

@@ -1,4 +1,4 @@
-"""Specification of pipeline.sizing: vol scalar, optimal positions, buffer, buffered target positions."""
+"""Specification of pipeline.portfolio.sizing: vol scalar, optimal positions, buffer, buffered target positions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from pipeline.config import PortfolioConfig
-from pipeline.sizing import (
+from pipeline.portfolio.sizing import (
     SizingError,
     TargetPositions,
     buffer_width,

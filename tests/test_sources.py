@@ -12,8 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import SourceConfig
-from pipeline.sources import (
+from pipeline.adapters.sources import (
     BAR_COLUMNS,
     BAR_DTYPES,
     SAMPLE_PATH,
@@ -26,6 +25,7 @@ from pipeline.sources import (
     make_source,
     read_bar_file,
 )
+from pipeline.config import SourceConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FIXED = pd.Timestamp("2024-03-08 22:00", tz="UTC")

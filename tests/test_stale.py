@@ -1,4 +1,4 @@
-"""The stale-price guard (pipeline/stale.py)."""
+"""The stale-price guard (pipeline/quality/stale.py)."""
 
 import numpy as np
 import pandas as pd
@@ -6,15 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.rules import ewmac
-from pipeline.stale import (
+from pipeline.quality.stale import (
     StaleError,
     mask_stale_forecasts,
     stale_instruments,
     stale_mask,
     without_stale,
 )
-from pipeline.volatility import robust_vol
+from pipeline.signals.rules import ewmac
+from pipeline.signals.volatility import robust_vol
 
 NAN = np.nan
 
@@ -83,7 +83,7 @@ def test_forecast_scalars_are_estimated_without_the_stale_sessions():
     """A market that goes flat (vol decays to the floor, raw EWMAC explodes) must not move the
     scalar: the guarded estimate equals the estimate on the forecasts with its stale sessions removed."""
     from pipeline.config import RulesConfig
-    from pipeline.forecasts import (
+    from pipeline.signals.forecasts import (
         estimate_forecast_scalars,
         estimate_guarded_scalars,
         raw_forecast_stack,

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.definitions import ALL_ASSETS
-from pipeline.warehouse import query
+from pipeline.config import load_config
+from pipeline.definitions import build_definitions
+
+ALL_ASSETS = list(build_definitions(load_config()).assets)
+from pipeline.store.warehouse import query
 from tests.conftest import LATEST_SAMPLE_SESSION
 from tests.ui_support import launch_daily_run, webserver
 

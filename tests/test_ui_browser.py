@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.definitions import ALL_ASSETS
+from pipeline.config import load_config
+from pipeline.definitions import build_definitions
+
+ALL_ASSETS = list(build_definitions(load_config()).assets)
 from tests.ui_support import ROOT, launch_daily_run, webserver
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,4 +1,4 @@
-"""Tests of pipeline.validation, and of pipeline.metrics against independent reference formulas."""
+"""Tests of pipeline.research.validation, and of pipeline.research.metrics against independent reference formulas."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from pipeline.metrics import performance_metrics
-from pipeline.sources import SampleSource
-from pipeline.validation import (
+from pipeline.adapters.sources import SampleSource
+from pipeline.research.metrics import performance_metrics
+from pipeline.research.validation import (
     ValidationError,
     annualised_sharpe,
     block_bootstrap_ci,
@@ -235,7 +235,7 @@ def test_walk_forward_rejects_returns_outside_the_test_window():
         walk_forward(data, fit_scalar, leaky, 200, 100)
 
 
-# --- pipeline.metrics against independent reference formulas -------------------------------------
+# --- pipeline.research.metrics against independent reference formulas -------------------------------------
 #
 # Reference conventions (empyrical 0.5 / quantstats 0.0.6x, risk-free rate 0):
 #   Sharpe  = mean(r) / std(r, ddof=1) * sqrt(ppy)                (both libraries)
@@ -244,7 +244,7 @@ def test_walk_forward_rejects_returns_outside_the_test_window():
 #             omits W_0, which only matters when the first day is a loss from the start)
 #   CAGR    = W_n ** (ppy / n) - 1                                 (empyrical; quantstats uses
 #             calendar days / 365, a different convention not tested here)
-# written with plain Python loops, independently of pipeline.metrics.
+# written with plain Python loops, independently of pipeline.research.metrics.
 
 
 def _spx_returns() -> pd.Series:

@@ -1,4 +1,4 @@
-"""Tests of pipeline.vol_forecast: panel, QLIKE, walk-forward models and the sizing decision."""
+"""Tests of pipeline.ml.vol_forecast: panel, QLIKE, walk-forward models and the sizing decision."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.vol_forecast import (
+from pipeline.ml.vol_forecast import (
     BASELINE,
     VolForecastError,
     nonpositive_instruments,

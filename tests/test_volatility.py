@@ -1,4 +1,4 @@
-"""Tests for pipeline.volatility: robust_vol (pst robust_vol_calc), percentage_vol, daily_returns."""
+"""Tests for pipeline.signals.volatility: robust_vol (pst robust_vol_calc), percentage_vol, daily_returns."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.volatility import VolatilityError, daily_returns, percentage_vol, robust_vol
+from pipeline.signals.volatility import (
+    VolatilityError,
+    daily_returns,
+    percentage_vol,
+    robust_vol,
+)
 
 
 def _sessions(n: int) -> pd.DatetimeIndex:

@@ -1,4 +1,4 @@
-"""Tests of pipeline.walk_forward_backtest: in-sample fitting only, one stitched out-of-sample account."""
+"""Tests of pipeline.research.walk_forward: in-sample fitting only, one stitched out-of-sample account."""
 
 from __future__ import annotations
 
@@ -8,22 +8,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.backtest import BacktestInputError, simulate, simulation_options
-from pipeline.backtest_results import write_results
-from pipeline.combine import combine_forecasts
 from pipeline.config import Instrument, PipelineConfig
-from pipeline.forecast_weights import (
+from pipeline.portfolio.instrument_weights import estimate_instrument_weights
+from pipeline.portfolio.sizing import target_positions
+from pipeline.research.backtest import BacktestInputError, simulate, simulation_options
+from pipeline.research.results import write_results
+from pipeline.research.validation import ValidationError
+from pipeline.research.walk_forward import fit_fold, walk_forward_backtest
+from pipeline.signals.combine import combine_forecasts
+from pipeline.signals.forecast_weights import (
     bootstrap_weights,
     family_weights,
     handcraft_weights,
     rule_returns,
 )
-from pipeline.rules import ewmac
-from pipeline.sizing import target_positions
-from pipeline.validation import ValidationError
-from pipeline.volatility import robust_vol
-from pipeline.walk_forward_backtest import fit_fold, walk_forward_backtest
-from pipeline.weights import estimate_instrument_weights
+from pipeline.signals.rules import ewmac
+from pipeline.signals.volatility import robust_vol
 
 SYMBOLS = ["AAA", "BBB", "CCC"]
 RULES = ["ewmac4_16", "ewmac16_64"]

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.definitions import execute_daily
-from pipeline.warehouse import connect, query
+from pipeline.store.warehouse import connect, query
 from tests.conftest import LATEST_SAMPLE_SESSION, write_config
 from tests.ui_support import ROOT
 

@@ -9,8 +9,8 @@ import time
 import duckdb
 import pytest
 
-from pipeline import warehouse
-from pipeline.warehouse import query
+from pipeline.store import warehouse
+from pipeline.store.warehouse import query
 
 
 def _ledger(tmp_path):

@@ -1,4 +1,4 @@
-"""Specification of pipeline.weights: vol-normalised returns, ERC weights, risk contributions, IDM."""
+"""Specification of pipeline.portfolio.instrument_weights: vol-normalised returns, ERC weights, risk contributions, IDM."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.weights import (
+from pipeline.portfolio.instrument_weights import (
     InstrumentWeights,
     WeightsError,
     erc_weights,
@@ -19,9 +19,9 @@ from pipeline.weights import (
     idm,
     month_end_sessions,
     risk_contributions,
-    vol_normalised_returns,
     weights_on_sessions,
 )
+from pipeline.signals.volatility import VolatilityError, vol_normalised_returns
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 STOCKS = DATA / "stocks" / "sp500_5yr_2013_2018_all505.parquet"
@@ -85,7 +85,7 @@ def test_vol_normalised_returns_for_a_session_ignore_later_data():
 def test_vol_normalised_returns_reject_vol_missing_an_instrument():
     index = pd.bdate_range("2024-01-02", periods=3, name="session")
     prices = pd.DataFrame({"A": [1.0, 2.0, 3.0], "B": [1.0, 2.0, 3.0]}, index=index)
-    with pytest.raises(WeightsError, match="B"):
+    with pytest.raises(VolatilityError, match="B"):  # moved with the function to signals.volatility
         vol_normalised_returns(prices, prices[["A"]])
 
 

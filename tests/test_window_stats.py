@@ -1,4 +1,4 @@
-"""Tests for pipeline.window_stats: rolling extremes against a naive loop and pandas."""
+"""Tests for pipeline.signals.window_stats: rolling extremes against a naive loop and pandas."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.window_stats import rolling_max_min, rolling_max_min_set
+from pipeline.signals.window_stats import rolling_max_min, rolling_max_min_set
 
 
 def _naive(values: np.ndarray, window: int, min_periods: int) -> tuple[np.ndarray, np.ndarray]:

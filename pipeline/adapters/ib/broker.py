@@ -1,0 +1,596 @@
+"""Interactive Brokers (TWS / IB Gateway through ib_async) as the order path's broker.
+
+One :class:`IBBroker` session is one ``IB`` object with the trading client id of
+``broker.ib``, connected on ``__enter__`` and always disconnected on ``__exit__``; every
+request is bounded (``RequestTimeout``; ``RaiseRequestErrors=True``), and every failure raises
+:class:`~pipeline.trading.BrokerError` (fail closed: an answer that did not arrive is never
+read as "flat" or "no orders"; nautilus_trader issue #4228).
+
+Orders are found by ``orderRef`` (and their fills by ``permId``), never by ``orderId`` alone,
+which a restarted gateway may hand out again (Lean.Brokerages.InteractiveBrokers #242): a look-up
+searches the open orders of *every* client (``reqAllOpenOrders``), the completed orders
+(``reqCompletedOrders(apiOnly=False)``) and today's executions (``reqExecutions``), as the IB
+reference notes (section 4, "Order idempotency") prescribe.
+
+Modes (``broker.execution``): ``dry_run`` connects read-only (positions only; the order path
+sends nothing; with ``broker.what_if`` read-write, for what-if checks that never trade), ``paper`` refuses a port outside ``paper_ports`` and an account that is not a
+paper account (``DU...``), ``live`` needs ``live_enabled``, a port in ``live_ports`` and the
+account in ``live_accounts``.
+
+Use from synchronous code in a thread without a running event loop (a Dagster sync asset, the
+CLI); ib_async's sync API cannot run inside a running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pandas as pd
+from ib_async import IB, Contract, Order, Trade
+
+from pipeline.adapters.ib.contracts import ContractCache, qualify
+from pipeline.adapters.ib.errors import IBError, classify_exception
+from pipeline.config import BrokerConfig, Instrument
+from pipeline.trading import (
+    PAPER_ACCOUNT_PREFIX,
+    BrokerError,
+    BrokerOrder,
+    Fill,
+    OrderIntent,
+    OrderPreview,
+    empty_working_orders,
+)
+
+#: ib_async order statuses -> the ledger's (a Cancelled order with error 201 is REJECTED).
+_STATUS = {
+    "PendingSubmit": "SUBMITTED", "ApiPending": "SUBMITTED", "PendingCancel": "ACKNOWLEDGED",
+    "PreSubmitted": "ACKNOWLEDGED", "Submitted": "ACKNOWLEDGED", "ApiUpdate": "ACKNOWLEDGED",
+    "Filled": "FILLED", "Cancelled": "CANCELLED", "ApiCancelled": "CANCELLED", "Inactive": "CANCELLED",
+}  # fmt: skip
+_DONE = ("Filled", "Cancelled", "ApiCancelled", "Inactive")
+#: IB error codes that mean the broker refused an order (201 rejected, 103 duplicate id,
+#: 110 price does not conform to the minimum tick, 10147-class codes are cancels).
+_REJECT_CODES = frozenset({103, 110, 201, 203})
+#: How a completed order's ``completedStatus`` says the broker refused it (lower case).
+_REJECTED_TEXT = "rejected"
+#: Errors after which TWS has lost its link to IB until 1101/1102 arrives.
+_LOST_CODES = frozenset({1100, 2110})
+_RESTORED_CODES = frozenset({1101, 1102})
+
+
+def _family(sec_type: str) -> str:
+    return "FUT" if sec_type in ("FUT", "CONTFUT") else sec_type
+
+
+def _key(c: Contract) -> tuple[str, str, str]:
+    return (_family(c.secType), c.symbol, c.currency)
+
+
+class IBBroker:
+    """The :class:`~pipeline.trading.Broker` protocol over one ib_async session.
+
+    Parameters
+    ----------
+    instruments : sequence of Instrument
+        The configured universe: positions and orders of other contracts are not the
+        strategy's and are left out.
+    config : BrokerConfig
+        ``ib`` (host, port, client id, timeout, account), ``effective_execution`` and the order
+        policy (``time_in_force``, ``order_timeout``, ``fill_wait``, ports and accounts).
+    ib_factory : callable
+        Builds the ib_async client (tests pass one that keeps a reference to it).
+    cache : ContractCache, optional
+        Qualified contracts shared with other sessions of the process.
+
+    Examples
+    --------
+    >>> with IBBroker(cfg.instruments, cfg.broker) as broker:   # doctest: +SKIP
+    ...     broker.positions()
+    """
+
+    name = "ib"
+
+    def __init__(
+        self,
+        instruments: Sequence[Instrument],
+        config: BrokerConfig,
+        *,
+        ib_factory: Callable[[], IB] = IB,
+        cache: ContractCache | None = None,
+    ) -> None:
+        self.instruments = {i.symbol: i for i in instruments}
+        self.config = config
+        self.execution = config.effective_execution
+        self.account: str | None = None
+        self._ib_factory = ib_factory
+        self._cache = cache if cache is not None else ContractCache()
+        self._ib: IB | None = None
+        self._contracts: dict[str, Contract] = {}
+        self._by_con_id: dict[int, str] = {}
+        self._by_key: dict[tuple[str, str, str], str] = {}
+        self._min_tick: dict[str, float] = {}
+        self._snapshot: dict[str, BrokerOrder] | None = None
+        self._link_down = False
+        #: permId -> ``completedStatus`` of completed orders (IB's words, e.g. "Order rejected -
+        #: reason:..."); ib_async keeps only the status ("Cancelled") on the Trade it builds.
+        self._completed_status: dict[int, str] = {}
+        self._trades: dict[str, Trade] = {}
+
+    @property
+    def where(self) -> str:
+        c = self.config.ib
+        return f"IB at {c.host}:{c.port} (client id {c.client_id})"
+
+    # -- session ------------------------------------------------------------------------------
+
+    def __enter__(self) -> IBBroker:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        """Connect, check the mode against port and account, and qualify the universe.
+
+        Raises
+        ------
+        BrokerError
+            A running event loop in this thread; a port not allowed for the mode; TWS / IB
+            Gateway not reachable (the message names host, port and client id); an account
+            that is not managed by the login, not a paper account in paper mode, or not on the
+            live allow-list; a contract IB does not know. Nothing was sent in any case.
+        """
+        cfg = self.config.ib
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise BrokerError(
+                "IBBroker uses ib_async's synchronous API, which cannot run inside a running event "
+                "loop; call it from a sync asset or a worker thread"
+            )
+        self._check_port()
+        ib = self._ib_factory()
+        ib.RaiseRequestErrors = True  # an IB error raises instead of looking like an empty answer
+        ib.RequestTimeout = cfg.timeout  # bounds every sync call
+        ib.errorEvent += self._on_error
+        self._keep_completed_status(ib)
+        self._ib = ib
+        try:
+            try:
+                ib.connect(
+                    cfg.host, cfg.port, clientId=cfg.client_id, timeout=cfg.timeout,
+                    readonly=self.execution == "dry_run" and not self.config.what_if, account=cfg.account or "",
+                    raiseSyncErrors=True,
+                )  # fmt: skip
+            except Exception as exc:
+                err = classify_exception(exc, f"connect to {self.where}", cfg.timeout)
+                raise BrokerError(
+                    f"{err}. Is TWS / IB Gateway running with the API enabled on this port, and is "
+                    f"client id {cfg.client_id} free? No order was sent."
+                ) from exc
+            self.account = self._check_account(ib.managedAccounts())
+            try:
+                self._contracts = qualify(ib, list(self.instruments.values()), self._cache)
+            except IBError as exc:
+                raise BrokerError(f"{self.where}: {exc}") from exc
+            for symbol, c in self._contracts.items():
+                self._by_con_id[c.conId] = symbol
+                self._by_key[_key(c)] = symbol
+        except BaseException:
+            self.close()
+            raise
+
+    def _keep_completed_status(self, ib: IB) -> None:
+        """Keep each completed order's ``completedStatus``, which ib_async's wrapper drops.
+
+        A reject that reached the gateway while this client was away (a dropped connection, a
+        crash) is known afterwards only from the completed orders: status ``Cancelled`` with
+        ``completedStatus`` "Order rejected - reason:..." and no error 201 in the Trade's log.
+        """
+        wrapper = ib.wrapper
+        original = wrapper.completedOrder
+
+        def completed_order(contract: Contract, order: Order, state: Any) -> None:
+            if order.permId and getattr(state, "completedStatus", ""):
+                self._completed_status[int(order.permId)] = str(state.completedStatus)
+            original(contract, order, state)
+
+        wrapper.completedOrder = completed_order
+
+    def close(self) -> None:
+        """Disconnect (idempotent)."""
+        ib, self._ib = self._ib, None
+        if ib is not None:
+            ib.errorEvent -= self._on_error
+            ib.disconnect()
+
+    def _on_error(self, req_id: int, code: int, text: str, contract: Contract | None) -> None:
+        if code in _LOST_CODES:
+            self._link_down = True
+        elif code in _RESTORED_CODES:
+            self._link_down = False
+
+    def _check_port(self) -> None:
+        port = self.config.ib.port
+        if self.execution == "paper" and port not in self.config.paper_ports:
+            raise BrokerError(
+                f"execution is paper but port {port} is not a paper port {self.config.paper_ports} "
+                "(IB Gateway paper 4002, TWS paper 7497); refusing to connect"
+            )
+        if self.execution == "live" and port not in self.config.live_ports:
+            raise BrokerError(
+                f"execution is live but port {port} is not a live port {self.config.live_ports}; refusing to connect"
+            )
+
+    def _check_account(self, managed: list[str]) -> str:
+        wanted = self.config.ib.account
+        if wanted is None:
+            if len(managed) != 1:
+                raise BrokerError(
+                    f"{self.where} manages accounts {managed}; set broker.ib.account to the one to trade"
+                )
+            wanted = managed[0]
+        if wanted not in managed:
+            raise BrokerError(f"{self.where}: account {wanted} is not managed by this login (it manages {managed})")
+        if self.execution == "paper" and not wanted.startswith(PAPER_ACCOUNT_PREFIX):
+            raise BrokerError(
+                f"execution is paper but account {wanted} is not a paper account ({PAPER_ACCOUNT_PREFIX}...); "
+                "refusing to trade"
+            )
+        if self.execution == "live" and (not self.config.live_enabled or wanted not in self.config.live_accounts):
+            raise BrokerError(
+                f"execution is live but account {wanted} is not on broker.live_accounts "
+                f"{self.config.live_accounts} (or live_enabled is false); refusing to trade"
+            )
+        return wanted
+
+    def _live(self, what: str) -> IB:
+        """The connected client, or BrokerError: an unknown answer is never an empty one."""
+        ib = self._ib
+        if ib is None or not ib.isConnected():
+            raise BrokerError(
+                f"{self.where}: not connected, so {what} is unknown (not empty); the step fails "
+                "closed and the next run reconciles"
+            )
+        if self._link_down:
+            raise BrokerError(
+                f"{self.where}: TWS reported lost connectivity to IB (1100), so {what} is unknown; "
+                "retry once it is restored"
+            )
+        return ib
+
+    def _request(self, what: str, call: Callable[[IB], Any]) -> Any:
+        ib = self._live(what)
+        try:
+            out = call(ib)
+        except Exception as exc:
+            raise BrokerError(f"{classify_exception(exc, f'{what} from {self.where}', self.config.ib.timeout)}") from exc
+        self._live(what)  # a connection that dropped while answering leaves the answer incomplete
+        return out
+
+    def _instrument(self, c: Contract) -> str | None:
+        return self._by_con_id.get(c.conId) or self._by_key.get(_key(c))
+
+    # -- Broker protocol ----------------------------------------------------------------------
+
+    def positions(self) -> pd.Series:
+        """Signed units per configured instrument (index ``instrument``), fresh from
+        ``reqPositions``; flat instruments are left out.
+
+        Raises
+        ------
+        BrokerError
+            Not connected, connectivity lost (1100), or the request failed or timed out.
+        """
+        rows = self._request("positions", lambda ib: ib.reqPositions())
+        held: dict[str, float] = {}
+        for p in rows:
+            if p.account != self.account:
+                continue
+            symbol = self._instrument(p.contract)
+            if symbol is not None and p.position != 0:
+                held[symbol] = held.get(symbol, 0.0) + float(p.position)
+        out = pd.Series(held, dtype=float, name="position")
+        out.index.name = "instrument"
+        return out.sort_index()
+
+    def working_orders(self) -> pd.DataFrame:
+        """Open orders of every client on configured instruments: ``order_ref``, ``instrument``
+        and signed remaining ``quantity``. Raises :class:`BrokerError` as :meth:`positions`."""
+        trades = self._request("open orders", lambda ib: ib.reqAllOpenOrders())
+        rows = []
+        for t in trades:
+            symbol = self._instrument(t.contract)
+            if symbol is None or t.orderStatus.status in _DONE or t.order.account not in ("", self.account):
+                continue
+            remaining = t.orderStatus.remaining if t.orderStatus.status else float(t.order.totalQuantity)
+            sign = 1.0 if t.order.action == "BUY" else -1.0
+            rows.append({"order_ref": t.order.orderRef, "instrument": symbol, "quantity": sign * float(remaining)})
+        if not rows:
+            return empty_working_orders()
+        return pd.DataFrame(rows).astype({"order_ref": "str", "instrument": "str", "quantity": float})
+
+    def lookup(self, order_ref: str) -> BrokerOrder | None:
+        """The order with ``order_ref`` at the broker (open at any client, completed, or
+        executed today), with its fills; None when the broker has none.
+
+        Raises
+        ------
+        BrokerError
+            The broker cannot be asked, or holds two different orders (permIds) under the
+            ref (a duplicate submission: trading stops for a person to look).
+        """
+        if self._snapshot is None:
+            self._snapshot = self._orders_by_ref()
+        return self._snapshot.get(order_ref)
+
+    def submit(self, intent: OrderIntent, fill_price: float) -> BrokerOrder:
+        """Place ``intent`` (orderRef, account and tif set explicitly) unless the broker
+        already has an order under its ref; wait for the acknowledgement and, for a market
+        order, up to ``fill_wait`` seconds for the fills.
+
+        Returns
+        -------
+        BrokerOrder
+            What the broker knows after the wait (REJECTED with IB's text when refused).
+
+        Raises
+        ------
+        BrokerError
+            Not allowed in ``dry_run``; not connected; the connection dropped after the order
+            went out or no acknowledgement came within ``order_timeout`` (the outcome is
+            unknown: never resend, the next run reconciles by orderRef).
+        """
+        if self.execution == "dry_run":
+            raise BrokerError(f"{intent.order_ref}: broker.execution is dry_run, nothing may be sent")
+        existing = self.lookup(intent.order_ref)
+        if existing is not None:
+            return existing
+        contract, order = self._trading_contract(intent.instrument), self._order(intent)
+        ib = self._live(f"the outcome of {intent.order_ref}")
+        try:
+            trade = ib.placeOrder(contract, order)
+            self._wait(trade, intent.order_ref)
+        except BrokerError:
+            self._snapshot = None  # unknown outcome: ask the broker again next time
+            raise
+        except Exception as exc:
+            self._snapshot = None
+            raise BrokerError(f"placeOrder of {intent.order_ref} to {self.where} failed: {exc!r}") from exc
+        self._trades[intent.order_ref] = trade
+        outcome = self._from_trade(trade, intent.order_ref)
+        # The order-run lock keeps other runs of the strategy from placing orders meanwhile, so
+        # the snapshot taken before stays complete once this order is added to it.
+        self._snapshot[intent.order_ref] = outcome
+        return outcome
+
+    def what_if(self, intent: OrderIntent) -> OrderPreview:
+        """IB's what-if check of ``intent`` (``whatIfOrder``: the order as :meth:`submit` would
+        send it, flagged what-if, so IB only answers with its margin and commission impact).
+
+        Allowed in every mode (nothing trades); the connection must not be read-only
+        (``broker.what_if`` makes the dry-run connection read-write).
+
+        Raises
+        ------
+        BrokerError
+            Not connected, IB refused the check (an IB error) or gave no answer in time.
+        """
+        contract, order = self._trading_contract(intent.instrument), self._order(intent)
+        state = self._request(f"the what-if check of {intent.order_ref}", lambda ib: ib.whatIfOrder(contract, order))
+        if not state or not getattr(state, "status", None):
+            raise BrokerError(f"{intent.order_ref}: {self.where} gave no what-if answer")
+
+        def amount(value: Any) -> float:
+            try:
+                x = float(value)
+            except (TypeError, ValueError):
+                return math.nan
+            return x if math.isfinite(x) and abs(x) < 1e300 else math.nan  # IB's unset is 1.797e308
+
+        return OrderPreview(
+            order_ref=intent.order_ref, init_margin_change=amount(state.initMarginChange),
+            maint_margin_change=amount(state.maintMarginChange), equity_with_loan_after=amount(state.equityWithLoanAfter),
+            commission=amount(state.commission), currency=str(state.commissionCurrency or ""),
+            warning=str(state.warningText or ""),
+        )  # fmt: skip
+
+    def cancel(self, order_ref: str) -> BrokerOrder | None:
+        """Cancel the open order with ``order_ref`` (this client's); None if none is open.
+        Raises :class:`BrokerError` when the broker cannot be asked or does not confirm within
+        ``order_timeout``."""
+        trades = self._request("open orders", lambda ib: ib.reqAllOpenOrders())
+        live = [t for t in trades if t.order.orderRef == order_ref and t.orderStatus.status not in _DONE]
+        if not live:
+            return None
+        trade = live[0]
+        ib = self._live(f"the cancel of {order_ref}")
+        self._snapshot = None
+        ib.cancelOrder(trade.order)
+        deadline = time.monotonic() + self.config.order_timeout
+        while trade.orderStatus.status not in _DONE and time.monotonic() < deadline:
+            self._pause(0.02, order_ref)
+        if trade.orderStatus.status not in _DONE:
+            raise BrokerError(f"{order_ref}: cancel not confirmed within {self.config.order_timeout:g} s")
+        return self._from_trade(trade, order_ref)
+
+    def wait_for_fills(self, order_refs: Sequence[str], seconds: float) -> dict[str, BrokerOrder]:
+        """Wait up to ``seconds`` for the orders this session placed under ``order_refs`` to be
+        done (filled, cancelled), keeping the socket serviced; returns what IB then says of each
+        (orders not placed by this session are left out: look them up).
+
+        Raises
+        ------
+        BrokerError
+            The connection dropped while waiting (the orders' state is unknown).
+        """
+        trades = {ref: self._trades[ref] for ref in order_refs if ref in self._trades}
+        deadline = time.monotonic() + max(0.0, seconds)
+        while any(not t.isDone() for t in trades.values()) and time.monotonic() < deadline:
+            self._pause(0.02, ", ".join(trades))
+        until = time.monotonic() + 1.0  # the commission report follows each execution
+        while any(not f.commissionReport.execId for t in trades.values() for f in t.fills) and time.monotonic() < until:
+            self._pause(0.01, ", ".join(trades))
+        if trades:
+            self._snapshot = None  # fills arrived meanwhile: ask the broker again on the next look-up
+        return {ref: self._from_trade(t, ref) for ref, t in trades.items()}
+
+    def daily_pnl(self) -> float | None:
+        """Today's P&L of the account in its base currency (``reqPnL``), None if IB sends none
+        within the timeout. Raises :class:`BrokerError` when not connected."""
+        ib = self._live("the daily P&L")
+        pnl = ib.reqPnL(self.account or "")
+        try:
+            deadline = time.monotonic() + self.config.ib.timeout
+            while math.isnan(pnl.dailyPnL) and time.monotonic() < deadline:
+                self._pause(0.02, "the daily P&L request")
+        finally:
+            ib.cancelPnL(self.account or "")
+        return None if math.isnan(pnl.dailyPnL) else float(pnl.dailyPnL)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _trading_contract(self, symbol: str) -> Contract:
+        c = self._contracts.get(symbol)
+        if c is None:
+            raise BrokerError(f"{symbol} is not in the configured universe; no order sent")
+        if c.secType == "CONTFUT":  # history uses the continuous future; orders go to the resolved month
+            return Contract(
+                secType="FUT", conId=c.conId, symbol=c.symbol, exchange=c.exchange, currency=c.currency,
+                lastTradeDateOrContractMonth=c.lastTradeDateOrContractMonth, multiplier=c.multiplier,
+                localSymbol=c.localSymbol, tradingClass=c.tradingClass,
+            )  # fmt: skip
+        return c
+
+    def _order(self, intent: OrderIntent) -> Order:
+        """The IB order of ``intent``: orderRef, account and tif set explicitly; a limit on the
+        contract's tick grid."""
+        order = Order(
+            action="BUY" if intent.quantity > 0 else "SELL",
+            totalQuantity=abs(float(intent.quantity)),
+            orderType=intent.order_type,
+            tif=self.config.time_in_force,
+            account=self.account or "",
+            orderRef=intent.order_ref,
+            transmit=True,
+        )
+        if intent.order_type == "LMT":
+            if intent.limit_price is None or not math.isfinite(intent.limit_price):
+                raise BrokerError(f"{intent.order_ref}: a limit order needs a finite limit price")
+            order.lmtPrice = self._round_to_tick(intent.instrument, intent.limit_price, intent.quantity > 0)
+        return order
+
+    def _round_to_tick(self, symbol: str, price: float, buy: bool) -> float:
+        """The limit on the contract's tick grid, never beyond the intended price (a buy rounds
+        down, a sell up)."""
+        if symbol not in self._min_tick:
+            details = self._request(f"contract details of {symbol}", lambda ib: ib.reqContractDetails(self._contracts[symbol]))
+            self._min_tick[symbol] = float(details[0].minTick) if details and details[0].minTick else 0.01
+        tick = self._min_tick[symbol]
+        steps = math.floor(price / tick + 1e-9) if buy else math.ceil(price / tick - 1e-9)
+        return round(steps * tick, 10)
+
+    def _pause(self, seconds: float, order_ref: str) -> None:
+        """``ib.sleep`` (keeps the socket serviced); a dropped connection is an unknown outcome."""
+        ib = self._ib
+        try:
+            ib.sleep(seconds)
+        except ConnectionError:
+            pass
+        if not ib.isConnected():
+            raise BrokerError(
+                f"{order_ref}: the connection to {self.where} dropped while waiting for IB's answer; "
+                "the outcome is unknown, so nothing is resent: the next run reconciles by orderRef"
+            )
+
+    def _wait(self, trade: Trade, order_ref: str) -> None:
+        """Wait for the acknowledgement (or a final status), then briefly for fills."""
+        cfg = self.config
+        deadline = time.monotonic() + cfg.order_timeout
+        while trade.orderStatus.status in ("PendingSubmit", "ApiPending", "") and time.monotonic() < deadline:
+            self._pause(0.01, order_ref)
+        if trade.orderStatus.status in ("PendingSubmit", "ApiPending", ""):
+            raise BrokerError(
+                f"{order_ref}: no acknowledgement from {self.where} within {cfg.order_timeout:g} s; the "
+                "outcome is unknown, so nothing is resent: the next run reconciles by orderRef"
+            )
+        until = time.monotonic() + (cfg.fill_wait if trade.order.orderType == "MKT" else 0.0)
+        while not trade.isDone() and time.monotonic() < until:
+            self._pause(0.01, order_ref)
+        until = time.monotonic() + 1.0  # the commission report follows each execution
+        while any(not f.commissionReport.execId for f in trade.fills) and time.monotonic() < until:
+            self._pause(0.01, order_ref)
+
+    def _fill(self, f: Any, order_ref: str) -> Fill:
+        ex = f.execution
+        sign = 1.0 if ex.side == "BOT" else -1.0
+        known = self._ib.wrapper.fills.get(ex.execId) if self._ib is not None else None
+        report = (known or f).commissionReport
+        when = pd.Timestamp(ex.time)
+        when = when.tz_localize("UTC") if when.tz is None else when.tz_convert("UTC")
+        session = pd.Timestamp(order_ref.split(":")[1]) if order_ref.count(":") == 3 else when.tz_localize(None).normalize()
+        return Fill(
+            fill_id=ex.execId, order_ref=order_ref, broker=self.name, session=session,
+            instrument=self._instrument(f.contract) or f.contract.symbol, quantity=sign * float(ex.shares),
+            price=float(ex.price), commission=float(report.commission or 0.0), slippage_cost=0.0,
+            filled_at=when, perm_id=int(ex.permId) or None,
+        )  # fmt: skip
+
+    def _from_trade(self, trade: Trade, order_ref: str, fills: Sequence[Any] = ()) -> BrokerOrder:
+        status = _STATUS.get(trade.orderStatus.status, "ACKNOWLEDGED")
+        codes = [e for e in trade.log if e.errorCode in _REJECT_CODES]
+        reason = codes[-1].message if codes else None
+        completed = self._completed_status.get(int(trade.order.permId or trade.orderStatus.permId or 0), "")
+        if status == "CANCELLED" and not codes and _REJECTED_TEXT in completed.lower():
+            reason = completed  # rejected while this client was not listening (e.g. after a reconnect)
+        if status == "CANCELLED" and reason is not None:
+            status = "REJECTED"
+        by_exec = {f.execution.execId: f for f in [*trade.fills, *fills]}
+        mine = tuple(self._fill(f, order_ref) for f in by_exec.values())
+        filled = sum(f.quantity for f in mine)
+        sign = 1.0 if trade.order.action == "BUY" else -1.0
+        if status == "ACKNOWLEDGED" and filled:
+            status = "PARTIALLY_FILLED"
+        remaining = 0.0 if status in ("FILLED", "CANCELLED", "REJECTED") else sign * float(trade.orderStatus.remaining or 0.0)
+        return BrokerOrder(
+            order_ref=order_ref, status=status, fills=mine, filled=filled, remaining=remaining,
+            perm_id=int(trade.order.permId or trade.orderStatus.permId) or None,
+            order_id=int(trade.order.orderId) or None, reason=reason,
+        )  # fmt: skip
+
+    def _orders_by_ref(self) -> dict[str, BrokerOrder]:
+        """Every order the broker knows, by orderRef: open (all clients), completed, executed."""
+        open_trades = self._request("open orders", lambda ib: ib.reqAllOpenOrders())
+        completed = self._request("completed orders", lambda ib: ib.reqCompletedOrders(apiOnly=False))
+        executions = self._request("executions", lambda ib: ib.reqExecutions())
+        trades: dict[int, Trade] = {}
+        for t in [*completed, *open_trades]:  # open last: its live status wins
+            if t.order.orderRef and t.order.permId:
+                trades[t.order.permId] = t
+        fills_by_perm: dict[int, list[Any]] = {}
+        for f in executions:
+            fills_by_perm.setdefault(f.execution.permId, []).append(f)
+        out: dict[str, BrokerOrder] = {}
+        perms: dict[str, int] = {}
+        for perm, t in trades.items():
+            ref = t.order.orderRef
+            if ref in perms and perms[ref] != perm:
+                raise BrokerError(
+                    f"{self.where} holds two orders under orderRef {ref} (permIds {perms[ref]} and {perm}); "
+                    "a duplicate submission: stop trading (kill switch HALTED) and resolve it by hand"
+                )
+            perms[ref] = perm
+            out[ref] = self._from_trade(t, ref, fills_by_perm.get(perm, ()))
+        for perm, fs in fills_by_perm.items():  # executions whose order is in neither list
+            ref = fs[0].execution.orderRef
+            if ref and ref not in out:
+                mine = tuple(self._fill(f, ref) for f in fs)
+                out[ref] = BrokerOrder(ref, "PARTIALLY_FILLED", mine, filled=sum(x.quantity for x in mine), perm_id=perm)
+        return out

@@ -1,0 +1,889 @@
+"""A protocol-level fake of TWS / IB Gateway: the real ib_async client talks to it over TCP.
+
+It speaks the text wire protocol at server version 178 (the version a current Gateway negotiates
+with ib_async 2.1.0): the ``API\\0`` handshake, ``startApi`` -> ``managedAccounts`` +
+``nextValidId`` + farm notices (a client id already connected gets error 326 and is closed),
+answers to the six startup requests of ``IB.connect`` (positions, open / completed orders,
+account updates, account updates multi, executions), contract details (``reqContractDetails``
+-> ``contractDetails`` + ``contractDetailsEnd``), daily historical bars (``reqHistoricalData``
+-> one ``historicalData`` message), and a simulated broker (:mod:`.book`): ``placeOrder`` ->
+``openOrder`` + ``orderStatus`` + ``execDetails`` + ``commissionReport`` + pushed ``position``
+and ``updatePortfolio``; ``cancelOrder`` (202, or 10147 for an unknown order);
+``reqOpenOrders`` / ``reqAllOpenOrders``, ``reqCompletedOrders``, ``reqExecutions``,
+``reqPositions``, ``reqAccountSummary`` and ``reqPnL``; a what-if order (``whatIfOrder``) is
+answered with its margin and commission and never booked. Layouts follow ib_async's
+``client.py`` / ``decoder.py``.
+
+Orders fill at once at the contract's price (``set_price``, else the last bar's close) when
+marketable; ``fill_ratio`` < 1 fills part of each order, which then rests or is cancelled
+(``after_partial``); ``reject`` answers orders (all, or one orderRef) with error 201. The order
+book outlives the server, so a restart (a new server given the old ``book``) keeps orders and
+positions while order ids start again (IB's orderId reuse after a gateway restart).
+
+A test (or a user rehearsing offline) can script the next requests of a kind to be answered
+with an IB error, to drop the connection, to get no answer (optionally after an unsolicited
+notice such as 1100), or, for history, to be answered late. Every wait is bounded: a connection idle for ``idle_timeout`` seconds is
+closed, and the server stops itself after ``lifetime`` seconds (None: runs until stopped).
+
+Usage::
+
+    with FakeTWS() as tws:
+        tws.add(FakeContract("AAPL", "STK", "SMART", "USD", 265598, primary_exchange="NASDAQ"), bars)
+        ib.connect("127.0.0.1", tws.port, clientId=7, readonly=True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+import re
+import struct
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from pipeline.adapters.ib.fake_gateway.book import (
+    FakeOrder,
+    OrderBook,
+    WhatIf,
+    commission_fields,
+    completed_order_fields,
+    exec_details_fields,
+    open_order_fields,
+    order_status_fields,
+    portfolio_fields,
+    position_fields,
+)
+
+#: The only server version the fake speaks; ib_async 2.1.0 asks for v157..178.
+SERVER_VERSION = 178
+MIN_CLIENT_VERSION = 157
+UNSET_DOUBLE = "1.7976931348623157E308"
+
+#: Real TWS texts (IB reference, section 2.3).
+NO_DATA_TEXT = "Historical Market Data Service error message:HMDS query returned no data: {sym}@{exch} {what}"
+PACING_TEXT = "Historical Market Data Service error message:Historical data request pacing violation"
+NO_SECDEF_TEXT = "No security definition has been found for the request"
+CONNECTIVITY_LOST_TEXT = "Connectivity between IB and Trader Workstation has been lost."
+CONNECTIVITY_RESTORED_TEXT = "Connectivity between IB and Trader Workstation has been restored - data maintained."
+CONTFUT_END_TEXT = "Setting end date/time for continuous future security type is not allowed."
+CLIENT_ID_IN_USE_TEXT = "Unable to connect as the client id is already in use. Retry with a unique client id."
+REJECT_TEXT = "Order rejected - reason:{reason}"
+CANCELLED_TEXT = "Order Canceled - reason:"
+CANCEL_UNKNOWN_TEXT = "OrderId {order_id} that needs to be cancelled is not found."
+DUPLICATE_ID_TEXT = "Duplicate order id"
+
+#: Index of ``whatIf`` in a placeOrder message at version 178 (message id = index 0).
+_WHAT_IF_FIELD = 84
+
+#: Request kinds a test can script (see :meth:`FakeTWS.script`), by message id.
+SCRIPTABLE = {
+    "historical": 20, "contract_details": 9, "place": 3, "cancel": 4, "positions": 61,
+    "open_orders": 5, "all_open_orders": 16, "completed_orders": 99, "executions": 7,
+    "account_summary": 62, "pnl": 92,
+}  # fmt: skip
+
+# ---------------------------------------------------------------------------------------------
+# What a test registers and scripts
+
+
+@dataclass
+class FakeContract:
+    """A contract the fake knows. ``sec_type`` is IB's (STK, CASH, CONTFUT, IND)."""
+
+    symbol: str
+    sec_type: str
+    exchange: str
+    currency: str
+    con_id: int
+    local_symbol: str = ""
+    primary_exchange: str = ""
+    trading_class: str = ""
+    multiplier: str = ""
+    last_trade: str = ""
+    long_name: str = ""
+    #: IANA zone of the exchange; the fake converts endDateTime to this zone's date.
+    time_zone: str = "America/New_York"
+    min_tick: float = 0.01
+
+
+@dataclass(frozen=True)
+class Error:
+    """Answer the request with IB error ``code`` and ``text`` (``4,2,reqId,code,text,""``)."""
+
+    code: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Close the TCP connection (abort the transport) instead of answering."""
+
+
+@dataclass(frozen=True)
+class Silent:
+    """Never answer; first send ``notice`` ``(code, text)`` with reqId -1 if given (e.g. 1100)."""
+
+    notice: tuple[int, str] | None = None
+
+
+@dataclass(frozen=True)
+class Delay:
+    """Answer as usual, but only after ``seconds`` (a slow data farm; historical requests)."""
+
+    seconds: float
+
+
+Action = Error | Drop | Silent | Delay
+
+
+@dataclass
+class _Script:
+    action: Action
+    remaining: int
+    skip: int = 0
+
+
+@dataclass
+class _Conn:
+    writer: asyncio.StreamWriter
+    client_id: int | None = None
+    ready: bool = False
+    positions_sub: bool = False
+    account_sub: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+
+
+def encode(*fields: object) -> bytes:
+    """One framed message: big-endian uint32 length, then NUL-terminated text fields."""
+    body = b"".join(str(f).encode() + b"\0" for f in fields)
+    return struct.pack(">I", len(body)) + body
+
+
+def _num(x: float) -> str:
+    # repr of a float round-trips exactly through float(), so the client sees the served value.
+    return repr(float(x))
+
+
+def _duration_days(duration: str) -> int | None:
+    m = re.fullmatch(r"\s*(\d+)\s*([DWMY])\s*", duration)
+    if not m:
+        return None
+    n, unit = int(m.group(1)), m.group(2)
+    return n * {"D": 1, "W": 7, "M": 31, "Y": 366}[unit]
+
+
+def _parse_end(text: str, now: pd.Timestamp) -> pd.Timestamp | None:
+    """endDateTime as a UTC timestamp: '' (now), 'yyyymmdd-HH:MM:SS' (UTC), 'yyyymmdd HH:MM:SS TZ'."""
+    text = text.strip()
+    if not text:
+        return now
+    try:
+        if re.fullmatch(r"\d{8}-\d{2}:\d{2}:\d{2}", text):
+            return pd.Timestamp(dt.datetime.strptime(text, "%Y%m%d-%H:%M:%S"), tz="UTC")
+        m = re.fullmatch(r"(\d{8}) (\d{2}:\d{2}:\d{2}) (\S+)", text)
+        if m:
+            naive = dt.datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H:%M:%S")
+            return pd.Timestamp(naive.replace(tzinfo=ZoneInfo(m.group(3)))).tz_convert("UTC")
+    except (ValueError, KeyError):
+        return None
+    return None
+
+
+def _as_utc(value: object) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+
+
+# ---------------------------------------------------------------------------------------------
+# The server
+
+
+class FakeTWS:
+    """A fake TWS on 127.0.0.1, run on its own thread and event loop.
+
+    Parameters
+    ----------
+    account : str
+        The one managed account (``DU...`` is a paper account).
+    now : Timestamp, optional
+        The server's "now" (UTC) for ``endDateTime=''`` and execution times; default real time.
+    next_order_id : int
+        ``nextValidId`` sent to every client (a restarted gateway may start again at 1).
+    idle_timeout : float
+        Seconds a connection may stay silent before the fake closes it.
+    lifetime : float or None
+        Seconds after which the server stops by itself even if nobody calls ``stop``; None
+        runs until :meth:`stop` (the ``fake-gateway`` command).
+    book : OrderBook, optional
+        The broker state; pass the book of a stopped fake to simulate a gateway restart.
+    port : int
+        TCP port on 127.0.0.1; 0 picks a free one.
+    net_liquidation : float
+        Account value reported by account updates and the account summary (USD).
+    """
+
+    def __init__(
+        self,
+        account: str = "DU1234567",
+        now: pd.Timestamp | None = None,
+        next_order_id: int = 1,
+        idle_timeout: float = 20.0,
+        lifetime: float | None = 120.0,
+        book: OrderBook | None = None,
+        port: int = 0,
+        net_liquidation: float = 1_000_000.0,
+    ):
+        self.account = account
+        self.now = _as_utc(now) if now is not None else None
+        self.next_order_id = next_order_id
+        self.idle_timeout = idle_timeout
+        self.lifetime = lifetime
+        self.port: int = port
+        self.book = book if book is not None else OrderBook()
+        self.net_liquidation = net_liquidation
+        #: Fraction of each order filled at once (1 = all); the rest rests or is cancelled.
+        self.fill_ratio = 1.0
+        #: What happens to the unfilled part of a partly filled order: "rest" or "cancel" (DAY expiry).
+        self.after_partial = "cancel"
+        #: Commission per execution: max(commission_min, commission_per_unit x shares), USD.
+        self.commission_per_unit = 0.005
+        self.commission_min = 1.0
+        #: Daily P&L reported by reqPnL (USD).
+        self.daily_pnl = 0.0
+        #: What-if orders: initial and maintenance margin as fractions of the notional.
+        self.init_margin_rate = 0.5
+        self.maint_margin_rate = 0.25
+        #: The what-if orders received (never booked).
+        self.what_ifs: list[FakeOrder] = []
+        #: Called with each order booked from a placeOrder, before any reply is sent (fault hooks).
+        self.on_place: Callable[[FakeOrder], None] | None = None
+        self.book.epoch += 1
+        self._epoch = self.book.epoch
+        self._contracts: list[FakeContract] = []
+        self._bars: dict[int, pd.DataFrame] = {}
+        self._prices: dict[str, float] = {}
+        self._rejects: dict[str, str] = {}
+        self._scripts: dict[str, deque[_Script]] = {k: deque() for k in SCRIPTABLE}
+        self._lock = threading.Lock()
+        self._log: list[list[str]] = []
+        self._conns: list[_Conn] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+
+    # -- configuration (any thread) ------------------------------------------------------------
+
+    def add(self, contract: FakeContract, bars: pd.DataFrame | None = None) -> None:
+        """Register ``contract`` and its daily bars.
+
+        ``bars`` has columns ``session`` (dates), ``open, high, low, close``, optional ``volume``
+        (default 0), ``wap`` (default the close) and ``bar_count`` (default 1).
+        """
+        with self._lock:
+            self._contracts.append(contract)
+        if bars is not None:
+            self.set_bars(contract.con_id, bars)
+
+    def set_bars(self, con_id: int, bars: pd.DataFrame) -> None:
+        """Replace the bars served for the contract ``con_id`` (same columns as :meth:`add`)."""
+        b = bars.copy()
+        b["session"] = pd.to_datetime(b["session"]).dt.normalize()
+        with self._lock:
+            self._bars[con_id] = b.sort_values("session", ignore_index=True)
+
+    def set_price(self, symbol: str, price: float) -> None:
+        """The price at which orders in ``symbol`` fill (default: the last bar's close, else 100)."""
+        with self._lock:
+            self._prices[symbol] = float(price)
+
+    def reject(self, reason: str, order_ref: str | None = None) -> None:
+        """Reject (error 201) every new order, or only those with ``order_ref``."""
+        with self._lock:
+            self._rejects[order_ref or "*"] = reason
+
+    def script(self, kind: str, action: Action, times: int = 1, skip: int = 0) -> None:
+        """Answer ``times`` requests of ``kind`` with ``action``, after letting ``skip`` through.
+
+        Kinds: the keys of :data:`SCRIPTABLE` ("historical", "contract_details", "place",
+        "positions", "executions", ...). For "place" the order is booked at the broker first
+        (it exists and fills) and then the reply is replaced: ``Drop`` closes the connection
+        before the client hears anything, ``Silent`` never answers, ``Error`` sends the error.
+        "cancel" likewise: the order is cancelled at the broker, then the reply is replaced.
+        """
+        if kind not in self._scripts:
+            raise ValueError(f"unknown request kind {kind!r}; use one of {sorted(SCRIPTABLE)}")
+        with self._lock:
+            self._scripts[kind].append(_Script(action, times, skip))
+
+    def requests(self, msg_id: int | None = None) -> list[list[str]]:
+        """Every message received so far (fields, message id first), optionally of one id."""
+        with self._lock:
+            return [list(f) for f in self._log if msg_id is None or f[0] == str(msg_id)]
+
+    def placed(self, order_ref: str | None = None) -> list[list[str]]:
+        """The placeOrder messages received (optionally those with ``order_ref``, field 26),
+        what-if orders left out (see :attr:`what_ifs`)."""
+        return [
+            f for f in self.requests(3)
+            if (order_ref is None or (len(f) > 26 and f[26] == order_ref))
+            and not (len(f) > _WHAT_IF_FIELD and f[_WHAT_IF_FIELD] == "1")
+        ]
+
+    def orders(self, order_ref: str | None = None) -> list[FakeOrder]:
+        """The broker's orders (all gateway sessions of the book), optionally with ``order_ref``."""
+        with self.book.lock:
+            return [o for o in self.book.orders if order_ref is None or o.order_ref == order_ref]
+
+    def position(self, symbol: str) -> float:
+        """The broker's position in ``symbol`` (units, signed)."""
+        with self.book.lock:
+            return sum(p.quantity for p in self.book.positions.values() if p.contract[1] == symbol)
+
+    def send_notice(self, code: int, text: str) -> None:
+        """Send an unsolicited error/notice (reqId -1) to every connected client, e.g. 1100 / 1102."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._broadcast, encode(4, 2, -1, code, text, ""))
+
+    def drop_all(self) -> None:
+        """Abort every client connection now (the gateway vanishing mid-session)."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._abort_all)
+
+    def _abort_all(self) -> None:
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            c.writer.transport.abort()
+
+    @property
+    def connections(self) -> int:
+        """Number of client connections currently open."""
+        with self._lock:
+            return sum(1 for c in self._conns if not c.writer.is_closing())
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 5.0) -> int:
+        """Start serving; return the port."""
+        self._thread = threading.Thread(target=self._run, name="fake-tws", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("fake TWS did not start within 5 s")
+        if self._start_error is not None:
+            raise RuntimeError(f"fake TWS failed to start: {self._start_error!r}")
+        return self.port
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every connection and stop the server thread (bounded by ``timeout``)."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:  # loop already closed by the lifetime limit
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wait(self) -> None:
+        """Block until the server stops (lifetime reached or :meth:`stop` from another thread)."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> "FakeTWS":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # surfaced by start()
+            self._start_error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        try:
+            await asyncio.wait_for(self._stop.wait(), self.lifetime)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            server.close()
+            self._abort_all()
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- per connection -----------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Conn(writer)
+        with self._lock:
+            self._conns.append(conn)
+        try:
+            if not await self._handshake(reader, conn):
+                return
+            for _ in range(1_000_000):  # bounded; a session sends far fewer messages
+                fields = await self._read_msg(reader)
+                if fields is None:
+                    return
+                with self._lock:
+                    self._log.append(fields)
+                self._dispatch(conn, fields)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        except Exception:  # a bug in the fake must show, not look like a dropped connection
+            logging.getLogger(__name__).exception("fake TWS: failed to handle a message; closing the connection")
+            return
+        finally:
+            writer.transport.abort()
+            with self._lock:
+                self._conns.remove(conn)
+
+    async def _read_exactly(self, reader: asyncio.StreamReader, n: int) -> bytes | None:
+        try:
+            return await asyncio.wait_for(reader.readexactly(n), self.idle_timeout)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            return None
+
+    async def _read_msg(self, reader: asyncio.StreamReader) -> list[str] | None:
+        head = await self._read_exactly(reader, 4)
+        if head is None:
+            return None
+        (size,) = struct.unpack(">I", head)
+        if size > 1_000_000:
+            return None
+        body = await self._read_exactly(reader, size)
+        if body is None:
+            return None
+        fields = body.decode(errors="replace").split("\0")
+        if fields and fields[-1] == "":
+            fields.pop()
+        return fields
+
+    async def _handshake(self, reader: asyncio.StreamReader, conn: _Conn) -> bool:
+        if await self._read_exactly(reader, 4) != b"API\0":
+            return False
+        fields = await self._read_msg(reader)
+        if not fields:
+            return False
+        m = re.match(r"v(\d+)\.\.(\d+)", fields[0])
+        # Refuse any other client range so an ib_async upgrade fails loudly, not silently.
+        if not m or int(m.group(1)) > SERVER_VERSION or int(m.group(2)) != SERVER_VERSION:
+            return False
+        conn.writer.write(encode(SERVER_VERSION, f"{self._now().strftime('%Y%m%d %H:%M:%S')} Greenwich Mean Time"))
+        return True
+
+    def _now(self) -> pd.Timestamp:
+        return self.now or pd.Timestamp.now(tz="UTC")
+
+    def _send(self, conn: _Conn, *fields: object) -> None:
+        if not conn.writer.is_closing():
+            conn.writer.write(encode(*fields))
+
+    def _broadcast(self, data: bytes) -> None:
+        with self._lock:
+            conns = [c for c in self._conns if c.ready]
+        for c in conns:
+            if not c.writer.is_closing():
+                c.writer.write(data)
+
+    def _error(self, conn: _Conn, req_id: int | str, code: int, text: str) -> None:
+        self._send(conn, 4, 2, req_id, code, text, "")
+
+    def _next_script(self, kind: str) -> Action | None:
+        with self._lock:
+            q = self._scripts[kind]
+            if not q:
+                return None
+            s = q[0]
+            if s.skip > 0:
+                s.skip -= 1
+                return None
+            s.remaining -= 1
+            if s.remaining <= 0:
+                q.popleft()
+            return s.action
+
+    def _apply(self, conn: _Conn, req_id: str, action: Action) -> None:
+        if isinstance(action, Error):
+            self._error(conn, req_id, action.code, action.text)
+        elif isinstance(action, Drop):
+            conn.writer.transport.abort()
+        elif isinstance(action, Silent) and action.notice is not None:
+            self._error(conn, -1, action.notice[0], action.notice[1])
+
+    def _dispatch(self, conn: _Conn, f: list[str]) -> None:
+        msg = int(f[0]) if f and f[0].isdigit() else -1
+        kind = next((k for k, v in SCRIPTABLE.items() if v == msg), None)
+        if kind is not None and kind not in ("historical", "contract_details", "place", "cancel"):
+            action = self._next_script(kind)
+            if action is not None:
+                req_id = {7: f[2] if len(f) > 2 else -1, 62: f[2] if len(f) > 2 else -1, 92: f[1] if len(f) > 1 else -1}.get(msg, -1)
+                self._apply(conn, req_id, action)
+                return
+        acct = self.account
+        if msg == 71:  # startApi: version, clientId, optCapab
+            self._start_api(conn, int(f[2]))
+        elif msg == 61:  # reqPositions: the account's positions, then positionEnd; a subscription
+            conn.positions_sub = True
+            with self.book.lock:
+                held = [p for p in self.book.positions.values() if p.quantity != 0]
+                for p in held:
+                    self._send(conn, 61, *position_fields(acct, p))
+            self._send(conn, 62, 1)
+        elif msg == 64:  # cancelPositions
+            conn.positions_sub = False
+        elif msg in (5, 16):  # reqOpenOrders (this client's) / reqAllOpenOrders (every client's)
+            with self.book.lock:
+                live = [o for o in self.book.orders if not o.done and (msg == 16 or o.client_id == conn.client_id)]
+                for o in live:
+                    self._send(conn, 5, *open_order_fields(o))
+                    self._send(conn, 3, *order_status_fields(o))
+            self._send(conn, 53, 1)
+        elif msg == 99:  # reqCompletedOrders(apiOnly)
+            with self.book.lock:
+                for o in [o for o in self.book.orders if o.done]:
+                    self._send(conn, 101, *completed_order_fields(o))
+            self._send(conn, 102)
+        elif msg == 6:  # reqAccountUpdates(subscribe, account)
+            conn.account_sub = f[2] == "1"
+            if conn.account_sub:
+                self._send(conn, 6, 2, "NetLiquidation", f"{self.net_liquidation:.2f}", "USD", acct)
+                with self.book.lock:
+                    for p in [p for p in self.book.positions.values() if p.quantity != 0]:
+                        self._send(conn, 7, *portfolio_fields(acct, p, self._price(p.contract[1], p.con_id)))
+                self._send(conn, 8, 1, self._now().strftime("%H:%M"))
+                self._send(conn, 54, 1, acct)
+        elif msg == 76:  # reqAccountUpdatesMulti(reqId, account, modelCode, ledgerAndNLV)
+            self._send(conn, 73, 1, f[2], acct, "", "NetLiquidation", f"{self.net_liquidation:.2f}", "USD")
+            self._send(conn, 74, 1, f[2])
+        elif msg == 62:  # reqAccountSummary(reqId, group, tags)
+            for tag, value in (("AccountType", "INDIVIDUAL"), ("NetLiquidation", f"{self.net_liquidation:.2f}")):
+                self._send(conn, 63, 1, f[2], acct, tag, value, "USD" if tag != "AccountType" else "")
+            self._send(conn, 64, 1, f[2])
+        elif msg == 92:  # reqPnL(reqId, account, modelCode)
+            self._send(conn, 94, f[1], repr(float(self.daily_pnl)), "0.0", "0.0")
+        elif msg == 7:  # reqExecutions(reqId, clientId, account, time, symbol, secType, exchange, side)
+            self._executions(conn, f)
+        elif msg == 3:
+            self._place(conn, f)
+        elif msg == 4:  # cancelOrder(version, orderId, manualCancelOrderTime)
+            self._cancel(conn, int(f[2]))
+        elif msg == 58:  # reqGlobalCancel
+            with self.book.lock:
+                live = [o for o in self.book.orders if not o.done]
+            for o in live:
+                self._cancel_order(o, conn)
+        elif msg == 17:  # reqManagedAccts
+            self._send(conn, 15, 1, acct)
+        elif msg == 8:  # reqIds
+            self._send(conn, 9, 1, self.next_order_id)
+        elif msg == 49:  # reqCurrentTime
+            self._send(conn, 49, 1, int(self._now().timestamp()))
+        elif msg == 9:
+            self._contract_details(conn, f)
+        elif msg == 20:
+            self._historical(conn, f)
+        # anything else (cancels 25/63/77, market data, ...) is ignored, as TWS does for no-ops
+
+    def _start_api(self, conn: _Conn, client_id: int) -> None:
+        with self._lock:
+            taken = any(c is not conn and c.ready and c.client_id == client_id for c in self._conns)
+        if taken:  # TWS: error 326, then closes the socket
+            self._error(conn, -1, 326, CLIENT_ID_IN_USE_TEXT)
+            conn.writer.close()
+            return
+        conn.client_id = client_id
+        conn.ready = True
+        self._send(conn, 15, 1, self.account)
+        self._send(conn, 9, 1, self.next_order_id)
+        self._error(conn, -1, 2104, "Market data farm connection is OK:usfarm")
+        self._error(conn, -1, 2106, "HMDS data farm connection is OK:ushmds")
+        self._error(conn, -1, 2158, "Sec-def data farm connection is OK:secdefnj")
+
+    # -- orders -------------------------------------------------------------------------------
+
+    def _price(self, symbol: str, con_id: int) -> float:
+        with self._lock:
+            if symbol in self._prices:
+                return self._prices[symbol]
+            bars = self._bars.get(con_id)
+        if bars is not None and len(bars):
+            return float(bars["close"].iloc[-1])
+        return 100.0
+
+    def _exec_time(self) -> str:
+        return self._now().strftime("%Y%m%d %H:%M:%S") + " UTC"
+
+    def _place(self, conn: _Conn, f: list[str]) -> None:
+        # 3, orderId, <12 contract>, secIdType, secId, action, totalQuantity, orderType, lmtPrice,
+        # auxPrice, tif, ocaGroup, account, openClose, origin, orderRef, transmit, ...
+        if len(f) < 27:
+            self._error(conn, -1, 321, "Error validating request:-'placeOrder has too few fields'")
+            return
+        order_id, client_id = int(f[1]), int(conn.client_id or 0)
+        if len(f) > _WHAT_IF_FIELD and f[_WHAT_IF_FIELD] == "1":
+            self._what_if(conn, f)
+            return
+        existing = self.book.find_open(client_id, order_id, self._epoch)
+        if existing is not None:  # the id of a working order: TWS refuses a second order under it
+            self._error(conn, order_id, 103, DUPLICATE_ID_TEXT)
+            return
+        o = FakeOrder(
+            perm_id=self.book.new_perm_id(), order_id=order_id, client_id=client_id, epoch=self._epoch,
+            contract=list(f[2:14]), action=f[16], quantity=float(f[17]), order_type=f[18],
+            lmt_price=f[19], tif=f[21] or "DAY", account=f[23] or self.account, order_ref=f[26],
+        )  # fmt: skip
+        with self._lock:
+            reject = self._rejects.get(o.order_ref, self._rejects.get("*"))
+        with self.book.lock:
+            self.book.orders.append(o)
+        if self.on_place is not None:
+            self.on_place(o)
+        action = self._next_script("place")
+        replies = [] if action is not None else None
+        if reject is not None:
+            o.status, o.reason, o.completed_time = "Cancelled", REJECT_TEXT.format(reason=reject), self._exec_time()
+            self._out(conn, replies, 4, 2, order_id, 201, o.reason, "")
+            self._out(conn, replies, 3, *order_status_fields(o))
+        else:
+            o.status = "Submitted"
+            self._out(conn, replies, 5, *open_order_fields(o))
+            self._out(conn, replies, 3, *order_status_fields(o))
+            self._try_fill(o, conn, replies)
+        if action is not None:
+            self._apply(conn, str(order_id), action)
+
+    def _what_if(self, conn: _Conn, f: list[str]) -> None:
+        """Answer a what-if order: nothing is booked; the margin and commission it would take.
+
+        Initial margin ``init_margin_rate`` and maintenance margin ``maint_margin_rate`` of the
+        notional (|units| x price x multiplier), before (the positions held) and the change
+        (this order); the commission as for a fill.
+        """
+        o = FakeOrder(
+            perm_id=0, order_id=int(f[1]), client_id=int(conn.client_id or 0), epoch=self._epoch,
+            contract=list(f[2:14]), action=f[16], quantity=float(f[17]), order_type=f[18], lmt_price=f[19],
+            tif=f[21] or "DAY", account=f[23] or self.account, order_ref=f[26], status="PreSubmitted",
+        )  # fmt: skip
+        with self._lock:
+            self.what_ifs.append(o)
+        with self.book.lock:
+            held = sum(
+                abs(p.quantity) * self._price(p.contract[1], p.con_id) * float(p.contract[6] or 1)
+                for p in self.book.positions.values()
+            )
+        notional = o.quantity * self._price(o.contract[1], o.con_id) * float(o.contract[6] or 1)
+        answer = WhatIf(
+            init_before=self.init_margin_rate * held, maint_before=self.maint_margin_rate * held,
+            equity_before=self.net_liquidation, init_change=self.init_margin_rate * notional,
+            maint_change=self.maint_margin_rate * notional,
+            commission=max(self.commission_min, self.commission_per_unit * o.quantity),
+            currency=o.contract[9] or "USD",
+        )  # fmt: skip
+        self._send(conn, 5, *open_order_fields(o, answer))
+
+    def _out(self, conn: _Conn, replies: list | None, *fields: object) -> None:
+        """Send a reply now, or hold it back when a scripted fault replaces the replies."""
+        if replies is None:
+            self._send(conn, *fields)
+        else:
+            replies.append(fields)
+
+    def _try_fill(self, o: FakeOrder, conn: _Conn, replies: list | None) -> None:
+        price = self._price(o.contract[1], o.con_id)
+        if o.order_type == "LMT":
+            limit = float(o.lmt_price or "nan")
+            marketable = (o.action == "BUY" and limit >= price) or (o.action == "SELL" and limit <= price)
+            if not marketable:
+                return
+        qty = o.quantity * min(max(self.fill_ratio, 0.0), 1.0)
+        qty = math.floor(qty) if float(o.quantity).is_integer() else qty
+        if qty > 0:
+            commission = max(self.commission_min, self.commission_per_unit * qty)
+            ex = self.book.apply_fill(o, qty, price, self._exec_time(), commission)
+            self._out(conn, replies, 11, *exec_details_fields(-1, o, ex))
+        if o.remaining <= 0:
+            o.status = "Filled"
+        elif self.after_partial == "cancel":
+            o.status = "Cancelled"
+        if o.done:
+            o.completed_time = self._exec_time()
+        self._out(conn, replies, 5, *open_order_fields(o))
+        self._out(conn, replies, 3, *order_status_fields(o))
+        if qty > 0:
+            self._out(conn, replies, 59, *commission_fields(ex, o.contract[9] or "USD"))
+            self._push_position(o.con_id, conn if replies is not None else None)
+
+    def _push_position(self, con_id: int, skip: _Conn | None) -> None:
+        """Stream the new position to every subscribed session (positions and portfolio)."""
+        with self.book.lock:
+            p = self.book.positions[con_id]
+            pos_msg = encode(61, *position_fields(self.account, p))
+            port_msg = encode(7, *portfolio_fields(self.account, p, self._price(p.contract[1], con_id)))
+        with self._lock:
+            conns = [c for c in self._conns if c.ready and c is not skip]
+        for c in conns:
+            if not c.writer.is_closing():
+                if c.positions_sub:
+                    c.writer.write(pos_msg)
+                if c.account_sub:
+                    c.writer.write(port_msg)
+
+    def _cancel(self, conn: _Conn, order_id: int) -> None:
+        action = self._next_script("cancel")
+        o = self.book.find_open(int(conn.client_id or 0), order_id, self._epoch)
+        if o is None:
+            self._error(conn, order_id, 10147, CANCEL_UNKNOWN_TEXT.format(order_id=order_id))
+        elif action is None:
+            self._cancel_order(o, conn)
+        else:  # cancelled at the broker; the client hears what the script says instead
+            self._cancel_order(o, None)
+        if action is not None:
+            self._apply(conn, str(order_id), action)
+
+    def _cancel_order(self, o: FakeOrder, conn: _Conn | None) -> None:
+        o.status, o.completed_time = "Cancelled", self._exec_time()
+        if conn is not None:
+            self._send(conn, 3, *order_status_fields(o))
+            self._error(conn, o.order_id, 202, CANCELLED_TEXT)
+
+    def _executions(self, conn: _Conn, f: list[str]) -> None:
+        req_id, client_filter = f[2], int(f[3] or 0)
+        with self.book.lock:
+            rows = [
+                (o, ex) for o in self.book.orders for ex in o.executions
+                if client_filter in (0, o.client_id)
+            ]  # fmt: skip
+            for o, ex in rows:
+                self._send(conn, 11, *exec_details_fields(req_id, o, ex))
+                self._send(conn, 59, *commission_fields(ex, o.contract[9] or "USD"))
+        self._send(conn, 55, 1, req_id)
+
+    # -- contract details ---------------------------------------------------------------------
+
+    def _match(self, con_id: str, symbol: str, sec_type: str, exchange: str, currency: str) -> list[FakeContract]:
+        with self._lock:
+            contracts = list(self._contracts)
+        if con_id not in ("", "0"):
+            return [c for c in contracts if str(c.con_id) == con_id]
+        return [
+            c
+            for c in contracts
+            if c.symbol == symbol
+            and (not sec_type or c.sec_type == sec_type)
+            and (not currency or c.currency == currency)
+            and (exchange in ("", "SMART") or c.exchange == exchange)
+        ]
+
+    def _contract_details(self, conn: _Conn, f: list[str]) -> None:
+        # 9, 8, reqId, conId, symbol, secType, lastTrade, strike, right, multiplier, exchange,
+        # primaryExchange, currency, localSymbol, tradingClass, includeExpired, secIdType, secId, issuerId
+        req_id = f[2]
+        action = self._next_script("contract_details")
+        if action is not None:
+            self._apply(conn, req_id, action)
+            return
+        found = self._match(f[3], f[4], f[5], f[10], f[12])
+        if not found:
+            self._error(conn, req_id, 200, NO_SECDEF_TEXT)
+            return
+        for c in found:
+            self._send(
+                conn, 10, req_id, c.symbol, c.sec_type, c.last_trade, "0", "", c.exchange,
+                c.currency, c.local_symbol or c.symbol, c.trading_class or c.symbol, c.trading_class,
+                c.con_id, c.min_tick, c.multiplier,
+                "LMT,MKT", f"SMART,{c.exchange}", 1, 0, c.long_name or c.symbol, c.primary_exchange,
+                c.last_trade[:6], "", "", "", c.time_zone, "", "", "", "",
+                0,  # no secIds
+                1, "", "", "26", c.last_trade, "COMMON" if c.sec_type == "STK" else "", "1", "1", "1",
+            )  # fmt: skip
+        self._send(conn, 52, 1, req_id)
+
+    # -- historical bars ----------------------------------------------------------------------
+
+    def _historical(self, conn: _Conn, f: list[str]) -> None:
+        # 20, reqId, conId, symbol, secType, lastTrade, strike, right, multiplier, exchange,
+        # primaryExchange, currency, localSymbol, tradingClass, includeExpired, endDateTime,
+        # barSize, duration, useRTH, whatToShow, formatDate, keepUpToDate, chartOptions
+        action = self._next_script("historical")
+        if isinstance(action, Delay):
+            self._loop.call_later(action.seconds, self._historical_answer, conn, f)
+        elif action is not None:
+            self._apply(conn, f[1], action)
+        else:
+            self._historical_answer(conn, f)
+
+    def _historical_answer(self, conn: _Conn, f: list[str]) -> None:
+        req_id = f[1]
+        end_text, bar_size, duration, what = f[15], f[16], f[17], f[19]
+        found = self._match(f[2], f[3], f[4], f[9], f[11])
+        if len(found) != 1:
+            self._error(conn, req_id, 200, NO_SECDEF_TEXT)
+            return
+        c = found[0]
+        if c.sec_type == "CONTFUT" and end_text.strip():
+            self._error(conn, req_id, 10339, CONTFUT_END_TEXT)
+            return
+        if c.sec_type == "CASH" and what in ("TRADES", "ADJUSTED_LAST"):
+            self._error(
+                conn, req_id, 162,
+                f"Historical Market Data Service error message:No historical market data for "
+                f"{c.symbol}/CASH@FXSUBPIP Last 1d",
+            )  # fmt: skip
+            return
+        now = self.now or pd.Timestamp.now(tz="UTC")
+        end = _parse_end(end_text, now)
+        days = _duration_days(duration)
+        if bar_size != "1 day" or end is None or days is None:
+            self._error(conn, req_id, 321, "Error validating request:-'bad bar size, end or duration'")
+            return
+        end_date = end.tz_convert(c.time_zone).tz_localize(None).normalize()
+        first = end_date - pd.Timedelta(days=days - 1)
+        with self._lock:
+            bars = self._bars.get(c.con_id)
+        sel = (
+            bars[(bars["session"] >= first) & (bars["session"] <= end_date)]
+            if bars is not None
+            else pd.DataFrame()
+        )
+        if sel.empty:
+            pretty = {"TRADES": "Trades", "MIDPOINT": "Midpoint"}.get(what, what)
+            self._error(conn, req_id, 162, NO_DATA_TEXT.format(sym=c.symbol, exch=c.exchange, what=pretty))
+            return
+        quoted = what in ("MIDPOINT", "BID", "ASK", "BID_ASK")
+        out: list[object] = []
+        for row in sel.itertuples(index=False):  # a reply is one message; rows are few in tests
+            volume = -1 if quoted else getattr(row, "volume", 0)
+            wap = -1 if quoted else getattr(row, "wap", row.close)
+            count = -1 if quoted else int(getattr(row, "bar_count", 1))
+            out += [
+                row.session.strftime("%Y%m%d"), _num(row.open), _num(row.high), _num(row.low),
+                _num(row.close), _num(volume), _num(wap), count,
+            ]  # fmt: skip
+        fmt = "%Y%m%d %H:%M:%S"
+        start_str = f"{first.strftime(fmt)} {c.time_zone}"
+        end_str = f"{end.tz_convert(c.time_zone).strftime(fmt)} {c.time_zone}"
+        self._send(conn, 17, req_id, start_str, end_str, len(sel), *out)

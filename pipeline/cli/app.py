@@ -1,0 +1,71 @@
+"""The ``trading-pipeline`` typer app: the command groups put together, and ``main`` with its one-line errors."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pipeline.cli import backtest, common, data, fake_gateway, run, trading
+
+__all__ = ["app", "main"]
+
+PROG = "trading-pipeline"
+
+app = typer.Typer(
+    name=PROG,
+    help="""Run the daily job, backfill history, query the lake, set the kill switch.
+
+Every command takes --config PATH (default: $TRADING_PIPELINE_CONFIG or the bundled default) and
+--lake PATH|URL (a folder or an object-store URL; the ledger then lives in the configuration's
+state_root). Runs go through Dagster and are recorded in $DAGSTER_HOME (default ./.dagster_home),
+so they show in the UI next to the scheduled runs.""",
+    epilog="Example: trading-pipeline daily --session 2022-12-28 (then: trading-pipeline daily --help)",
+    rich_markup_mode="markdown",
+    add_completion=False,
+    no_args_is_help=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+for group in (run, data, trading, backtest, fake_gateway):
+    app.add_typer(group.commands)
+
+
+@app.callback()
+def _root() -> None:
+    """Keep ``trading-pipeline`` a group of commands (a callback with no option of its own)."""
+
+
+def _expected_failure(exc: Exception) -> tuple[str, int] | None:
+    """The one line to print and the exit code for a failure the user can fix, else None (a bug)."""
+    from pipeline.bars import SourceError
+    from pipeline.config import ConfigError
+    from pipeline.store.paths import StorageError
+    from pipeline.trading import BrokerError
+
+    if isinstance(exc, ConfigError | StorageError):  # a missing or invalid config file, a lake without state
+        return f"error: {exc}", 2
+    if isinstance(exc, BrokerError | SourceError):  # the broker or the data source is down or refuses
+        return f"error: {common.one_line(exc)}", 1
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``trading-pipeline`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except typer.TyperException as exc:  # a usage error: unknown option, missing argument, malformed date
+        ctx = getattr(exc, "ctx", None)
+        hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+        print(f"error: {common.one_line(exc.format_message()).rstrip('.')}{hint}", file=sys.stderr)
+        return exc.exit_code
+    except common.CliError as exc:
+        print(exc.message, file=sys.stderr)
+        return exc.code
+    except Exception as exc:
+        failure = _expected_failure(exc)
+        if failure is None:
+            raise
+        print(failure[0], file=sys.stderr)
+        return failure[1]
+    return code or 0

@@ -1,0 +1,78 @@
+"""Helpers every command group shares: the configuration and folders of a run, failure text, tables, CliError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the heavy imports stay out of ``--help``
+    import pandas as pd
+
+    from pipeline.config import PipelineConfig
+
+__all__ = ["CliError", "failure_text", "lake_root", "load_config", "one_line", "print_frame", "state_root"]
+
+
+class CliError(Exception):
+    """An expected failure: ``main`` prints the message as it is on stderr and exits with ``code``."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line: its lines joined with '; ', leaving out blank ones and DuckDB's ``^^^`` markers."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip().strip("^"))
+
+
+def load_config(config: str | None, lake: str | None) -> PipelineConfig:
+    """The configuration of ``--config`` (ConfigError if missing or invalid), its lake root set to ``--lake``."""
+    from pipeline.config import load_config as load
+
+    cfg = load(config)
+    if lake:
+        cfg = cfg.model_copy(update={"lake_root": lake})
+    return cfg
+
+
+def lake_root(cfg: PipelineConfig, lake: str | None) -> str:
+    """The lake root as a string: a resolved folder or an object-store URL (``pipeline.store.paths``)."""
+    from pipeline.store import paths
+
+    return str(paths.lake_root(cfg, lake))
+
+
+def state_root(cfg: PipelineConfig, lake: str | None) -> Path:
+    """The local state folder of the ledger (``pipeline.store.paths``); StorageError if it has none."""
+    from pipeline.store import paths
+
+    return paths.state_path(cfg, paths.lake_root(cfg, lake))
+
+
+def print_frame(df: pd.DataFrame, title: str) -> None:
+    """Print ``title`` and ``df`` indented below it, or ``(none)``."""
+    import pandas as pd
+
+    print(f"\n{title}")
+    if df.empty:
+        print("  (none)")
+        return
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_rows", 200,
+                           "display.float_format", "{:,.2f}".format):
+        print("  " + df.to_string().replace("\n", "\n  "))
+
+
+def failure_text(result) -> str:
+    """One line per failed step and per failed asset check of a Dagster run result."""
+    lines = []
+    for event in result.all_events:
+        if event.is_failure and event.step_key:
+            data = event.event_specific_data
+            error = getattr(data, "error", None)
+            lines.append(f"  step {event.step_key}: {error.message.strip() if error else event.message}")
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
+            ev = event.event_specific_data
+            lines.append(f"  check {ev.asset_check_key.asset_key.to_user_string()}:{ev.asset_check_key.name} failed ({ev.severity.value})")
+    return "\n".join(lines) or "  (see the run in the Dagster UI)"
+

@@ -1,0 +1,143 @@
+"""The production runs: ``daily`` (one session, orders to the broker) and ``backfill`` (history, no orders)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from pipeline.cli import common
+from pipeline.cli.options import Config, Lake, date_argument, date_option
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline.config import PipelineConfig
+
+__all__ = ["backfill", "commands", "daily", "summary"]
+
+commands = typer.Typer(rich_markup_mode="markdown")
+PANEL = "Production runs (through Dagster, recorded in $DAGSTER_HOME)"
+
+
+def summary(cfg: PipelineConfig, lake_root: str, session: pd.Timestamp, state_root: Path | None = None) -> None:
+    """Print the session's combined forecasts, target positions and orders from the lake."""
+    from functools import partial
+
+    import pandas as pd
+
+    from pipeline.store.warehouse import query
+
+    query = partial(query, state_root=state_root)
+    day = session.strftime("%Y-%m-%d")
+    positions = query(lake_root, f"""
+        select instrument, price, combined, weight, idm, optimal, target
+        from target_positions where session = date '{day}' order by instrument""").set_index("instrument")
+    common.print_frame(positions, f"Combined forecasts and target positions on {day} (units: shares/contracts)")
+    try:
+        orders = query(lake_root, f"""
+            select order_ref, side, abs(quantity) as quantity, reference_price, verdict,
+                   coalesce(deny_reason, '') as deny_reason, status
+            from order_intents where session = date '{day}' order by order_ref""")
+    except Exception:  # the ledger may not exist yet (no orders asset run)
+        orders = pd.DataFrame()
+    common.print_frame(orders, f"Orders for {day} with their pre-trade verdicts")
+    try:
+        metrics = query(lake_root, "select metric, value from backtest_metrics").set_index("metric")["value"]
+        keys = ["sharpe", "cagr", "annual_vol", "max_drawdown", "realised_vol_vs_target"]
+        print("\nBacktest (whole history): " + ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics))
+    except Exception:
+        pass
+
+
+@commands.command(
+    "daily", rich_help_panel=PANEL,
+    epilog="Example: trading-pipeline daily --session 2022-12-28 --no-submit")
+def daily(
+    session: Annotated[str | None, date_option(
+        "--session", "session date YYYY-MM-DD (default: the source's latest session)")] = None,
+    no_submit: Annotated[bool, typer.Option("--no-submit", help="record order intents only, send nothing")] = False,
+    config: Config = None,
+    lake: Lake = None,
+) -> int:
+    """Run the daily job for the latest session (or --session).
+
+    One run of the Dagster daily job: bars, data quality, forecasts, target positions, pre-trade
+    checks and orders to the configured broker (paper or IB). On a weekend or exchange holiday
+    nothing runs and no order is sent. Prints the session's combined forecasts, target positions,
+    orders with their pre-trade verdicts and the backtest statistics; exits 1 if the run fails.
+    """
+    import pandas as pd
+
+    from pipeline.adapters.sources import make_source
+    from pipeline.calendar import is_session
+    from pipeline.definitions import ensure_dagster_home, execute_daily
+    from pipeline.store.warehouse import publish_views
+
+    cfg = common.load_config(config, lake)
+    root, state = common.lake_root(cfg, lake), common.state_root(cfg, lake)
+    home = ensure_dagster_home()
+    if session:
+        when = pd.Timestamp(session)
+    else:
+        when = make_source(cfg.source, cfg.instruments).last_session(cfg.symbols)
+        if when is None:
+            print(f"error: source {cfg.source.kind!r} has no bars for {cfg.symbols}", file=sys.stderr)
+            return 2
+    day = when.strftime("%Y-%m-%d")
+    if not is_session(when, cfg.calendar):  # a holiday or weekend: nothing to run, no orders
+        print(f"{day} is not a {cfg.calendar} session (weekend, holiday or closure): no run, no orders")
+        return 0
+    print(f"Daily run for session {day}: {len(cfg.symbols)} instruments ({', '.join(cfg.symbols)})")
+    started = time.perf_counter()
+    result = execute_daily(day, submit=not no_submit, config_path=config, lake_root=root)
+    elapsed = time.perf_counter() - started
+    if not result.success:
+        print(f"\nRun {result.run_id} FAILED after {elapsed:.1f} s:\n{common.failure_text(result)}", file=sys.stderr)
+        return 1
+    publish_views(root, state)
+    summary(cfg, root, when, state)
+    print(f"\nRun {result.run_id} succeeded in {elapsed:.1f} s (Dagster instance: {home})")
+    print(f"Outputs: Parquet lake {root}, ledger and views {state / 'warehouse.duckdb'}")
+    return 0
+
+
+@commands.command(
+    "backfill", rich_help_panel=PANEL,
+    epilog="Example: trading-pipeline backfill 2022-12-01 2022-12-28")
+def backfill(
+    start: Annotated[str, date_argument("first session YYYY-MM-DD")],
+    end: Annotated[str, date_argument("last session YYYY-MM-DD")],
+    config: Config = None,
+    lake: Lake = None,
+) -> int:
+    """Single-run backfill of every daily asset (no orders sent).
+
+    One Dagster run materializes every weekday partition from START to END; exchange holidays
+    are recorded as partitions without rows. Backfills never send orders.
+    """
+    import pandas as pd
+
+    from pipeline.calendar import sessions
+    from pipeline.definitions import ensure_dagster_home, execute_backfill
+    from pipeline.store.warehouse import publish_views
+
+    cfg = common.load_config(config, lake)
+    root, state = common.lake_root(cfg, lake), common.state_root(cfg, lake)
+    home = ensure_dagster_home()
+    started = time.perf_counter()
+    result = execute_backfill(start, end, config_path=config, lake_root=root)
+    elapsed = time.perf_counter() - started
+    if not result.success:
+        print(f"Backfill run {result.run_id} FAILED after {elapsed:.1f} s:\n{common.failure_text(result)}", file=sys.stderr)
+        return 1
+    publish_views(root, state)
+    partitions = pd.DatetimeIndex(sorted({e.partition for e in result.get_asset_materialization_events() if e.partition}))
+    n = int(partitions.isin(sessions(partitions.min(), partitions.max(), cfg.calendar)).sum()) if len(partitions) else 0
+    print(f"Backfill {start} .. {end}: one run ({result.run_id}), {n} sessions, {elapsed:.1f} s "
+          f"({len(partitions)} weekday partitions, holidays materialized as no-ops; Dagster instance: {home}; "
+          f"lake: {root}). Backfills never send orders.")
+    return 0

@@ -1,0 +1,184 @@
+"""A simulated broker: immediate fills with costs, state kept in the ledger's ``fills`` table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from pipeline.config import CostModel, Instrument
+from pipeline.instruments import point_sizes
+from pipeline.store.ledger import Ledger, LedgerError
+from pipeline.trading import (
+    BrokerError,
+    BrokerOrder,
+    Fill,
+    OrderIntent,
+    empty_working_orders,
+)
+
+
+def paper_fill_id(order_ref: str) -> str:
+    """The paper broker's fill id of an order: deterministic, so an order fills at most once."""
+    return f"paper:{order_ref}"
+
+
+def commission(quantity: float, price: float, point_size: float, costs: CostModel) -> float:
+    """Commission of one trade, in the instrument's currency (``CostModel`` docstring; pst
+    ``account_costs.py``).
+
+    ``max(|n| x commission_per_unit, commission_min, commission_pct x |n| x price x point_size)``
+    with ``n`` signed units and ``price`` in price points (the pre-slippage price).
+    """
+    n = abs(quantity)
+    return max(n * costs.commission_per_unit, costs.commission_min, costs.commission_pct * n * price * point_size)
+
+
+class PaperBroker:
+    """Fills every order at once at ``fill_price`` plus or minus the slippage, and charges the
+    instrument's commission.
+
+    Parameters
+    ----------
+    ledger : Ledger
+        Where the fills are kept; the broker's positions are the sum of its fills there.
+    costs : dict[str, CostModel]
+        Cost model per instrument (``Instrument.costs``).
+    point_sizes : dict[str, float]
+        Currency per price point per unit, per instrument.
+
+    Notes
+    -----
+    A buy pays ``fill_price + slippage``, a sell receives ``fill_price - slippage`` (price
+    points). The fill id is ``"paper:" + order_ref``: submitting an order_ref again returns the
+    fill already stored instead of filling twice (the ledger's primary key backs this up).
+    """
+
+    name = "paper"
+
+    def __init__(self, ledger: Ledger, costs: dict[str, CostModel], point_sizes: dict[str, float]) -> None:
+        self.ledger = ledger
+        self.costs = dict(costs)
+        self.point_sizes = dict(point_sizes)
+
+    @classmethod
+    def for_universe(cls, ledger: Ledger, instruments: Sequence[Instrument]) -> PaperBroker:
+        """A paper broker over the configured universe: its cost models and point sizes."""
+        return cls(ledger, costs={i.symbol: i.costs for i in instruments},
+                   point_sizes=point_sizes(instruments).to_dict())
+
+    def positions(self) -> pd.Series:
+        """Signed units per instrument (index ``instrument``): the sum of this broker's fills.
+
+        Instruments netting to zero are dropped, so an empty Series means flat (the ledger was
+        read). Raises :class:`BrokerError` if the ledger cannot be read.
+        """
+        try:
+            net = self.ledger.net_fills(broker=self.name)
+        except LedgerError as exc:
+            raise BrokerError(f"paper broker: positions unreadable from {self.ledger.path}: {exc}") from exc
+        return net[net != 0]
+
+    def working_orders(self) -> pd.DataFrame:
+        """Always empty: paper orders fill at once (columns ``order_ref, instrument, quantity``)."""
+        return empty_working_orders()
+
+    def __enter__(self) -> "PaperBroker":
+        """No connection to open (the ledger is opened per call); for symmetry with IB."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def lookup(self, order_ref: str) -> BrokerOrder | None:
+        """The paper order of ``order_ref`` (always FILLED: paper orders fill at once), or None.
+        Raises :class:`BrokerError` if the ledger cannot be read."""
+        fill = self.find_by_order_ref(order_ref)
+        return None if fill is None else _filled(fill)
+
+    def cancel(self, order_ref: str) -> None:
+        """Nothing to cancel: paper orders never rest. Returns None."""
+        return None
+
+    def find_by_order_ref(self, order_ref: str) -> Fill | None:
+        """The stored paper fill of ``order_ref``, or None. Raises :class:`BrokerError` if the
+        ledger cannot be read."""
+        try:
+            df = self.ledger.fills(broker=self.name, order_ref=order_ref)
+        except LedgerError as exc:
+            raise BrokerError(f"paper broker: fills unreadable from {self.ledger.path}: {exc}") from exc
+        if df.empty:
+            return None
+        row = df.iloc[0]
+        return Fill(
+            fill_id=str(row["fill_id"]),
+            order_ref=str(row["order_ref"]),
+            broker=str(row["broker"]),
+            session=pd.Timestamp(row["session"]),
+            instrument=str(row["instrument"]),
+            quantity=float(row["quantity"]),
+            price=float(row["price"]),
+            commission=float(row["commission"]),
+            slippage_cost=float(row["slippage_cost"]),
+            filled_at=pd.Timestamp(row["filled_at"]).tz_convert("UTC"),
+        )
+
+    def submit(self, intent: OrderIntent, fill_price: float) -> BrokerOrder:
+        """Fill ``intent`` at once and store the fill (which also marks the intent FILLED).
+
+        Parameters
+        ----------
+        intent : OrderIntent
+            Uses ``order_ref``, ``session``, ``instrument`` and signed ``quantity`` (units).
+        fill_price : float
+            Price in price points before slippage (e.g. the next open or the reference close).
+
+        Returns
+        -------
+        BrokerOrder
+            FILLED with the new fill, or with the one already stored for this ``order_ref``.
+
+        Raises
+        ------
+        BrokerError
+            Zero or non-finite quantity, non-finite price, an instrument with no cost model or
+            point size, or a ledger that cannot be written.
+        """
+        existing = self.find_by_order_ref(intent.order_ref)
+        if existing is not None:
+            return _filled(existing)
+        qty = float(intent.quantity)
+        if not math.isfinite(qty) or qty == 0:
+            raise BrokerError(f"paper broker: {intent.order_ref} has quantity {qty!r}; nothing to fill")
+        if not math.isfinite(fill_price):
+            raise BrokerError(f"paper broker: {intent.order_ref} fill price {fill_price!r} is not finite")
+        if intent.instrument not in self.costs or intent.instrument not in self.point_sizes:
+            raise BrokerError(
+                f"paper broker: no cost model or point size for {intent.instrument!r} "
+                f"(order {intent.order_ref}); add the instrument to the configured universe"
+            )
+        costs, point_size = self.costs[intent.instrument], float(self.point_sizes[intent.instrument])
+        fill = Fill(
+            fill_id=paper_fill_id(intent.order_ref),
+            order_ref=intent.order_ref,
+            broker=self.name,
+            session=pd.Timestamp(intent.session),
+            instrument=intent.instrument,
+            quantity=qty,
+            price=fill_price + math.copysign(costs.slippage, qty),
+            commission=commission(qty, fill_price, point_size, costs),
+            slippage_cost=abs(qty) * costs.slippage * point_size,
+            filled_at=pd.Timestamp.now(tz="UTC"),
+        )
+        try:
+            inserted = self.ledger.record_fill(fill)
+        except LedgerError as exc:
+            raise BrokerError(f"paper broker: fill of {intent.order_ref} not stored: {exc}") from exc
+        if not inserted:  # another process filled it between the look-up and the write
+            return _filled(self.find_by_order_ref(intent.order_ref) or fill)
+        return _filled(fill)
+
+
+def _filled(fill: Fill) -> BrokerOrder:
+    return BrokerOrder(fill.order_ref, "FILLED", (fill,), filled=fill.quantity, remaining=0.0)

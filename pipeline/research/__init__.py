@@ -1,0 +1,1 @@
+"""Research: backtests, analytics, metrics and statistics, walk-forward, parameter stability, results folders and reports."""

@@ -1,0 +1,161 @@
+"""The forecast combination of the system, from capped forecasts to the combined forecast (ST ch. 8, 12).
+
+One entry point, :func:`combine_rules`, runs the whole stage as configured (``combination.*``):
+the SR cost of each rule on each instrument, Carver's speed limit, the forecast weights (fixed,
+equal, handcrafted or bootstrapped, re-estimated at year ends and smoothed), the FDM and the cap.
+The ``combined_forecast`` asset calls it; the walk-forward backtest, which fits the same stage on
+each training window, shares its cost and speed-limit steps (:func:`combination_costs`,
+:func:`close_too_expensive`), so a rule is charged and excluded the same way in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from pipeline.config import PipelineConfig
+from pipeline.instruments import point_sizes
+from pipeline.signals.combine import forecast_weights
+from pipeline.signals.costs import (
+    apply_speed_limit,
+    average_position_units,
+    rule_sr_costs,
+    speed_limit_exclusions,
+    too_expensive,
+)
+from pipeline.signals.forecast_weights import (
+    combine_with_weight_history,
+    estimate_forecast_weights,
+)
+
+
+@dataclass(frozen=True)
+class CombinedForecast:
+    """The outputs of :func:`combine_rules`.
+
+    Attributes
+    ----------
+    combined : pd.DataFrame
+        Index ``session``, columns the configured instruments; weighted, FDM-scaled forecast capped
+        at +/- ``rules.forecast_cap`` (0 for an instrument with no rule cheap enough).
+    fdm : pd.Series
+        Index ``session``; the forecast diversification multiplier applied on each session.
+    weight_history : pd.DataFrame
+        Index ``estimated_at``, columns rules; each estimate of the forecast weights (one row for
+        ``fixed`` and ``equal``), before smoothing.
+    costs : pd.DataFrame or None
+        Annual SR cost per session and ``(rule, instrument)`` (None when neither the speed limit nor
+        an estimated weighting needs it).
+    excluded : pd.DataFrame or None
+        True where a ``(rule, instrument)`` is over the speed limit on a session (None without it).
+    """
+
+    combined: pd.DataFrame
+    fdm: pd.Series
+    weight_history: pd.DataFrame
+    costs: pd.DataFrame | None
+    excluded: pd.DataFrame | None
+
+
+def combination_costs(capped: pd.DataFrame, closes: pd.DataFrame, vol: pd.DataFrame, config: PipelineConfig,
+                      fx: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Annual SR cost of each rule on each instrument, as the combination charges it.
+
+    Parameters
+    ----------
+    capped : pd.DataFrame
+        Capped forecasts, index ``session``, columns ``(rule, instrument)``.
+    closes, vol : pd.DataFrame
+        Closes and daily price-unit vol (price points), the sessions of ``capped``, columns instruments.
+    config : PipelineConfig
+        ``combination.sr_cost_trade_size`` (``average_position``: Carver's trade of one average
+        position, sized with ``portfolio.capital`` and ``vol_target``; else one unit) and
+        ``cost_window``; the instruments' cost models and point sizes.
+    fx : pd.DataFrame, optional
+        Base currency per unit of each instrument's currency; None = 1.
+
+    Returns
+    -------
+    pd.DataFrame
+        Index ``session``, columns ``(rule, instrument)``; SR units a year (see
+        :func:`pipeline.signals.costs.rule_sr_costs`).
+    """
+    comb = config.combination
+    trade_units = None
+    if comb.sr_cost_trade_size == "average_position":  # Carver: one average position per trade
+        trade_units = average_position_units(
+            vol, point_sizes(config.instruments).reindex(closes.columns), config.portfolio.capital,
+            config.portfolio.vol_target, fx=fx, window=comb.cost_window,
+        )
+    return rule_sr_costs(capped, closes, vol, config.instruments, comb.cost_window, trade_units=trade_units)
+
+
+def close_too_expensive(combined: pd.DataFrame, capped: pd.DataFrame, excluded: pd.DataFrame) -> pd.DataFrame:
+    """``combined`` with 0 where an instrument has no rule under the speed limit (ST ch. 12).
+
+    ``excluded`` is on the index and ``(rule, instrument)`` columns of ``capped``; sessions and
+    instruments of ``combined`` it does not cover stay as they are.
+    """
+    closed = too_expensive(capped, excluded).reindex(index=combined.index, columns=combined.columns, fill_value=False)
+    return combined.mask(closed.astype(bool), 0.0)
+
+
+def combine_rules(capped: pd.DataFrame, closes: pd.DataFrame | None, vol: pd.DataFrame | None,
+                  config: PipelineConfig, fx: pd.DataFrame | None = None) -> CombinedForecast:
+    """The combined forecast of every instrument, as ``combination.*`` configures it (ST ch. 8).
+
+    Parameters
+    ----------
+    capped : pd.DataFrame
+        Capped forecasts, index ``session`` (ascending), columns ``(rule, instrument)``.
+    closes, vol : pd.DataFrame or None
+        Closes and daily price-unit vol, columns instruments; needed (on the sessions of
+        ``capped``) for the speed limit and for ``handcraft``/``bootstrap`` weights, else unused.
+    config : PipelineConfig
+        ``rules.rule_names``, ``rules.forecast_cap``, ``combination.*``, the instruments.
+    fx : pd.DataFrame, optional
+        As :func:`combination_costs`.
+
+    Returns
+    -------
+    CombinedForecast
+
+    Raises
+    ------
+    ValueError
+        ``closes``/``vol`` are missing where the configuration needs them; the estimators' errors
+        (:mod:`pipeline.signals.forecast_weights`, :mod:`pipeline.signals.combine`) propagate.
+
+    Notes
+    -----
+    Every value for session ``d`` uses forecasts, prices and costs up to ``d`` only: weights are
+    estimated at year ends from past data and applied after; the FDM is expanding. Sources:
+    pysystemtrade ``forecast_combine.py``, ``forecast_weight_estimate``; carver.md §2.5-2.6, 2.10.
+    """
+    comb = config.combination
+    method = comb.forecast_weights_method
+    costs = excluded = None
+    if comb.apply_speed_limit or method in ("handcraft", "bootstrap"):
+        if closes is None or vol is None:
+            raise ValueError(f"combine_rules: closes and vol are needed for the speed limit and {method} weights")
+        costs = combination_costs(capped, closes, vol, config, fx)
+    used = capped
+    if comb.apply_speed_limit:
+        excluded = speed_limit_exclusions(costs, comb.speed_limit)
+        used = apply_speed_limit(capped, excluded)
+    if method in ("fixed", "equal"):
+        weights = forecast_weights(config.rules.rule_names, comb.forecast_weights if method == "fixed" else None)
+        history = pd.DataFrame([weights], index=pd.DatetimeIndex(capped.index[:1], name="estimated_at"))
+    else:
+        history = estimate_forecast_weights(
+            capped, closes, vol, method, comb.weights_min_sessions, sr_costs=costs,
+            draws=comb.bootstrap_draws, block=comb.bootstrap_block, seed=comb.bootstrap_seed,
+        )
+    combined, fdm = combine_with_weight_history(
+        used, history, comb.fdm, comb.fdm_cap, config.rules.forecast_cap, smooth_span=comb.forecast_weight_ewma_span
+    )
+    if excluded is not None:
+        combined = close_too_expensive(combined, capped, excluded)
+    return CombinedForecast(combined=combined.reindex(columns=config.symbols), fdm=fdm, weight_history=history,
+                            costs=costs, excluded=excluded)

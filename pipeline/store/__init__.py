@@ -1,0 +1,1 @@
+"""Storage: the Parquet lake, the DuckDB warehouse views, the ledger's tables and the state paths."""

@@ -1,0 +1,77 @@
+"""The order ledger: order intents, their broker events, fills, the kill-switch log and alerts, in DuckDB.
+
+The ledger lives in ``<state folder>/warehouse.duckdb`` (``state_root`` of the configuration, by
+default the lake root; ``pipeline.store.paths``). It is the write-ahead log of the order
+path (reliability.md §2): an intent is committed here before it is sent, and every fill is
+kept here because brokers return a limited execution history.
+
+DuckDB allows one writing process at a time (a second writer fails with "Could not set lock on
+file"; duckdb.org/docs/current/connect/concurrency), so connections are short-lived — opened
+for one unit of work and closed — and opening retries on the lock error with a short
+exponential back-off (as ``dagster_duckdb.DuckDBResource`` does) before raising
+:class:`LedgerLockedError`. Readers open read-only. All timestamps are stored as TIMESTAMPTZ
+and returned in UTC.
+
+One module per group of tables, each a base of :class:`Ledger`: ``connection`` (opening,
+locking, transactions, :meth:`Ledger.init`), ``schema`` (the tables' DDL and upgrades),
+``orders`` (intents, broker events, fills), ``releases`` (quarantine releases),
+``trading_state`` (the kill switch) and ``alerts``.
+"""
+
+from __future__ import annotations
+
+from pipeline.store.ledger.alerts import AlertTable
+from pipeline.store.ledger.connection import (
+    LEDGER_FILE,
+    LedgerConnection,
+    LedgerError,
+    LedgerLockedError,
+)
+from pipeline.store.ledger.orders import OrderTables
+from pipeline.store.ledger.releases import QuarantineReleaseTable
+from pipeline.store.ledger.schema import (
+    EVENT_COLUMNS,
+    FILL_COLUMNS,
+    INTENT_COLUMNS,
+    INTENT_STATUSES,
+    MODES,
+    OPEN_STATUSES,
+    ORDER_TYPES,
+)
+from pipeline.store.ledger.trading_state import TradingStateTable
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "FILL_COLUMNS",
+    "INTENT_COLUMNS",
+    "INTENT_STATUSES",
+    "LEDGER_FILE",
+    "MODES",
+    "OPEN_STATUSES",
+    "ORDER_TYPES",
+    "Ledger",
+    "LedgerConnection",
+    "LedgerError",
+    "LedgerLockedError",
+]
+
+
+class Ledger(OrderTables, QuarantineReleaseTable, TradingStateTable, AlertTable):
+    """The DuckDB order ledger at ``path`` (normally ``<state folder>/warehouse.duckdb``).
+
+    Parameters
+    ----------
+    path : Path
+        The DuckDB file. Its folder is created by :meth:`init`.
+    lock_retries : int
+        Attempts to open the file while another process holds the lock.
+    lock_backoff : float
+        First back-off in seconds; doubled after each failed attempt (0.05 s x 6 attempts waits
+        about 1.6 s in total).
+
+    Notes
+    -----
+    No connection is kept open between calls, so several processes (Dagster runs, a DuckDB
+    shell) can take turns on the file; see the module docstring. :meth:`hold` keeps the file
+    open for one unit of work when many calls follow each other.
+    """

@@ -1,0 +1,179 @@
+"""The ledger's tables: their DDL, column lists and allowed values, and the upgrade of a ledger
+file written with an older layout.
+
+Six groups of tables live in one DuckDB file: ``order_intents`` (with the broker's answers,
+the market-fallback and what-if columns), ``order_events``, ``fills``, ``trading_state_log``,
+``alerts`` and ``quarantine_releases``. :meth:`pipeline.store.ledger.Ledger.init` creates them
+and upgrades older layouts in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+#: The life of an intent: INTENT (written, not yet sent) -> SUBMITTED (given to the broker) ->
+#: ACKNOWLEDGED (the broker holds it: permId known) -> PARTIALLY_FILLED -> FILLED, CANCELLED or
+#: REJECTED; DENIED by the pre-trade gate; RECORDED in record-only runs (never sent).
+INTENT_STATUSES = (
+    "INTENT", "SUBMITTED", "ACKNOWLEDGED", "PARTIALLY_FILLED", "FILLED", "CANCELLED", "REJECTED",
+    "DENIED", "RECORDED",
+)
+#: Statuses of an intent whose outcome at the broker is not yet final in the ledger.
+OPEN_STATUSES = ("INTENT", "SUBMITTED", "ACKNOWLEDGED", "PARTIALLY_FILLED")
+MODES = ("submit", "record_only")
+ORDER_TYPES = ("MKT", "LMT")
+
+#: Columns written by :meth:`Ledger.record_intents` (the first 16 required, the rest optional).
+_WRITTEN = (
+    "order_ref", "strategy", "session", "instrument", "seq", "quantity", "side", "order_type",
+    "reference_price", "target_position", "position_before", "status", "mode",
+    "verdict", "deny_reason", "run_id", "limit_price", "account", "code_version", "input_hash",
+    "parent_ref",
+)
+_REQUIRED = _WRITTEN[:13]
+_TYPES = dict(zip(_WRITTEN, (
+    "VARCHAR", "VARCHAR", "DATE", "VARCHAR", "INTEGER", "DOUBLE", "VARCHAR", "VARCHAR",
+    "DOUBLE", "DOUBLE", "DOUBLE", "VARCHAR", "VARCHAR",
+    "VARCHAR", "VARCHAR", "VARCHAR", "DOUBLE", "VARCHAR", "VARCHAR", "VARCHAR",
+    "VARCHAR",
+)))  # fmt: skip
+#: A dry run's what-if preview of the intent (:meth:`Ledger.record_what_if`).
+_WHAT_IF_COLUMNS = ("what_if_init_margin", "what_if_maint_margin", "what_if_commission", "what_if_currency")
+#: Set from the broker's answers (:meth:`Ledger.record_broker_order`).
+_BROKER_COLUMNS = (
+    "perm_id", "broker_order_id", "filled_quantity", "avg_fill_price", "commission", "status_reason",
+    "submitted_at",
+)
+INTENT_COLUMNS = (
+    "order_ref", "strategy", "session", "instrument", "seq", "quantity", "side", "order_type",
+    "reference_price", "target_position", "position_before", "verdict", "deny_reason", "status",
+    "mode", "run_id", "limit_price", "account", "code_version", "input_hash", *_BROKER_COLUMNS,
+    "parent_ref", "fallback_at", *_WHAT_IF_COLUMNS, "created_at", "updated_at",
+)
+FILL_COLUMNS = (
+    "fill_id", "order_ref", "broker", "session", "instrument", "quantity", "price", "commission",
+    "slippage_cost", "filled_at", "perm_id",
+)
+EVENT_COLUMNS = (
+    "order_ref", "event_at", "status", "perm_id", "broker_order_id", "filled_quantity", "remaining",
+    "avg_fill_price", "detail", "run_id",
+)
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS order_intents (
+    order_ref VARCHAR PRIMARY KEY,
+    strategy VARCHAR NOT NULL,
+    session DATE NOT NULL,
+    instrument VARCHAR NOT NULL,
+    seq INTEGER NOT NULL CHECK (seq >= 1),
+    quantity DOUBLE NOT NULL,
+    side VARCHAR NOT NULL CHECK (side IN ('BUY', 'SELL')),
+    order_type VARCHAR NOT NULL CHECK (order_type IN {ORDER_TYPES}),
+    reference_price DOUBLE,
+    target_position DOUBLE,
+    position_before DOUBLE,
+    verdict VARCHAR CHECK (verdict IN ('ACCEPTED', 'DENIED')),
+    deny_reason VARCHAR,
+    status VARCHAR NOT NULL CHECK (status IN {INTENT_STATUSES}),
+    mode VARCHAR NOT NULL CHECK (mode IN {MODES}),
+    run_id VARCHAR,
+    limit_price DOUBLE,
+    account VARCHAR,
+    code_version VARCHAR,
+    input_hash VARCHAR,
+    perm_id BIGINT,
+    broker_order_id BIGINT,
+    filled_quantity DOUBLE,
+    avg_fill_price DOUBLE,
+    commission DOUBLE,
+    status_reason VARCHAR,
+    submitted_at TIMESTAMPTZ,
+    parent_ref VARCHAR,
+    fallback_at TIMESTAMPTZ,
+    what_if_init_margin DOUBLE,
+    what_if_maint_margin DOUBLE,
+    what_if_commission DOUBLE,
+    what_if_currency VARCHAR,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS order_events (
+    order_ref VARCHAR NOT NULL,
+    event_at TIMESTAMPTZ NOT NULL,
+    status VARCHAR NOT NULL,
+    perm_id BIGINT,
+    broker_order_id BIGINT,
+    filled_quantity DOUBLE,
+    remaining DOUBLE,
+    avg_fill_price DOUBLE,
+    detail VARCHAR,
+    run_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS fills (
+    fill_id VARCHAR PRIMARY KEY,
+    order_ref VARCHAR NOT NULL,
+    broker VARCHAR NOT NULL,
+    session DATE NOT NULL,
+    instrument VARCHAR NOT NULL,
+    quantity DOUBLE NOT NULL,
+    price DOUBLE NOT NULL,
+    commission DOUBLE NOT NULL,
+    slippage_cost DOUBLE NOT NULL,
+    filled_at TIMESTAMPTZ NOT NULL,
+    perm_id BIGINT
+);
+CREATE TABLE IF NOT EXISTS trading_state_log (
+    changed_at TIMESTAMPTZ NOT NULL,
+    state VARCHAR NOT NULL CHECK (state IN ('ACTIVE', 'REDUCING', 'HALTED')),
+    reason VARCHAR NOT NULL,
+    changed_by VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id VARCHAR PRIMARY KEY,
+    created_at TIMESTAMPTZ NOT NULL,
+    kind VARCHAR NOT NULL,
+    severity VARCHAR NOT NULL,
+    subject VARCHAR,
+    message VARCHAR NOT NULL,
+    dedupe_key VARCHAR UNIQUE
+);
+CREATE TABLE IF NOT EXISTS quarantine_releases (
+    session DATE NOT NULL,
+    instrument VARCHAR NOT NULL,
+    rule VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    released_by VARCHAR NOT NULL,
+    released_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (session, instrument, rule)
+);
+"""
+
+
+def _needs_upgrade(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``order_intents`` exists with an older layout (no ``submitted_at`` column)."""
+    cols = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'order_intents'"
+    ).fetchall()}
+    return bool(cols) and "submitted_at" not in cols
+
+
+def _upgrade_intents(con: duckdb.DuckDBPyConnection) -> None:
+    """Rebuild ``order_intents`` with the current schema (CHECK constraints cannot be altered in
+    DuckDB), copying every row; runs inside :meth:`Ledger.init`'s transaction."""
+    old = [r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'order_intents'"
+    ).fetchall()]
+    con.execute("ALTER TABLE order_intents RENAME TO order_intents_previous")
+    con.execute(_SCHEMA)
+    common = ", ".join(c for c in old if c in INTENT_COLUMNS)
+    con.execute(f"INSERT INTO order_intents ({common}) SELECT {common} FROM order_intents_previous")
+    con.execute("DROP TABLE order_intents_previous")
+
+
+def _session_date(session: Any) -> dt.date:
+    """A session given as str, date or Timestamp, as a ``datetime.date``."""
+    return pd.Timestamp(session).date()
