@@ -12,18 +12,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from assets.ingest import raw_bars
-from assets.quality import clean_bars
 from assets.resources import Settings, default_resources
-from assets.signals import volatility
 from pipeline.adapters.sources import SampleSource
 from pipeline.config import load_config
+from pipeline.definitions import build_definitions
 from pipeline.quality.non_session import non_session_bars, run_window
 from pipeline.store.lake import Lake
 from pipeline.store.ledger import Ledger
 from pipeline.store.warehouse import WAREHOUSE_FILE
 from sensors.alerts import asset_check_alerts
 from tests.conftest import write_config
+
+_ASSETS = {a.key.to_user_string(): a for a in build_definitions(load_config()).assets}
+raw_bars, clean_bars, volatility = _ASSETS["raw_bars"], _ASSETS["clean_bars"], _ASSETS["volatility"]
 
 D = pd.Timestamp
 SATURDAY, SUNDAY, HOLIDAY, TUESDAY = D("2022-12-24"), D("2022-12-25"), D("2022-12-26"), D("2022-12-27")

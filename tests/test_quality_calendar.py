@@ -106,9 +106,12 @@ def test_clean_bars_quarantines_a_vendors_sunday_bars_and_keeps_every_row(tmp_pa
     import dagster as dg
     import yaml
 
-    from assets.ingest import raw_bars
-    from assets.quality import clean_bars
     from assets.resources import default_resources
+    from pipeline.config import load_config
+    from pipeline.definitions import build_definitions
+
+    assets = {a.key.to_user_string(): a for a in build_definitions(load_config()).assets}
+    raw_bars, clean_bars = assets["raw_bars"], assets["clean_bars"]
     from pipeline.store.lake import Lake
 
     # Dukascopy-style EURUSD: every weekday of Nov-Dec 2022 (24/5 sessions) plus a bar each Sunday.
