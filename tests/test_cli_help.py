@@ -13,13 +13,26 @@ from typer.testing import CliRunner
 from pipeline.cli import main
 from pipeline.cli.app import app
 
+
+
+def _command_paths(group, prefix: tuple[str, ...] = ()) -> list[str]:
+    """Every command of ``group``, sub-commands of command groups included (``"positions adopt"``)."""
+    paths = []
+    for name, command in group.commands.items():
+        paths.append(" ".join((*prefix, name)))
+        if hasattr(command, "commands"):  # a command group (typer.core.TyperGroup)
+            paths += _command_paths(command, (*prefix, name))
+    return paths
+
+
 #: The commands as the typer app has them: a command added later is covered without editing this file.
-COMMANDS = sorted(typer.main.get_command(app).commands)
+TOP_LEVEL = sorted(typer.main.get_command(app).commands)
+COMMANDS = sorted(_command_paths(typer.main.get_command(app)))
 
 
 def test_the_commands_are_discovered():
     assert {"daily", "backfill", "query", "release", "kill-switch", "cancel-orders", "backtest", "walk-forward",
-            "compare", "stability", "fake-gateway"} <= set(COMMANDS)
+            "compare", "stability", "fake-gateway", "positions", "positions adopt"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("argv", [[str(Path(sys.executable).with_name("trading-pipeline"))],
@@ -27,15 +40,15 @@ def test_the_commands_are_discovered():
 def test_the_top_level_help_lists_every_command(argv):
     done = subprocess.run([*argv, "--help"], check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert all(name in done.stdout for name in COMMANDS) and "Example" in done.stdout
+    assert all(name in done.stdout for name in TOP_LEVEL) and "Example" in done.stdout
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_help_exits_0_with_an_example(command, capsys):
-    result = CliRunner().invoke(app, [command, "--help"])
+    result = CliRunner().invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0, result.output
     assert "Example" in result.output and f"trading-pipeline {command}" in result.output
-    assert main([command, "-h"]) == 0  # the entry point of the script, with the short option
+    assert main([*command.split(), "-h"]) == 0  # the entry point of the script, with the short option
     assert "Example" in capsys.readouterr().out
 
 

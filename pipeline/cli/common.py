@@ -9,8 +9,10 @@ if TYPE_CHECKING:  # the heavy imports stay out of ``--help``
     import pandas as pd
 
     from pipeline.config import PipelineConfig
+    from pipeline.store.ledger import Ledger
+    from pipeline.trading import Broker
 
-__all__ = ["CliError", "failure_text", "lake_root", "load_config", "one_line", "print_frame", "state_root"]
+__all__ = ["CliError", "broker", "failure_text", "lake_root", "ledger", "load_config", "one_line", "print_frame", "state_root"]
 
 
 class CliError(Exception):
@@ -48,6 +50,26 @@ def state_root(cfg: PipelineConfig, lake: str | None) -> Path:
     from pipeline.store import paths
 
     return paths.state_path(cfg, paths.lake_root(cfg, lake))
+
+
+def ledger(cfg: PipelineConfig, lake: str | None) -> Ledger:
+    """The initialised ledger of the configuration's state folder."""
+    from pipeline.store.ledger import Ledger
+    from pipeline.store.warehouse import WAREHOUSE_FILE
+
+    return Ledger(state_root(cfg, lake) / WAREHOUSE_FILE).init()
+
+
+def broker(cfg: PipelineConfig, ledger: Ledger) -> Broker:
+    """The configured broker, not yet connected (enter it with ``with``): the paper broker (its
+    state in ``ledger``) or IB (``broker.mode: ib``; ib_async is loaded only then)."""
+    if cfg.broker.mode == "ib":
+        from pipeline.adapters.ib.broker import IBBroker
+
+        return IBBroker(cfg.instruments, cfg.broker)
+    from pipeline.execution.paper_broker import PaperBroker
+
+    return PaperBroker.for_universe(ledger, cfg.instruments)
 
 
 def print_frame(df: pd.DataFrame, title: str) -> None:

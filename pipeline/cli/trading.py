@@ -62,19 +62,10 @@ def cancel_orders(
     order_events).
     """
     from pipeline.execution import cancel_orders as cancel
-    from pipeline.execution.paper_broker import PaperBroker
-    from pipeline.store.ledger import Ledger
-    from pipeline.store.warehouse import WAREHOUSE_FILE
 
     cfg = common.load_config(config, lake)
-    ledger = Ledger(common.state_root(cfg, lake) / WAREHOUSE_FILE).init()
-    if cfg.broker.mode == "ib":
-        from pipeline.adapters.ib.broker import IBBroker
-
-        broker = IBBroker(cfg.instruments, cfg.broker)
-    else:
-        broker = PaperBroker.for_universe(ledger, cfg.instruments)
-    with broker:
+    ledger = common.ledger(cfg, lake)
+    with common.broker(cfg, ledger) as broker:
         after = cancel(session, ledger=ledger, broker=broker, run_id="cli-cancel-orders")
     sent = after[after["mode"] == "submit"]
     for r in sent.itertuples(index=False):

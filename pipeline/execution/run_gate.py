@@ -2,8 +2,9 @@
 
 Every order passes :func:`pipeline.execution.gate.pre_trade_check`; around it a run adds what
 only the run knows: the kill-switch state it read, its order policy's account and mode, the
-orders already sent within the throttle window, and ``rejected_earlier`` (an instrument whose
-order the broker rejected this session is not retried).
+orders already sent within the throttle window, ``rejected_earlier`` (an instrument whose
+order the broker rejected this session is not retried) and ``position_break`` (an instrument
+whose broker position differs from the ledger's gets no order until the break is resolved).
 """
 
 from __future__ import annotations
@@ -34,9 +35,13 @@ class GateContext:
     sent_in_window: int = 0
     #: only runs that send orders are throttled (record-only runs and backfills send nothing)
     throttle: bool = False
+    #: instrument -> reason, for the instruments with an open position break (no order for them)
+    breaks: dict[str, str] = field(default_factory=dict)
 
     def check(self, quantity: float, instrument: str, price: float, position_before: float,
               limit_price: float | None) -> Verdict:
+        if instrument in self.breaks:
+            return Verdict(False, self.breaks[instrument], "position_break")
         if instrument in self.rejected and self.state is not TradingState.HALTED:
             ref, reason = self.rejected[instrument]
             return Verdict(

@@ -36,7 +36,9 @@ from pipeline.execution.intents import (
     unchanged_intents,
 )
 from pipeline.execution.lock import order_run_lock
+from pipeline.execution.pacing import OrderPacer, paced_rate, paces
 from pipeline.execution.policy import OrderPolicy
+from pipeline.execution.positions import reconcile_positions
 from pipeline.execution.reconcile import reconcile_open_intents
 from pipeline.execution.report import ExecutionReport
 from pipeline.execution.run_gate import GateContext, gate_plan, rejected_in_session
@@ -73,7 +75,10 @@ def execute_orders(
        settled (see :func:`reconcile_open_intents`): adopted, left working, or re-sent under the SAME
        order_ref when the broker never got it.
     2. Read broker positions and working orders; a :class:`BrokerError` propagates and stops
-       the run (fail closed: nothing is planned from an unknown position).
+       the run (fail closed: nothing is planned from an unknown position). Reconcile the
+       positions with the ledger's (:func:`pipeline.execution.positions.reconcile_positions`):
+       each difference is a position break, recorded and alerted, and its instrument's order is
+       denied (``position_break``); an empty answer while positions are expected stops the run.
     3. Plan the residual ``target - position - working`` (:func:`plan_orders`); with an
        ``LMT`` policy each order gets its limit price.
     4. Gate each order (:func:`pipeline.execution.gate.pre_trade_check`, plus ``rejected_earlier``: an
@@ -81,7 +86,10 @@ def execute_orders(
        every intent in one transaction BEFORE any submission, with its verdict: ACCEPTED
        orders as INTENT (``submit``) or RECORDED (``record_only``), denials as DENIED with the
        reason (and, in submit runs, an alert ``order_denied``).
-    5. ``submit=True``: send the accepted intents and record each broker answer (fills with
+    5. ``submit=True``: send the accepted intents, paced under the order rate
+       (:mod:`pipeline.execution.pacing`: at most 90% of ``limits.max_orders_per_window`` per
+       ``order_window_seconds`` when that window is short, and no faster than the broker's
+       ``max_order_rate``), and record each broker answer (fills with
        their execution ids and commissions, permId, status: ACKNOWLEDGED, PARTIALLY_FILLED,
        FILLED, CANCELLED or REJECTED, the latter alerted). A BrokerError on submit leaves the
        intent open, adds an alert ``broker_error`` and propagates; the next run reconciles
@@ -186,6 +194,18 @@ def _circuit_breaker(ledger: Ledger, broker: Broker, limits: RiskLimits, state: 
     return TradingState.HALTED
 
 
+def _deny_at_send(ledger: Ledger, intent: OrderIntent, in_window: int, limits: RiskLimits,
+                  counts: dict[str, int]) -> None:
+    """The order-rate guard at send time: the pacer keeps under it, so only a runaway loop gets here."""
+    reason = (f"order_rate: {in_window} orders within {limits.order_window_seconds:g} s >= "
+              f"{limits.max_orders_per_window} at send time (runaway guard; nothing sent)")
+    ledger.update_status(intent.order_ref, "DENIED", verdict="DENIED", deny_reason=reason)
+    counts["accepted"] -= 1
+    counts["denied"] += 1
+    notify(ledger, "order_denied", "ERROR", intent.order_ref, f"{intent.order_ref} denied: {reason}",
+           f"order_denied:{intent.order_ref}")
+
+
 def _execute_orders(
     targets: pd.Series,
     reference_prices: pd.Series,
@@ -213,7 +233,10 @@ def _execute_orders(
     if submit:
         gate.state = state = _circuit_breaker(ledger, broker, limits, state)
         window = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=limits.order_window_seconds)
-        gate.sent_in_window, gate.throttle = ledger.submitted_since(window), True
+        # a long window is a budget the gate enforces when planning; a short one is a rate the run
+        # paces itself under when sending (pipeline.execution.pacing)
+        gate.sent_in_window, gate.throttle = ledger.submitted_since(window), not paces(limits)
+        pacer = OrderPacer(paced_rate(limits, getattr(broker, "max_order_rate", None)))
         gate.rejected = rejected_in_session(prior)
         run = SubmitRun(ledger, broker, gate, reference_prices, counts, run_id, policy)
 
@@ -230,6 +253,7 @@ def _execute_orders(
     # 2. positions: the broker's, failing closed; or the assumed ones of a record-only run
     if broker is not None:
         positions, working = broker_positions(broker)
+        gate.breaks = reconcile_positions(ledger, broker.name, positions, session, run_id).blocked()
     else:
         positions, working = as_instrument_series(assumed_positions, "assumed_positions"), pd.Series(dtype=float)
 
@@ -268,7 +292,12 @@ def _execute_orders(
     if submit:
         for _, row in plan[accepted].iterrows():
             intent = OrderIntent.from_row(row)
+            pacer.wait()
+            if paces(limits) and pacer.sent_within(limits.order_window_seconds) >= limits.max_orders_per_window:
+                _deny_at_send(ledger, intent, pacer.sent_within(limits.order_window_seconds), limits, counts)
+                continue
             price = fill_price(intent.instrument, reference_prices, intent.reference_price)
+            pacer.sent()
             submit_intent(broker, ledger, intent, price, counts, run_id)
         if policy.market_fallback_after is not None:
             sent_limits = bool(accepted.any()) and policy.order_type == "LMT"

@@ -93,6 +93,10 @@ class IBBroker:
     """
 
     name = "ib"
+    #: Orders a second the order path sends at most: TWS rejects more than 50 API messages a
+    #: second (error 100) and ib_async queues beyond 45 (reference/ib.md); 40 leaves room for the
+    #: requests around the orders.
+    max_order_rate = 40.0
 
     def __init__(
         self,

@@ -15,7 +15,8 @@ and returned in UTC.
 One module per group of tables, each a base of :class:`Ledger`: ``connection`` (opening,
 locking, transactions, :meth:`Ledger.init`), ``schema`` (the tables' DDL and upgrades),
 ``orders`` (intents, broker events, fills), ``releases`` (quarantine releases),
-``trading_state`` (the kill switch) and ``alerts``.
+``trading_state`` (the kill switch), ``alerts`` and ``positions`` (position breaks against the
+broker's account, adopted adjustments).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pipeline.store.ledger.connection import (
     LedgerLockedError,
 )
 from pipeline.store.ledger.orders import OrderTables
+from pipeline.store.ledger.positions import PositionTables
 from pipeline.store.ledger.releases import QuarantineReleaseTable
 from pipeline.store.ledger.schema import (
     EVENT_COLUMNS,
@@ -56,7 +58,7 @@ __all__ = [
 ]
 
 
-class Ledger(OrderTables, QuarantineReleaseTable, TradingStateTable, AlertTable):
+class Ledger(OrderTables, PositionTables, QuarantineReleaseTable, TradingStateTable, AlertTable):
     """The DuckDB order ledger at ``path`` (normally ``<state folder>/warehouse.duckdb``).
 
     Parameters

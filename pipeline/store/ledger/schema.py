@@ -1,9 +1,9 @@
 """The ledger's tables: their DDL, column lists and allowed values, and the upgrade of a ledger
 file written with an older layout.
 
-Six groups of tables live in one DuckDB file: ``order_intents`` (with the broker's answers,
-the market-fallback and what-if columns), ``order_events``, ``fills``, ``trading_state_log``,
-``alerts`` and ``quarantine_releases``. :meth:`pipeline.store.ledger.Ledger.init` creates them
+The groups of tables in one DuckDB file: ``order_intents`` (with the broker's answers, the
+market-fallback and what-if columns), ``order_events``, ``fills``, ``trading_state_log``,
+``alerts``, ``quarantine_releases``, and ``position_breaks`` with ``position_adjustments``. :meth:`pipeline.store.ledger.Ledger.init` creates them
 and upgrades older layouts in one transaction.
 """
 
@@ -149,6 +149,36 @@ CREATE TABLE IF NOT EXISTS quarantine_releases (
     released_by VARCHAR NOT NULL,
     released_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (session, instrument, rule)
+);
+CREATE TABLE IF NOT EXISTS position_breaks (
+    break_id VARCHAR PRIMARY KEY,
+    broker VARCHAR NOT NULL,
+    instrument VARCHAR NOT NULL,
+    contract VARCHAR NOT NULL,
+    session DATE NOT NULL,
+    last_session DATE NOT NULL,
+    expected DOUBLE NOT NULL,
+    broker_position DOUBLE NOT NULL,
+    difference DOUBLE NOT NULL,
+    first_seen TIMESTAMPTZ NOT NULL,
+    last_seen TIMESTAMPTZ NOT NULL,
+    run_id VARCHAR,
+    resolved_at TIMESTAMPTZ,
+    resolution VARCHAR CHECK (resolution IN ('cleared', 'adopted')),
+    resolved_by VARCHAR,
+    reason VARCHAR
+);
+CREATE TABLE IF NOT EXISTS position_adjustments (
+    adjusted_at TIMESTAMPTZ NOT NULL,
+    broker VARCHAR NOT NULL,
+    instrument VARCHAR NOT NULL,
+    contract VARCHAR NOT NULL,
+    quantity DOUBLE NOT NULL,
+    expected_before DOUBLE NOT NULL,
+    broker_position DOUBLE NOT NULL,
+    adopted_by VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    break_id VARCHAR
 );
 """
 

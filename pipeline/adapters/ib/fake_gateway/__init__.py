@@ -14,9 +14,11 @@ from pipeline.adapters.ib.fake_gateway.server import (
     PACING_TEXT,
     Delay,
     Drop,
+    Empty,
     Error,
     FakeContract,
     FakeTWS,
+    Omit,
     Silent,
 )
 
@@ -27,12 +29,14 @@ __all__ = [
     "PACING_TEXT",
     "Delay",
     "Drop",
+    "Empty",
     "Error",
     "FakeClock",
     "FakeContract",
     "FakeExecution",
     "FakeOrder",
     "FakeTWS",
+    "Omit",
     "OrderBook",
     "Silent",
 ]

@@ -22,7 +22,9 @@ positions while order ids start again (IB's orderId reuse after a gateway restar
 
 A test (or a user rehearsing offline) can script the next requests of a kind to be answered
 with an IB error, to drop the connection, to get no answer (optionally after an unsolicited
-notice such as 1100), or, for history, to be answered late. Every wait is bounded: a connection idle for ``idle_timeout`` seconds is
+notice such as 1100), or, for history, to be answered late; and positions to be answered with a
+lie (``Empty``: none at all; ``Omit``: all but some contracts), the faults the order path must
+meet by stopping, not by trading. Every wait is bounded: a connection idle for ``idle_timeout`` seconds is
 closed, and the server stops itself after ``lifetime`` seconds (None: runs until stopped).
 
 Usage::
@@ -41,9 +43,10 @@ import math
 import re
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -140,7 +143,19 @@ class Delay:
     seconds: float
 
 
-Action = Error | Drop | Silent | Delay
+@dataclass(frozen=True)
+class Empty:
+    """A lying positions answer: ``positionEnd`` with no position, whatever the account holds."""
+
+
+@dataclass(frozen=True)
+class Omit:
+    """A lying positions answer: every position but those of ``symbols``."""
+
+    symbols: tuple[str, ...]
+
+
+Action = Error | Drop | Silent | Delay | Empty | Omit
 
 
 @dataclass
@@ -157,6 +172,7 @@ class _Conn:
     ready: bool = False
     positions_sub: bool = False
     account_sub: bool = False
+    received: deque = field(default_factory=deque)  # arrival times of the last second's messages
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,6 +276,10 @@ class FakeTWS:
         self.commission_min = 1.0
         #: Daily P&L reported by reqPnL (USD).
         self.daily_pnl = 0.0
+        #: TWS answers more than this many API messages a second from one client with error 100
+        #: (the message is dropped); every such answer is counted in ``rate_violations``.
+        self.max_messages_per_second = 50
+        self.rate_violations = 0
         #: What-if orders: initial and maintenance margin as fractions of the notional.
         self.init_margin_rate = 0.5
         self.maint_margin_rate = 0.25
@@ -326,6 +346,11 @@ class FakeTWS:
             raise ValueError(f"unknown request kind {kind!r}; use one of {sorted(SCRIPTABLE)}")
         with self._lock:
             self._scripts[kind].append(_Script(action, times, skip))
+
+    def clear_scripts(self, kind: str) -> None:
+        """Forget every scripted answer of ``kind`` still pending: the gateway tells the truth again."""
+        with self._lock:
+            self._scripts[kind].clear()
 
     def requests(self, msg_id: int | None = None) -> list[list[str]]:
         """Every message received so far (fields, message id first), optionally of one id."""
@@ -450,6 +475,8 @@ class FakeTWS:
                     return
                 with self._lock:
                     self._log.append(fields)
+                if self._over_message_rate(conn):
+                    continue
                 self._dispatch(conn, fields)
         except (ConnectionError, asyncio.IncompleteReadError):
             return
@@ -460,6 +487,20 @@ class FakeTWS:
             writer.transport.abort()
             with self._lock:
                 self._conns.remove(conn)
+
+    def _over_message_rate(self, conn: _Conn) -> bool:
+        """Error 100 and drop the message when the client sent more than the message rate (TWS)."""
+        now = time.monotonic()
+        conn.received.append(now)
+        while conn.received and conn.received[0] <= now - 1.0:
+            conn.received.popleft()
+        if len(conn.received) <= self.max_messages_per_second:
+            return False
+        with self._lock:
+            self.rate_violations += 1
+        self._error(conn, -1, 100, f"Max rate of messages per second has been exceeded:max={self.max_messages_per_second} "
+                                   f"rec={len(conn.received)} (1)")
+        return True
 
     async def _read_exactly(self, reader: asyncio.StreamReader, n: int) -> bytes | None:
         try:
@@ -539,6 +580,10 @@ class FakeTWS:
         kind = next((k for k, v in SCRIPTABLE.items() if v == msg), None)
         if kind is not None and kind not in ("historical", "contract_details", "place", "cancel"):
             action = self._next_script(kind)
+            if isinstance(action, (Empty, Omit)) and msg == 61:
+                self._positions(conn, () if isinstance(action, Empty) else None,
+                                action.symbols if isinstance(action, Omit) else ())
+                return
             if action is not None:
                 req_id = {7: f[2] if len(f) > 2 else -1, 62: f[2] if len(f) > 2 else -1, 92: f[1] if len(f) > 1 else -1}.get(msg, -1)
                 self._apply(conn, req_id, action)
@@ -547,12 +592,7 @@ class FakeTWS:
         if msg == 71:  # startApi: version, clientId, optCapab
             self._start_api(conn, int(f[2]))
         elif msg == 61:  # reqPositions: the account's positions, then positionEnd; a subscription
-            conn.positions_sub = True
-            with self.book.lock:
-                held = [p for p in self.book.positions.values() if p.quantity != 0]
-                for p in held:
-                    self._send(conn, 61, *position_fields(acct, p))
-            self._send(conn, 62, 1)
+            self._positions(conn)
         elif msg == 64:  # cancelPositions
             conn.positions_sub = False
         elif msg in (5, 16):  # reqOpenOrders (this client's) / reqAllOpenOrders (every client's)
@@ -607,6 +647,17 @@ class FakeTWS:
         elif msg == 20:
             self._historical(conn, f)
         # anything else (cancels 25/63/77, market data, ...) is ignored, as TWS does for no-ops
+
+    def _positions(self, conn: _Conn, only: tuple[str, ...] | None = None, omit: tuple[str, ...] = ()) -> None:
+        """Answer ``reqPositions``: the account's positions (those of ``only`` if given, none of
+        ``omit``), then ``positionEnd``; the session is subscribed to position updates."""
+        conn.positions_sub = True
+        with self.book.lock:
+            held = [p for p in self.book.positions.values() if p.quantity != 0
+                    and (only is None or p.contract[1] in only) and p.contract[1] not in omit]
+            for p in held:
+                self._send(conn, 61, *position_fields(self.account, p))
+        self._send(conn, 62, 1)
 
     def _start_api(self, conn: _Conn, client_id: int) -> None:
         with self._lock:
