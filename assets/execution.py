@@ -123,6 +123,5 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
 def build(daily: DailyPartitions) -> list[dg.AssetsDefinition]:
     """The session-partitioned assets of this module, on the partitions of the configuration."""
     return [
-        daily.asset(orders, deps=[TARGET_POSITIONS, CLEAN_BARS], group_name="execution", pool="broker",
-                    kinds=("python", "duckdb")),
+        daily.asset(orders, deps=[TARGET_POSITIONS, CLEAN_BARS], group_name="execution", kinds=("python", "duckdb")),
     ]

@@ -6,8 +6,11 @@ import pandas as pd
 
 from assets.partitions import DailyPartitions, no_session_result, run_sessions
 from assets.resources import BarSourceResource, Settings
+from pipeline.store.locks import exclusive_lock
 
 RAW_BARS = "raw_bars"
+#: Seconds a fetch waits for another process's fetch to finish (a long IB history can take minutes).
+BAR_SOURCE_LOCK_WAIT = 1800.0
 
 
 def raw_bars(context: dg.AssetExecutionContext, settings: Settings, bar_source: BarSourceResource) -> dg.MaterializeResult:
@@ -26,7 +29,9 @@ def raw_bars(context: dg.AssetExecutionContext, settings: Settings, bar_source: 
         return no_session_result(context, cfg.calendar)
     stored = lake.sessions(RAW_BARS)
     start = pd.Timestamp(cfg.history_start) if stored.empty else min(run[0], stored[-1] + pd.Timedelta(days=1))
-    bars = source.fetch(cfg.symbols, start, run[-1])
+    # one fetch at a time (IB pacing is per connection): a lock a killed run cannot keep
+    with exclusive_lock(settings.state_path() / "locks" / "bar_source.lock", wait=BAR_SOURCE_LOCK_WAIT):
+        bars = source.fetch(cfg.symbols, start, run[-1])
     got = pd.DatetimeIndex(bars["session"].unique())
     missing = run.difference(got)
     if len(missing):
@@ -60,7 +65,6 @@ def build(daily: DailyPartitions) -> list[dg.AssetsDefinition]:
         daily.asset(
             raw_bars,
             group_name="ingest",
-            pool="bar_source",  # one fetch at a time: IB pacing limits are per connection
             retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
         ),
     ]

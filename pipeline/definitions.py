@@ -89,7 +89,8 @@ concurrency:
         value: daily
         limit: 1
   pools:
-    default_limit: 1           # bar_source (IB pacing) and broker (orders): one step at a time
+    default_limit: 1           # for pools you add; the order step and the bar fetch use flocks
+                               # (pipeline/store/locks.py), which a killed run cannot keep
 retention:
   schedule:
     purge_after_days: 90

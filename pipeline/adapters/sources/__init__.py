@@ -67,7 +67,9 @@ def make_source(cfg: SourceConfig, instruments: list[Instrument] | None = None) 
             )
         return FilesSource(Path(cfg.path))
     if cfg.kind == "ib":
-        from pipeline.adapters.sources.ib import IBSource  # imports ib_async only when used
+        from pipeline.adapters.sources.ib import (
+            IBSource,  # imports ib_async only when used
+        )
 
         if not instruments:
             raise SourceError("source.kind 'ib' needs the instrument list: make_source(cfg.source, cfg.instruments)")
