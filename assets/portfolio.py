@@ -6,7 +6,8 @@ import pandas as pd
 
 from assets.markdown import frame_md
 from assets.partitions import DailyPartitions, no_session_result, run_sessions
-from assets.resources import Settings
+from assets.quality import CLEAN_BARS
+from assets.resources import BrokerResource, Settings
 from assets.signals import COMBINED, VOLATILITY
 from pipeline.adapters.pysystemtrade import universe_fx
 from pipeline.instruments import point_sizes
@@ -18,6 +19,7 @@ from pipeline.portfolio import (
 from pipeline.portfolio import (
     target_positions as size_positions,
 )
+from pipeline.portfolio.capital import capital_series, decide_session_capital
 from pipeline.store.lake import wide_to_long
 
 INSTRUMENT_WEIGHTS = "instrument_weights"
@@ -73,13 +75,17 @@ def _load_weights(lake) -> InstrumentWeights:
     return InstrumentWeights.from_long(lake.read_table(INSTRUMENT_WEIGHTS), idm)
 
 
-def target_positions(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
+def target_positions(context: dg.AssetExecutionContext, settings: Settings, broker: BrokerResource) -> dg.MaterializeResult:
     """Vol-targeted, buffered positions in shares/contracts: capital x annual vol target / 16 /
     (daily price vol x point size) x combined forecast / 10 x instrument weight x IDM (x the
     regime risk scale if configured), then Carver's 10% forecast-method buffer, trading to its
     edge, rounded to whole units (ST ch. 10-11; pysystemtrade ``positionsizing.py``, ``buffering.py``).
     The vol of an instrument priced in another currency is converted to ``portfolio.base_currency``
-    with the FX rates under ``portfolio.fx_path`` (pysystemtrade ``XXXUSD`` files)."""
+    with the FX rates under ``portfolio.fx_path`` (pysystemtrade ``XXXUSD`` files). The capital of
+    each session is the one recorded by its daily run (``capital`` in the ledger), the configured
+    one before; a daily run records its own: ``portfolio.capital``, or with ``capital: account`` the
+    broker's net liquidation value times ``capital_fraction`` (a jump beyond
+    ``max_capital_change`` halts trading and keeps the last capital)."""
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context, cfg.calendar)
     if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
@@ -97,7 +103,17 @@ def target_positions(context: dg.AssetExecutionContext, settings: Settings) -> d
         vol = forecast.reindex(index=closes.index, columns=vol.columns).fillna(vol)
     point_size = point_sizes(cfg.instruments)
     fx = universe_fx(cfg.instruments, cfg.portfolio.base_currency, cfg.portfolio.fx_path, closes.index)
-    sized = size_positions(closes, vol, combined, weights, idm, point_size, cfg.portfolio, fx=fx, risk_scale=scale)
+    ledger = settings.ledger()
+    clean = lake.sessions(CLEAN_BARS)
+    if len(run) == 1 and len(clean) and run[0] == clean[-1]:  # the daily run of the latest session
+        account = None
+        if cfg.portfolio.capital_source == "account":
+            with broker.broker() as connected:
+                account = connected.net_liquidation(closes.loc[run[0]], cfg.portfolio.base_currency)
+        decide_session_capital(ledger, run[0], cfg.portfolio, account, context.run.run_id)
+    capital = capital_series(closes.index, ledger.recorded_capital(), cfg.portfolio.capital)
+    sized = size_positions(closes, vol, combined, weights, idm, point_size, cfg.portfolio, fx=fx, risk_scale=scale,
+                           capital=capital)
     idm_wide = pd.DataFrame({s: idm for s in cfg.symbols})
     scale_wide = pd.DataFrame({s: (scale if scale is not None else 1.0) for s in cfg.symbols}, index=closes.index)
     long = wide_to_long({
@@ -113,7 +129,9 @@ def target_positions(context: dg.AssetExecutionContext, settings: Settings) -> d
         "rows_written": rows,
         "session": str(run[-1].date()),
         "gross_exposure": gross,
-        "gross_leverage": gross / cfg.portfolio.capital,
+        "capital": float(capital.loc[run[-1]]),
+        "capital_source": cfg.portfolio.capital_source,
+        "gross_leverage": gross / float(capital.loc[run[-1]]),
         "base_currency": cfg.portfolio.base_currency,
         "fx_latest": dg.MetadataValue.json({} if fx is None else {k: round(float(v), 6) for k, v in fx.iloc[-1].items()}),
         "positions": dg.MetadataValue.md(frame_md(last[["price", "combined", "weight", "optimal", "lower", "upper", "target"]], index=True)),

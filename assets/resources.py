@@ -108,7 +108,7 @@ class BrokerResource(dg.ConfigurableResource):
             )
 
             return IBBroker(cfg.instruments, cfg.broker)
-        return PaperBroker.for_universe(self.settings.ledger(), cfg.instruments)
+        return PaperBroker.for_universe(self.settings.ledger(), cfg.instruments, capital=cfg.portfolio.capital)
 
 
 def default_resources(config_path: str | None = None, lake_root: str | None = None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -164,7 +164,33 @@ class CombinationConfig(_Strict):
 class PortfolioConfig(_Strict):
     """Sizing, instrument weights and buffering (carver.md §2.7-2.9)."""
 
-    capital: float = Field(1_000_000.0, gt=0, description="notional trading capital, base currency")
+    @model_validator(mode="before")
+    @classmethod
+    def _capital_from_account(cls, data: Any) -> Any:
+        """``capital: account`` is short for ``capital_source: account`` (capital keeps its default)."""
+        if isinstance(data, dict) and data.get("capital") == "account":
+            data = {k: v for k, v in data.items() if k != "capital"} | {"capital_source": "account"}
+        return data
+
+    capital: float = Field(
+        1_000_000.0, gt=0,
+        description="notional trading capital, base currency; with capital_source account, the capital of the "
+        "sessions before the first one recorded from the account. `capital: account` in the file is short for "
+        "capital_source: account with this default",
+    )
+    capital_source: Literal["config", "account"] = Field(
+        "config",
+        description="config: size with `capital`; account: with the broker's NetLiquidation (IB, base currency; "
+        "the paper broker: capital plus its P&L) times capital_fraction, read by each daily run for its session "
+        "and recorded in the ledger's capital table",
+    )
+    capital_fraction: float = Field(1.0, gt=0, le=1.0, description="share of the account's value traded")
+    max_capital_change: float | None = Field(
+        0.2, gt=0,
+        description="a capital read from the account more than this fraction away from the last recorded one "
+        "halts trading (kill switch HALTED, alert) and the session is sized with the last recorded capital "
+        "(reliability.md: a broken account value must not resize the book); None = no check",
+    )
     base_currency: str = "USD"
     fx_path: str | None = Field(
         None,
@@ -260,6 +286,11 @@ class RiskLimits(_Strict):
         100, ge=1, description="order-rate throttle: orders sent within order_window_seconds (nautilus 100/1 s)"
     )
     order_window_seconds: float = Field(1.0, gt=0, description="window of the order-rate throttle, seconds")
+    max_trades_per_session: int | None = Field(
+        None, ge=1,
+        description="orders sent for one session at most (RTS 6 Art. 15(3) repeated executions; pysystemtrade "
+        "trade limits); None = no limit",
+    )
     max_daily_loss: float | None = Field(
         None, gt=0, description="circuit breaker: a daily P&L below -max_daily_loss (base currency) "
         "sets HALTED; None = off",

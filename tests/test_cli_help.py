@@ -14,7 +14,6 @@ from pipeline.cli import main
 from pipeline.cli.app import app
 
 
-
 def _command_paths(group, prefix: tuple[str, ...] = ()) -> list[str]:
     """Every command of ``group``, sub-commands of command groups included (``"positions adopt"``)."""
     paths = []

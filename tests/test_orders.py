@@ -425,6 +425,7 @@ def _record_one_session_at_a_time(targets, reference_prices, sessions, *, ledger
     """The former backfill path, kept as the reference: plan_orders and the gate session by
     session, exactly as execute_orders(submit=False) plans one session."""
     from pipeline.execution import PLAN_COLUMNS
+    from pipeline.execution.gate import clip_to_position_limit
     from pipeline.execution.intents import unchanged_intents as _unchanged
     from pipeline.execution.run_gate import gate_plan as _gate
 
@@ -438,12 +439,22 @@ def _record_one_session_at_a_time(targets, reference_prices, sessions, *, ledger
                            reference_prices.loc[session], session, strategy, prior)
         if plan.empty:
             continue
+        # the position limit clips each trade (the scalar rule, pysystemtrade's), recorded on the intent
+        planned = plan["quantity"].tolist()
+        possible = [clip_to_position_limit(b, limits.max_position, q) for b, q in zip(plan["position_before"], planned)]
+        clipped = [c not in (q, 0.0) for c, q in zip(possible, planned)]
+        plan["quantity"] = [c if k else q for c, q, k in zip(possible, planned, clipped)]
+        plan["planned_quantity"] = [q if k else np.nan for q, k in zip(planned, clipped)]
+        plan["adjust_reason"] = pd.array(
+            [f"max_position: trade clipped from {q:g} to {c:g} (|position| at most {limits.max_position:g})" if k
+             else None for c, q, k in zip(possible, planned, clipped)], dtype="str")
         verdicts = _gate(plan, state, limits, point_sizes)
         plan["verdict"] = pd.array(["ACCEPTED" if v.accepted else "DENIED" for v in verdicts], dtype="str")
         plan["deny_reason"] = pd.array([v.reason for v in verdicts], dtype="str")
         plans.append(plan[~_unchanged(plan, prior, "record_only")])
     if not plans:
-        return pd.DataFrame(columns=[*PLAN_COLUMNS, "verdict", "deny_reason", "status", "mode", "run_id"])
+        return pd.DataFrame(columns=[*PLAN_COLUMNS, "planned_quantity", "adjust_reason", "verdict", "deny_reason",
+                                     "status", "mode", "run_id"])
     out = pd.concat(plans, ignore_index=True)
     out["status"] = out["verdict"].map({"ACCEPTED": "RECORDED", "DENIED": "DENIED"})
     out["mode"] = "record_only"
@@ -498,3 +509,31 @@ def test_the_vectorised_backfill_writes_what_planning_one_session_at_a_time_wrot
             assert n["session"].dtype == o["session"].dtype and n["seq"].dtype == o["seq"].dtype
     stored = [ledgers[k].intents().drop(columns=["created_at", "updated_at"]) for k in ("old", "new")]
     pd.testing.assert_frame_equal(stored[1], stored[0])
+
+
+def test_a_trade_beyond_the_position_limit_is_clipped_to_it_and_recorded(ledger):
+    limits = LIMITS.model_copy(update={"max_position": 3})
+    broker = PaperBroker(ledger, costs=dict.fromkeys(POINT_SIZES, CostModel()), point_sizes=POINT_SIZES)
+    report = execute_orders(pd.Series({"AAPL": 4.0, "MSFT": -2.0}), pd.Series({"AAPL": 100.0, "MSFT": 100.0}), SESSION,
+                            ledger=ledger, broker=broker, limits=limits, point_sizes=POINT_SIZES, strategy="carver",
+                            submit=True, run_id="r1")
+    rows = report.intents.set_index("instrument")
+    assert rows.loc["AAPL", ["quantity", "planned_quantity", "status"]].tolist() == [3.0, 4.0, "FILLED"]
+    assert rows.loc["AAPL", "adjust_reason"] == "max_position: trade clipped from 4 to 3 (|position| at most 3)"
+    assert pd.isna(rows.loc["MSFT", "planned_quantity"]) and rows.loc["MSFT", "quantity"] == -2.0
+    assert broker.positions().to_dict() == {"AAPL": 3.0, "MSFT": -2.0}
+
+
+def test_orders_beyond_the_sessions_trade_count_are_denied(ledger):
+    limits = LIMITS.model_copy(update={"max_trades_per_session": 2})
+    broker = PaperBroker(ledger, costs=dict.fromkeys(POINT_SIZES, CostModel()), point_sizes=POINT_SIZES)
+    targets = pd.Series({"AAPL": 1.0, "ES": 1.0, "MSFT": 1.0})
+    prices = pd.Series({"AAPL": 100.0, "ES": 100.0, "MSFT": 100.0})
+    report = execute_orders(targets, prices, SESSION, ledger=ledger, broker=broker, limits=limits,
+                            point_sizes=POINT_SIZES, strategy="carver", submit=True, run_id="r1")
+    assert report.counts["sent"] == 2
+    (denied,) = report.intents[report.intents["status"] == "DENIED"]["deny_reason"]
+    assert denied == "max_trades_per_session: 2 orders already sent for this session >= 2"
+    again = execute_orders(targets, prices, SESSION, ledger=ledger, broker=broker, limits=limits,
+                           point_sizes=POINT_SIZES, strategy="carver", submit=True, run_id="r2")
+    assert again.counts["sent"] == 0  # the two sent earlier count against the session's limit

@@ -26,7 +26,6 @@ from tests.test_ib_broker import (  # the same universe, prices and limits as th
     POINT_SIZES,
     PRICES,
     SESSION,
-    config,
     new_fake,
     run,
     run_once,

@@ -3,12 +3,18 @@ inputs. Expected numbers are hand-computed from the limits given in each test.""
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import RiskLimits
-from pipeline.execution.gate import Verdict, is_reducing, pre_trade_check
+from pipeline.execution.gate import (
+    Verdict,
+    clip_to_position_limit,
+    is_reducing,
+    pre_trade_check,
+)
 from pipeline.trading import TradingState
 
 LIMITS = RiskLimits(max_order_quantity=100, max_order_notional=500_000, max_position=200_000, price_collar=0.10)
@@ -91,9 +97,42 @@ def test_max_position_accepts_the_limit_and_denies_just_above_on_both_sides():
     assert check(-51, price=1.0, position=-199_950).rule == "max_position"
 
 
-def test_an_order_that_reduces_an_oversized_position_is_still_checked_against_max_position():
-    # |250000 - 10| = 249990 > 200000: the cap is on the position after the order
-    assert check(-10, price=1.0, position=250_000).rule == "max_position"
+def test_a_trade_that_reduces_an_oversized_position_is_allowed():
+    # |250000 - 10| = 249990 > 200000, but smaller than 250000: a book over its limit can be brought
+    # back (issue 16; pysystemtrade lets such a trade through); adding to it stays denied
+    assert check(-10, price=1.0, position=250_000).accepted
+    assert check(10, price=1.0, position=250_000).rule == "max_position"
+    assert check(-10, price=1.0, position=-250_000).rule == "max_position"
+
+
+#: pysystemtrade ``sysobjects/production/position_limits.py``, the doctests of
+#: ``what_trade_is_possible_single_leg_trade``: (position, limit, proposed trade, possible trade).
+PST_POSITION_LIMIT_CASES = [
+    (1, 1, 0, 0), (5, 1, 0, 0), (0, 3, 1, 1), (0, 3, 2, 2), (0, 3, 3, 3), (0, 3, 4, 3), (0, 3, -1, -1),
+    (0, 3, -2, -2), (0, 3, -3, -3), (0, 3, -4, -3), (2, 3, 1, 1), (2, 3, 2, 1), (2, 3, -2, -2), (2, 3, -4, -4),
+    (2, 3, -5, -5), (2, 3, -6, -5), (5, 3, 2, 0), (5, 3, -1, -1), (5, 3, -2, -2), (5, 3, -9, -8), (2, 3, -4, -4),
+    (2, 3, -5, -5), (2, 3, -6, -5), (0, 3, 1, 1), (0, 3, -4, -3), (-2, 3, -1, -1), (-2, 3, -2, -1),
+    (-5, 3, -2, 0), (-5, 3, 1, 1), (-5, 3, 2, 2), (-5, 3, 2, 2), (-5, 3, 7, 7), (-5, 3, 9, 8), (-3, 3, 7, 6),
+    (3, 3, -7, -6),
+]
+
+
+@pytest.mark.parametrize(("position", "limit", "trade", "possible"), PST_POSITION_LIMIT_CASES)
+def test_pysystemtrade_position_limit_cases(position, limit, trade, possible):
+    assert clip_to_position_limit(position, limit, trade) == possible
+    # what is left passes the gate's max_position rule
+    limits = LIMITS.model_copy(update={"max_position": limit})
+    if possible:
+        assert check(possible, price=1.0, position=position, limits=limits).accepted
+
+
+def test_the_daily_trade_count_limit_denies_orders_beyond_it():
+    limits = LIMITS.model_copy(update={"max_trades_per_session": 2})
+    ok = pre_trade_check(1, "ES", 100.0, 1.0, 0.0, ACTIVE, limits, trades_in_session=1)
+    v = pre_trade_check(1, "ES", 100.0, 1.0, 0.0, ACTIVE, limits, trades_in_session=2)
+    assert ok.accepted and (v.rule, v.reason) == (
+        "max_trades_per_session", "max_trades_per_session: 2 orders already sent for this session >= 2")
+    assert pre_trade_check(1, "ES", 100.0, 1.0, 0.0, ACTIVE, LIMITS, trades_in_session=10_000).accepted  # no limit
 
 
 def test_price_collar_accepts_the_collar_and_denies_just_outside():
@@ -147,7 +186,8 @@ def test_active_gate_agrees_with_an_exact_integer_reimplementation(quantity, pri
     expected = (
         abs(quantity) <= 200
         and abs(quantity) * price_cents <= 1_000_000 * 100
-        and abs(position + quantity) <= 200_000
+        # within the position limit, or reducing a position already over it (issue 16)
+        and (abs(position + quantity) <= 200_000 or abs(position + quantity) < abs(position))
     )
     v = pre_trade_check(quantity, "X", price_cents / 100, 1.0, position, ACTIVE, limits)
     assert v.accepted == expected
@@ -193,3 +233,15 @@ def test_the_daily_loss_circuit_breaker_trips_only_beyond_the_limit(pnl, limit, 
     from pipeline.execution.gate import daily_loss_breached
 
     assert daily_loss_breached(pnl, LIMITS.model_copy(update={"max_daily_loss": limit})) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(position=st.integers(-20, 20), trade=st.integers(-40, 40), limit=st.integers(0, 15))
+def test_the_array_clip_equals_the_scalar_rule_and_never_adds_beyond_the_limit(position, trade, limit):
+    from pipeline.execution.gate import clip_trades
+
+    possible = clip_to_position_limit(position, limit, trade)
+    assert clip_trades(np.array([float(position)]), np.array([float(trade)]), limit)[0] == possible
+    assert possible * trade >= 0 and abs(possible) <= abs(trade)  # same direction, never larger
+    after = position + possible
+    assert abs(after) <= limit or abs(after) <= abs(position)  # within the limit, or no further out

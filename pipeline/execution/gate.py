@@ -9,15 +9,19 @@ in nautilus_trader's three-state form (``TradingState`` ACTIVE / REDUCING / HALT
 ``nautilus_trader/risk/engine.pyx``): HALTED denies every new order, REDUCING lets only orders
 that cut exposure through.
 
-Unlike pysystemtrade, which shrinks an oversized order to fit its limit, the gate rejects it:
-an order that breaks a limit is a symptom (bad data, a bug, a wrong config) to look at, not to
-trade a part of.
+An order that breaks a quantity, notional or collar limit is rejected whole: it is a symptom (bad
+data, a bug, a wrong config) to look at, not to trade a part of. The position limit is different:
+as in pysystemtrade, a trade that would carry the position beyond it is clipped to the limit before
+the gate (:func:`clip_to_position_limit`, recorded on the intent), and a trade that reduces the
+absolute position is always allowed, so a book over its limit can be brought back.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from pipeline.config import RiskLimits
 from pipeline.trading import PAPER_ACCOUNT_PREFIX, TradingState
@@ -103,6 +107,7 @@ def pre_trade_check(
     limit_price: float | None = None,
     *,
     orders_in_window: int = 0,
+    trades_in_session: int = 0,
     account: str | None = None,
     live: bool = False,
 ) -> Verdict:
@@ -115,6 +120,8 @@ def pre_trade_check(
        with ``DU``) while ``live`` is False.
     1b. ``order_rate``: ``orders_in_window >= limits.max_orders_per_window`` (the throttle of
        RTS 6 Art. 15; nautilus ``max_order_submit_rate``).
+    1c. ``max_trades_per_session``: ``trades_in_session >= limits.max_trades_per_session`` (the
+       repeated-execution limit of RTS 6 Art. 15(3); pysystemtrade ``trade_limits.py``).
     2. ``invalid_quantity``: zero or non-finite quantity (fail closed).
     3. ``invalid_position``: non-finite ``position_before`` (fail closed).
     4. ``invalid_reference_price``: non-finite or non-positive reference price, or a non-finite
@@ -124,7 +131,9 @@ def pre_trade_check(
     6. ``max_order_quantity``: ``|quantity| > limits.max_order_quantity``.
     7. ``max_order_notional``: ``|quantity| x reference_price x point_size >
        limits.max_order_notional``.
-    8. ``max_position``: ``|position_before + quantity| > limits.max_position``.
+    8. ``max_position``: ``|position_before + quantity| > limits.max_position``, unless the
+       order reduces ``|position|`` (a book over its limit can always be brought back; the
+       order path clips trades to the limit first, :func:`clip_to_position_limit`).
     9. ``price_collar`` (only when ``limit_price`` is given): ``|limit_price / reference_price
        - 1| > limits.price_collar``; a non-finite or non-positive limit price is
        ``invalid_limit_price``.
@@ -154,6 +163,8 @@ def pre_trade_check(
     orders_in_window : int
         Orders already sent within the last ``limits.order_window_seconds`` (this run's
         accepted orders included).
+    trades_in_session : int
+        Orders already sent for this session (earlier runs' and this run's accepted ones).
     account : str, optional
         The account the order goes to; None skips the paper-account rule (paper broker).
     live : bool
@@ -186,6 +197,11 @@ def pre_trade_check(
             f"{orders_in_window} orders within {_num(limits.order_window_seconds)} s >= "
             f"{limits.max_orders_per_window}",
         )
+    if limits.max_trades_per_session is not None and trades_in_session >= limits.max_trades_per_session:
+        return _deny(
+            "max_trades_per_session",
+            f"{trades_in_session} orders already sent for this session >= {limits.max_trades_per_session}",
+        )
     if not math.isfinite(quantity) or quantity == 0:
         return _deny("invalid_quantity", f"{instrument} quantity {quantity!r} is zero or not finite")
     if not math.isfinite(position_before):
@@ -215,7 +231,7 @@ def pre_trade_check(
             f"> {_num(limits.max_order_notional)}",
         )
     after = position_before + quantity
-    if _exceeds(abs(after), limits.max_position):
+    if _exceeds(abs(after), limits.max_position) and not abs(after) < abs(position_before):
         return _deny(
             "max_position",
             f"|{_num(position_before)} + {_num(quantity)}| = {_num(abs(after))} > {_num(limits.max_position)}",
@@ -232,6 +248,67 @@ def pre_trade_check(
                 f"|{limit_price!r} / {reference_price!r} - 1| = {_num(deviation)} > {_num(limits.price_collar)}",
             )
     return ACCEPT
+
+
+def clip_to_position_limit(position: float, limit: float, trade: float) -> float:
+    """The part of ``trade`` the position limit allows (units, signed).
+
+    A trade that keeps ``|position + trade|`` within ``limit`` passes whole. One that would end
+    beyond it moves the position to the limit on the side the trade goes (``sign(new) x limit -
+    position``), so a buy of 4 from 0 with a limit of 3 buys 3. A position already over the limit
+    may always be reduced: a trade in the same direction is cut to 0, a reducing one passes whole
+    unless it crosses zero and ends beyond the limit on the other side, where it stops at the limit.
+
+    Parameters
+    ----------
+    position : float
+        Signed units held before the trade.
+    limit : float
+        The absolute position limit (``RiskLimits.max_position``), units.
+    trade : float
+        Signed units the plan wants to trade.
+
+    Returns
+    -------
+    float
+        Signed units to trade; 0 when nothing is allowed. Never of the other sign than ``trade``.
+
+    Notes
+    -----
+    pysystemtrade ``sysobjects/production/position_limits.py``, ``what_trade_is_possible_single_leg_trade``:
+    its 35 doctest cases are the parametrised cases of ``tests/test_risk.py``. Arrays:
+    :func:`clip_trades`.
+    """
+    if trade == 0:
+        return 0.0
+    limit = abs(limit)
+    new = position + trade
+    if abs(new) <= limit:
+        return trade
+    to_limit = math.copysign(limit, new) - position
+    if abs(position) <= limit:  # within the limit before: go to the limit, no further
+        return to_limit
+    if (position > 0) == (trade > 0):  # over the limit and the trade adds to it
+        return 0.0
+    if (new > 0) == (position > 0):  # reducing but still over: keep the whole reduction
+        return trade
+    return to_limit  # reducing through zero and beyond the limit on the other side
+
+
+def clip_trades(position: np.ndarray, trade: np.ndarray, limit: float) -> np.ndarray:
+    """:func:`clip_to_position_limit` element-wise over arrays of positions and trades (units); the
+    same rules as there, written for arrays (a test holds the two equal)."""
+    limit = abs(limit)
+    new = position + trade
+    to_limit = np.copysign(limit, new) - position
+    within_before = np.abs(position) <= limit
+    adds_to_excess = (position > 0) == (trade > 0)
+    still_same_side = (new > 0) == (position > 0)
+    return np.select(
+        [trade == 0, np.abs(new) <= limit, within_before, adds_to_excess, still_same_side],
+        [0.0, trade, to_limit, 0.0, trade],
+        default=to_limit,  # reducing through zero and beyond the limit on the other side
+    )
 
 
 def daily_loss_breached(daily_pnl: float | None, limits: RiskLimits) -> str | None:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import RiskLimits
+from pipeline.execution.gate import clip_trades
 from pipeline.execution.run_gate import gate_plan
 from pipeline.store.ledger import Ledger
 from pipeline.trading import OrderError, check_ref_field, session_day
@@ -166,6 +167,25 @@ def unchanged_intents(plan: pd.DataFrame, prior: pd.DataFrame, mode: str) -> np.
     return np.asarray(same, dtype=bool)
 
 
+def clip_plan(plan: pd.DataFrame, limits: RiskLimits) -> pd.DataFrame:
+    """``plan`` with each trade clipped to the position limit (:func:`pipeline.execution.gate.clip_trades`).
+
+    A clipped row keeps what was planned in ``planned_quantity`` and says why in ``adjust_reason``;
+    a trade the limit allows none of is left whole, for the gate to deny (``max_position``).
+    """
+    planned = plan["quantity"].to_numpy(dtype=float)
+    clipped = clip_trades(plan["position_before"].to_numpy(dtype=float), planned, limits.max_position)
+    changed = (clipped != planned) & (clipped != 0)
+    out = plan.copy()
+    out["quantity"] = np.where(changed, clipped, planned)
+    out["planned_quantity"] = np.where(changed, planned, np.nan)
+    reasons = [f"max_position: trade clipped from {p:g} to {c:g} (|position| at most {limits.max_position:g})"
+               for p, c in zip(planned[changed], clipped[changed])]
+    out["adjust_reason"] = pd.array([None] * len(out), dtype="str")
+    out.loc[changed, "adjust_reason"] = reasons
+    return out
+
+
 def record_intents_without_sending(
     targets: pd.DataFrame,
     reference_prices: pd.DataFrame,
@@ -266,6 +286,7 @@ def record_intents_without_sending(
             },
             columns=list(PLAN_COLUMNS),
         )
+        plan = clip_plan(plan, limits)
         verdicts = gate_plan(plan, state, limits, point_sizes)
         plan["verdict"] = pd.array(["ACCEPTED" if v.accepted else "DENIED" for v in verdicts], dtype="str")
         plan["deny_reason"] = pd.array([v.reason for v in verdicts], dtype="str")

@@ -57,16 +57,46 @@ class PaperBroker:
 
     name = "paper"
 
-    def __init__(self, ledger: Ledger, costs: dict[str, CostModel], point_sizes: dict[str, float]) -> None:
+    def __init__(self, ledger: Ledger, costs: dict[str, CostModel], point_sizes: dict[str, float],
+                 capital: float | None = None) -> None:
         self.ledger = ledger
         self.costs = dict(costs)
         self.point_sizes = dict(point_sizes)
+        self.capital = capital
 
     @classmethod
-    def for_universe(cls, ledger: Ledger, instruments: Sequence[Instrument]) -> PaperBroker:
-        """A paper broker over the configured universe: its cost models and point sizes."""
+    def for_universe(cls, ledger: Ledger, instruments: Sequence[Instrument], capital: float | None = None) -> PaperBroker:
+        """A paper broker over the configured universe: its cost models and point sizes; ``capital``
+        is the paper account's starting value (for :meth:`net_liquidation`)."""
         return cls(ledger, costs={i.symbol: i.costs for i in instruments},
-                   point_sizes=point_sizes(instruments).to_dict())
+                   point_sizes=point_sizes(instruments).to_dict(), capital=capital)
+
+    def net_liquidation(self, prices: pd.Series, base_currency: str = "USD") -> float:
+        """The paper account's value: its starting capital plus the P&L of its fills marked at
+        ``prices`` (index instrument, price points), net of commissions and slippage; base currency
+        (the paper broker trades instruments priced in it).
+
+        Raises
+        ------
+        BrokerError
+            No starting capital was given, the ledger cannot be read, or a held instrument has no price.
+        """
+        if self.capital is None:
+            raise BrokerError("paper broker: no starting capital, so no account value (PaperBroker(capital=...))")
+        try:
+            fills = self.ledger.fills(broker=self.name)
+        except LedgerError as exc:
+            raise BrokerError(f"paper broker: fills unreadable from {self.ledger.path}: {exc}") from exc
+        if fills.empty:
+            return float(self.capital)
+        size = fills["instrument"].map(self.point_sizes).astype(float)
+        cash = -(fills["quantity"] * fills["price"] * size).sum() - fills["commission"].sum() - fills["slippage_cost"].sum()
+        held = fills.assign(units=fills["quantity"] * size).groupby("instrument")["units"].sum()
+        held = held[held != 0]
+        missing = [i for i in held.index if not pd.notna(prices.get(i))]
+        if missing:
+            raise BrokerError(f"paper broker: no price to mark {missing}; the account value is unknown")
+        return float(self.capital + cash + (held * prices.reindex(held.index).astype(float)).sum())
 
     def positions(self) -> pd.Series:
         """Signed units per instrument (index ``instrument``): the sum of this broker's fills.

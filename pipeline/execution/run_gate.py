@@ -37,6 +37,8 @@ class GateContext:
     throttle: bool = False
     #: instrument -> reason, for the instruments with an open position break (no order for them)
     breaks: dict[str, str] = field(default_factory=dict)
+    #: orders already sent for the session (earlier runs'), then this run's accepted ones
+    trades_in_session: int = 0
 
     def check(self, quantity: float, instrument: str, price: float, position_before: float,
               limit_price: float | None) -> Verdict:
@@ -53,11 +55,12 @@ class GateContext:
         verdict = pre_trade_check(
             quantity, instrument, price, float(self.point_sizes.get(instrument, math.nan)), position_before,
             self.state, self.limits, limit_price=limit_price,
-            orders_in_window=self.sent_in_window if self.throttle else 0,
+            orders_in_window=self.sent_in_window if self.throttle else 0, trades_in_session=self.trades_in_session,
             account=self.policy.account, live=self.policy.live,
         )
         if verdict.accepted:
             self.sent_in_window += 1
+            self.trades_in_session += 1
         return verdict
 
 
@@ -81,6 +84,17 @@ def gate_plan(
         ctx.check(q, str(i), p, b, None if not math.isfinite(lp) else lp)
         for q, i, p, b, lp in zip(*columns)
     ]
+
+
+#: Statuses of an intent that reached the broker.
+SENT_STATUSES = ("SUBMITTED", "ACKNOWLEDGED", "PARTIALLY_FILLED", "FILLED", "CANCELLED", "REJECTED")
+
+
+def sent_in_session(prior: pd.DataFrame) -> int:
+    """Orders of the session's earlier runs that reached the broker (submit mode)."""
+    if prior.empty:
+        return 0
+    return int(((prior["mode"] == "submit") & prior["status"].isin(SENT_STATUSES)).sum())
 
 
 def rejected_in_session(prior: pd.DataFrame) -> dict[str, tuple[str, str]]:

@@ -32,6 +32,7 @@ from pipeline.execution.fallback import complete_fallbacks, market_fallback
 from pipeline.execution.gate import daily_loss_breached
 from pipeline.execution.intents import (
     as_instrument_series,
+    clip_plan,
     plan_orders,
     unchanged_intents,
 )
@@ -41,7 +42,12 @@ from pipeline.execution.policy import OrderPolicy
 from pipeline.execution.positions import reconcile_positions
 from pipeline.execution.reconcile import reconcile_open_intents
 from pipeline.execution.report import ExecutionReport
-from pipeline.execution.run_gate import GateContext, gate_plan, rejected_in_session
+from pipeline.execution.run_gate import (
+    GateContext,
+    gate_plan,
+    rejected_in_session,
+    sent_in_session,
+)
 from pipeline.store.ledger import OPEN_STATUSES, Ledger
 from pipeline.trading import Broker, OrderError, OrderIntent, TradingState, session_day
 
@@ -238,6 +244,7 @@ def _execute_orders(
         gate.sent_in_window, gate.throttle = ledger.submitted_since(window), not paces(limits)
         pacer = OrderPacer(paced_rate(limits, getattr(broker, "max_order_rate", None)))
         gate.rejected = rejected_in_session(prior)
+        gate.trades_in_session = sent_in_session(prior)
         run = SubmitRun(ledger, broker, gate, reference_prices, counts, run_id, policy)
 
     # 1. reconcile the session's open intents before anything new is planned
@@ -249,6 +256,7 @@ def _execute_orders(
         if actions:
             prior = ledger.intents(session=session)
             gate.rejected = rejected_in_session(prior)
+            gate.trades_in_session = sent_in_session(prior)
 
     # 2. positions: the broker's, failing closed; or the assumed ones of a record-only run
     if broker is not None:
@@ -258,7 +266,7 @@ def _execute_orders(
         positions, working = as_instrument_series(assumed_positions, "assumed_positions"), pd.Series(dtype=float)
 
     # 3. plan the residual, 4. gate and write before sending
-    plan = plan_orders(targets, positions, working, reference_prices, session, strategy, prior)
+    plan = clip_plan(plan_orders(targets, positions, working, reference_prices, session, strategy, prior), limits)
     counts["planned"] = len(plan)
     plan["order_type"] = policy.order_type
     plan["limit_price"] = policy.limit_prices(plan["quantity"].to_numpy(float), plan["reference_price"].to_numpy(float))

@@ -36,7 +36,7 @@ class SizingError(ValueError):
 def volatility_scalar(
     prices: pd.DataFrame,
     vol: pd.DataFrame,
-    capital: float,
+    capital: float | pd.Series,
     vol_target: float,
     point_size: pd.Series,
     fx: pd.DataFrame | None = None,
@@ -56,8 +56,9 @@ def volatility_scalar(
         sessions without a price (the scalar is NaN there) and to fix the output's shape.
     vol : pd.DataFrame
         Daily vol in price points, same sessions, at least the instruments of ``prices``.
-    capital : float
-        Trading capital in base currency (> 0).
+    capital : float or pd.Series
+        Trading capital in base currency (> 0): one number, or per session (index covering the
+        sessions of ``prices``; :func:`pipeline.portfolio.capital.capital_series`).
     vol_target : float
         Annualised volatility target as a fraction (0.25 = 25%).
     point_size : pd.Series
@@ -79,7 +80,12 @@ def volatility_scalar(
         If capital or vol target is not positive, a point size is missing or not positive, or an
         input lacks sessions/instruments of ``prices``.
     """
-    if not capital > 0 or not vol_target > 0:
+    if isinstance(capital, pd.Series):
+        per_session = capital.reindex(prices.index).to_numpy(dtype=float)
+        if not (np.isfinite(per_session) & (per_session > 0)).all():
+            raise SizingError("volatility_scalar: capital must be positive on every session of prices")
+        capital = per_session[:, None]
+    if not np.all(np.asarray(capital) > 0) or not vol_target > 0:
         raise SizingError(
             f"volatility_scalar: capital ({capital}) and vol_target ({vol_target}) must be positive"
         )
@@ -281,10 +287,11 @@ def target_positions(
     fx: pd.DataFrame | None = None,
     risk_scale: pd.DataFrame | pd.Series | None = None,
     initial: pd.Series | None = None,
+    capital: pd.Series | None = None,
 ) -> TargetPositions:
     """Vol scalar → optimal positions → buffer bounds → buffered target positions, in one call.
 
-    Uses ``config.capital``, ``config.vol_target``, ``config.buffer`` and
+    Uses ``config.capital`` (or ``capital``, per session, when given), ``config.vol_target``, ``config.buffer`` and
     ``config.round_positions``; see :func:`volatility_scalar`, :func:`optimal_positions`,
     :func:`buffer_width` and :func:`buffered_positions` for shapes, units and NaN handling.
     ``prices`` fixes the sessions and instruments of every output.
@@ -294,7 +301,8 @@ def target_positions(
     SizingError
         As the functions above.
     """
-    scalar = volatility_scalar(prices, vol, config.capital, config.vol_target, point_size, fx)
+    scalar = volatility_scalar(prices, vol, config.capital if capital is None else capital, config.vol_target,
+                               point_size, fx)
     optimal = optimal_positions(scalar, combined, weights_daily, idm_daily, risk_scale)
     width = buffer_width(scalar, weights_daily, idm_daily, config.buffer)
     lower, upper = _bounds(optimal, width, config.round_positions)

@@ -459,6 +459,28 @@ class IBBroker:
             ib.cancelPnL(self.account or "")
         return None if math.isnan(pnl.dailyPnL) else float(pnl.dailyPnL)
 
+    def net_liquidation(self, prices: pd.Series | None = None, base_currency: str = "USD") -> float:
+        """The account's net liquidation value in ``base_currency`` (tag ``NetLiquidation`` of the
+        account updates IB streams after connecting; ``prices`` is unused: IB marks the account).
+
+        Raises
+        ------
+        BrokerError
+            Not connected, or IB sent no NetLiquidation in ``base_currency`` (or ``BASE``) for the
+            account: an unknown account value never sizes a book (fail closed).
+        """
+        ib = self._live("the account value")
+        for value in ib.accountValues(self.account or ""):
+            if value.tag == "NetLiquidation" and value.currency in (base_currency, "BASE"):
+                try:
+                    return float(value.value)
+                except ValueError:
+                    break
+        raise BrokerError(
+            f"IB sent no NetLiquidation in {base_currency} for account {self.account} at {self.where}; "
+            "the capital cannot be read from the account (portfolio.capital: account)"
+        )
+
     # -- internals ----------------------------------------------------------------------------
 
     def _trading_contract(self, symbol: str) -> Contract:

@@ -15,13 +15,14 @@ and returned in UTC.
 One module per group of tables, each a base of :class:`Ledger`: ``connection`` (opening,
 locking, transactions, :meth:`Ledger.init`), ``schema`` (the tables' DDL and upgrades),
 ``orders`` (intents, broker events, fills), ``releases`` (quarantine releases),
-``trading_state`` (the kill switch), ``alerts`` and ``positions`` (position breaks against the
-broker's account, adopted adjustments).
+``trading_state`` (the kill switch), ``alerts``, ``positions`` (position breaks against the
+broker's account, adopted adjustments) and ``capital`` (the capital each daily run sized with).
 """
 
 from __future__ import annotations
 
 from pipeline.store.ledger.alerts import AlertTable
+from pipeline.store.ledger.capital import CapitalTable
 from pipeline.store.ledger.connection import (
     LEDGER_FILE,
     LedgerConnection,
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 
-class Ledger(OrderTables, PositionTables, QuarantineReleaseTable, TradingStateTable, AlertTable):
+class Ledger(OrderTables, PositionTables, CapitalTable, QuarantineReleaseTable, TradingStateTable, AlertTable):
     """The DuckDB order ledger at ``path`` (normally ``<state folder>/warehouse.duckdb``).
 
     Parameters

@@ -159,6 +159,8 @@ class LedgerConnection:
             con.execute("ALTER TABLE fills ADD COLUMN IF NOT EXISTS perm_id BIGINT")
             con.execute("ALTER TABLE order_intents ADD COLUMN IF NOT EXISTS parent_ref VARCHAR")
             con.execute("ALTER TABLE order_intents ADD COLUMN IF NOT EXISTS fallback_at TIMESTAMPTZ")
+            con.execute("ALTER TABLE order_intents ADD COLUMN IF NOT EXISTS planned_quantity DOUBLE")
+            con.execute("ALTER TABLE order_intents ADD COLUMN IF NOT EXISTS adjust_reason VARCHAR")
             for col in _WHAT_IF_COLUMNS:
                 kind = "VARCHAR" if col == "what_if_currency" else "DOUBLE"
                 con.execute(f"ALTER TABLE order_intents ADD COLUMN IF NOT EXISTS {col} {kind}")

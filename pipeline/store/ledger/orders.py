@@ -69,7 +69,8 @@ class OrderTables(LedgerConnection):
             instrument, seq, quantity, side, order_type, reference_price, target_position,
             position_before, status, mode``; optional ``verdict, deny_reason, run_id,
             limit_price, account, code_version, input_hash, parent_ref`` (the limit intent a
-            market fallback replaces). ``session`` is a date (str, date
+            market fallback replaces), ``planned_quantity, adjust_reason`` (a trade the position
+            limit clipped: the quantity planned and why). ``session`` is a date (str, date
             or Timestamp); quantities and positions in units, signed; prices in price points.
             ``created_at``/``updated_at`` are set to now (UTC).
 

@@ -3,7 +3,8 @@ file written with an older layout.
 
 The groups of tables in one DuckDB file: ``order_intents`` (with the broker's answers, the
 market-fallback and what-if columns), ``order_events``, ``fills``, ``trading_state_log``,
-``alerts``, ``quarantine_releases``, and ``position_breaks`` with ``position_adjustments``. :meth:`pipeline.store.ledger.Ledger.init` creates them
+``alerts``, ``quarantine_releases``, ``position_breaks`` with ``position_adjustments``, and
+``capital`` (the capital each daily run sized with). :meth:`pipeline.store.ledger.Ledger.init` creates them
 and upgrades older layouts in one transaction.
 """
 
@@ -32,14 +33,14 @@ _WRITTEN = (
     "order_ref", "strategy", "session", "instrument", "seq", "quantity", "side", "order_type",
     "reference_price", "target_position", "position_before", "status", "mode",
     "verdict", "deny_reason", "run_id", "limit_price", "account", "code_version", "input_hash",
-    "parent_ref",
+    "parent_ref", "planned_quantity", "adjust_reason",
 )
 _REQUIRED = _WRITTEN[:13]
 _TYPES = dict(zip(_WRITTEN, (
     "VARCHAR", "VARCHAR", "DATE", "VARCHAR", "INTEGER", "DOUBLE", "VARCHAR", "VARCHAR",
     "DOUBLE", "DOUBLE", "DOUBLE", "VARCHAR", "VARCHAR",
     "VARCHAR", "VARCHAR", "VARCHAR", "DOUBLE", "VARCHAR", "VARCHAR", "VARCHAR",
-    "VARCHAR",
+    "VARCHAR", "DOUBLE", "VARCHAR",
 )))  # fmt: skip
 #: A dry run's what-if preview of the intent (:meth:`Ledger.record_what_if`).
 _WHAT_IF_COLUMNS = ("what_if_init_margin", "what_if_maint_margin", "what_if_commission", "what_if_currency")
@@ -52,7 +53,7 @@ INTENT_COLUMNS = (
     "order_ref", "strategy", "session", "instrument", "seq", "quantity", "side", "order_type",
     "reference_price", "target_position", "position_before", "verdict", "deny_reason", "status",
     "mode", "run_id", "limit_price", "account", "code_version", "input_hash", *_BROKER_COLUMNS,
-    "parent_ref", "fallback_at", *_WHAT_IF_COLUMNS, "created_at", "updated_at",
+    "parent_ref", "fallback_at", *_WHAT_IF_COLUMNS, "planned_quantity", "adjust_reason", "created_at", "updated_at",
 )
 FILL_COLUMNS = (
     "fill_id", "order_ref", "broker", "session", "instrument", "quantity", "price", "commission",
@@ -98,6 +99,8 @@ CREATE TABLE IF NOT EXISTS order_intents (
     what_if_maint_margin DOUBLE,
     what_if_commission DOUBLE,
     what_if_currency VARCHAR,
+    planned_quantity DOUBLE,
+    adjust_reason VARCHAR,
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
 );
@@ -167,6 +170,17 @@ CREATE TABLE IF NOT EXISTS position_breaks (
     resolution VARCHAR CHECK (resolution IN ('cleared', 'adopted')),
     resolved_by VARCHAR,
     reason VARCHAR
+);
+CREATE TABLE IF NOT EXISTS capital (
+    session DATE PRIMARY KEY,
+    capital DOUBLE NOT NULL CHECK (capital > 0),
+    source VARCHAR NOT NULL CHECK (source IN ('config', 'account')),
+    net_liquidation DOUBLE,
+    fraction DOUBLE,
+    base_currency VARCHAR NOT NULL,
+    recorded_at TIMESTAMPTZ NOT NULL,
+    run_id VARCHAR,
+    note VARCHAR
 );
 CREATE TABLE IF NOT EXISTS position_adjustments (
     adjusted_at TIMESTAMPTZ NOT NULL,

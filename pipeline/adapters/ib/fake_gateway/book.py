@@ -6,10 +6,11 @@ again from ``next_order_id``). Orders are identified by ``permId`` (unique for t
 never by ``orderId``, which a restarted gateway may hand out again.
 
 The ``*_fields`` functions give the fields (after the message id) of the messages TWS sends at
-server version 178, in the order ib_async 2.1.0's ``decoder.py`` reads them: ``openOrder`` (5),
-``orderStatus`` (3), ``completedOrder`` (101), ``execDetails`` (11), ``commissionReport`` (59),
-``position`` (61) and ``updatePortfolio`` (7). Unset numbers are sent as empty strings, booleans
-as ``0``/``1``, and every count field (combo legs, parameters, conditions) as ``0``.
+server version 178, in the order ib_async 2.1.0's ``decoder.py`` (and ibapi 10.50's at 178)
+reads them: ``openOrder`` (5), ``orderStatus`` (3), ``completedOrder`` (101), ``execDetails``
+(11), ``commissionReport`` (59), ``position`` (61) and ``updatePortfolio`` (7). Unset numbers are
+sent as empty strings, booleans as ``0``/``1``, and every count field (combo legs, parameters,
+conditions) as ``0``.
 """
 
 from __future__ import annotations

@@ -1,18 +1,35 @@
 """A protocol-level fake of TWS / IB Gateway: the real ib_async client talks to it over TCP.
 
 It speaks the text wire protocol at server version 178 (the version a current Gateway negotiates
-with ib_async 2.1.0): the ``API\\0`` handshake, ``startApi`` -> ``managedAccounts`` +
-``nextValidId`` + farm notices (a client id already connected gets error 326 and is closed),
-answers to the six startup requests of ``IB.connect`` (positions, open / completed orders,
-account updates, account updates multi, executions), contract details (``reqContractDetails``
--> ``contractDetails`` + ``contractDetailsEnd``), daily historical bars (``reqHistoricalData``
--> one ``historicalData`` message), and a simulated broker (:mod:`.book`): ``placeOrder`` ->
-``openOrder`` + ``orderStatus`` + ``execDetails`` + ``commissionReport`` + pushed ``position``
-and ``updatePortfolio``; ``cancelOrder`` (202, or 10147 for an unknown order);
-``reqOpenOrders`` / ``reqAllOpenOrders``, ``reqCompletedOrders``, ``reqExecutions``,
-``reqPositions``, ``reqAccountSummary`` and ``reqPnL``; a what-if order (``whatIfOrder``) is
-answered with its margin and commission and never booked. Layouts follow ib_async's
-``client.py`` / ``decoder.py``.
+with ib_async 2.1.0): the ``API\\0`` handshake (negotiated as a Gateway does, see below),
+``startApi`` -> ``managedAccounts`` + ``nextValidId`` + farm notices (a client id already
+connected gets error 326 and is closed), answers to the six startup requests of ``IB.connect``
+(positions, open / completed orders, account updates, account updates multi, executions),
+contract details (``reqContractDetails`` -> ``contractDetails`` + ``contractDetailsEnd``), daily
+historical bars (``reqHistoricalData`` -> one ``historicalData`` message), and a simulated broker
+(:mod:`.book`): ``placeOrder`` -> ``openOrder`` + ``orderStatus`` + ``execDetails`` +
+``commissionReport`` + pushed ``position`` and ``updatePortfolio``; ``cancelOrder`` (202, or
+10147 for an unknown order); ``reqOpenOrders`` / ``reqAllOpenOrders``, ``reqCompletedOrders``,
+``reqExecutions``, ``reqPositions``, ``reqAccountSummary`` and ``reqPnL``; a what-if order
+(``whatIfOrder``) is answered with its margin and commission and never booked. Layouts follow
+ib_async's ``client.py`` / ``decoder.py``.
+
+Handshake: the client sends ``API\\0`` then a framed ``v<min>..<max>`` (or ``v<version>``), maybe
+followed by `` <connect options>`` (``+PACEAPI``). The fake answers min(client max,
+:data:`SERVER_VERSION`) if that is within the client's range and at least
+:data:`MIN_SERVER_VERSION` (both 178: the fake encodes only the 178 layouts), else closes the
+connection, as TWS does with a client it cannot serve. So ib_async (v157..178) and IB's official
+client ``ibapi`` 10.50 (v100..226) both get 178, a client offering only v200..226 is refused.
+
+IB's official client at 178 (checked with ``ibapi-stable`` 10.50.2, tests/test_ib_official_client.py):
+the same framing as ib_async (uint32 length + NUL-terminated text fields; the raw binary message
+id and protobuf start at 201), and the same field layouts for every request the fake reads
+(startApi, reqContractDetails, reqHistoricalData, placeOrder - 114 fields, orderRef at 26 and
+whatIf at 84 -, reqPositions, reqExecutions). Only values of fields the fake ignores differ: an
+unset strike is ``""`` (ib_async ``0.0``), openClose ``""`` (ib_async ``O``), and some unset order
+numbers come as ``1.7976931348623157e+308`` / ``2147483647`` (ib_async ``""``). ibapi's decoder
+reads the replies with their types and, for the short messages (``managedAccounts``,
+``nextValidId``, ``*End``), checks the field count; the replies satisfy both as they are.
 
 Orders fill at once at the contract's price (``set_price``, else the last bar's close) when
 marketable; ``fill_ratio`` < 1 fills part of each order, which then rests or is cancelled
@@ -64,9 +81,12 @@ from pipeline.adapters.ib.fake_gateway.book import (
     position_fields,
 )
 
-#: The only server version the fake speaks; ib_async 2.1.0 asks for v157..178.
+#: The highest server version the fake speaks (its message layouts are those of 178, the version a
+#: current Gateway negotiates with ib_async 2.1.0's v157..178 and with ibapi 10.50's v100..226).
 SERVER_VERSION = 178
-MIN_CLIENT_VERSION = 157
+#: The lowest server version the fake agrees to: it encodes only the 178 layouts, so a client whose
+#: highest version is below 178 is refused rather than answered with layouts it cannot decode.
+MIN_SERVER_VERSION = 178
 UNSET_DOUBLE = "1.7976931348623157E308"
 
 #: Real TWS texts (IB reference, section 2.3).
@@ -183,6 +203,17 @@ def encode(*fields: object) -> bytes:
     """One framed message: big-endian uint32 length, then NUL-terminated text fields."""
     body = b"".join(str(f).encode() + b"\0" for f in fields)
     return struct.pack(">I", len(body)) + body
+
+
+def negotiate(offer: str) -> int | None:
+    """The server version agreed with a client offering ``offer`` (``"v100..226"``, ``"v178"``,
+    either maybe followed by connect options such as ``" +PACEAPI"``), or None to refuse it."""
+    m = re.fullmatch(r"v(\d+)(?:\.\.(\d+))?(?:\s.*)?", offer.strip(), flags=re.DOTALL)
+    if not m:
+        return None
+    low, high = int(m.group(1)), int(m.group(2) or m.group(1))
+    version = min(high, SERVER_VERSION)
+    return version if low <= version and version >= MIN_SERVER_VERSION else None
 
 
 def _num(x: float) -> str:
@@ -524,16 +555,16 @@ class FakeTWS:
         return fields
 
     async def _handshake(self, reader: asyncio.StreamReader, conn: _Conn) -> bool:
+        """``API\\0`` + ``v<min>..<max>[ <options>]`` (or ``v<version>``): answer the version both
+        sides speak, min(client max, :data:`SERVER_VERSION`), if it is within the client's range and
+        at least :data:`MIN_SERVER_VERSION`; else close the connection, as TWS does."""
         if await self._read_exactly(reader, 4) != b"API\0":
             return False
         fields = await self._read_msg(reader)
-        if not fields:
+        version = negotiate(fields[0]) if fields else None
+        if version is None:
             return False
-        m = re.match(r"v(\d+)\.\.(\d+)", fields[0])
-        # Refuse any other client range so an ib_async upgrade fails loudly, not silently.
-        if not m or int(m.group(1)) > SERVER_VERSION or int(m.group(2)) != SERVER_VERSION:
-            return False
-        conn.writer.write(encode(SERVER_VERSION, f"{self._now().strftime('%Y%m%d %H:%M:%S')} Greenwich Mean Time"))
+        conn.writer.write(encode(version, f"{self._now().strftime('%Y%m%d %H:%M:%S')} Greenwich Mean Time"))
         return True
 
     def _now(self) -> pd.Timestamp:
