@@ -18,7 +18,7 @@ from pipeline.adapters.ib.fake_gateway import Empty, Omit
 from pipeline.execution import execute_orders
 from pipeline.execution.paper_broker import PaperBroker
 from pipeline.execution.positions import position_differences
-from pipeline.store.ledger import LEDGER_FILE, Ledger, LedgerError
+from pipeline.store.ledger import Ledger, LedgerError
 from pipeline.trading import BrokerError, Fill
 from tests.test_ib_broker import (  # the same universe, prices and limits as the order-path tests
     INSTRUMENTS,
@@ -26,23 +26,12 @@ from tests.test_ib_broker import (  # the same universe, prices and limits as th
     POINT_SIZES,
     PRICES,
     SESSION,
-    new_fake,
     run,
     run_once,
 )
+from tests.test_ib_broker import fake, ledger  # noqa: F401  (fixtures: the fake gateway with the universe, a new ledger)
 
 TARGETS = {"AAPL": 10, "EURUSD": 20000, "ES": 2}
-
-
-@pytest.fixture
-def fake():
-    with new_fake() as f:
-        yield f
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    return Ledger(tmp_path / LEDGER_FILE).init()
 
 
 def _refs_sent_twice(fake) -> list[str]:

@@ -5,12 +5,9 @@ default the lake root; ``pipeline.store.paths``). It is the write-ahead log of t
 path (reliability.md §2): an intent is committed here before it is sent, and every fill is
 kept here because brokers return a limited execution history.
 
-DuckDB allows one writing process at a time (a second writer fails with "Could not set lock on
-file"; duckdb.org/docs/current/connect/concurrency), so connections are short-lived — opened
-for one unit of work and closed — and opening retries on the lock error with a short
-exponential back-off (as ``dagster_duckdb.DuckDBResource`` does) before raising
-:class:`LedgerLockedError`. Readers open read-only. All timestamps are stored as TIMESTAMPTZ
-and returned in UTC.
+One writing process at a time, short-lived connections and lock retries: see
+:mod:`pipeline.store.ledger.connection`. All timestamps are stored as TIMESTAMPTZ and returned
+in UTC.
 
 One module per group of tables, each a base of :class:`Ledger`: ``connection`` (opening,
 locking, transactions, :meth:`Ledger.init`), ``schema`` (the tables' DDL and upgrades),
