@@ -52,6 +52,9 @@ _STATUS = {
     "Filled": "FILLED", "Cancelled": "CANCELLED", "ApiCancelled": "CANCELLED", "Inactive": "CANCELLED",
 }  # fmt: skip
 _DONE = ("Filled", "Cancelled", "ApiCancelled", "Inactive")
+#: Final statuses IB never leaves: one reported earlier wins over a stale status that arrives after
+#: it (ib_async keeps whatever came last, e.g. Submitted after Filled).
+_FINAL = ("Filled", "Cancelled", "ApiCancelled")
 #: IB error codes that mean the broker refused an order (201 rejected, 103 duplicate id,
 #: 110 price does not conform to the minimum tick, 10147-class codes are cancels).
 _REJECT_CODES = frozenset({103, 110, 201, 203})
@@ -68,6 +71,41 @@ def _family(sec_type: str) -> str:
 
 def _key(c: Contract) -> tuple[str, str, str]:
     return (_family(c.secType), c.symbol, c.currency)
+
+
+def _ib_status(trade: Trade) -> str:
+    """The trade's IB status, never moved back from a final one: statuses can arrive out of order
+    (Filled, then a stale Submitted), and ib_async's ``orderStatus`` keeps the last one; its log
+    keeps every status IB sent (entries without an error code; errors are ib_async's own)."""
+    status = trade.orderStatus.status
+    if status in _DONE:
+        return status
+    final = [e.status for e in trade.log if not e.errorCode and e.status in _FINAL]
+    return final[-1] if final else status
+
+
+def _done(trade: Trade) -> bool:
+    return _ib_status(trade) in _DONE
+
+
+def _units(value: Any) -> float:
+    """A quantity IB sent, 0 when unset (1.797e308) or not a number."""
+    try:
+        x = abs(float(value))
+    except (TypeError, ValueError):
+        return 0.0
+    return x if math.isfinite(x) and x < 1e300 else 0.0
+
+
+def _ib_filled(trade: Trade) -> float:
+    """Units IB says the order filled: its order status, or a completed order's filledQuantity."""
+    return max(_units(trade.orderStatus.filled), _units(getattr(trade.order, "filledQuantity", None)))
+
+
+def _fills_pending(trade: Trade) -> bool:
+    """A commission report, or an execution IB's filled quantity promises, has not arrived yet."""
+    shares = sum(_units(f.execution.shares) for f in trade.fills)
+    return any(not f.commissionReport.execId for f in trade.fills) or shares < _ib_filled(trade) - 1e-9
 
 
 class IBBroker:
@@ -419,9 +457,9 @@ class IBBroker:
         self._snapshot = None
         ib.cancelOrder(trade.order)
         deadline = time.monotonic() + self.config.order_timeout
-        while trade.orderStatus.status not in _DONE and time.monotonic() < deadline:
+        while not _done(trade) and time.monotonic() < deadline:
             self._pause(0.02, order_ref)
-        if trade.orderStatus.status not in _DONE:
+        if not _done(trade):
             raise BrokerError(f"{order_ref}: cancel not confirmed within {self.config.order_timeout:g} s")
         return self._from_trade(trade, order_ref)
 
@@ -437,10 +475,10 @@ class IBBroker:
         """
         trades = {ref: self._trades[ref] for ref in order_refs if ref in self._trades}
         deadline = time.monotonic() + max(0.0, seconds)
-        while any(not t.isDone() for t in trades.values()) and time.monotonic() < deadline:
+        while any(not _done(t) for t in trades.values()) and time.monotonic() < deadline:
             self._pause(0.02, ", ".join(trades))
         until = time.monotonic() + 1.0  # the commission report follows each execution
-        while any(not f.commissionReport.execId for t in trades.values() for f in t.fills) and time.monotonic() < until:
+        while any(_fills_pending(t) for t in trades.values()) and time.monotonic() < until:
             self._pause(0.01, ", ".join(trades))
         if trades:
             self._snapshot = None  # fills arrived meanwhile: ask the broker again on the next look-up
@@ -548,10 +586,10 @@ class IBBroker:
                 "outcome is unknown, so nothing is resent: the next run reconciles by orderRef"
             )
         until = time.monotonic() + (cfg.fill_wait if trade.order.orderType == "MKT" else 0.0)
-        while not trade.isDone() and time.monotonic() < until:
+        while not _done(trade) and time.monotonic() < until:
             self._pause(0.01, order_ref)
-        until = time.monotonic() + 1.0  # the commission report follows each execution
-        while any(not f.commissionReport.execId for f in trade.fills) and time.monotonic() < until:
+        until = time.monotonic() + 1.0  # the commission report (and the execution) follow the status
+        while _fills_pending(trade) and time.monotonic() < until:
             self._pause(0.01, order_ref)
 
     def _fill(self, f: Any, order_ref: str) -> Fill:
@@ -570,7 +608,16 @@ class IBBroker:
         )  # fmt: skip
 
     def _from_trade(self, trade: Trade, order_ref: str, fills: Sequence[Any] = ()) -> BrokerOrder:
-        status = _STATUS.get(trade.orderStatus.status, "ACKNOWLEDGED")
+        """What IB says of ``trade``: its status (never moved back from a final one), the fills
+        of its executions (``fills``: those of reqExecutions, merged by execId), the ids.
+
+        An order IB reports Filled or Cancelled with more units filled than its executions show
+        is reported PARTIALLY_FILLED, not final: the executions answer is incomplete, so the
+        ledger keeps the intent open and the next look-up asks again, rather than closing it
+        without the fills the positions show (a break nothing would ever clear) or sizing a
+        market fallback from the fills it lacks.
+        """
+        status = _STATUS.get(_ib_status(trade), "ACKNOWLEDGED")
         codes = [e for e in trade.log if e.errorCode in _REJECT_CODES]
         reason = codes[-1].message if codes else None
         completed = self._completed_status.get(int(trade.order.permId or trade.orderStatus.permId or 0), "")
@@ -584,6 +631,8 @@ class IBBroker:
         sign = 1.0 if trade.order.action == "BUY" else -1.0
         if status == "ACKNOWLEDGED" and filled:
             status = "PARTIALLY_FILLED"
+        if status in ("FILLED", "CANCELLED") and abs(filled) < _ib_filled(trade) - 1e-9:
+            status = "PARTIALLY_FILLED"  # executions missing from the answer: not final yet
         remaining = 0.0 if status in ("FILLED", "CANCELLED", "REJECTED") else sign * float(trade.orderStatus.remaining or 0.0)
         return BrokerOrder(
             order_ref=order_ref, status=status, fills=mine, filled=filled, remaining=remaining,
@@ -596,6 +645,7 @@ class IBBroker:
         open_trades = self._request("open orders", lambda ib: ib.reqAllOpenOrders())
         completed = self._request("completed orders", lambda ib: ib.reqCompletedOrders(apiOnly=False))
         executions = self._request("executions", lambda ib: ib.reqExecutions())
+        executions = list({f.execution.execId: f for f in executions}.values())  # one per execId
         trades: dict[int, Trade] = {}
         for t in [*completed, *open_trades]:  # open last: its live status wins
             if t.order.orderRef and t.order.permId:

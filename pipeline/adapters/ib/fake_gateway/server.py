@@ -38,10 +38,27 @@ book outlives the server, so a restart (a new server given the old ``book``) kee
 positions while order ids start again (IB's orderId reuse after a gateway restart).
 
 A test (or a user rehearsing offline) can script the next requests of a kind to be answered
-with an IB error, to drop the connection, to get no answer (optionally after an unsolicited
-notice such as 1100), or, for history, to be answered late; and positions to be answered with a
-lie (``Empty``: none at all; ``Omit``: all but some contracts), the faults the order path must
-meet by stopping, not by trading. Every wait is bounded: a connection idle for ``idle_timeout`` seconds is
+with an IB error, to drop the connection, to get no answer (``Silent``, optionally after an
+unsolicited notice such as 1100: the time-out), or, for history, to be answered late; and
+positions or executions to be answered with a lie (``Empty``: none at all; ``Omit``: all but
+those of some contracts), the faults the order path must meet by stopping, not by trading.
+
+Lying or failing broker answers, one switch each (all off by default):
+
+* an answer that never comes: ``script(kind, Silent())``; an empty or incomplete positions or
+  executions answer: ``script("positions" | "executions", Empty() | Omit(symbols))``;
+* the same execution reported twice: ``repeat_executions`` (each execution's execDetails and
+  commissionReport are sent that many times, live and in answers to reqExecutions);
+* statuses out of order: ``filled_before_submitted`` (an order that fills at once is reported
+  Filled first; its acknowledgement, Submitted with nothing filled, arrives last);
+* a partial fill then a disconnect: ``drop_after_partial`` (the partial fill is reported, then
+  the connection closes; the rest then rests or is cancelled, ``after_partial``, unheard);
+* a fill reported after a cancel was acknowledged: ``fill_after_cancel`` (a fraction of the
+  remaining quantity fills as the cancel arrives; the client hears Cancelled + 202 first and
+  the execution only with its next request);
+* an orderId sequence reset: a restart with the old ``book`` (``next_order_id`` starts again).
+
+Every wait is bounded: a connection idle for ``idle_timeout`` seconds is
 closed, and the server stops itself after ``lifetime`` seconds (None: runs until stopped).
 
 Usage::
@@ -165,12 +182,14 @@ class Delay:
 
 @dataclass(frozen=True)
 class Empty:
-    """A lying positions answer: ``positionEnd`` with no position, whatever the account holds."""
+    """A lying answer: for "positions", ``positionEnd`` with no position, whatever the account
+    holds; for "executions", ``execDetailsEnd`` with no execution, whatever was executed."""
 
 
 @dataclass(frozen=True)
 class Omit:
-    """A lying positions answer: every position but those of ``symbols``."""
+    """A lying answer: every position (for "positions") or every execution (for "executions")
+    but those of the contracts ``symbols`` (IB symbols, e.g. ``"ES"``, ``"EUR"``)."""
 
     symbols: tuple[str, ...]
 
@@ -193,6 +212,8 @@ class _Conn:
     positions_sub: bool = False
     account_sub: bool = False
     received: deque = field(default_factory=deque)  # arrival times of the last second's messages
+    #: Messages held back until the client's next request (``fill_after_cancel``).
+    pending: list[tuple[object, ...]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,6 +339,24 @@ class FakeTWS:
         self.what_ifs: list[FakeOrder] = []
         #: Called with each order booked from a placeOrder, before any reply is sent (fault hooks).
         self.on_place: Callable[[FakeOrder], None] | None = None
+        #: The same execution reported twice (or more): each execution's execDetails and
+        #: commissionReport are sent this many times, live and in answers to reqExecutions.
+        self.repeat_executions = 1
+        #: Statuses out of order: an order that fills at once is reported Filled (execution,
+        #: openOrder and orderStatus Filled, commission) before its acknowledgement, whose
+        #: openOrder and orderStatus Submitted (nothing filled, all remaining) arrive last.
+        self.filled_before_submitted = False
+        #: A partial fill then a disconnect: after the replies to a partly filled order (the
+        #: execution, status Submitted with the filled quantity) the connection is closed; the
+        #: unfilled part then rests or is cancelled at the broker (``after_partial``), unheard.
+        self.drop_after_partial = False
+        #: A fill reported after a cancel was acknowledged: when a cancel reaches a working order,
+        #: this fraction of its remaining quantity fills at once (at the limit, else the price;
+        #: the exchange filled it before the cancel reached it). The client hears the cancel
+        #: (orderStatus Cancelled with the earlier filled quantity, error 202) first and the
+        #: execution (execDetails, commissionReport, position) only with its next request. The
+        #: order stays Cancelled at the broker (Filled if nothing remains). 0: off.
+        self.fill_after_cancel = 0.0
         self.book.epoch += 1
         self._epoch = self.book.epoch
         self._contracts: list[FakeContract] = []
@@ -372,6 +411,8 @@ class FakeTWS:
         (it exists and fills) and then the reply is replaced: ``Drop`` closes the connection
         before the client hears anything, ``Silent`` never answers, ``Error`` sends the error.
         "cancel" likewise: the order is cancelled at the broker, then the reply is replaced.
+        ``Empty`` and ``Omit`` are lies of "positions" and "executions" answers; ``Silent`` on
+        any kind is an answer that never comes (the client's request times out).
         """
         if kind not in self._scripts:
             raise ValueError(f"unknown request kind {kind!r}; use one of {sorted(SCRIPTABLE)}")
@@ -508,6 +549,7 @@ class FakeTWS:
                     self._log.append(fields)
                 if self._over_message_rate(conn):
                     continue
+                self._flush_pending(conn)
                 self._dispatch(conn, fields)
         except (ConnectionError, asyncio.IncompleteReadError):
             return
@@ -611,9 +653,13 @@ class FakeTWS:
         kind = next((k for k, v in SCRIPTABLE.items() if v == msg), None)
         if kind is not None and kind not in ("historical", "contract_details", "place", "cancel"):
             action = self._next_script(kind)
-            if isinstance(action, (Empty, Omit)) and msg == 61:
-                self._positions(conn, () if isinstance(action, Empty) else None,
-                                action.symbols if isinstance(action, Omit) else ())
+            if isinstance(action, (Empty, Omit)) and msg in (61, 7):
+                only = () if isinstance(action, Empty) else None
+                omit = action.symbols if isinstance(action, Omit) else ()
+                if msg == 61:
+                    self._positions(conn, only, omit)
+                else:
+                    self._executions(conn, f, only, omit)
                 return
             if action is not None:
                 req_id = {7: f[2] if len(f) > 2 else -1, 62: f[2] if len(f) > 2 else -1, 92: f[1] if len(f) > 1 else -1}.get(msg, -1)
@@ -752,9 +798,14 @@ class FakeTWS:
             self._out(conn, replies, 3, *order_status_fields(o))
         else:
             o.status = "Submitted"
-            self._out(conn, replies, 5, *open_order_fields(o))
-            self._out(conn, replies, 3, *order_status_fields(o))
+            acknowledgement = [(5, *open_order_fields(o)), (3, *order_status_fields(o))]  # as of now
+            if not self.filled_before_submitted:
+                for m in acknowledgement:
+                    self._out(conn, replies, *m)
             self._try_fill(o, conn, replies)
+            if self.filled_before_submitted:  # the stale Submitted arrives after the fill
+                for m in acknowledgement:
+                    self._out(conn, replies, *m)
         if action is not None:
             self._apply(conn, str(order_id), action)
 
@@ -806,18 +857,25 @@ class FakeTWS:
         if qty > 0:
             commission = max(self.commission_min, self.commission_per_unit * qty)
             ex = self.book.apply_fill(o, qty, price, self._exec_time(), commission)
-            self._out(conn, replies, 11, *exec_details_fields(-1, o, ex))
+            for _ in range(max(1, self.repeat_executions)):
+                self._out(conn, replies, 11, *exec_details_fields(-1, o, ex))
+        drop = self.drop_after_partial and qty > 0 and o.remaining > 0 and replies is None
         if o.remaining <= 0:
             o.status = "Filled"
-        elif self.after_partial == "cancel":
+        elif self.after_partial == "cancel" and not drop:
             o.status = "Cancelled"
         if o.done:
             o.completed_time = self._exec_time()
         self._out(conn, replies, 5, *open_order_fields(o))
         self._out(conn, replies, 3, *order_status_fields(o))
         if qty > 0:
-            self._out(conn, replies, 59, *commission_fields(ex, o.contract[9] or "USD"))
+            for _ in range(max(1, self.repeat_executions)):
+                self._out(conn, replies, 59, *commission_fields(ex, o.contract[9] or "USD"))
             self._push_position(o.con_id, conn if replies is not None else None)
+        if drop:  # the client heard the partial fill; now it loses the gateway
+            conn.writer.close()  # graceful: what was written is delivered first
+            if self.after_partial == "cancel":  # the rest expires at the broker, unheard
+                o.status, o.completed_time = "Cancelled", self._exec_time()
 
     def _push_position(self, con_id: int, skip: _Conn | None) -> None:
         """Stream the new position to every subscribed session (positions and portfolio)."""
@@ -841,10 +899,43 @@ class FakeTWS:
             self._error(conn, order_id, 10147, CANCEL_UNKNOWN_TEXT.format(order_id=order_id))
         elif action is None:
             self._cancel_order(o, conn)
+            self._fill_after_cancel(o, conn)
         else:  # cancelled at the broker; the client hears what the script says instead
             self._cancel_order(o, None)
+            self._fill_after_cancel(o, conn)
         if action is not None:
             self._apply(conn, str(order_id), action)
+
+    def _fill_after_cancel(self, o: FakeOrder, conn: _Conn) -> None:
+        """``fill_after_cancel``: book a fill of the cancelled order now; hold its report back
+        until the client's next request (other sessions get the position at once)."""
+        qty = o.remaining * min(max(self.fill_after_cancel, 0.0), 1.0)
+        qty = math.floor(qty) if float(o.quantity).is_integer() else qty
+        if qty <= 0:
+            return
+        price = float(o.lmt_price) if o.order_type == "LMT" and o.lmt_price else self._price(o.contract[1], o.con_id)
+        commission = max(self.commission_min, self.commission_per_unit * qty)
+        ex = self.book.apply_fill(o, qty, price, self._exec_time(), commission)
+        if o.remaining <= 0:
+            o.status = "Filled"
+        for _ in range(max(1, self.repeat_executions)):
+            conn.pending.append((11, *exec_details_fields(-1, o, ex)))
+            conn.pending.append((59, *commission_fields(ex, o.contract[9] or "USD")))
+        conn.pending.append(("position", o.con_id))
+        self._push_position(o.con_id, conn)
+
+    def _flush_pending(self, conn: _Conn) -> None:
+        """Send the messages held back for this connection (a late fill report), in order."""
+        pending, conn.pending = conn.pending, []
+        for m in pending:
+            if m[0] == "position":
+                with self.book.lock:
+                    p = self.book.positions[m[1]]
+                    fields = position_fields(self.account, p)
+                if conn.positions_sub:
+                    self._send(conn, 61, *fields)
+            else:
+                self._send(conn, *m)
 
     def _cancel_order(self, o: FakeOrder, conn: _Conn | None) -> None:
         o.status, o.completed_time = "Cancelled", self._exec_time()
@@ -852,16 +943,22 @@ class FakeTWS:
             self._send(conn, 3, *order_status_fields(o))
             self._error(conn, o.order_id, 202, CANCELLED_TEXT)
 
-    def _executions(self, conn: _Conn, f: list[str]) -> None:
+    def _executions(self, conn: _Conn, f: list[str], only: tuple[str, ...] | None = None,
+                    omit: tuple[str, ...] = ()) -> None:
+        """Answer ``reqExecutions``: every execution of the book (of the client asked for, 0: all),
+        those of contracts ``only`` if given and none of ``omit``, each ``repeat_executions``
+        times, then ``execDetailsEnd``."""
         req_id, client_filter = f[2], int(f[3] or 0)
         with self.book.lock:
             rows = [
                 (o, ex) for o in self.book.orders for ex in o.executions
                 if client_filter in (0, o.client_id)
+                and (only is None or o.contract[1] in only) and o.contract[1] not in omit
             ]  # fmt: skip
             for o, ex in rows:
-                self._send(conn, 11, *exec_details_fields(req_id, o, ex))
-                self._send(conn, 59, *commission_fields(ex, o.contract[9] or "USD"))
+                for _ in range(max(1, self.repeat_executions)):
+                    self._send(conn, 11, *exec_details_fields(req_id, o, ex))
+                    self._send(conn, 59, *commission_fields(ex, o.contract[9] or "USD"))
         self._send(conn, 55, 1, req_id)
 
     # -- contract details ---------------------------------------------------------------------
