@@ -18,7 +18,6 @@ import pytest
 from pipeline.adapters.ib.broker import IBBroker
 from pipeline.adapters.ib.fake_gateway import Drop, Omit, OrderBook, Silent
 from pipeline.execution import OrderPolicy, cancel_orders
-from pipeline.store.ledger import LEDGER_FILE, Ledger
 from pipeline.trading import BrokerError, TradingState
 from tests.test_ib_broker import (  # the same universe, prices, limits and runs as the order-path tests
     INSTRUMENTS,
@@ -29,21 +28,11 @@ from tests.test_ib_broker import (  # the same universe, prices, limits and runs
     run_once,
     run_with_fallback,
 )
+from tests.test_ib_broker import fake, ledger  # noqa: F401  (fixtures: the fake gateway with the universe, a new ledger)
 
 #: The fake's symbol of each configured instrument.
 FAKE_SYMBOL = {"AAPL": "AAPL", "EURUSD": "EUR", "ES": "ES"}
 AAPL1, AAPL2 = "carver:2024-01-02:AAPL:1", "carver:2024-01-02:AAPL:2"
-
-
-@pytest.fixture
-def fake():
-    with new_fake() as f:
-        yield f
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    return Ledger(tmp_path / LEDGER_FILE).init()
 
 
 # --- what every test checks ------------------------------------------------------------------------
