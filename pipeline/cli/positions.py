@@ -46,16 +46,19 @@ def positions_table(cfg: PipelineConfig, ledger: Ledger, held: pd.Series, broker
     from pipeline.store.lake import Lake
 
     expected = ledger.expected_positions(broker_name)
-    targets = Lake(lake_root).read("target_positions", columns=["session", "instrument", "target"])
-    latest = targets[targets["session"] == targets["session"].max()].set_index("instrument") if len(targets) else targets
+    lake = Lake(lake_root)
+    stored = lake.sessions("target_positions")
+    last = stored[-1] if len(stored) else None  # only the latest session's rows are read
+    latest = (lake.read("target_positions", columns=["instrument", "target"], start=last, end=last).set_index("instrument")
+              if last is not None else pd.DataFrame(columns=["target"]))
     names = sorted(set(cfg.symbols) | set(held.index) | set(expected.index))
     table = pd.DataFrame(index=pd.Index(names, name="instrument"))
     table["contract"] = table.index
     table["broker"] = held.reindex(table.index).fillna(0.0)
     table["expected"] = expected.reindex(table.index).fillna(0.0)
     table["difference"] = table["broker"] - table["expected"]
-    table["target"] = latest["target"].reindex(table.index) if len(latest) else float("nan")
-    table["target_session"] = str(targets["session"].max().date()) if len(targets) else ""
+    table["target"] = latest["target"].reindex(table.index).astype(float)
+    table["target_session"] = str(last.date()) if last is not None else ""
     breaks = ledger.open_position_breaks(broker_name).set_index("instrument")
     since = breaks["first_seen"].reindex(table.index)
     table["break_since"] = since.map(lambda t: "" if pd.isna(t) else pd.Timestamp(t).strftime("%Y-%m-%d %H:%M UTC"))

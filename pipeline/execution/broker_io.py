@@ -25,6 +25,8 @@ from pipeline.trading import (
 
 
 def fill_price(instrument: str, reference_prices: pd.Series, fallback: float) -> float:
+    """The price (price points) a paper fill of ``instrument`` takes: its reference price in
+    ``reference_prices`` (index instrument), or ``fallback`` (the intent's own) when missing or not finite."""
     price = reference_prices.get(instrument, math.nan) if reference_prices is not None else math.nan
     price = float(price) if price is not None else math.nan
     return price if math.isfinite(price) else float(fallback)

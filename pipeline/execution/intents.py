@@ -34,6 +34,8 @@ ZERO_QUANTITY = 1e-9
 
 
 def as_instrument_series(x: pd.Series | None, what: str) -> pd.Series:
+    """``x`` checked as a Series indexed by instrument (None: empty); raises :class:`OrderError`
+    naming ``what`` for another type or an instrument listed twice."""
     if x is None:
         return pd.Series(dtype=float)
     if not isinstance(x, pd.Series):

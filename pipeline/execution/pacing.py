@@ -47,10 +47,10 @@ def paced_rate(limits: RiskLimits, broker_rate: float | None = None) -> float | 
         ``min(0.9 x limit / window, broker_rate)`` when the window is a rate (``paces``), else
         ``broker_rate``.
     """
-    rates = [r for r in (broker_rate,) if r]
-    if paces(limits):
-        rates.append(PACING_SHARE * limits.max_orders_per_window / limits.order_window_seconds)
-    return min(rates) if rates else None
+    if not paces(limits):
+        return broker_rate or None
+    rate = PACING_SHARE * limits.max_orders_per_window / limits.order_window_seconds
+    return min(rate, broker_rate) if broker_rate else rate
 
 
 class OrderPacer:

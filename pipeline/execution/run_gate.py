@@ -42,6 +42,7 @@ class GateContext:
 
     def check(self, quantity: float, instrument: str, price: float, position_before: float,
               limit_price: float | None) -> Verdict:
+        """One order through the run's rules (position break, earlier rejection), then the gate."""
         if instrument in self.breaks:
             return Verdict(False, self.breaks[instrument], "position_break")
         if instrument in self.rejected and self.state is not TradingState.HALTED:
@@ -71,6 +72,13 @@ def gate_plan(
     point_sizes: dict[str, float],
     context: GateContext | None = None,
 ) -> list[Verdict]:
+    """The gate's verdict on each row of ``plan`` (columns ``quantity``, ``instrument``,
+    ``reference_price``, ``position_before``, optional ``limit_price``), in row order.
+
+    ``context`` carries what the run knows (breaks, earlier rejections, the throttle and session
+    counts, which it advances for every accepted order); without it, a fresh one from ``state``,
+    ``limits`` and ``point_sizes``. Rules: :func:`pipeline.execution.gate.pre_trade_check`.
+    """
     # A loop over a handful of orders a day; the gate is per order by nature (rules short-circuit,
     # and the throttle counts the orders accepted before each one).
     ctx = context or GateContext(state, limits, point_sizes)

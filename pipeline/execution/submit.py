@@ -301,8 +301,9 @@ def _execute_orders(
         for _, row in plan[accepted].iterrows():
             intent = OrderIntent.from_row(row)
             pacer.wait()
-            if paces(limits) and pacer.sent_within(limits.order_window_seconds) >= limits.max_orders_per_window:
-                _deny_at_send(ledger, intent, pacer.sent_within(limits.order_window_seconds), limits, counts)
+            in_window = pacer.sent_within(limits.order_window_seconds)
+            if paces(limits) and in_window >= limits.max_orders_per_window:
+                _deny_at_send(ledger, intent, in_window, limits, counts)
                 continue
             price = fill_price(intent.instrument, reference_prices, intent.reference_price)
             pacer.sent()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from pipeline.adapters.alerts import notify
@@ -51,7 +52,7 @@ def capital_series(sessions: pd.DatetimeIndex, recorded: pd.Series, configured: 
     if not (math.isfinite(configured) and configured > 0):
         raise CapitalError(f"capital_series: the configured capital {configured!r} must be positive")
     recorded = recorded.astype(float)
-    if len(recorded) and not ((recorded > 0) & pd.Series(recorded.map(math.isfinite))).all():
+    if not (np.isfinite(recorded) & (recorded > 0)).all():
         raise CapitalError(f"capital_series: recorded capital must be positive, got {recorded[recorded <= 0].to_dict()}")
     out = recorded.reindex(sessions.union(recorded.index)).ffill().reindex(sessions).fillna(configured)
     return out.rename("capital").rename_axis("session")
