@@ -31,7 +31,8 @@ COMMANDS = sorted(_command_paths(typer.main.get_command(app)))
 
 def test_the_commands_are_discovered():
     assert {"daily", "backfill", "query", "release", "kill-switch", "cancel-orders", "backtest", "walk-forward",
-            "compare", "stability", "fake-gateway", "positions", "positions adopt"} <= set(COMMANDS)
+            "compare", "stability", "fake-gateway", "positions", "positions adopt",
+            "futures", "futures adjust", "futures roll-calendar"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("argv", [[str(Path(sys.executable).with_name("trading-pipeline"))],

@@ -6,7 +6,16 @@ import sys
 
 import typer
 
-from pipeline.cli import backtest, common, data, fake_gateway, positions, run, trading
+from pipeline.cli import (
+    backtest,
+    common,
+    data,
+    fake_gateway,
+    futures,
+    positions,
+    run,
+    trading,
+)
 
 __all__ = ["app", "main"]
 
@@ -26,7 +35,7 @@ so they show in the UI next to the scheduled runs.""",
     no_args_is_help=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for group in (run, data, trading, positions, backtest, fake_gateway):
+for group in (run, data, trading, positions, backtest, fake_gateway, futures):
     app.add_typer(group.commands)
 
 
