@@ -11,9 +11,10 @@ Futures Trading Strategies* (Carver 2022), "pst" pysystemtrade's ``sysdata/confi
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -57,6 +58,37 @@ class CostModel(_Strict):
     commission_pct: float = Field(0.0, ge=0, description="fraction of traded notional (0.0001 = 1 bp)")
 
 
+_ContractId = Annotated[str, Field(pattern=r"^\d{6}(\d{2})?$")]
+
+
+class FuturesRolls(_Strict):
+    """Roll parameters of a futures instrument (pysystemtrade ``rollconfig.csv`` names, see
+    :mod:`pipeline.futures.rolls`), exact dates where known, and the roll-state thresholds
+    (:mod:`pipeline.futures.roll_states`, :mod:`pipeline.futures.expiry`)."""
+
+    hold_roll_cycle: str = Field(pattern="^[FGHJKMNQUVXZ]+$", description="months held, e.g. HMUZ")
+    priced_roll_cycle: str = Field(pattern="^[FGHJKMNQUVXZ]+$", description="months with prices")
+    roll_offset_days: int = Field(description="calendar days from expiry to the roll (< 0: before)")
+    carry_offset: Literal[-1, 1] = Field(-1, description="-1: carry is the priced contract before the held one")
+    expiry_offset: int = Field(description="approximate expiry: day 1 of the contract month + this many days")
+    expiries: dict[_ContractId, dt.date] = Field(
+        default_factory=dict, description="exact expiry (last trading day) by contract YYYYMM"
+    )
+    close_outs: dict[_ContractId, dt.date] = Field(
+        default_factory=dict, description="exact close-out date (first notice / first position day) by contract YYYYMM"
+    )
+    force_sessions: int = Field(10, ge=1, description="Force the roll this many sessions before the close-out")
+    outright_after: int = Field(3, ge=1, description="sessions of an unfilled Force spread before Force_Outright")
+    expiry_guard_sessions: int = Field(5, ge=0, description="block and alert a contract held this close to close-out")
+
+    @model_validator(mode="after")
+    def _hold_within_priced(self) -> FuturesRolls:
+        extra = sorted(set(self.hold_roll_cycle) - set(self.priced_roll_cycle))
+        if extra:
+            raise ValueError(f"hold_roll_cycle months {''.join(extra)} are not in priced_roll_cycle")
+        return self
+
+
 class Instrument(_Strict):
     """One tradable instrument of the universe."""
 
@@ -73,6 +105,17 @@ class Instrument(_Strict):
     rolls_per_year: float = Field(
         0.0, ge=0, description="futures rolls a year; each costs two trades of holding cost (pst, carver.md §2.10)"
     )
+    missing_bar_policy: Literal["block", "carry", "omit"] | None = Field(
+        None,
+        description="a session with no bar for this instrument: block the run, carry the last close forward "
+        "(flagged stale) or leave the instrument out that session; None = quality.missing_bar_policy",
+    )
+    settlement: Literal["physical", "cash"] | None = Field(
+        None,
+        description="futures: physical (out before first notice / first position day, IB closes out) or cash "
+        "(held to the last trading day); None = not a futures contract with a close-out",
+    )
+    rolls: FuturesRolls | None = Field(None, description="futures: roll parameters and roll-state thresholds")
 
 
 class RulesConfig(_Strict):
@@ -205,6 +248,15 @@ class PortfolioConfig(_Strict):
     weights_min_sessions: int = Field(
         126, ge=20, description="sessions of history an instrument needs before it gets weight"
     )
+    max_weight_concentration: float | None = Field(
+        10.0,
+        gt=1.0,
+        description="an estimated (erc, handcraft) instrument weight above this multiple of the equal share "
+        "1/n fails the blocking check weights_not_concentrated (ERROR alert, no orders) until a person "
+        "releases it (trading-pipeline release ESTIMATED_AT INSTRUMENT weight_concentration --reason ...); "
+        "a weight that large is the mark of a broken vol estimate, not of diversification (the bundled "
+        "sample's ERC weights reach 6.0x at most, 1986-2022); None = off",
+    )
     instrument_weights_method: Literal["erc", "equal", "fixed", "handcraft"] = Field(
         "erc",
         description="erc: equal risk contribution; equal: 1/n; fixed: instrument_weights re-normalised over "
@@ -226,9 +278,23 @@ class QualityConfig(_Strict):
     spike_severity: Literal["ERROR", "WARN"] = Field(
         "ERROR",
         description="ERROR: a spike is quarantined and blocks the run until released (pysystemtrade, "
-        "futures); WARN: kept, reported and alerted (single stocks gap on earnings)",
+        "futures); WARN: flagged, alerted and held out of the clean set (so out of vol) and the instrument not "
+        "traded that session, without blocking the others, until released (single stocks gap on earnings). "
+        "Moves of x8 or /8 on positive series are quarantined (impossible_move) whatever this says",
     )
     stale_sessions: int = Field(10, ge=2, description="WARN if the close is unchanged this long")
+    missing_bar_policy: Literal["block", "carry", "omit"] = Field(
+        "block",
+        description="a listed instrument with no bar on a session of the run: block (bars_complete fails, as "
+        "before), carry (the last close is carried forward, flagged stale) or omit (left out that session); "
+        "per instrument: instruments[].missing_bar_policy",
+    )
+    series_ended_after: int = Field(
+        10,
+        ge=1,
+        description="an instrument with no bar for more than this many sessions up to the run's last session "
+        "(while the source has bars for others) is reported as ended and left out, never blocking",
+    )
 
 
 class StaleGuardConfig(_Strict):
@@ -279,6 +345,11 @@ class RiskLimits(_Strict):
     """Pre-trade gate limits (reliability.md §1). Denials are recorded with their reason."""
 
     max_order_quantity: float = Field(100_000, gt=0, description="units per order")
+    max_order_quantity_by_instrument: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="units per order for the named instruments, instead of max_order_quantity (a share, a "
+        "futures contract and a unit of currency are different sizes; RTS 6 Art. 15 maximum order volume)",
+    )
     max_order_notional: float = Field(500_000, gt=0, description="base currency per order")
     max_position: float = Field(200_000, gt=0, description="absolute units per instrument")
     price_collar: float = Field(0.10, gt=0, description="max |limit/reference - 1|")
@@ -295,6 +366,11 @@ class RiskLimits(_Strict):
         None, gt=0, description="circuit breaker: a daily P&L below -max_daily_loss (base currency) "
         "sets HALTED; None = off",
     )
+
+    def order_quantity_limit(self, instrument: str) -> float:
+        """Units one order of ``instrument`` may have: its ``max_order_quantity_by_instrument``
+        entry, else ``max_order_quantity``."""
+        return self.max_order_quantity_by_instrument.get(instrument, self.max_order_quantity)
 
 
 class BacktestConfig(_Strict):
@@ -320,6 +396,12 @@ class BacktestConfig(_Strict):
     pre_trade_gate: bool = Field(
         False, description="deny simulated orders that break the risk: limits, as production does; with "
         "risk.max_daily_loss, a session losing more halts the orders of the next session (circuit breaker)",
+    )
+    capital_method: Literal["fixed", "full", "half"] = Field(
+        "fixed",
+        description="fixed: returns on the same capital every session (Carver); full: capital compounds with "
+        "the P&L and positions scale with it; half: losses cut the capital, gains restore it up to the "
+        "starting capital only (pysystemtrade syscore/capital.py)",
     )
     results_dir: str = Field(
         "results/backtests",
@@ -456,6 +538,13 @@ class PipelineConfig(_Strict):
         if not v:
             raise ValueError("the universe is empty: list at least one instrument")
         return v
+
+    @model_validator(mode="after")
+    def _order_limits_name_listed_instruments(self) -> PipelineConfig:
+        unknown = sorted(set(self.risk.max_order_quantity_by_instrument) - set(self.symbols))
+        if unknown:
+            raise ValueError(f"risk.max_order_quantity_by_instrument names instruments not in the universe: {unknown}")
+        return self
 
     @property
     def symbols(self) -> list[str]:

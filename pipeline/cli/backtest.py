@@ -69,6 +69,7 @@ def _print_summary(folder: Path) -> None:
     perf, basis = summary["performance"]["values"], summary["basis"]
     keys = ["cagr", "annual_vol", "sharpe", "sortino", "max_drawdown", "calmar", "realised_vol_vs_target"]
     print(f"\nSample {basis['sample']}; {basis['in_or_out_of_sample']}; {basis['costs']}")
+    print(f"  capital: {basis.get('capital', 'fixed')}")
     print("  " + ", ".join(f"{k} {perf[k]:.3f}" if perf.get(k) is not None else f"{k} n/a" for k in keys))
     orders = summary["trades"]["orders"]
     print(f"  trades {summary['trades']['values']['n_trades']:.0f}, orders {orders['n_orders']:.0f}, "

@@ -128,7 +128,9 @@ def pre_trade_check(
        or non-positive point size (fail closed: notional cannot be bounded).
     5. ``reduce_only``: state REDUCING denies orders that do not reduce |position| or that
        cross through zero (:func:`is_reducing`).
-    6. ``max_order_quantity``: ``|quantity| > limits.max_order_quantity``.
+    6. ``max_order_quantity``: ``|quantity| >`` the instrument's limit
+       (:meth:`pipeline.config.RiskLimits.order_quantity_limit`: its entry in
+       ``max_order_quantity_by_instrument``, else ``max_order_quantity``).
     7. ``max_order_notional``: ``|quantity| x reference_price x point_size >
        limits.max_order_notional``.
     8. ``max_position``: ``|position_before + quantity| > limits.max_position``, unless the
@@ -221,8 +223,9 @@ def pre_trade_check(
             f"trading state is REDUCING; {instrument} order of {_num(quantity)} from position "
             f"{_num(position_before)} does not reduce |position| without crossing zero",
         )
-    if _exceeds(abs(quantity), limits.max_order_quantity):
-        return _deny("max_order_quantity", f"|{_num(quantity)}| > {_num(limits.max_order_quantity)}")
+    max_quantity = limits.order_quantity_limit(instrument)
+    if _exceeds(abs(quantity), max_quantity):
+        return _deny("max_order_quantity", f"|{_num(quantity)}| > {_num(max_quantity)}")
     notional = abs(quantity) * reference_price * point_size
     if _exceeds(notional, limits.max_order_notional):
         return _deny(

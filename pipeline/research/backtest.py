@@ -4,8 +4,11 @@ Timing follows pysystemtrade's ``delayfill=True`` (``systems/accounts/pandl_calc
 target position decided at the close of session d is traded at the close of session d+1, so the
 holding over session t is the target of session t-1. P&L is marked to the close in the
 instrument's currency and converted to the base currency with an optional FX frame. Capital is
-fixed (Carver's ``fixed_capital``): returns are P&L divided by the same notional capital every
-day, and the equity curve is capital plus cumulative P&L (no compounding).
+fixed by default (Carver's ``fixed_capital``): returns are P&L divided by the same notional capital
+every day, and the equity curve is capital plus cumulative P&L (no compounding). With
+``capital_method="full"`` or ``"half"`` the capital follows the P&L as pysystemtrade's capital
+correction does (``syscore/capital.py``, ``systems/accounts/account_with_multiplier.py``): see
+:func:`capital_multiplier` and :func:`compounded_positions`.
 
 Options (each off by default, so the plain call above is unchanged): fills at the next session's
 open where opens exist, limit orders that fill only when the session's range reaches the limit,
@@ -22,7 +25,7 @@ over instruments.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,10 +34,13 @@ import pandas as pd
 from pipeline.config import CostModel, PipelineConfig, RiskLimits
 
 __all__ = [
+    "CAPITAL_METHODS",
     "FILL_MODES",
     "GATE_RULES",
     "BacktestInputError",
     "BacktestResult",
+    "capital_multiplier",
+    "compounded_positions",
     "constrain_exposure",
     "needs_bars",
     "simulate",
@@ -44,6 +50,10 @@ __all__ = [
 
 #: Where a target decided at the close of session d is filled (see :func:`simulate`).
 FILL_MODES = ("next_close", "next_open")
+
+#: How the capital of a backtest follows its P&L (pysystemtrade ``capital_multiplier: func:`` names
+#: ``syscore.capital.fixed_capital``, ``full_compounding``, ``half_compounding``).
+CAPITAL_METHODS = ("fixed", "full", "half")
 
 #: Pre-trade gate rules applied to simulated orders, in the order :func:`pipeline.execution.gate.pre_trade_check`
 #: checks them. ``kill_switch`` denies every order of a session after the daily-loss circuit breaker
@@ -85,13 +95,14 @@ class BacktestResult:
     portfolio_pnl : Series
         Net P&L summed over instruments.
     returns : Series
-        ``portfolio_pnl / capital`` (fixed-capital convention, fraction per session).
+        ``portfolio_pnl / capital`` (fixed capital), or ``portfolio_pnl / capital_path`` when the
+        capital compounds (fraction per session).
     equity : Series
         ``capital + portfolio_pnl.cumsum()``.
     drawdown : Series
         ``equity / running peak - 1`` (fraction, <= 0); the running peak starts at ``capital``.
     capital : float
-        Notional trading capital, base currency.
+        Notional trading capital, base currency (the starting capital when it compounds).
     fill_prices : DataFrame
         Price of each session's fill (price points): the close, the open (``fill="next_open"``)
         or the limit price; NaN where nothing traded.
@@ -112,6 +123,12 @@ class BacktestResult:
         ``[session, pnl_net, limit, halted_session]`` (``halted_session``: the next session,
         whose orders were all denied; NaT after the last session). Empty without
         ``gate.max_daily_loss``.
+    capital_method : str
+        One of :data:`CAPITAL_METHODS` (``simulate``'s ``capital_method``).
+    capital_path : Series or None
+        Capital at risk over each session (base currency, index ``session``): ``capital`` times
+        the capital multiplier of the previous session (:func:`capital_multiplier`); None for
+        fixed capital (``capital`` every session).
     """
 
     prices: pd.DataFrame
@@ -130,6 +147,16 @@ class BacktestResult:
     orders: pd.DataFrame
     denials: pd.DataFrame
     circuit_breaker: pd.DataFrame = field(default_factory=lambda: _trip_table([], [], None, pd.DatetimeIndex([])))
+    capital_method: str = "fixed"
+    capital_path: pd.Series | None = None
+
+    def capital_label(self) -> str:
+        """How the capital was treated, for reports: ``"fixed 1,000,000"`` or ``"compounded (full)
+        from 1,000,000 to 1,234,567"`` (the capital at risk on the last session)."""
+        if self.capital_method == "fixed" or self.capital_path is None:
+            return f"fixed {self.capital:,.0f}"
+        return (f"compounded ({self.capital_method}) from {self.capital:,.0f} "
+                f"to {float(self.capital_path.iloc[-1]):,.0f}")
 
     def order_summary(self) -> dict[str, float]:
         """Portfolio totals of :attr:`orders`: ``n_orders``, ``n_filled``, ``n_denied``,
@@ -279,6 +306,7 @@ def simulate(
     max_net_exposure: float | None = None,
     whole_units: bool = False,
     gate: RiskLimits | None = None,
+    capital_method: str = "fixed",
 ) -> BacktestResult:
     """Account for target positions: holdings, trades, costs, P&L, equity and drawdown.
 
@@ -363,6 +391,15 @@ def simulate(
     gate : RiskLimits, optional
         Pre-trade gate limits and the circuit breaker's ``max_daily_loss`` (base currency)
         (``risk:`` in the config); None = no gate.
+    capital_method : {"fixed", "full", "half"}, default "fixed"
+        ``"fixed"``: the accounting above. ``"full"`` / ``"half"``: pysystemtrade's capital
+        correction (``systems/accounts/account_with_multiplier.py``). The fixed-capital
+        simulation runs first (options 1-2 applied); its returns give the capital multiplier
+        ``m`` (:func:`capital_multiplier`); the targets become :func:`compounded_positions`
+        (``m_t`` times the target of session t where the fixed target changes, held in between,
+        rounded to whole units when ``whole_units``) and are simulated again with the same options (exposure limits already applied, so
+        they scale with the capital). ``returns_t = pnl_t / (capital * m_{t-1})`` (the capital
+        at risk, ``BacktestResult.capital_path``); equity stays ``capital + cumsum(pnl)``.
 
     Returns
     -------
@@ -373,11 +410,19 @@ def simulate(
     BacktestInputError
         The indexes differ, an instrument lacks a price column, point size or cost model,
         a point size is not > 0, ``capital`` is not > 0, an option is out of range or lacks
-        its data (``opens`` for ``next_open``, ``highs`` and ``lows`` for limit orders), or an
-        FX rate is missing where the instrument has P&L or costs.
+        its data (``opens`` for ``next_open``, ``highs`` and ``lows`` for limit orders),
+        ``capital_method`` is unknown, or an FX rate is missing where the instrument has P&L
+        or costs.
     """
     _check_inputs(positions, prices, point_size, costs, capital)
     _check_options(fill, opens, highs, lows, limit_offset, borrow_rate, max_gross_exposure, max_net_exposure)
+    if capital_method not in CAPITAL_METHODS:
+        raise BacktestInputError(f"simulate: capital_method must be one of {CAPITAL_METHODS}, got {capital_method!r}")
+    if capital_method != "fixed":
+        return _compounded(positions, prices, point_size, costs, capital, fx, capital_method, fill=fill,
+                           opens=opens, highs=highs, lows=lows, limit_offset=limit_offset, allow_short=allow_short,
+                           borrow_rate=borrow_rate, max_gross_exposure=max_gross_exposure,
+                           max_net_exposure=max_net_exposure, whole_units=whole_units, gate=gate)
     cols, index = positions.columns, prices.index
     n_rows, n_cols = len(index), len(cols)
     px_frame = prices if prices.columns.equals(cols) else prices[cols]
@@ -392,16 +437,9 @@ def simulate(
     close = px if complete else _take_rows(px, last, np.nan)
     rate = None if fx is None else _fx_frame(fx, px_frame).to_numpy(dtype=float)
 
-    targets = positions.to_numpy(dtype=float)
     blocked = ~_shortable(allow_short, cols).to_numpy()[None, :]
-    if max_gross_exposure is not None or max_net_exposure is not None:
-        targets = np.nan_to_num(targets)
-        targets[(targets < 0) & blocked] = 0.0
-        fx_filled = None if rate is None else pd.DataFrame(np.nan_to_num(rate, nan=1.0), index, cols)
-        targets = constrain_exposure(
-            pd.DataFrame(targets, index, cols), px_frame, pd.Series(ps, cols), capital,
-            max_gross_exposure, max_net_exposure, fx_filled, whole_units,
-        ).to_numpy()
+    targets = _limited_targets(positions, px_frame, ps, rate, blocked, capital, max_gross_exposure,
+                               max_net_exposure, whole_units)
     wanted = _zero_nan(_shift_down(targets))  # the order of session t is the target of t-1
     if blocked.any():
         wanted[(wanted < 0) & blocked] = 0.0
@@ -429,7 +467,7 @@ def simulate(
         holdings = wanted if complete else _take_rows(wanted, last, 0.0)
     else:
         holdings, denied, trips = _step_orders(wanted, has_px, decision, ps, buy_hit, sell_hit, gate, limit_offset,
-                                               day_pnl)
+                                               day_pnl, cols)
     held_before = _shift_down(holdings)
     trades = holdings - held_before
     traded = trades != 0
@@ -515,6 +553,135 @@ def simulate(
         circuit_breaker=_trip_table(trips, portfolio.to_numpy()[trips] if trips else [],
                                     None if gate is None else gate.max_daily_loss, index),
     )
+
+
+def capital_multiplier(returns: pd.Series, method: str) -> pd.Series:
+    """The capital multiplier of each session: capital after its close / starting capital.
+
+    pysystemtrade ``syscore/capital.py`` (Carver's blog post "Capital correction", 2016), from the
+    fixed-capital returns ``r`` (fraction per session; NaN counts as 0):
+
+    * ``"fixed"`` (``fixed_capital``): ``m_t = 1``.
+    * ``"full"`` (``full_compounding``): ``m_t = prod_{s<=t} (1 + r_s)``: profits and losses both
+      change the capital.
+    * ``"half"`` (``half_compounding``): ``m_t = min(1, m_{t-1} * (1 + r_t))``: losses cut the
+      capital, gains restore it but never above the starting capital. The recursion is solved in
+      closed form, ``m_t = G_t / max(1, max_{s<=t} G_s)`` with ``G`` the full multiplier
+      (the full curve's distance below its high-water mark, floored at the start), so no loop is
+      needed. pysystemtrade grows the multiplier by ``1 + m_{t-1} * r_t``; here it grows by
+      ``1 + r_t``, what an account holding ``m_{t-1}`` times the fixed positions earns on its
+      own capital ``m_{t-1} * capital`` (the two agree while ``m = 1``).
+
+    A session losing all the capital (``r <= -1``) leaves the multiplier at 0 from then on.
+
+    Parameters
+    ----------
+    returns : Series
+        Fixed-capital portfolio returns, index ``session``.
+    method : {"fixed", "full", "half"}
+
+    Returns
+    -------
+    Series
+        ``capital_multiplier``, same index, >= 0; known at each session's close (it includes
+        that session's return), so it sizes the positions decided at that close.
+
+    Raises
+    ------
+    BacktestInputError
+        ``method`` is not one of :data:`CAPITAL_METHODS`.
+    """
+    if method not in CAPITAL_METHODS:
+        raise BacktestInputError(f"capital_multiplier: method must be one of {CAPITAL_METHODS}, got {method!r}")
+    r = np.nan_to_num(returns.to_numpy(dtype=float))
+    if method == "fixed":
+        m = np.ones(len(r))
+    else:
+        m = np.cumprod(np.maximum(1.0 + r, 0.0))
+        if method == "half":
+            m = m / np.maximum(np.maximum.accumulate(m), 1.0)
+    return pd.Series(m, index=returns.index, name="capital_multiplier")
+
+
+def compounded_positions(targets: pd.DataFrame, multiplier: pd.Series, whole_units: bool = False) -> pd.DataFrame:
+    """Fixed-capital target positions resized by the capital multiplier.
+
+    pysystemtrade ``systems/portfolio.py: get_actual_position`` (notional position times the
+    capital multiplier of the same session, which is known at its close). On each session where
+    the fixed-capital target changes (the buffered system trades) the position becomes
+    ``m_t * target_t``, rounded half to even to whole units when ``whole_units`` (as
+    :func:`pipeline.portfolio.sizing.buffered_positions` rounds); in between it is held, so the
+    drifting multiplier alone never causes a trade. pysystemtrade re-buffers ``m * optimal``
+    within ``m * buffer`` each session; the buffered targets stored by the pipeline carry the
+    buffer's decisions, and their trading sessions stand in for it. A position of 0 stays 0.
+
+    Parameters
+    ----------
+    targets : DataFrame
+        Target units, index ``session``, columns instruments; NaN = 0.
+    multiplier : Series
+        :func:`capital_multiplier`, index ``session`` equal to ``targets.index``.
+    whole_units : bool, default False
+        Round the resized positions to whole units.
+
+    Returns
+    -------
+    DataFrame
+        Target units, same shape, never NaN.
+
+    Raises
+    ------
+    BacktestInputError
+        The indexes of ``targets`` and ``multiplier`` differ.
+    """
+    if not multiplier.index.equals(targets.index):
+        raise BacktestInputError("compounded_positions: targets and multiplier have different session indexes")
+    t = np.nan_to_num(targets.to_numpy(dtype=float))
+    scaled = t * multiplier.to_numpy(dtype=float)[:, None]
+    if whole_units:
+        scaled = np.round(scaled)
+    changed = t != _shift_down(t)
+    rows = np.arange(len(t), dtype=np.int64)[:, None]
+    last = np.maximum.accumulate(np.where(changed, rows, -1), axis=0)
+    return pd.DataFrame(_take_rows(scaled, last, 0.0), index=targets.index, columns=targets.columns)
+
+
+def _compounded(positions, prices, point_size, costs, capital, fx, method, **options) -> BacktestResult:
+    """:func:`simulate` with ``capital_method`` ``"full"`` or ``"half"`` (see there)."""
+    cols = positions.columns
+    limits = options.pop("max_gross_exposure"), options.pop("max_net_exposure")
+    targets = positions
+    if limits != (None, None):  # applied once, before compounding: the limits then scale with the capital
+        px_frame = prices if prices.columns.equals(cols) else prices[cols]
+        rate = None if fx is None else _fx_frame(fx, px_frame).to_numpy(dtype=float)
+        blocked = ~_shortable(options["allow_short"], cols).to_numpy()[None, :]
+        ps = point_size.reindex(cols).to_numpy(dtype=float)
+        targets = pd.DataFrame(_limited_targets(positions, px_frame, ps, rate, blocked, capital, *limits,
+                                                options["whole_units"]), index=positions.index, columns=cols)
+    fixed = simulate(targets, prices, point_size, costs, capital, fx, **options)
+    m = capital_multiplier(fixed.returns, method)
+    scaled = compounded_positions(targets, m, options["whole_units"])
+    result = simulate(scaled, prices, point_size, costs, capital, fx, **options)
+    path = (capital * m.shift(1, fill_value=1.0)).rename("capital")
+    pnl = result.portfolio_pnl
+    returns = (pnl / path.where(path > 0)).fillna(0.0).rename("returns")
+    return replace(result, returns=returns, capital_method=method, capital_path=path)
+
+
+def _limited_targets(positions, px_frame, ps, rate, blocked, capital, max_gross, max_net, whole_units) -> np.ndarray:
+    """Target units after the short-selling switch and the exposure limits (options 1-2 of
+    :func:`simulate`; NaN kept where no limit applies)."""
+    targets = positions.to_numpy(dtype=float)
+    if max_gross is None and max_net is None:
+        return targets
+    index, cols = positions.index, positions.columns
+    targets = np.nan_to_num(targets)
+    targets[(targets < 0) & blocked] = 0.0
+    fx_filled = None if rate is None else pd.DataFrame(np.nan_to_num(rate, nan=1.0), index, cols)
+    return constrain_exposure(
+        pd.DataFrame(targets, index, cols), px_frame, pd.Series(ps, cols), capital,
+        max_gross, max_net, fx_filled, whole_units,
+    ).to_numpy()
 
 
 def _shift_down(a: np.ndarray, fill: float = 0.0) -> np.ndarray:
@@ -630,11 +797,13 @@ def _step_orders(
     gate: RiskLimits | None,
     limit_offset: float | None,
     day_pnl: _DayPnl | None = None,
+    cols: pd.Index | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Holdings when an order can go unfilled or be denied; ``denied`` holds 1 + the index of
     the first failing rule of :data:`GATE_RULES` (0 = not denied); ``trips`` the rows whose net
     P&L tripped the circuit breaker (``day_pnl`` given). One step per session, vectorised over
-    instruments: the order of session t depends on the holding after t-1."""
+    instruments: the order of session t depends on the holding after t-1. ``cols`` (the
+    instruments, in column order) picks each one's order-quantity limit."""
     n_rows, n_cols = wanted.shape
     holdings = np.zeros((n_rows, n_cols))
     denied = np.zeros((n_rows, n_cols), dtype=np.int8)
@@ -643,6 +812,9 @@ def _step_orders(
     collar_breached = (
         gate is not None and limit_offset is not None and limit_offset > gate.price_collar * tol
     )
+    if gate is not None:  # per instrument (RiskLimits.order_quantity_limit), in column order
+        max_quantity = (np.full(n_cols, gate.max_order_quantity) if cols is None
+                        else np.array([gate.order_quantity_limit(str(c)) for c in cols], dtype=float))
     prev = np.zeros(n_cols)
     trips: list[int] = []
     halted = False  # the state the orders of session t are planned in
@@ -655,7 +827,7 @@ def _step_orders(
             rules = np.stack(
                 [
                     np.full(n_cols, halted),
-                    size > gate.max_order_quantity * tol,
+                    size > max_quantity * tol,
                     size * ref[t] > gate.max_order_notional * tol,
                     np.abs(prev + q) > gate.max_position * tol,
                     np.full(n_cols, collar_breached),
@@ -845,8 +1017,9 @@ def simulation_options(config: PipelineConfig) -> dict[str, Any]:
         ``fill``, ``limit_offset`` (None for market orders), ``allow_short`` (Series by
         instrument: ``backtest.allow_short`` and not the instrument's ``long_only``),
         ``borrow_rate``, ``max_gross_exposure``, ``max_net_exposure``, ``whole_units``
-        (``portfolio.round_positions``) and ``gate`` (``risk:`` when
-        ``backtest.pre_trade_gate``, else None). The caller adds ``opens`` (for
+        (``portfolio.round_positions``), ``gate`` (``risk:`` when
+        ``backtest.pre_trade_gate``, else None) and ``capital_method``
+        (``backtest.capital_method``). The caller adds ``opens`` (for
         ``next_open``) and ``highs``/``lows`` (for limit orders): see :func:`needs_bars`.
     """
     bt = config.backtest
@@ -859,6 +1032,7 @@ def simulation_options(config: PipelineConfig) -> dict[str, Any]:
         "max_net_exposure": bt.max_net_exposure,
         "whole_units": config.portfolio.round_positions,
         "gate": config.risk if bt.pre_trade_gate else None,
+        "capital_method": bt.capital_method,
     }
 
 

@@ -8,7 +8,8 @@ For one run, :func:`write_results` creates ``{root}/{timestamp}_{name}/`` holdin
                      is in- or out-of-sample (its ``basis``)
 ``parameters.json``  the configuration and simulation options the run used
 ``trades.csv``       round-trip trades (:func:`pipeline.research.analytics.reconstruct_trades`)
-``equity_curve.csv`` session, equity, drawdown, returns (fixed capital, base currency)
+``equity_curve.csv`` session, equity, drawdown, returns (base currency; with compounding also
+                     ``capital``, the capital at risk each session)
 ``daily_pnl.csv``    per session and instrument: holding, trade, price, gross P&L, cost, net P&L
 ``drawdowns.csv``    every drawdown: peak, trough, recovery, depth, lengths
 ``report.html``      self-contained interactive report (:mod:`pipeline.research.tearsheet`)
@@ -205,30 +206,40 @@ def summarise(run: BacktestRun, run_id: str) -> dict[str, Any]:
     res, start = run.result, run.window_start()
     window = slice(start, None)
     returns = res.returns.loc[window]
-    gross_returns = res.pnl_gross.loc[window].sum(axis=1) / res.capital
+    # capital at risk: the fixed number, or each session's compounded capital
+    capital = res.capital if res.capital_path is None else res.capital_path.loc[window]
+    gross_returns = res.pnl_gross.loc[window].sum(axis=1) / capital
     costs_total = float(res.costs.loc[window].to_numpy().sum())
     borrow_total = float(res.borrow.loc[window].to_numpy().sum())
     gross_total = float(res.pnl_gross.loc[window].to_numpy().sum())
     years = len(returns) / PERIODS_PER_YEAR
-    notional_traded = float((res.trades.abs() * res.prices.ffill().abs() * run.point_size.reindex(res.prices.columns))
-                            .loc[window].to_numpy(na_value=0.0).sum())
+    traded = (res.trades.abs() * res.prices.ffill().abs() * run.point_size.reindex(res.prices.columns)).loc[window]
+    if res.capital_path is None:
+        notional_traded = float(traded.to_numpy(na_value=0.0).sum())
+        drag = costs_total + borrow_total
+    else:  # in units of each session's capital, then in units of the starting capital
+        notional_traded = float(traded.fillna(0.0).sum(axis=1).div(capital).sum()) * res.capital
+        drag = float((res.costs.loc[window].sum(axis=1) + res.borrow.loc[window].sum(axis=1)).div(capital).sum()) \
+            * res.capital
     basis = {
         "sample": f"{start.date()} .. {returns.index[-1].date()} ({len(returns)} sessions, "
                   f"{res.prices.shape[1]} instruments)",
         "costs": f"net of trading costs ({costs_total:,.0f}) and borrow ({borrow_total:,.0f}), base currency; "
                  f"{_pct(costs_total + borrow_total, abs(gross_total))} of |gross P&L|",
         "in_or_out_of_sample": run.sample,
+        "capital": res.capital_label(),
         "note": run.sample_note,
     }
     perf = performance_metrics(returns, vol_target=run.vol_target)
     perf.update({
         "gross_sharpe": performance_metrics(gross_returns)["sharpe"],
         "annual_turnover": notional_traded / res.capital / years if years else math.nan,
-        "annual_cost_drag": (costs_total + borrow_total) / res.capital / years if years else math.nan,
+        "annual_cost_drag": drag / res.capital / years if years else math.nan,
         "pnl_gross": gross_total,
         "costs": costs_total,
         "borrow": borrow_total,
-        "pnl_net": float(returns.sum() * res.capital),
+        "pnl_net": float(returns.sum() * res.capital) if res.capital_path is None
+        else float(res.portfolio_pnl.loc[window].sum()),
     })
     risk = var_cvar(returns) if returns.notna().sum() > 1 else pd.DataFrame()
     # replay only the windows the price history covers (a short history has no 2008)
@@ -340,6 +351,8 @@ def write_results(run: BacktestRun, root: str | Path, when: datetime | None = No
                                 pnl=res.pnl_gross)
     trades.to_csv(folder / "trades.csv", index=False)
     curve = pd.DataFrame({"equity": res.equity, "drawdown": res.drawdown, "returns": res.returns}).loc[start:]
+    if res.capital_path is not None:
+        curve["capital"] = res.capital_path.loc[start:]
     curve.rename_axis("session").to_csv(folder / "equity_curve.csv")
     daily = res.to_long_instruments()
     daily[daily["session"] >= start].to_csv(folder / "daily_pnl.csv", index=False)

@@ -127,11 +127,12 @@ def comparison_html(runs: Sequence[tuple[Mapping[str, Any], pd.DataFrame]]) -> s
     rows["sample"] = {n: s["basis"]["sample"] for n, (s, _) in zip(names, runs)}
     rows["in/out of sample"] = {n: s["basis"]["in_or_out_of_sample"] for n, (s, _) in zip(names, runs)}
     rows["costs"] = {n: s["basis"]["costs"] for n, (s, _) in zip(names, runs)}
+    rows["capital"] = {n: s["basis"].get("capital", "fixed") for n, (s, _) in zip(names, runs)}
     cum = {n: c["returns"].cumsum() * 100.0 for n, (_, c) in zip(names, runs)}
     dd = {n: c["drawdown"] * 100.0 for n, (_, c) in zip(names, runs)}
     sharpe = {n: rolling_sharpe(c["returns"]) for n, (_, c) in zip(names, runs)}
     figures = [
-        ("Cumulative return (% of capital, fixed capital)", _lines_figure(cum, "%")),
+        ("Cumulative return (sum of daily returns, % of each session's capital)", _lines_figure(cum, "%")),
         ("Drawdown (%)", _lines_figure(dd, "%")),
         ("Rolling Sharpe ratio (256 sessions)", _lines_figure(sharpe, "Sharpe")),
     ]
@@ -186,7 +187,8 @@ def _exposure_figure(run, start: pd.Timestamp) -> go.Figure:
     cols = res.holdings.columns
     notional = (res.holdings * res.prices.ffill() * run.point_size.reindex(cols)).abs().loc[start:]
     classes = pd.Series({c: run.asset_classes.get(c, "other") for c in cols})
-    by_class = notional.T.groupby(classes).sum().T / res.capital * 100.0
+    capital = res.capital if res.capital_path is None else res.capital_path.loc[start:]
+    by_class = notional.T.groupby(classes).sum().T.div(capital, axis=0) * 100.0
     fig = go.Figure()
     for name in by_class.columns:
         fig.add_trace(go.Scatter(x=by_class.index, y=by_class[name].to_numpy(), name=str(name),
@@ -234,6 +236,8 @@ def _basis(basis: Mapping[str, Any]) -> str:
     parts = [f"<b>Sample</b> {html.escape(str(basis['sample']))}",
              f"<b>Costs</b> {html.escape(str(basis['costs']))}",
              f"<b>{html.escape(str(basis['in_or_out_of_sample']))}</b>"]
+    if basis.get("capital"):
+        parts.append(f"<b>Capital</b> {html.escape(str(basis['capital']))}")
     if basis.get("note"):
         parts.append(html.escape(str(basis["note"])))
     return " &middot; ".join(parts)

@@ -64,6 +64,9 @@ class FakeOrder:
     reason: str = ""
     completed_time: str = ""
     executions: list[FakeExecution] = field(default_factory=list)
+    #: ``overridePercentageConstraints`` as the placeOrder message carried it: True would ask TWS
+    #: to skip its own price-percentage check (the second price collar behind the gate's).
+    override_percentage_constraints: bool = False
 
     @property
     def remaining(self) -> float:

@@ -121,6 +121,9 @@ DUPLICATE_ID_TEXT = "Duplicate order id"
 
 #: Index of ``whatIf`` in a placeOrder message at version 178 (message id = index 0).
 _WHAT_IF_FIELD = 84
+#: Index of ``overridePercentageConstraints`` in a placeOrder message at version 178 (not a combo
+#: order: after stockRangeUpper, before volatility; ib_async 2.1.0 ``Client.placeOrder``).
+_OVERRIDE_PERCENTAGE_CONSTRAINTS_FIELD = 61
 
 #: Request kinds a test can script (see :meth:`FakeTWS.script`), by message id.
 SCRIPTABLE = {
@@ -783,6 +786,8 @@ class FakeTWS:
             perm_id=self.book.new_perm_id(), order_id=order_id, client_id=client_id, epoch=self._epoch,
             contract=list(f[2:14]), action=f[16], quantity=float(f[17]), order_type=f[18],
             lmt_price=f[19], tif=f[21] or "DAY", account=f[23] or self.account, order_ref=f[26],
+            override_percentage_constraints=(len(f) > _OVERRIDE_PERCENTAGE_CONSTRAINTS_FIELD
+                                             and f[_OVERRIDE_PERCENTAGE_CONSTRAINTS_FIELD] == "1"),
         )  # fmt: skip
         with self._lock:
             reject = self._rejects.get(o.order_ref, self._rejects.get("*"))
