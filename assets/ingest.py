@@ -1,4 +1,12 @@
-"""``raw_bars``: daily bars exactly as the bar source returned them (append-only)."""
+"""``raw_bars``: daily bars exactly as the bar source returned them (append-only).
+
+Inputs the source cannot read (a files source's empty, binary, headerless or non-UTF-8 file) do not
+stop the run: each is recorded once in the ledger's ``source_errors`` table with one alert, the
+universe instruments no readable input holds are named there too, and the run goes on with the
+bars of the readable inputs. Only when no instrument of the universe is readable does the step
+fail, without retries (reading the same files again gives the same answer); errors of the
+source's connection (IB) keep the retry policy.
+"""
 
 
 import dagster as dg
@@ -6,6 +14,8 @@ import pandas as pd
 
 from assets.partitions import DailyPartitions, no_session_result, run_sessions
 from assets.resources import BarSourceResource, Settings
+from pipeline.adapters.alerts import notify
+from pipeline.bars import SourceDataError, SourceReport, fetch_report
 from pipeline.store.locks import exclusive_lock
 
 RAW_BARS = "raw_bars"
@@ -21,7 +31,10 @@ def raw_bars(context: dg.AssetExecutionContext, settings: Settings, bar_source: 
     bar and its end (on an empty lake, the whole history from ``history_start``).
 
     Fails (nothing written) when the source has no bar at all for a session of the run: an empty
-    answer is never taken as "no bars".
+    answer is never taken as "no bars". Unreadable inputs and the universe instruments no readable
+    input holds are recorded in ``source_errors`` and alerted once each (module docstring); the
+    step fails without retry when they leave no instrument of the universe, or when the source
+    answers with a deterministic :class:`~pipeline.bars.SourceDataError`.
     """
     cfg, lake, source = settings.config(), settings.lake(), bar_source.source()
     run = run_sessions(context, cfg.calendar)
@@ -31,7 +44,18 @@ def raw_bars(context: dg.AssetExecutionContext, settings: Settings, bar_source: 
     start = pd.Timestamp(cfg.history_start) if stored.empty else min(run[0], stored[-1] + pd.Timedelta(days=1))
     # one fetch at a time (IB pacing is per connection): a lock a killed run cannot keep
     with exclusive_lock(settings.state_path() / "locks" / "bar_source.lock", wait=BAR_SOURCE_LOCK_WAIT):
-        bars = source.fetch(cfg.symbols, start, run[-1])
+        try:
+            report = fetch_report(source, cfg.symbols, start, run[-1])
+        except SourceDataError as exc:  # the source's data, not its connection: asking again cannot help
+            raise dg.Failure(f"raw_bars: {exc}", allow_retries=False) from exc
+    problems = _report_source_errors(context, settings, source.name, report, start, run[-1])
+    if len(report.missing) == len(cfg.symbols):
+        raise dg.Failure(
+            f"raw_bars: source {source.name!r} has no readable input for any instrument of the universe "
+            f"({problems}); nothing was written. See trading-pipeline query \"select * from source_errors\"",
+            allow_retries=False,
+        )
+    bars = report.bars
     got = pd.DatetimeIndex(bars["session"].unique())
     missing = run.difference(got)
     if len(missing):
@@ -53,10 +77,35 @@ def raw_bars(context: dg.AssetExecutionContext, settings: Settings, bar_source: 
             "rows_in_run_sessions": len(in_run),
             "fetched_range": f"{bars['session'].min().date()} .. {bars['session'].max().date()}",
             "instruments_without_bars": dg.MetadataValue.json(per_instrument[per_instrument == 0].index.tolist()),
+            "unreadable_inputs": dg.MetadataValue.json(report.unreadable["file"].tolist()),
+            "instruments_not_in_source": dg.MetadataValue.json(report.missing),
             "batch": batch,
             "path": dg.MetadataValue.path(str(lake.path(RAW_BARS))),
         }
     )
+
+
+def _report_source_errors(context: dg.AssetExecutionContext, settings: Settings, source: str, report: SourceReport,
+                          start: pd.Timestamp, end: pd.Timestamp) -> str:
+    """Record the report's unreadable inputs and missing instruments in ``source_errors`` and raise
+    one alert per problem not seen before; returns a one-line count for messages.
+
+    An instrument whose own file (``KO.csv``) is unreadable is named on that file's row; only the
+    instruments no file at all could hold get a row of their own. The names are not logged here:
+    the command prints them once from the table, the UI shows them in the metadata.
+    """
+    files = report.unreadable
+    alone = [i for i in report.missing if i not in set(files["instrument"])]
+    new = settings.ledger().record_source_errors(source, files, alone, run_id=context.run.run_id, start=start, end=end)
+    ledger = settings.ledger()
+    for row in new.itertuples(index=False):  # one alert per unreadable file / missing instrument, once
+        notify(ledger, kind="source_error", severity="ERROR", subject=row.file or row.instrument, message=row.reason,
+               dedupe_key=f"source_error:{row.error_id}")
+    if files.empty and not report.missing:
+        return "no unreadable input"
+    summary = f"{len(files)} unreadable input(s), {len(report.missing)} instrument(s) of the universe not readable"
+    context.log.warning(f"raw_bars: {summary}; see trading-pipeline query \"select * from source_errors\"")
+    return summary
 
 
 def build(daily: DailyPartitions) -> list[dg.AssetsDefinition]:

@@ -20,6 +20,7 @@ from pipeline.portfolio import (
     target_positions as size_positions,
 )
 from pipeline.portfolio.capital import capital_series, decide_session_capital
+from pipeline.portfolio.instrument_weights import weight_concentration
 from pipeline.store.lake import wide_to_long
 
 INSTRUMENT_WEIGHTS = "instrument_weights"
@@ -28,9 +29,15 @@ CORRELATION_TABLE = "instrument_correlation"
 TARGET_POSITIONS = "target_positions"
 REGIME = "regime_model"
 VOL_FORECAST = "vol_forecast"
+CHECK_CONCENTRATION = "weights_not_concentrated"
+CONCENTRATION_RULE = "weight_concentration"
 
 
-@dg.asset(deps=[VOLATILITY], group_name="portfolio", kinds={"python", "parquet", "scipy"}, code_version="1")
+@dg.asset(deps=[VOLATILITY], group_name="portfolio", kinds={"python", "parquet", "scipy"}, code_version="1",
+          check_specs=[dg.AssetCheckSpec(
+              CHECK_CONCENTRATION, asset=INSTRUMENT_WEIGHTS, blocking=True,
+              description="ERROR when an estimated weight exceeds portfolio.max_weight_concentration times the "
+                          "equal share (a broken vol estimate); blocks target positions and orders until released.")])
 def instrument_weights(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
     """Instrument weights, re-estimated at each month end on the trailing covariance of
     vol-normalised returns: equal risk contribution by default (scipy), or equal, fixed (from the
@@ -59,7 +66,8 @@ def instrument_weights(context: dg.AssetExecutionContext, settings: Settings) ->
     lake.write_table(CORRELATION_TABLE, est.correlation.rename_axis("instrument").reset_index())
     latest_at = est.weights.index[-1]
     latest = pd.DataFrame({"weight": est.weights.iloc[-1], "risk_contribution": est.risk_contributions.iloc[-1]})
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(check_results=[_concentration_check(est.weights.iloc[-1], latest_at, cfg, settings)],
+                                metadata={
         "method": cfg.portfolio.instrument_weights_method,
         "estimated_at": str(latest_at.date()),
         "n_estimates": len(est.weights),
@@ -68,6 +76,32 @@ def instrument_weights(context: dg.AssetExecutionContext, settings: Settings) ->
         "correlation": dg.MetadataValue.md(frame_md(est.correlation.round(2), index=True, floatfmt="{:.2f}")),
         "max_risk_contribution_gap": float((latest["risk_contribution"][latest["weight"] > 0]).agg(lambda s: s.max() - s.min())),
     })
+
+
+def _concentration_check(weights: pd.Series, estimated_at: pd.Timestamp, cfg, settings: Settings) -> dg.AssetCheckResult:
+    """The latest estimate's concentrated instruments, less those a person released for that estimate."""
+    limit = cfg.portfolio.max_weight_concentration
+    if limit is None or cfg.portfolio.instrument_weights_method not in ("erc", "handcraft"):
+        return dg.AssetCheckResult(check_name=CHECK_CONCENTRATION, passed=True,
+                                   description="off (max_weight_concentration None, or weights not estimated)")
+    found = weight_concentration(weights, limit)
+    released = settings.ledger().quarantine_releases()
+    released = released[(released["rule"] == CONCENTRATION_RULE)
+                        & (pd.to_datetime(released["session"]) == estimated_at.normalize())]
+    open_ = found[~found.index.isin(released["instrument"])]
+    day = estimated_at.date()
+    return dg.AssetCheckResult(
+        check_name=CHECK_CONCENTRATION,
+        passed=open_.empty,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{', '.join(open_.index)}: weight {open_['multiple'].max():.1f}x the equal share in the estimate of {day} "
+            f"(limit {limit:g}x): check its vol and recent bars; if right, trading-pipeline release {day} "
+            f"{open_.index[0]} {CONCENTRATION_RULE} --reason ..." if len(open_)
+            else f"no weight above {limit:g}x the equal share in the estimate of {day}"),
+        metadata={"concentrated": dg.MetadataValue.md(frame_md(found, index=True)),
+                  "released": dg.MetadataValue.json(sorted(set(found.index) - set(open_.index)))},
+    )
 
 
 def _load_weights(lake) -> InstrumentWeights:

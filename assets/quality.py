@@ -11,6 +11,12 @@ import pandas as pd
 
 from assets.ingest import RAW_BARS
 from assets.markdown import frame_md
+from assets.missing_bars import (
+    CHECK_COMPLETE,
+    apply_missing_bar_policy,
+    bars_complete_check,
+    record_missing_bars,
+)
 from assets.non_session import CHECK_NON_SESSION, NON_SESSION_CHECK, non_session_check
 from assets.partitions import DailyPartitions, no_session_result, run_sessions
 from assets.resources import Settings
@@ -22,7 +28,6 @@ QUARANTINE = "quarantine"
 QUALITY_WARNINGS = "quality_warnings"
 
 CHECK_NO_QUARANTINE = "no_quarantined_bars"
-CHECK_COMPLETE = "bars_complete"
 CHECK_STALE = "no_stale_prices"
 CHECK_SPIKES = "no_price_spikes"
 CHECK_GX = "expectations_hold"
@@ -32,7 +37,8 @@ CLEAN_BARS_CHECKS = [
     dg.AssetCheckSpec(CHECK_NO_QUARANTINE, asset=CLEAN_BARS, blocking=True,
                       description="No bar of the run's sessions failed an ERROR rule."),
     dg.AssetCheckSpec(CHECK_COMPLETE, asset=CLEAN_BARS, blocking=True,
-                      description="Every listed instrument has a clean bar on each session of the run."),
+                      description="Every listed instrument has a clean bar on each session of the run, unless its "
+                                  "missing_bar_policy carries or omits it or its series ended (assets/missing_bars.py)."),
     dg.AssetCheckSpec(CHECK_STALE, asset=CLEAN_BARS, blocking=False,
                       description="WARN when a close is unchanged for quality.stale_sessions sessions."),
     dg.AssetCheckSpec(CHECK_SPIKES, asset=CLEAN_BARS, blocking=False,
@@ -44,26 +50,16 @@ CLEAN_BARS_CHECKS = [
 ]
 
 
-def missing_bars(clean: pd.DataFrame, run: pd.DatetimeIndex, instruments: list[str]) -> pd.DataFrame:
-    """(session, instrument) pairs of the run with no clean bar although the instrument is listed.
-
-    An instrument counts as listed from its first clean bar on (later listings are not gaps).
-    """
-    first = clean.groupby("instrument")["session"].min()
-    grid = pd.MultiIndex.from_product([run, instruments], names=["session", "instrument"]).to_frame(index=False)
-    grid = grid[grid["session"] >= grid["instrument"].map(first)]  # unlisted instruments map to NaT: dropped
-    have = pd.MultiIndex.from_frame(clean[["session", "instrument"]])
-    return grid[~pd.MultiIndex.from_frame(grid).isin(have)].reset_index(drop=True)
-
-
 def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
     """Validated daily bars, one row per (session, instrument); rejected rows go to ``quarantine``.
 
     Rules (pipeline.quality.rules): re-fetches resolved by latest ``fetched_at``, duplicates, bars dated
     on a non-session of the instrument's exchange calendar, non-finite close, non-positive prices
     (except back-adjusted futures), OHLC consistency where OHLC exist,
-    negative volume, price spikes over ``max_price_spike`` volatility units; stale prices warn.
-    A quarantined bar returns to the clean set only when a person releases it after a check
+    negative volume, impossible moves (x8 or /8), price spikes over ``max_price_spike`` volatility
+    units (quarantined with ``spike_severity: ERROR``; flagged with WARN: held out of the clean set,
+    the instrument not traded that session, the run not blocked); stale prices warn.
+    A quarantined or flagged bar returns to the clean set only when a person releases it after a check
     (``trading-pipeline release SESSION INSTRUMENT RULE --reason ...``).
     """
     cfg, lake = settings.config(), settings.lake()
@@ -77,8 +73,12 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
     raw = raw[raw["instrument"].isin(cfg.symbols)]
     released = settings.ledger().quarantine_releases()
     result = validate_bars(raw, cfg.quality, back_adjusted={i.symbol for i in cfg.instruments if i.back_adjusted},
-                           released=released, calendars={i.symbol: i.calendar for i in cfg.instruments})
+                           released=released, calendars={i.symbol: i.calendar for i in cfg.instruments},
+                           peers={i.symbol: i.asset_class for i in cfg.instruments})
     owned = lake.sessions_to_write(CLEAN_BARS, pd.DatetimeIndex(result.clean["session"].unique()), run)
+    policy = apply_missing_bar_policy(cfg, result, owned)  # gaps classified; carried bars added to result
+    result, gaps = policy.result, policy.gaps
+    record_missing_bars(settings, gaps, owned, context.run.run_id, context.log)
     rows = lake.write_sessions(CLEAN_BARS, result.clean, owned)
     # Quarantined bars may be dated on days with no clean bar at all (non_session): keep them too.
     lake.write_sessions(QUARANTINE, result.quarantine, owned.union(
@@ -86,10 +86,9 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
     lake.write_sessions(QUALITY_WARNINGS, result.warnings, owned)
 
     bad = result.quarantine[result.quarantine["session"].isin(run)]
-    gaps = missing_bars(result.clean, run, cfg.symbols)
     warned = result.warnings[result.warnings["session"].isin(run)]
     stale = warned[warned["rule"] == "stale_price"]
-    spikes = warned[warned["rule"] == "price_spike"]
+    spikes = warned[(warned["rule"] == "price_spike") & ~warned["detail"].str.startswith("released")]
     yield dg.MaterializeResult(
         metadata={
             "rows_written": rows,
@@ -108,12 +107,7 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
                      "released or corrected" if len(bad) else "no bar of this run failed an ERROR rule"),
         metadata={"quarantined": dg.MetadataValue.md(frame_md(bad))},
     )
-    yield dg.AssetCheckResult(
-        check_name=CHECK_COMPLETE,
-        passed=gaps.empty,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"missing": dg.MetadataValue.md(frame_md(gaps))},
-    )
+    yield bars_complete_check(gaps, run)
     yield dg.AssetCheckResult(
         check_name=CHECK_STALE,
         passed=stale.empty,
@@ -124,10 +118,21 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
         check_name=CHECK_SPIKES,
         passed=spikes.empty,
         severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{len(spikes)} bar(s) flagged as suspected bad prints ({_pairs(spikes)}): those instruments are not "
+            "traded this session (position held); if a bar is right, release it: trading-pipeline release "
+            f"{spikes['session'].iloc[0].date()} {spikes['instrument'].iloc[0]} price_spike --reason ..." if len(spikes)
+            else "no bar of this run flagged as a spike"),
         metadata={"spikes": dg.MetadataValue.md(frame_md(spikes))},
     )
     yield _expectations_check(result.clean[result.clean["session"].isin(run)], cfg, released)
     yield non_session_check(result.quarantine, run, cfg.calendar)
+
+
+def _pairs(frame: pd.DataFrame, first: int = 5) -> str:
+    """``INSTRUMENT SESSION`` of the first rows, then how many more."""
+    named = ", ".join(f"{i} {pd.Timestamp(d).date()}" for d, i in zip(frame["session"][:first], frame["instrument"][:first]))
+    return named + (f" and {len(frame) - first} more" if len(frame) > first else "")
 
 
 def _expectations_check(clean: pd.DataFrame, cfg, released: pd.DataFrame) -> dg.AssetCheckResult:

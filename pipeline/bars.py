@@ -10,6 +10,7 @@ no filling, no de-duplication; validation happens later in :mod:`pipeline.qualit
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -73,8 +74,88 @@ class SourceError(ValueError):
     """
 
 
-class SchemaError(SourceError):
+class SourceDataError(SourceError):
+    """The source's data itself is bad or absent (an unreadable file, an unknown instrument).
+
+    Deterministic: asking again returns the same answer, so a run does not retry it (network
+    and broker errors, e.g. :class:`pipeline.adapters.ib.errors.IBError`, stay plain
+    :class:`SourceError` and keep their retry).
+
+    Attributes
+    ----------
+    kind : str
+        A short name of what is wrong, one of :data:`UNREADABLE_KINDS` for a file (``empty``,
+        ``binary``, ``encoding``, ``no_header``, ``bad_row``, ``unreadable``), or ``unknown``.
+    """
+
+    def __init__(self, message: str, kind: str = "unknown"):
+        super().__init__(message)
+        self.kind = kind
+
+
+class SchemaError(SourceDataError):
     """A frame does not have the raw-bar schema (missing or extra columns, wrong types)."""
+
+    def __init__(self, message: str, kind: str = "schema"):
+        super().__init__(message, kind)
+
+
+#: What can make a file unreadable (the ``kind`` of a :class:`SourceDataError` for a file).
+UNREADABLE_KINDS = ("empty", "binary", "encoding", "no_header", "bad_row", "unreadable")
+#: Columns of :attr:`SourceReport.unreadable`.
+UNREADABLE_COLUMNS = ["file", "instrument", "kind", "reason", "fingerprint"]
+
+
+@dataclass(frozen=True)
+class SourceReport:
+    """A fetch that reports bad input instead of failing on it (:func:`fetch_report`).
+
+    Attributes
+    ----------
+    bars : DataFrame
+        The readable bars, as :meth:`BarSource.fetch` returns them (columns :data:`BAR_COLUMNS`).
+    unreadable : DataFrame
+        Columns :data:`UNREADABLE_COLUMNS`, one row per input the source could not read:
+        ``file`` (its path), ``instrument`` (the symbol a one-per-instrument file is named after,
+        else empty), ``kind`` (one of :data:`UNREADABLE_KINDS`), ``reason`` (the message naming
+        the file and, where there is one, the row) and ``fingerprint`` (``"<size>:<mtime_ns>"``,
+        so a replaced file is a new problem). Empty when everything was read.
+    missing : list of str
+        Requested instruments that no readable input holds, in request order.
+    """
+
+    bars: pd.DataFrame
+    unreadable: pd.DataFrame
+    missing: list[str]
+
+
+def no_unreadable() -> pd.DataFrame:
+    """An empty :attr:`SourceReport.unreadable` frame."""
+    return pd.DataFrame({c: pd.Series(dtype="str") for c in UNREADABLE_COLUMNS})
+
+
+def fetch_report(
+    source: BarSource, instruments: Sequence[str], start: pd.Timestamp, end: pd.Timestamp
+) -> SourceReport:
+    """Fetch ``instruments`` over ``[start, end]``, isolating inputs the source cannot read.
+
+    A source with a ``fetch_report`` method (the files source) answers with the bars of its
+    readable files and names the others; any other source is asked with :meth:`BarSource.fetch`
+    and either answers in full or raises.
+
+    Returns
+    -------
+    SourceReport
+
+    Raises
+    ------
+    SourceError
+        As :meth:`BarSource.fetch` for a source without ``fetch_report``; a range error.
+    """
+    own = getattr(source, "fetch_report", None)
+    if callable(own):
+        return own(instruments, start, end)
+    return SourceReport(source.fetch(instruments, start, end), no_unreadable(), [])
 
 
 @runtime_checkable
@@ -178,10 +259,10 @@ def check_range(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]
 
 def unknown_instruments_error(
     source: str, missing: Sequence[str], available: Sequence[str]
-) -> SourceError:
-    """The SourceError for instruments a source does not have, listing what it has."""
+) -> SourceDataError:
+    """The SourceDataError (kind ``unknown``) for instruments a source does not have, listing what it has."""
     shown = ", ".join(available[:60]) + (" ..." if len(available) > 60 else "")
-    return SourceError(
+    return SourceDataError(
         f"{source}: unknown instrument(s) {', '.join(missing)}; "
         f"it has {len(available)}: {shown or '(none)'}. "
         "Fix the instrument symbols in the config or add the data."

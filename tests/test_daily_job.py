@@ -41,7 +41,7 @@ def test_daily_run_succeeds_and_materializes_every_asset(daily_run):
     partitions = {e.partition for e in result.get_asset_materialization_events() if e.partition}
     assert partitions == {LATEST_SAMPLE_SESSION}
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
-    assert set(checks) == {"no_quarantined_bars", "bars_complete", "no_stale_prices", "no_price_spikes", "expectations_hold",
+    assert set(checks) == {"no_quarantined_bars", "bars_complete", "no_stale_prices", "no_price_spikes", "expectations_hold", "weights_not_concentrated",
                            "no_non_session_bars"}
     assert all(c.passed for c in checks.values() if c.severity == dg.AssetCheckSeverity.ERROR)
     # The Great Expectations suite ran on the session's clean bars (equity: schema, uniqueness, OHLC...).

@@ -223,15 +223,19 @@ def test_a_bar_failing_two_rules_is_listed_once_per_rule():
 # -- rule 6: price spikes ---------------------------------------------------------------------
 
 
+UNIT = np.log(101.0 / 100.0)  # the mean |log change| of alternating(): one vol unit
+
+
 def test_single_bad_print_is_quarantined_but_not_the_return_back():
-    # 30 alternating closes (vol exactly 1), then 121 (+20 from 101: z = 20 / 1 = 20), then 100
+    # 30 alternating closes (mean |log change| = log 1.01), then 121, then 100
     values = alternating(30) + [121.0, 100.0]
     res = validate_bars(closes(values), CFG)
     q = res.quarantine
     assert rules_of(q) == ["price_spike"]
     assert q["session"].iloc[0] == pd.Timestamp("2024-01-31")
-    assert q["value"].iloc[0] == pytest.approx(20.0)
-    expected = "close 121 is 20.0 vol units from the last clean close 101 of 2024-01-30"
+    z = np.log(121.0 / 101.0) / UNIT  # 18.2 vol units
+    assert q["value"].iloc[0] == pytest.approx(z)
+    expected = f"close 121 is {z:.1f} vol units from the last clean close 101 of 2024-01-30"
     assert expected in q["detail"].iloc[0]
     # 100 is measured against 101 (the last clean close), not against the spike
     assert pd.Timestamp("2024-02-01") in set(res.clean["session"])
@@ -247,11 +251,11 @@ def test_level_shift_flags_only_its_first_day():
 
 
 def test_spike_change_is_scaled_by_the_square_root_of_calendar_days():
-    # after the alternating run, a 4-day gap: z = |move| / sqrt(4) / 1
+    # after the alternating run, a 4-day gap: z = |log move| / sqrt(4) / UNIT
     base = closes(alternating(30))
     last = base["session"].iloc[-1]
-    for move, flagged in [(18.0, True), (14.0, False)]:  # z = 9 > 8, z = 7 < 8
-        after_gap = {"session": last + pd.Timedelta(days=4), "close": 101.0 + move}
+    for z, flagged in [(9.0, True), (7.0, False)]:
+        after_gap = {"session": last + pd.Timedelta(days=4), "close": 101.0 * np.exp(z * 2 * UNIT)}
         raw = pd.concat([base, bars([after_gap])])
         q = validate_bars(raw, CFG).quarantine
         assert (len(q) == 1) is flagged
@@ -259,10 +263,11 @@ def test_spike_change_is_scaled_by_the_square_root_of_calendar_days():
             assert q["value"].iloc[0] == pytest.approx(9.0)
 
 
-def test_spike_check_needs_twenty_previous_changes():
-    # 15 bars give 14 changes: below min_periods, the +20 jump cannot be judged
-    res = validate_bars(closes(alternating(15) + [120.0]), CFG)
-    assert res.quarantine.empty
+def test_back_adjusted_series_are_judged_in_price_points():
+    # the same +20 after alternating(30) is 20 points / 1 point = z 20 when back-adjusted
+    raw = closes(alternating(30) + [121.0, 100.0])
+    q = validate_bars(raw, CFG, back_adjusted={"ES"}).quarantine
+    assert rules_of(q) == ["price_spike"] and q["value"].iloc[0] == pytest.approx(20.0)
 
 
 def test_no_spike_is_judged_against_a_zero_vol_estimate():
@@ -285,23 +290,94 @@ def test_a_quarantined_bar_is_not_the_reference_of_the_next_change():
     assert rules_of(res.quarantine) == ["ohlc_inconsistent"]
 
 
-def test_spike_z_matches_pandas_ewm_of_previous_absolute_changes():
+def test_spike_z_matches_pandas_ewm_of_previous_absolute_log_changes():
     # independent computation with pandas, per instrument, on two calendars (business days and
     # every third day) so gaps and the per-instrument EWMA are exercised; no spike is flagged
-    # with an unreachable threshold, so the last clean close is always the previous close
+    # with an unreachable threshold, so the last clean close is always the previous close and
+    # the winsorisation (at max_spike x scale) never bites
     rng = np.random.default_rng(7)
     a = closes(100 + rng.normal(0, 1, 120).cumsum(), freq="B", instrument="A")
     b = closes(50 + rng.normal(0, 2, 60).cumsum(), freq="3D", instrument="B")
     raw = pd.concat([a, b], ignore_index=True)
     span = 30
-    spike, z, _, _ = spike_flags(raw, max_spike=1e9, span=span)
-    assert not spike.any()
-    for name, grp in raw.groupby("instrument"):
+    v = spike_flags(raw, max_spike=1e9, span=span)
+    assert not v.spike.any() and not v.impossible.any()
+    for _, grp in raw.groupby("instrument"):
         days = grp["session"].diff().dt.days
-        change = grp["close"].diff() / np.sqrt(days)
+        change = np.log(grp["close"]).diff() / np.sqrt(days)
         scale = change.abs().ewm(span=span, adjust=True, min_periods=20).mean().shift(1)
         expected = (change.abs() / scale).to_numpy()
-        np.testing.assert_allclose(z[grp.index], expected, rtol=1e-12, equal_nan=True)
+        mature = np.isfinite(expected)
+        np.testing.assert_allclose(v.z[grp.index][mature], expected[mature], rtol=1e-12)
+        # before 20 changes the warm-up reference judges: median |change| x 1.183 from 3 changes
+        warm = np.arange(len(grp)) < 20
+        med = change.abs().expanding(3).median().shift(1) * (0.7978845608 / 0.6744897502)
+        np.testing.assert_allclose(v.z[grp.index][warm], (change.abs() / med).to_numpy()[warm],
+                                   rtol=1e-12, equal_nan=True)
+
+
+# -- every bar judged: constructed bad prints ----------------------------------------------------
+
+
+def walk(n: int, seed: int = 3, start: float = 50.0, vol: float = 0.01) -> np.ndarray:
+    """A positive random walk in log price: daily log changes N(0, vol)."""
+    return start * np.exp(np.random.default_rng(seed).normal(0, vol, n).cumsum())
+
+
+@pytest.mark.parametrize("at", [1, 4, 24])  # the second, fifth and twenty-fifth bar
+@pytest.mark.parametrize("factor", [100.0, 0.01, 10.0])
+@pytest.mark.parametrize("severity", ["ERROR", "WARN"])
+def test_a_bad_print_is_caught_wherever_it_falls(at, factor, severity):
+    c = walk(60)
+    c[at] *= factor
+    res = validate_bars(closes(c), QualityConfig(spike_severity=severity))
+    caught = pd.concat([res.quarantine, res.warnings])
+    caught = caught[caught["rule"].isin(["impossible_move", "price_spike"])]
+    assert caught["session"].tolist() == [pd.Timestamp("2024-01-01") + pd.Timedelta(days=at)]
+    # x10 and more is impossible: quarantined whatever the spike severity
+    assert rules_of(res.quarantine) == ["impossible_move"]
+    assert len(res.clean) == 59
+
+
+@pytest.mark.parametrize("severity", ["ERROR", "WARN"])
+def test_a_x3_print_among_the_first_bars_is_judged_by_the_peers(severity):
+    # B is new (its 3rd bar) while A and two peers have years of history: the peers' reference
+    # judges it, and with ERROR it is quarantined like any later spike
+    peers = [closes(walk(300, seed=s), instrument=f"P{s}") for s in range(3)]
+    new = walk(10, seed=9)
+    new[2] *= 3.0
+    raw = pd.concat([*peers, closes(new, start="2024-10-01", instrument="NEW")], ignore_index=True)
+    res = validate_bars(raw, QualityConfig(spike_severity=severity))
+    flagged = (res.quarantine if severity == "ERROR" else res.warnings).query("rule == 'price_spike'")
+    assert flagged[["instrument", "session"]].values.tolist() == [["NEW", pd.Timestamp("2024-10-03")]]
+
+
+def test_one_accepted_move_cannot_inflate_the_reference_that_judges_the_next_bad_print():
+    # two x3 prints 60 sessions apart on a fresh series: both are caught, and the second one's z
+    # is as large as the first's (the first never entered the reference)
+    c = walk(200)
+    c[[5, 65]] *= 3.0
+    res = validate_bars(closes(c), CFG)
+    q = res.quarantine
+    assert q["session"].tolist() == [pd.Timestamp("2024-01-06"), pd.Timestamp("2024-03-06")]
+    assert q["value"].min() > 50
+
+
+def test_the_severity_setting_applies_to_the_first_bars_too():
+    c = walk(40)
+    c[6] *= 2.0  # not impossible, far outside the reference: a price_spike at the seventh bar
+    error = validate_bars(closes(c), QualityConfig(spike_severity="ERROR"))
+    warn = validate_bars(closes(c), QualityConfig(spike_severity="WARN"))
+    assert rules_of(error.quarantine) == ["price_spike"] and len(error.clean) == 39
+    assert warn.quarantine.empty and rules_of(warn.warnings) == ["price_spike"]
+
+
+def test_a_real_x10_move_on_a_back_adjusted_future_is_not_impossible():
+    # back-adjusted futures can cross zero: no ceiling for them, only the vol-unit rule
+    c = list(100.0 + np.random.default_rng(1).normal(0, 1, 40).cumsum())
+    c += [c[-1] / 12, c[-1] / 12 + 0.5]  # WTI-like collapse that stays
+    res = validate_bars(closes(c), QualityConfig(spike_severity="WARN"), back_adjusted={"ES"})
+    assert res.quarantine.empty and rules_of(res.warnings) == ["price_spike"]
 
 
 # -- rule 7: stale prices ---------------------------------------------------------------------

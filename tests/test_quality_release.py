@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import QualityConfig
-from pipeline.quality.rules import validate_bars
+from pipeline.quality.rules import flagged_spikes, validate_bars
 from pipeline.store.ledger import Ledger, LedgerError
 from tests.test_quality import alternating, bars, closes
 
@@ -38,13 +38,24 @@ def test_a_release_for_another_rule_does_not_apply():
     assert list(result.quarantine["rule"]) == ["ohlc_inconsistent"]
 
 
-def test_spikes_as_warnings_stay_in_the_clean_set():
+def test_spikes_as_warnings_are_flagged_out_of_the_clean_set_without_a_quarantine():
     values = alternating(60) + [160.0] + [160.0 + (i % 2) for i in range(5)]  # a 60-unit jump
     error = validate_bars(closes(values), QualityConfig(spike_severity="ERROR"))
     warn = validate_bars(closes(values), QualityConfig(spike_severity="WARN"))
     assert list(error.quarantine["rule"]) == ["price_spike"] and len(error.clean) == len(values) - 1
-    assert warn.quarantine.empty and len(warn.clean) == len(values)
+    assert warn.quarantine.empty and len(warn.clean) == len(values) - 1
     assert list(warn.warnings["rule"]) == ["price_spike"] and (warn.warnings["severity"] == "WARN").all()
+    assert warn.warnings["detail"].iloc[0].endswith("flagged: not traded, out of vol, until released, check the source")
+    flagged = flagged_spikes(warn.warnings)
+    assert flagged["session"].tolist() == [pd.Timestamp("2024-03-01")]
+
+
+def test_a_released_flagged_spike_returns_to_the_clean_set():
+    values = alternating(60) + [160.0] + [160.0 + (i % 2) for i in range(5)]
+    released = pd.DataFrame({"session": [pd.Timestamp("2024-03-01")], "instrument": ["ES"], "rule": ["price_spike"]})
+    warn = validate_bars(closes(values), QualityConfig(spike_severity="WARN"), released=released)
+    assert len(warn.clean) == len(values) and flagged_spikes(warn.warnings).empty
+    assert warn.warnings["detail"].iloc[0].startswith("released after a manual check")
 
 
 def test_the_ledger_records_each_release_once_with_reason_and_author(tmp_path):

@@ -348,11 +348,13 @@ def test_files_missing_markers_and_blank_lines(tmp_path):
 
 
 def test_files_same_instrument_in_two_files_returns_both(tmp_path):
+    # more.csv is opened because NQ has no file of its own; ES then comes from both files
     write(tmp_path, "ES.csv", "date,close\n2024-01-02,1\n")
-    write(tmp_path, "more.csv", "ticker,date,close\nES,2024-01-02,2\n")
-    bars = FilesSource(tmp_path, clock=clock).fetch(["ES"], *JAN)
-    assert sorted(bars["close"]) == [1.0, 2.0]
-    assert sorted(bars["source"]) == ["files:ES.csv", "files:more.csv"]
+    write(tmp_path, "more.csv", "ticker,date,close\nES,2024-01-02,2\nNQ,2024-01-02,3\n")
+    bars = FilesSource(tmp_path, clock=clock).fetch(["ES", "NQ"], *JAN)
+    es = bars[bars["instrument"] == "ES"]
+    assert sorted(es["close"]) == [1.0, 2.0]
+    assert sorted(es["source"]) == ["files:ES.csv", "files:more.csv"]
 
 
 def test_files_rereads_a_replaced_file(tmp_path):

@@ -12,7 +12,8 @@ if TYPE_CHECKING:  # the heavy imports stay out of ``--help``
     from pipeline.store.ledger import Ledger
     from pipeline.trading import Broker
 
-__all__ = ["CliError", "broker", "failure_text", "lake_root", "ledger", "load_config", "one_line", "print_frame", "state_root"]
+__all__ = ["CliError", "broker", "failure_text", "lake_root", "ledger", "load_config", "one_line", "print_frame",
+           "source_problems", "state_root"]
 
 
 class CliError(Exception):
@@ -95,6 +96,23 @@ def failure_text(result) -> str:
             lines.append(f"  step {event.step_key}: {error.message.strip() if error else event.message}")
         elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
             ev = event.event_specific_data
-            lines.append(f"  check {ev.asset_check_key.asset_key.to_user_string()}:{ev.asset_check_key.name} failed ({ev.severity.value})")
+            why = f": {one_line(ev.description)}" if getattr(ev, "description", None) else ""
+            lines.append(f"  check {ev.asset_check_key.asset_key.to_user_string()}:{ev.asset_check_key.name} failed "
+                         f"({ev.severity.value}){why}")
     return "\n".join(lines) or "  (see the run in the Dagster UI)"
 
+
+def source_problems(cfg: PipelineConfig, lake: str | None, run_id: str) -> list[str]:
+    """One line per input the bar source could not read and per universe instrument no readable
+    input holds, as the run ``run_id`` recorded them in the ledger's ``source_errors``; [] if none
+    (or no ledger yet)."""
+    from pipeline.store.ledger import LedgerError
+
+    try:
+        rows = ledger(cfg, lake).source_errors(run_id=run_id)
+    except LedgerError:
+        return []
+    rows = rows[["file", "instrument", "kind", "reason"]].fillna("")
+    return [f"  {row.kind}: {one_line(row.reason)}" + (f" (instrument {row.instrument})" if row.file and row.instrument
+                                                       else "")
+            for row in rows.itertuples(index=False)]

@@ -53,6 +53,14 @@ def summary(cfg: PipelineConfig, lake_root: str, session: pd.Timestamp, state_ro
         pass
 
 
+def _print_source_problems(cfg: PipelineConfig, lake: str | None, run_id: str) -> None:
+    """Print (stderr) one line per input the run's bar source could not read, and where they are kept."""
+    lines = common.source_problems(cfg, lake, run_id)
+    if lines:
+        print(f"\nBar source problems ({len(lines)}), inputs left out of the run "
+              "(trading-pipeline query \"select * from source_errors\"):\n" + "\n".join(lines), file=sys.stderr)
+
+
 @commands.command(
     "daily", rich_help_panel=PANEL,
     epilog="Example: trading-pipeline daily --session 2022-12-28 --no-submit")
@@ -95,6 +103,7 @@ def daily(
     started = time.perf_counter()
     result = execute_daily(day, submit=not no_submit, config_path=config, lake_root=root)
     elapsed = time.perf_counter() - started
+    _print_source_problems(cfg, lake, result.run_id)
     if not result.success:
         print(f"\nRun {result.run_id} FAILED after {elapsed:.1f} s:\n{common.failure_text(result)}", file=sys.stderr)
         return 1
@@ -131,6 +140,7 @@ def backfill(
     started = time.perf_counter()
     result = execute_backfill(start, end, config_path=config, lake_root=root)
     elapsed = time.perf_counter() - started
+    _print_source_problems(cfg, lake, result.run_id)
     if not result.success:
         print(f"Backfill run {result.run_id} FAILED after {elapsed:.1f} s:\n{common.failure_text(result)}", file=sys.stderr)
         return 1

@@ -296,6 +296,46 @@ def weights_on_sessions(
     return _named(daily_w), pd.Series(d, index=sessions, name="idm")
 
 
+def weight_concentration(weights: pd.Series, max_multiple: float) -> pd.DataFrame:
+    """Instruments whose weight is more than ``max_multiple`` times the equal share ``1/n``.
+
+    Equal risk contribution gives a diversifier more than ``1/n`` (the bundled sample's largest
+    ERC weight is 6.0 times its equal share), but one instrument holding most of the book means
+    its vol-normalised returns are nearly constant: its vol estimate is broken (a bad print in
+    the vol inflates it) and the IDM collapses with it, shrinking every position.
+
+    Parameters
+    ----------
+    weights : Series, index instruments
+        One estimate's weights (fractions summing to 1; 0 = not eligible yet).
+    max_multiple : float
+        Allowed multiple of the equal share (> 1).
+
+    Returns
+    -------
+    DataFrame, index ``instrument``, columns ``weight, equal_share, multiple``
+        One row per concentrated instrument (empty when none), largest first; ``n`` counts the
+        instruments with a weight > 0.
+
+    Raises
+    ------
+    WeightsError
+        ``max_multiple`` is not > 1.
+
+    Notes
+    -----
+    This project's guard; Carver's handcrafting and pysystemtrade cap nothing of the kind.
+    """
+    if not max_multiple > 1:
+        raise WeightsError(f"weight_concentration: max_multiple must be > 1, got {max_multiple}")
+    w = weights.astype(float).fillna(0.0)
+    n = int((w > 0).sum())
+    share = 1.0 / n if n else np.nan
+    out = pd.DataFrame({"weight": w, "equal_share": share, "multiple": w / share})
+    out = out[out["multiple"] > max_multiple].sort_values("weight", ascending=False)
+    return out.rename_axis(INSTRUMENT)
+
+
 def month_end_sessions(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
     """The last session of each calendar month present in ``index`` (ascending, unique).
 

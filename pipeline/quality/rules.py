@@ -19,8 +19,15 @@ non_positive_price    ERROR     open, high, low or close <= 0, unless the instru
 ohlc_inconsistent     ERROR     high < low, high < open or close, or low > open or close
                                 (only where both values exist: close-only bars are valid)
 negative_volume       ERROR     volume < 0
-price_spike           ERROR     the close moved more than ``max_price_spike`` vol units
-                                (pysystemtrade's spike check, see :func:`spike_flags`)
+impossible_move       ERROR     a positive series' close is x8 or /8 of the previous and of
+                                the last clean close (a x10 bad print, whatever the history)
+price_spike           ERROR     the close moved more than ``max_price_spike`` vol units from
+                                a robust reference (pysystemtrade's spike check, judged from
+                                an instrument's second bar, see :func:`spike_flags`). With
+                                ``spike_severity: WARN`` the bar is *flagged* instead: a
+                                warning, not a quarantine; it is held out of ``clean`` (so
+                                out of vol and references, the instrument's position held
+                                that session) without blocking the run, until released
 stale_price           WARN      the close has been unchanged for ``stale_sessions`` or more
                                 consecutive bars of the instrument (stays in ``clean``)
 ====================  ========  ===========================================================
@@ -58,15 +65,28 @@ RULES: list[tuple[str, str]] = [
     ("non_positive_price", "ERROR"),
     ("ohlc_inconsistent", "ERROR"),
     ("negative_volume", "ERROR"),
+    ("impossible_move", "ERROR"),
     ("price_spike", "ERROR"),
     ("stale_price", "WARN"),
 ]
 ISSUE_COLUMNS: list[str] = [
     "session", "instrument", "rule", "severity", "value", "detail", "source", "fetched_at"
 ]
-#: Changes an instrument needs before the spike check starts: an EWMA of fewer is too noisy to
-#: call anything a spike (a new listing's first weeks would raise false alarms).
+#: Clean changes an instrument needs before its own EWMA is its spike reference; before that a
+#: robust warm-up reference judges it (:func:`spike_flags`).
 SPIKE_MIN_PERIODS = 20
+#: Changes (own, or mature peers) a warm-up reference needs: the median of three is the
+#: smallest that one bad value cannot move.
+WARM_UP_MIN_CHANGES = 3
+#: Mean / median of |x| for a normal x (0.7979 / 0.6745): turns a median |change| into the
+#: mean |change| the threshold is expressed in.
+MEAN_TO_MEDIAN_ABS = 0.7978845608 / 0.6744897502
+#: What a flagged (WARN) spike's detail says happens to it.
+FLAGGED_ACTION = "flagged: not traded, out of vol, until released"
+#: A close this many times (or this fraction of) the previous one is a bad print, whatever the
+#: market's vol: no stock, FX rate or index moves x8 in a session, and a x10 (or /10) print of
+#: the true price still crosses it when the true price itself moved up to 25% that day.
+IMPOSSIBLE_MOVE = 8.0
 _KEYS = ["instrument", "session"]
 
 
@@ -89,7 +109,8 @@ class QualityResult:
         ``detail`` a sentence such as ``"high 101.2 < low 101.5"``. Sorted by instrument,
         session, rule order.
     warnings : DataFrame
-        Same columns, severity "WARN"; these bars are also in ``clean``.
+        Same columns, severity "WARN". Stale prices and released bars are also in ``clean``; flagged
+        spikes (``rule == "price_spike"``, ``spike_severity: WARN``) are not: see :func:`flagged_spikes`.
     summary : DataFrame
         Columns ``rule, severity, rows``: one row per rule of :data:`RULES` (zeros included).
     superseded : int
@@ -107,6 +128,7 @@ class QualityResult:
 def validate_bars(
     raw: pd.DataFrame, cfg: QualityConfig, back_adjusted: Collection[str] = (),
     released: pd.DataFrame | None = None, calendars: Mapping[str, str] | None = None,
+    peers: Mapping[str, str] | None = None,
 ) -> QualityResult:
     """Validate all raw bars received so far into clean bars, quarantine and warnings.
 
@@ -132,6 +154,9 @@ def validate_bars(
         ``XNYS``, ``CMES``, ``24/5`` for spot FX). A bar dated on a day that is not a session of
         its instrument's calendar is quarantined (``non_session``). Instruments not in the
         mapping, and all bars when it is None, are not date-checked.
+    peers : mapping of str to str, optional
+        Instrument -> peer group (the asset class): whose spike reference stands in while an
+        instrument's own history is short (:func:`spike_flags`). None = one group.
 
     Returns
     -------
@@ -184,24 +209,30 @@ def validate_bars(
         release_notes.append(note)
 
     valid = rows[~failed].reset_index(drop=True)
-    spike, z, ref_close, ref_session = spike_flags(
-        valid, cfg.max_price_spike, cfg.spike_vol_span
-    )
+    v = spike_flags(valid, cfg.max_price_spike, cfg.spike_vol_span, back_adjusted=back_adjusted, peers=peers)
+    impossible = v.impossible
+    impossible_issues = _issues(valid, impossible, "impossible_move", "ERROR", v.ratio,
+                                _impossible_details(valid[impossible], v.ratio[impossible], v.ref_close[impossible],
+                                                    v.ref_session[impossible]))
+    impossible, impossible_issues, note = _apply_releases(valid, impossible, impossible_issues, released)
+    issues.append(impossible_issues)
+    release_notes.append(note)
+    spike = v.spike & ~v.impossible
+    flagged = cfg.spike_severity == "WARN"
     spike_issues = _issues(
-        valid, spike, "price_spike", cfg.spike_severity, z,
-        _spike_details(valid[spike], z[spike], ref_close[spike], ref_session[spike], cfg.max_price_spike,
-                       action="quarantined" if cfg.spike_severity == "ERROR" else "kept (spike_severity WARN)"),
+        valid, spike, "price_spike", cfg.spike_severity, v.z,
+        _spike_details(valid[spike], v.z[spike], v.ref_close[spike], v.ref_session[spike], cfg.max_price_spike,
+                       action=FLAGGED_ACTION if flagged else "quarantined"),
     )
-    warn_frames = []
-    if cfg.spike_severity == "ERROR":
-        spike, spike_issues, note = _apply_releases(valid, spike, spike_issues, released)
+    spike, spike_issues, note = _apply_releases(valid, spike, spike_issues, released)
+    release_notes.append(note)
+    # ERROR: quarantined, blocks the run. WARN: flagged, the bar is held out of the clean set (so out of
+    # vol, forecasts and the spike reference) and the instrument is left out of that session (its position
+    # held, missing-bar reason "flagged"), without blocking the others, until a person releases it.
+    warn_frames = [spike_issues] if flagged else []
+    if not flagged:
         issues.append(spike_issues)
-        release_notes.append(note)
-        clean = valid[~spike].reset_index(drop=True)
-    else:
-        # A WARN spike is kept in the clean set and reported (never silently "fixed").
-        warn_frames.append(spike_issues)
-        clean = valid
+    clean = valid[~spike & ~impossible].reset_index(drop=True)
     warn_frames.append(_stale_warnings(clean, cfg.stale_sessions))
     warn_frames.extend(release_notes)
 
@@ -244,6 +275,19 @@ def _apply_releases(
     return mask & ~hit(rows), frame[~in_frame], note
 
 
+def flagged_spikes(warnings: pd.DataFrame) -> pd.DataFrame:
+    """The (session, instrument) bars flagged as spikes and not released, from ``QualityResult.warnings``.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``session, instrument``, one row per flagged bar (a released one carries a detail
+        starting "released after a manual check" and is in the clean set).
+    """
+    mine = (warnings["rule"] == "price_spike") & ~warnings["detail"].astype(str).str.startswith("released")
+    return warnings.loc[mine, ["session", "instrument"]].reset_index(drop=True)
+
+
 def quality_errors(result: QualityResult, sessions: Iterable[object]) -> pd.DataFrame:
     """Quarantine rows of the given sessions (e.g. the partitions a run materializes).
 
@@ -263,122 +307,219 @@ def quality_errors(result: QualityResult, sessions: Iterable[object]) -> pd.Data
     return q[q["session"].isin(wanted)].reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class SpikeVerdicts:
+    """Per-bar outcome of :func:`spike_flags`, arrays aligned with the rows given to it.
+
+    Attributes
+    ----------
+    spike : ndarray of bool
+        The move is more than ``max_spike`` vol units from both references.
+    impossible : ndarray of bool
+        The close is ``ceiling`` times (or 1/``ceiling`` of) both references: no market makes that
+        move between two bars (positive series only).
+    z : ndarray of float
+        min(z against the previous close, z against the last clean close), vol units; NaN where
+        no reference scale exists yet (only the ceiling judges such a bar).
+    ratio : ndarray of float
+        close / last clean close (NaN for back-adjusted series and an instrument's first bar).
+    ref_close : ndarray of float
+        The last clean close before each bar (NaN for an instrument's first bar).
+    ref_session : ndarray of datetime64[us]
+        Its session.
+    """
+
+    spike: np.ndarray
+    impossible: np.ndarray
+    z: np.ndarray
+    ratio: np.ndarray
+    ref_close: np.ndarray
+    ref_session: np.ndarray
+
+
 def spike_flags(
-    bars: pd.DataFrame, max_spike: float, span: int, min_periods: int = SPIKE_MIN_PERIODS
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Flag closes that jump more than ``max_spike`` vol units (pysystemtrade's spike check).
+    bars: pd.DataFrame, max_spike: float, span: int, min_periods: int = SPIKE_MIN_PERIODS,
+    back_adjusted: Collection[str] = (), ceiling: float = IMPOSSIBLE_MOVE,
+    peers: Mapping[str, str] | None = None,
+) -> SpikeVerdicts:
+    """Judge every close against a robust reference of the instrument's own moves (or its peers').
 
-    For each bar, against an earlier close ``p`` of the same instrument ``Δt`` calendar days
-    before::
+    Changes are measured in log price for series that are positive by nature (stocks, FX,
+    indices, unadjusted futures) and in price points for back-adjusted futures (they can cross
+    zero, as WTI did on 2020-04-20). Against an earlier close ``p`` of the same instrument
+    ``Δt`` calendar days before::
 
-        change = (close - p) / sqrt(Δt)
-        z      = |change| / EWMA(span) of the |change| of the instrument's previous clean bars
+        change = (x - x_p) / sqrt(Δt)        x = log(close), or close when back-adjusted
+        z      = |change| / scale
 
-    The EWMA is pandas' ``adjust=True`` mean over the instrument's own bars (gaps do not decay
-    it), uses only earlier bars (no look-ahead) and needs ``min_periods`` of them; while it is
-    missing or zero (e.g. a long flat run) no spike can be judged and none is flagged.
+    ``scale`` is the mean absolute change (pysystemtrade's measure), estimated robustly from
+    the instrument's *clean* changes before the bar (no look-ahead):
 
-    A bar is a spike when its z exceeds ``max_spike`` both against the previous bar's close and
-    against the last clean (non-spike) close. The two references differ only right after a
-    spike, and the rule then handles both cases without looking ahead:
+    * from the ``min_periods``-th clean change on: an EWMA (span ``span``, pandas ``adjust=True``,
+      gaps do not decay it) of the clean |changes|, each **winsorised** at ``max_spike`` times the
+      scale it was judged with, so no single accepted move can inflate it by more than one
+      threshold's worth;
+    * before that (a new listing, the first bars of a history): the larger of the median of its
+      own clean |changes| (at least 3) times :data:`MEAN_TO_MEDIAN_ABS`, and the median scale of
+      its peers (instruments of the same ``peers`` group with a mature scale, at least 3; log
+      series only, as a price-point scale does not carry across instruments). One bad print
+      cannot move a median of three or more, and the peers judge a series from its second bar.
+
+    A flagged bar never feeds the scale nor becomes the reference of later bars. A bar is a
+    spike when its z exceeds ``max_spike`` both against the previous bar's close and against the
+    last clean close, so:
 
     - a bad print (one-day spike that reverts): the next bar is close to the last clean close,
-      so the return back is **not** flagged; the spike is quarantined alone;
+      so the return back is **not** flagged; the spike is flagged alone;
     - a genuine level shift: the next bar is close to the spike's close, so it is accepted and
-      the instrument is not quarantined for ever; only the first day of the shift is flagged
-      (a human confirms it from the quarantine).
+      the instrument is not flagged for ever; only the first day of the shift is flagged
+      (a person confirms it); its move enters the scale winsorised.
 
-    Only clean bars feed the EWMA, with their change against the last clean close (so a level
-    shift's move enters the vol estimate once it is confirmed, and a bad print never does).
+    The ceiling uses the same two references: a positive series whose close is ``ceiling``
+    times (or 1/``ceiling`` of) both the previous close and the last clean close is
+    ``impossible`` whatever its history, so a x100 or x0.01 print on a series' second bar is
+    caught. A series' first bar has no earlier close: a bad first print shows up as an
+    impossible (or spike) second bar.
 
     Parameters
     ----------
     bars : DataFrame
         Long bars with ``instrument, session, close``, at most one row per (instrument, session),
-        close finite (rows that failed other rules removed).
+        close finite and, for series not back-adjusted, positive (rows that failed other rules
+        removed).
     max_spike : float
         Threshold in vol units (pysystemtrade ``max_price_spike`` = 8).
     span : int
         EWMA span in bars (pysystemtrade: 500).
     min_periods : int
-        Changes needed before the check starts.
+        Clean changes before an instrument's own EWMA is its scale.
+    back_adjusted : collection of str
+        Instruments measured in price points (back-adjusted futures); no ceiling for them.
+    ceiling : float
+        The impossible move as a price ratio (> 1; default :data:`IMPOSSIBLE_MOVE`).
+    peers : mapping of str to str, optional
+        Instrument -> peer group (e.g. the asset class); instruments not in it, and all of them
+        when None, form one group.
 
     Returns
     -------
-    spike : ndarray of bool, shape (len(bars),)
-    z : ndarray of float, shape (len(bars),)
-        min(z against previous close, z against last clean close); NaN where not computable.
-    ref_close : ndarray of float, shape (len(bars),)
-        The last clean close before each bar (NaN for an instrument's first bar).
-    ref_session : ndarray of datetime64, shape (len(bars),)
-        Its session.
+    SpikeVerdicts
+        Arrays of length ``len(bars)``, in the rows' order.
 
     Notes
     -----
     Path-dependent (the last clean close depends on earlier verdicts), so it loops over
     sessions, vectorised across instruments. Source: pysystemtrade
-    ``syscore/pandas/merge_data_keeping_past_data.py``
-    (``_calculate_change_in_vol_normalised_units``), which rejects a whole merge on a spike; here the spike bar alone is quarantined.
+    ``syscore/pandas/merge_data_keeping_past_data.py`` (``_calculate_change_in_vol_normalised_units``,
+    which rejects a whole merge on a spike; here the bar alone is flagged). The winsorised and
+    median warm-up reference and the ceiling are this project's: with pysystemtrade's plain EWMA a
+    bad print among an instrument's first bars is never judged and then inflates the reference
+    that judges the next one.
     """
     n = len(bars)
     spike = np.zeros(n, dtype=bool)
+    impossible = np.zeros(n, dtype=bool)
     z_out = np.full(n, np.nan)
+    ratio_out = np.full(n, np.nan)
     ref_close = np.full(n, np.nan)
     ref_days = np.full(n, np.nan)
     if n == 0:
-        return spike, z_out, ref_close, np.full(0, np.datetime64("NaT", "us"))
+        empty = np.full(0, np.datetime64("NaT", "us"))
+        return SpikeVerdicts(spike, impossible, z_out, ratio_out, ref_close, empty)
 
     inst_codes, inst_names = pd.factorize(bars["instrument"], sort=True)
     sess = bars["session"].to_numpy().astype("datetime64[D]")
     sess_codes, sess_values = pd.factorize(sess, sort=True)
     n_t, n_i = len(sess_values), len(inst_names)
+    relative = ~np.asarray(pd.Index(inst_names).isin(list(back_adjusted)))
+    group_of = pd.Series(inst_names, dtype=object).map(dict(peers or {})).fillna("").to_numpy()
+    groups = [group_of == g for g in pd.unique(group_of)]
     close = np.full((n_t, n_i), np.nan)
     close[sess_codes, inst_codes] = bars["close"].to_numpy(dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level = np.where(relative, np.log(close), close)
     row_of = np.full((n_t, n_i), -1, dtype=np.int64)
     row_of[sess_codes, inst_codes] = np.arange(n)
     days = sess_values.astype("int64").astype("float64")
 
     alpha = 2.0 / (span + 1.0)
-    prev_c = np.full(n_i, np.nan)
+    log_ceiling = np.log(ceiling)
+    prev_x = np.full(n_i, np.nan)
     prev_d = np.full(n_i, np.nan)
+    clean_x = np.full(n_i, np.nan)
     clean_c = np.full(n_i, np.nan)
     clean_d = np.full(n_i, np.nan)
     num = np.zeros(n_i)
     den = np.zeros(n_i)
     count = np.zeros(n_i, dtype=np.int64)
+    first = np.full((n_i, max(min_periods, 1)), np.nan)  # the clean |changes| of the warm-up
+    cols = np.arange(n_i)
     with np.errstate(divide="ignore", invalid="ignore"):
         for t in range(n_t):
-            x = close[t]
+            x = level[t]
             has = ~np.isnan(x)
             d = days[t]
-            scale = np.where(count >= min_periods, num / den, np.nan)
-            scale[scale == 0] = np.nan
-            c_prev = (x - prev_c) / np.sqrt(d - prev_d)
-            c_clean = (x - clean_c) / np.sqrt(d - clean_d)
+            mature = count >= min_periods
+            scale = np.where(mature, num / den, np.nan)
+            if not mature.all():
+                scale = np.where(mature, scale, _warm_up_scale(first, count, scale, mature, relative, groups))
+            scale[~(scale > 0)] = np.nan
+            c_prev = (x - prev_x) / np.sqrt(d - prev_d)
+            c_clean = (x - clean_x) / np.sqrt(d - clean_d)
             z_prev = np.abs(c_prev) / scale
             z_clean = np.abs(c_clean) / scale
             is_spike = has & (z_prev > max_spike) & (z_clean > max_spike)
+            is_impossible = has & relative & (np.abs(x - prev_x) >= log_ceiling) & (np.abs(x - clean_x) >= log_ceiling)
 
             rows = row_of[t, has]
             spike[rows] = is_spike[has]
+            impossible[rows] = is_impossible[has]
             z_out[rows] = np.fmin(z_prev, z_clean)[has]
+            ratio_out[rows] = np.exp(np.where(relative, x - clean_x, np.nan))[has]
             ref_close[rows] = clean_c[has]
             ref_days[rows] = clean_d[has]
 
-            ok = has & ~is_spike
+            ok = has & ~is_spike & ~is_impossible
+            fed = np.abs(c_clean)
+            fed = np.where(np.isnan(scale), fed, np.fmin(fed, max_spike * scale))  # winsorised
             feed = ok & ~np.isnan(c_clean)
-            num = np.where(feed, num * (1 - alpha) + np.abs(c_clean), num)
+            warm = feed & (count < first.shape[1])
+            first[cols[warm], count[warm]] = fed[warm]
+            num = np.where(feed, num * (1 - alpha) + fed, num)
             den = np.where(feed, den * (1 - alpha) + 1.0, den)
             count += feed
-            clean_c = np.where(ok, x, clean_c)
+            clean_x = np.where(ok, x, clean_x)
+            clean_c = np.where(ok, close[t], clean_c)
             clean_d = np.where(ok, d, clean_d)
-            prev_c = np.where(has, x, prev_c)
+            prev_x = np.where(has, x, prev_x)
             prev_d = np.where(has, d, prev_d)
     ref_session = np.full(n, np.datetime64("NaT", "us"))
     known = ~np.isnan(ref_days)
     days_known = ref_days[known].astype("int64").astype("datetime64[D]")
     ref_session[known] = days_known.astype("datetime64[us]")
-    return spike, z_out, ref_close, ref_session
+    return SpikeVerdicts(spike, impossible, z_out, ratio_out, ref_close, ref_session)
+
+
+def _warm_up_scale(
+    first: np.ndarray, count: np.ndarray, mature_scale: np.ndarray, mature: np.ndarray, relative: np.ndarray,
+    groups: list[np.ndarray],
+) -> np.ndarray:
+    """The scale of instruments still short of history: max(own median x MEAN_TO_MEDIAN_ABS, peers' median).
+
+    ``first`` holds each instrument's first clean |changes| (NaN beyond ``count``); the own
+    median needs :data:`WARM_UP_MIN_CHANGES` of them, the peers' median that many mature log
+    series of the group.
+    """
+    own = np.full(len(count), np.nan)
+    enough = (count >= WARM_UP_MIN_CHANGES) & ~mature
+    if enough.any():
+        own[enough] = np.nanmedian(first[enough], axis=1) * MEAN_TO_MEDIAN_ABS
+    peer = np.full(len(count), np.nan)
+    for members in groups:
+        mates = members & mature & relative
+        if mates.sum() >= WARM_UP_MIN_CHANGES:
+            peer[members & relative] = np.median(mature_scale[mates])
+    return np.fmax(own, peer)
 
 
 # -- the row rules -------------------------------------------------------------------------
@@ -528,6 +669,16 @@ def _spike_details(
         f"close {c} is {zz:.1f} vol units from the last clean close {r} of "
         f"{pd.Timestamp(s).date()} (limit {limit:g}); {action}, check the source"
         for c, zz, r, s in zip(_fmt(rows["close"]), z, _fmt(ref_close), ref_session)
+    ]
+
+
+def _impossible_details(
+    rows: pd.DataFrame, ratio: np.ndarray, ref_close: np.ndarray, ref_session: np.ndarray
+) -> list[str]:
+    return [
+        f"close {c} is {r:.4g} times the last clean close {p} of {pd.Timestamp(s).date()} "
+        f"(limit x{IMPOSSIBLE_MOVE:g} or /{IMPOSSIBLE_MOVE:g}); quarantined, a bad print or an unadjusted split"
+        for c, r, p, s in zip(_fmt(rows["close"]), ratio, _fmt(ref_close), ref_session)
     ]
 
 

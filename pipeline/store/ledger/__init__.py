@@ -13,7 +13,10 @@ One module per group of tables, each a base of :class:`Ledger`: ``connection`` (
 locking, transactions, :meth:`Ledger.init`), ``schema`` (the tables' DDL and upgrades),
 ``orders`` (intents, broker events, fills), ``releases`` (quarantine releases),
 ``trading_state`` (the kill switch), ``alerts``, ``positions`` (position breaks against the
-broker's account, adopted adjustments) and ``capital`` (the capital each daily run sized with).
+broker's account, adopted adjustments), ``capital`` (the capital each daily run sized with),
+``source_errors`` (inputs a bar source could not read) and ``missing_bars`` (sessions without a
+clean bar: reason, policy, action); ``roll_states`` (the roll state of each futures instrument,
+with its history).
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from pipeline.store.ledger.connection import (
     LedgerError,
     LedgerLockedError,
 )
+from pipeline.store.ledger.missing_bars import MissingBarTable
 from pipeline.store.ledger.orders import OrderTables
 from pipeline.store.ledger.positions import PositionTables
 from pipeline.store.ledger.releases import QuarantineReleaseTable
+from pipeline.store.ledger.roll_states import RollStateTable
 from pipeline.store.ledger.schema import (
     EVENT_COLUMNS,
     FILL_COLUMNS,
@@ -38,6 +43,7 @@ from pipeline.store.ledger.schema import (
     OPEN_STATUSES,
     ORDER_TYPES,
 )
+from pipeline.store.ledger.source_errors import SourceErrorTable
 from pipeline.store.ledger.trading_state import TradingStateTable
 
 __all__ = [
@@ -56,7 +62,8 @@ __all__ = [
 ]
 
 
-class Ledger(OrderTables, PositionTables, CapitalTable, QuarantineReleaseTable, TradingStateTable, AlertTable):
+class Ledger(OrderTables, PositionTables, CapitalTable, QuarantineReleaseTable, TradingStateTable, AlertTable,
+             SourceErrorTable, MissingBarTable, RollStateTable):
     """The DuckDB order ledger at ``path`` (normally ``<state folder>/warehouse.duckdb``).
 
     Parameters

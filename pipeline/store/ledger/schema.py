@@ -3,8 +3,9 @@ file written with an older layout.
 
 The groups of tables in one DuckDB file: ``order_intents`` (with the broker's answers, the
 market-fallback and what-if columns), ``order_events``, ``fills``, ``trading_state_log``,
-``alerts``, ``quarantine_releases``, ``position_breaks`` with ``position_adjustments``, and
-``capital`` (the capital each daily run sized with). :meth:`pipeline.store.ledger.Ledger.init` creates them
+``alerts``, ``quarantine_releases``, ``position_breaks`` with ``position_adjustments``,
+``capital`` (the capital each daily run sized with), ``source_errors`` (inputs a bar source could
+not read) and ``missing_bars`` (sessions without a clean bar, with the reason and action). :meth:`pipeline.store.ledger.Ledger.init` creates them
 and upgrades older layouts in one transaction.
 """
 
@@ -27,6 +28,8 @@ INTENT_STATUSES = (
 OPEN_STATUSES = ("INTENT", "SUBMITTED", "ACKNOWLEDGED", "PARTIALLY_FILLED")
 MODES = ("submit", "record_only")
 ORDER_TYPES = ("MKT", "LMT")
+#: Roll states of a futures instrument (``roll_states``; :class:`pipeline.futures.roll_states.RollState`).
+ROLL_STATES = ("No_Roll", "Passive", "Force", "Force_Outright", "Close", "No_Open", "Roll_Adjusted")
 
 #: Columns written by :meth:`Ledger.record_intents` (the first 16 required, the rest optional).
 _WRITTEN = (
@@ -181,6 +184,42 @@ CREATE TABLE IF NOT EXISTS capital (
     recorded_at TIMESTAMPTZ NOT NULL,
     run_id VARCHAR,
     note VARCHAR
+);
+CREATE TABLE IF NOT EXISTS source_errors (
+    error_id VARCHAR PRIMARY KEY,
+    source VARCHAR NOT NULL,
+    item VARCHAR NOT NULL,
+    file VARCHAR,
+    instrument VARCHAR,
+    kind VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    fingerprint VARCHAR NOT NULL,
+    first_seen TIMESTAMPTZ NOT NULL,
+    last_seen TIMESTAMPTZ NOT NULL,
+    first_run_id VARCHAR,
+    last_run_id VARCHAR,
+    fetch_start DATE,
+    fetch_end DATE,
+    resolved_at TIMESTAMPTZ
+);
+CREATE TABLE IF NOT EXISTS missing_bars (
+    session DATE NOT NULL,
+    instrument VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL CHECK (reason IN ('missing', 'quarantined', 'flagged', 'ended', 'no_data')),
+    policy VARCHAR NOT NULL CHECK (policy IN ('block', 'carry', 'omit')),
+    action VARCHAR NOT NULL CHECK (action IN ('blocked', 'carried', 'left_out')),
+    last_bar DATE,
+    run_id VARCHAR,
+    recorded_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (session, instrument)
+);
+CREATE TABLE IF NOT EXISTS roll_states (
+    instrument VARCHAR NOT NULL,
+    state VARCHAR NOT NULL CHECK (state IN {ROLL_STATES}),
+    reason VARCHAR NOT NULL,
+    set_by VARCHAR NOT NULL,
+    set_at TIMESTAMPTZ NOT NULL,
+    session DATE
 );
 CREATE TABLE IF NOT EXISTS position_adjustments (
     adjusted_at TIMESTAMPTZ NOT NULL,
