@@ -32,7 +32,8 @@ COMMANDS = sorted(_command_paths(typer.main.get_command(app)))
 def test_the_commands_are_discovered():
     assert {"daily", "backfill", "query", "release", "kill-switch", "cancel-orders", "backtest", "walk-forward",
             "compare", "stability", "fake-gateway", "positions", "positions adopt",
-            "futures", "futures adjust", "futures roll-calendar"} <= set(COMMANDS)
+            "futures", "futures adjust", "futures roll-calendar", "futures roll",
+            "futures status"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("argv", [[str(Path(sys.executable).with_name("trading-pipeline"))],
@@ -53,7 +54,8 @@ def test_every_command_help_exits_0_with_an_example(command, capsys):
 
 
 @pytest.mark.parametrize("argv", [["daily", "--session", "2022-13-01"], ["backfill", "2022-12-01", "28-12-2022"],
-                                  ["backtest", "--end", "2022-02-30"], ["cancel-orders", "2022/12/28"]])
+                                  ["backtest", "--end", "2022-02-30"], ["cancel-orders", "2022/12/28"],
+                                  ["futures", "status", "--session", "2023-11-31"]])
 def test_a_malformed_date_is_one_line_before_anything_runs(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
