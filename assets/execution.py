@@ -71,8 +71,17 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
     prices = lake.read_wide(TARGET_POSITIONS, "price", cfg.symbols, end=run[-1])
     point_size = point_sizes(cfg.instruments).to_dict()
     missing = run.difference(targets.index)
-    if len(missing):
-        raise dg.Failure(f"orders: no target positions for {missing[0].date()}: materialize target_positions first")
+    left_out = missing.difference(clean_sessions)  # no instrument has a clean bar (all flagged or missing)
+    if len(missing.difference(left_out)):
+        raise dg.Failure(f"orders: no target positions for {missing.difference(left_out)[0].date()}: "
+                         "materialize target_positions first")
+    if len(left_out):
+        context.log.warning(f"orders: no instrument has a clean bar on {', '.join(str(d.date()) for d in left_out[:5])}"
+                            f"{' ...' if len(left_out) > 5 else ''}: every position held, nothing to record there")
+        run = run.difference(left_out)
+        if run.empty:
+            return dg.MaterializeResult(metadata={"rows_written": 0, "note": "every instrument left out of the "
+                                                  "run's sessions (no clean bar): positions held, no intent"})
     # A dry run of the latest session with broker.what_if: intents against the broker's positions,
     # each with IB's what-if margin and commission preview; nothing is sent.
     preview = (

@@ -35,9 +35,11 @@ class MissingBars:
     result: object
 
 
-def apply_missing_bar_policy(cfg: PipelineConfig, result, sessions: pd.DatetimeIndex) -> MissingBars:
+def apply_missing_bar_policy(cfg: PipelineConfig, result, sessions: pd.DatetimeIndex, backfill: bool = False) -> MissingBars:
     """Classify the gaps of ``sessions`` (those of the portfolio calendar) and add the carried bars
-    and their ``stale_price`` warnings to ``result`` (a :class:`pipeline.quality.rules.QualityResult`)."""
+    and their ``stale_price`` warnings to ``result`` (a :class:`pipeline.quality.rules.QualityResult`).
+    In a ``backfill`` (which never trades) a gap the policy would block is left out instead: the
+    instrument's bar is missing from the history (positions carried) and the gap is listed."""
     sessions = pd.DatetimeIndex(sessions)
     if len(sessions):
         sessions = sessions[sessions.isin(calendar_sessions(sessions.min(), sessions.max(), cfg.calendar))]
@@ -45,6 +47,8 @@ def apply_missing_bar_policy(cfg: PipelineConfig, result, sessions: pd.DatetimeI
     policies = {i.symbol: i.missing_bar_policy or default for i in cfg.instruments}
     gaps = classify_missing_bars(result.clean, result.quarantine, sessions, cfg.symbols, policies,
                                  cfg.quality.series_ended_after, cfg.calendar, flagged=flagged_spikes(result.warnings))
+    if backfill:
+        gaps.loc[gaps["action"] == "blocked", "action"] = "left_out"
     carried, flags = carried_bars(result.clean, gaps)
     if len(carried):
         clean = pd.concat([result.clean, carried], ignore_index=True).sort_values(
@@ -71,7 +75,7 @@ def record_missing_bars(settings: Settings, gaps: pd.DataFrame, sessions: pd.Dat
             log.warning(f"ALERT [WARN] {instrument}: series ended after {last_day}")
 
 
-def bars_complete_check(gaps: pd.DataFrame, run: pd.DatetimeIndex) -> dg.AssetCheckResult:
+def bars_complete_check(gaps: pd.DataFrame, run: pd.DatetimeIndex, backfill: bool = False) -> dg.AssetCheckResult:
     """``bars_complete`` for the run's sessions: fails (ERROR, blocking) when a gap's action is
     ``blocked``; its description names the first pairs and the count, its metadata every gap."""
     gaps = gaps[gaps["session"].isin(pd.DatetimeIndex(run).astype("datetime64[us]"))]
@@ -85,10 +89,14 @@ def bars_complete_check(gaps: pd.DataFrame, run: pd.DatetimeIndex) -> dg.AssetCh
     if len(others):
         counts = others.groupby(["reason", "action"]).size()
         description += "; not blocking: " + ", ".join(f"{n} {r} ({a})" for (r, a), n in counts.items())
+        if backfill:
+            description += f" ({summarise_gaps(others)}; see {MISSING_QUERY})"
     return dg.AssetCheckResult(
         check_name=CHECK_COMPLETE,
-        passed=blocked.empty,
-        severity=dg.AssetCheckSeverity.ERROR,
+        # in a backfill the gaps a daily would block are left out: the check fails as a warning naming them
+        passed=blocked.empty and not (backfill and ((others["policy"] == "block")
+                                                    & others["reason"].isin(["missing", "quarantined"])).any()),
+        severity=dg.AssetCheckSeverity.WARN if backfill else dg.AssetCheckSeverity.ERROR,
         description=description,
         metadata={
             "blocked": len(blocked),

@@ -104,6 +104,15 @@ def run_sessions(context: dg.AssetExecutionContext, calendar: str) -> pd.Datetim
     return partition_sessions(context.partition_keys, calendar)
 
 
+def is_backfill(context: dg.AssetExecutionContext) -> bool:
+    """True in a run over more than one partition (a single-run backfill): it never sends orders, so its
+    data checks report and leave bad bars out instead of blocking (DESIGN.md rule 7). Read from the run's
+    partition-range tags, so it also answers for the unpartitioned assets of such a run."""
+    tags = context.run.tags
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    return start is not None and end is not None and start != end
+
+
 def no_session_result(context: dg.AssetExecutionContext, calendar: str, **kwargs) -> dg.MaterializeResult:
     """The result of a daily asset in a run whose partitions hold no exchange session.
 

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.markdown import frame_md
-from assets.partitions import DailyPartitions, no_session_result, run_sessions
+from assets.partitions import DailyPartitions, is_backfill, no_session_result, run_sessions
 from assets.quality import CLEAN_BARS
 from assets.resources import BrokerResource, Settings
 from assets.signals import COMBINED, VOLATILITY
@@ -66,7 +66,8 @@ def instrument_weights(context: dg.AssetExecutionContext, settings: Settings) ->
     lake.write_table(CORRELATION_TABLE, est.correlation.rename_axis("instrument").reset_index())
     latest_at = est.weights.index[-1]
     latest = pd.DataFrame({"weight": est.weights.iloc[-1], "risk_contribution": est.risk_contributions.iloc[-1]})
-    return dg.MaterializeResult(check_results=[_concentration_check(est.weights.iloc[-1], latest_at, cfg, settings)],
+    return dg.MaterializeResult(check_results=[_concentration_check(est.weights.iloc[-1], latest_at, cfg, settings,
+                                                                     backfill=is_backfill(context))],
                                 metadata={
         "method": cfg.portfolio.instrument_weights_method,
         "estimated_at": str(latest_at.date()),
@@ -78,8 +79,10 @@ def instrument_weights(context: dg.AssetExecutionContext, settings: Settings) ->
     })
 
 
-def _concentration_check(weights: pd.Series, estimated_at: pd.Timestamp, cfg, settings: Settings) -> dg.AssetCheckResult:
-    """The latest estimate's concentrated instruments, less those a person released for that estimate."""
+def _concentration_check(weights: pd.Series, estimated_at: pd.Timestamp, cfg, settings: Settings,
+                         backfill: bool = False) -> dg.AssetCheckResult:
+    """The latest estimate's concentrated instruments, less those a person released for that estimate
+    (a warning in a backfill, which never trades)."""
     limit = cfg.portfolio.max_weight_concentration
     if limit is None or cfg.portfolio.instrument_weights_method not in ("erc", "handcraft"):
         return dg.AssetCheckResult(check_name=CHECK_CONCENTRATION, passed=True,
@@ -93,7 +96,7 @@ def _concentration_check(weights: pd.Series, estimated_at: pd.Timestamp, cfg, se
     return dg.AssetCheckResult(
         check_name=CHECK_CONCENTRATION,
         passed=open_.empty,
-        severity=dg.AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.WARN if backfill else dg.AssetCheckSeverity.ERROR,
         description=(
             f"{', '.join(open_.index)}: weight {open_['multiple'].max():.1f}x the equal share in the estimate of {day} "
             f"(limit {limit:g}x): check its vol and recent bars; if right, trading-pipeline release {day} "

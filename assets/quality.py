@@ -18,7 +18,7 @@ from assets.missing_bars import (
     record_missing_bars,
 )
 from assets.non_session import CHECK_NON_SESSION, NON_SESSION_CHECK, non_session_check
-from assets.partitions import DailyPartitions, no_session_result, run_sessions
+from assets.partitions import DailyPartitions, is_backfill, no_session_result, run_sessions
 from assets.resources import Settings
 from pipeline.quality.expectations import validate_bars_gx
 from pipeline.quality.rules import validate_bars
@@ -76,7 +76,8 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
                            released=released, calendars={i.symbol: i.calendar for i in cfg.instruments},
                            peers={i.symbol: i.asset_class for i in cfg.instruments})
     owned = lake.sessions_to_write(CLEAN_BARS, pd.DatetimeIndex(result.clean["session"].unique()), run)
-    policy = apply_missing_bar_policy(cfg, result, owned)  # gaps classified; carried bars added to result
+    backfill = is_backfill(context)  # blocks nothing: bad bars are left out of the history and listed
+    policy = apply_missing_bar_policy(cfg, result, owned, backfill=backfill)  # gaps classified; carried bars added
     result, gaps = policy.result, policy.gaps
     record_missing_bars(settings, gaps, owned, context.run.run_id, context.log)
     rows = lake.write_sessions(CLEAN_BARS, result.clean, owned)
@@ -102,12 +103,14 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
     yield dg.AssetCheckResult(
         check_name=CHECK_NO_QUARANTINE,
         passed=bad.empty,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=(f"{len(bad)} bar(s) of this run quarantined: downstream assets are blocked until they are "
-                     "released or corrected" if len(bad) else "no bar of this run failed an ERROR rule"),
+        severity=dg.AssetCheckSeverity.WARN if backfill else dg.AssetCheckSeverity.ERROR,
+        description=(f"{len(bad)} bar(s) of this backfill quarantined and left out of the history (positions "
+                     f"carried): {_pairs(bad)}; see the quarantine table" if len(bad) and backfill else
+                     f"{len(bad)} bar(s) of this run quarantined ({_pairs(bad)}): downstream assets are blocked "
+                     "until they are released or corrected" if len(bad) else "no bar of this run failed an ERROR rule"),
         metadata={"quarantined": dg.MetadataValue.md(frame_md(bad))},
     )
-    yield bars_complete_check(gaps, run)
+    yield bars_complete_check(gaps, run, backfill=backfill)
     yield dg.AssetCheckResult(
         check_name=CHECK_STALE,
         passed=stale.empty,

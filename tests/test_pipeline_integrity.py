@@ -142,3 +142,45 @@ def test_failed_checks_become_deduplicated_alerts(tmp_path):
         # The same run seen again (a sensor retry) raises nothing new.
         run_failure_alerts(context)
         assert len(ledger.alerts()) == len(alerts)
+
+
+def test_a_x3_close_is_not_traded_on_the_clean_set_is_unchanged_and_the_others_trade(tmp_path):
+    # reliability promise 15: a x3 close on the traded session. With the default spike_severity WARN it is
+    # flagged: the no_price_spikes check fails and alerts, the bar stays out of clean_bars, KO keeps its
+    # position (no intent), AAPL and XOM trade. With ERROR it is quarantined and the run is blocked.
+    bars = _bars()
+    bad = (bars["session"] == pd.Timestamp(LATEST_SAMPLE_SESSION)) & (bars["instrument"] == "KO")
+    bars.loc[bad, ["open", "high", "low", "close"]] *= 3.0
+    result, cfg = _run_on(tmp_path, bars)
+    assert result.success
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["no_price_spikes"].passed
+    assert "KO 2022-12-28" in checks["no_price_spikes"].description
+    assert "trading-pipeline release 2022-12-28 KO price_spike" in checks["no_price_spikes"].description
+    assert checks["bars_complete"].passed and "1 flagged (left_out)" in checks["bars_complete"].description
+    clean = Lake(cfg.lake_path).read("clean_bars", start=pd.Timestamp(LATEST_SAMPLE_SESSION))
+    assert sorted(clean["instrument"]) == ["AAPL", "XOM"]
+    ledger = Ledger(cfg.lake_path / "warehouse.duckdb")
+    traded = set(ledger.intents(session=LATEST_SAMPLE_SESSION)["instrument"])
+    assert "KO" not in traded and traded <= {"AAPL", "XOM"}
+    targets = Lake(cfg.lake_path).read("target_positions", start=pd.Timestamp(LATEST_SAMPLE_SESSION))
+    assert "KO" not in set(targets["instrument"])
+
+
+def test_a_x3_close_with_spike_severity_error_blocks_the_run(tmp_path):
+    bars = _bars()
+    bad = (bars["session"] == pd.Timestamp(LATEST_SAMPLE_SESSION)) & (bars["instrument"] == "KO")
+    bars.loc[bad, ["open", "high", "low", "close"]] *= 3.0
+    data = tmp_path / "bars"
+    data.mkdir()
+    bars.to_parquet(data / "bars.parquet", index=False)
+    config = write_config(tmp_path, symbols=UNIVERSE, source={"kind": "files", "path": str(data)},
+                          quality={"spike_severity": "ERROR"})
+    with dg.instance_for_test() as instance:
+        result = execute_daily(LATEST_SAMPLE_SESSION, submit=True, config_path=str(config), instance=instance)
+    assert not result.success
+    failed = {c.check_name for c in result.get_asset_check_evaluations() if not c.passed}
+    assert "no_quarantined_bars" in failed
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert not materialized & {"volatility", "target_positions", "orders"}
+    assert Ledger(load_config(config).lake_path / "warehouse.duckdb").intents().empty

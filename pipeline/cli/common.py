@@ -86,11 +86,12 @@ def print_frame(df: pd.DataFrame, title: str) -> None:
         print("  " + df.to_string().replace("\n", "\n  "))
 
 
-def failure_text(result) -> str:
-    """One line per failed step and per failed asset check of a Dagster run result."""
+def failure_text(result, checks_only: bool = False) -> str:
+    """One line per failed step and per failed asset check of a Dagster run result; with
+    ``checks_only`` the failed checks alone, "" when none failed."""
     lines = []
     for event in result.all_events:
-        if event.is_failure and event.step_key:
+        if event.is_failure and event.step_key and not checks_only:
             data = event.event_specific_data
             error = getattr(data, "error", None)
             lines.append(f"  step {event.step_key}: {error.message.strip() if error else event.message}")
@@ -99,7 +100,7 @@ def failure_text(result) -> str:
             why = f": {one_line(ev.description)}" if getattr(ev, "description", None) else ""
             lines.append(f"  check {ev.asset_check_key.asset_key.to_user_string()}:{ev.asset_check_key.name} failed "
                          f"({ev.severity.value}){why}")
-    return "\n".join(lines) or "  (see the run in the Dagster UI)"
+    return "\n".join(lines) or ("" if checks_only else "  (see the run in the Dagster UI)")
 
 
 def source_problems(cfg: PipelineConfig, lake: str | None, run_id: str) -> list[str]:

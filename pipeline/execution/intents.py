@@ -203,8 +203,9 @@ def record_intents_without_sending(
 
     Nothing is ever sent.
 
-    For each session the position before is the previous session's target (flat before the
-    first target), so the intents are the trades the system would have made. Every session is
+    For each session the position before is the last earlier target (flat before the first
+    target; a session without a target holds it), so the intents are the trades the system would
+    have made. Every session is
     planned and gated as :func:`execute_orders` does with ``submit=False`` (same order_refs,
     same residual rounding, same "unchanged" idempotency rule, same verdicts), but all sessions
     at once: the residuals of the whole (session x instrument) frame in one array operation,
@@ -247,7 +248,9 @@ def record_intents_without_sending(
     if np.isinf(t).any():
         bad = sorted(set(instruments[np.isinf(t).any(axis=0)]))
         raise OrderError(f"record_intents_without_sending: infinite targets for {bad}")
-    held = wide.shift(1).fillna(0.0).loc[sessions].to_numpy()  # the previous session's target
+    # the last target before each session: a session an instrument was left out of (no bar, a flagged
+    # print) holds its position, so the next session trades from it, not from flat
+    held = wide.ffill().shift(1).fillna(0.0).loc[sessions].to_numpy()
     with np.errstate(invalid="ignore"):
         residual = t - held
         whole = ~np.isnan(t) & (t == np.round(t))

@@ -428,16 +428,7 @@ def planned_contracts(params: RollParameters, sessions: Iterable[object], expiri
     calendar = roll_calendar(params, index.min() - pd.Timedelta(days=1), index.max() + pd.Timedelta(days=4 * 366),
                              expiries=expiries, holidays=holidays)
     row = np.searchsorted(calendar.index.values, index.values.astype(calendar.index.values.dtype), side="right")
-    picked = calendar.iloc[row]
-    return pd.DataFrame(
-        {
-            "priced_contract": picked["current_contract"].to_numpy(dtype=object),
-            "forward_contract": picked["next_contract"].to_numpy(dtype=object),
-            "carry_contract": picked["carry_contract"].to_numpy(dtype=object),
-            "roll_date": picked.index.to_numpy(),
-        },
-        index=index.rename("session"),
-    )
+    return _contracts_of(calendar.iloc[row], index)
 
 
 def nearest_roll(params: RollParameters, sessions: Iterable[object], expiries: Mapping[object, object] | None = None,
@@ -472,7 +463,11 @@ def nearest_roll(params: RollParameters, sessions: Iterable[object], expiries: M
     to_next = business_days_between(index, calendar.index[after], holidays)
     since_last = business_days_between(calendar.index[before], index, holidays)
     row = np.where((after > 0) & (since_last < to_next), before, after)
-    picked = calendar.iloc[row]
+    return _contracts_of(calendar.iloc[row], index)
+
+
+def _contracts_of(picked: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataFrame:
+    """The roll-calendar rows picked for each session, as (priced, forward, carry contract, roll date)."""
     return pd.DataFrame(
         {
             "priced_contract": picked["current_contract"].to_numpy(dtype=object),
