@@ -35,11 +35,13 @@ class MissingBars:
     result: object
 
 
-def apply_missing_bar_policy(cfg: PipelineConfig, result, sessions: pd.DatetimeIndex, backfill: bool = False) -> MissingBars:
+def apply_missing_bar_policy(cfg: PipelineConfig, result, sessions: pd.DatetimeIndex, run: pd.DatetimeIndex,
+                             backfill: bool = False) -> MissingBars:
     """Classify the gaps of ``sessions`` (those of the portfolio calendar) and add the carried bars
     and their ``stale_price`` warnings to ``result`` (a :class:`pipeline.quality.rules.QualityResult`).
-    In a ``backfill`` (which never trades) a gap the policy would block is left out instead: the
-    instrument's bar is missing from the history (positions carried) and the gap is listed."""
+    Only a gap on a session of ``run`` in a run that is not a ``backfill`` (which never trades) can
+    block; any other gap the policy would block is left out instead: the instrument's bar is missing
+    from the history (positions carried) and the gap is listed."""
     sessions = pd.DatetimeIndex(sessions)
     if len(sessions):
         sessions = sessions[sessions.isin(calendar_sessions(sessions.min(), sessions.max(), cfg.calendar))]
@@ -47,8 +49,9 @@ def apply_missing_bar_policy(cfg: PipelineConfig, result, sessions: pd.DatetimeI
     policies = {i.symbol: i.missing_bar_policy or default for i in cfg.instruments}
     gaps = classify_missing_bars(result.clean, result.quarantine, sessions, cfg.symbols, policies,
                                  cfg.quality.series_ended_after, cfg.calendar, flagged=flagged_spikes(result.warnings))
-    if backfill:
-        gaps.loc[gaps["action"] == "blocked", "action"] = "left_out"
+    # only the sessions a run could trade block: a backfill none, a daily its own (not the history it fills)
+    may_block = pd.DatetimeIndex([] if backfill else run).astype("datetime64[us]")
+    gaps.loc[(gaps["action"] == "blocked") & ~gaps["session"].isin(may_block), "action"] = "left_out"
     carried, flags = carried_bars(result.clean, gaps)
     if len(carried):
         clean = pd.concat([result.clean, carried], ignore_index=True).sort_values(

@@ -77,7 +77,7 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
                            peers={i.symbol: i.asset_class for i in cfg.instruments})
     owned = lake.sessions_to_write(CLEAN_BARS, pd.DatetimeIndex(result.clean["session"].unique()), run)
     backfill = is_backfill(context)  # blocks nothing: bad bars are left out of the history and listed
-    policy = apply_missing_bar_policy(cfg, result, owned, backfill=backfill)  # gaps classified; carried bars added
+    policy = apply_missing_bar_policy(cfg, result, owned, run, backfill=backfill)  # gaps classified; carried bars added
     result, gaps = policy.result, policy.gaps
     record_missing_bars(settings, gaps, owned, context.run.run_id, context.log)
     rows = lake.write_sessions(CLEAN_BARS, result.clean, owned)
