@@ -2,11 +2,28 @@
 
 The real ib_async client talks to it over 127.0.0.1: the tests run every IB scenario against it,
 and ``trading-pipeline fake-gateway`` starts one so the whole live loop can be rehearsed offline.
-See :mod:`pipeline.adapters.ib.fake_gateway.server` for what it speaks and how faults are injected.
+See :mod:`pipeline.adapters.ib.fake_gateway.server` for what it speaks and how faults are injected,
+:mod:`.futures` for the dated futures months it lists and :mod:`.combos` for combo (BAG) orders.
 """
 
-from pipeline.adapters.ib.fake_gateway.book import FakeExecution, FakeOrder, OrderBook
-from pipeline.adapters.ib.fake_gateway.clock import FakeClock
+from pipeline.adapters.ib.fake_gateway.book import (
+    DeliveryBreach,
+    FakeExecution,
+    FakeLeg,
+    FakeOrder,
+    FakeSettlement,
+    OrderBook,
+)
+from pipeline.adapters.ib.fake_gateway.clock import FakeClock, SessionClock
+from pipeline.adapters.ib.fake_gateway.contract import FakeContract
+from pipeline.adapters.ib.fake_gateway.futures import (
+    BUILTIN_FUTURES,
+    ES,
+    GC,
+    MCL,
+    FuturesMonth,
+    FutureSpec,
+)
 from pipeline.adapters.ib.fake_gateway.server import (
     CONNECTIVITY_LOST_TEXT,
     CONNECTIVITY_RESTORED_TEXT,
@@ -16,27 +33,36 @@ from pipeline.adapters.ib.fake_gateway.server import (
     Drop,
     Empty,
     Error,
-    FakeContract,
     FakeTWS,
     Omit,
     Silent,
 )
 
 __all__ = [
+    "BUILTIN_FUTURES",
     "CONNECTIVITY_LOST_TEXT",
     "CONNECTIVITY_RESTORED_TEXT",
+    "ES",
+    "GC",
+    "MCL",
     "NO_SECDEF_TEXT",
     "PACING_TEXT",
     "Delay",
+    "DeliveryBreach",
     "Drop",
     "Empty",
     "Error",
     "FakeClock",
     "FakeContract",
     "FakeExecution",
+    "FakeLeg",
     "FakeOrder",
+    "FakeSettlement",
     "FakeTWS",
+    "FutureSpec",
+    "FuturesMonth",
     "Omit",
     "OrderBook",
+    "SessionClock",
     "Silent",
 ]

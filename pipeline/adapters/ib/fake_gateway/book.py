@@ -9,8 +9,10 @@ The ``*_fields`` functions give the fields (after the message id) of the message
 server version 178, in the order ib_async 2.1.0's ``decoder.py`` (and ibapi 10.50's at 178)
 reads them: ``openOrder`` (5), ``orderStatus`` (3), ``completedOrder`` (101), ``execDetails``
 (11), ``commissionReport`` (59), ``position`` (61) and ``updatePortfolio`` (7). Unset numbers are
-sent as empty strings, booleans as ``0``/``1``, and every count field (combo legs, parameters,
-conditions) as ``0``.
+sent as empty strings, booleans as ``0``/``1``, and every count field (order combo legs,
+parameters, conditions) as ``0``; a combo (``BAG``) order's legs are sent in its ``openOrder`` and
+``completedOrder`` (conId, ratio, action, exchange, openClose, shortSaleSlot, designatedLocation,
+exemptCode), and each leg's execution names the leg's contract.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ DONE_STATUSES = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
 
 @dataclass
 class FakeExecution:
-    """One execution (a fill) of an order."""
+    """One execution (a fill) of an order; for a combo order, of one leg (``contract`` the leg's 12
+    contract fields, ``side`` BOT or SLD); None / "" for an outright order's own contract and side."""
 
     exec_id: str
     time: str
@@ -34,6 +37,43 @@ class FakeExecution:
     cum_qty: float
     avg_price: float
     commission: float
+    contract: list[str] | None = None
+    side: str = ""
+
+
+@dataclass(frozen=True)
+class FakeLeg:
+    """One leg of a combo (``BAG``) order as placeOrder carried it: buy or sell ``ratio`` units of
+    contract ``con_id`` per unit of the combo bought."""
+
+    con_id: int
+    ratio: int
+    action: str
+    exchange: str = ""
+
+
+@dataclass
+class FakeSettlement:
+    """A position closed at expiry: cash-settled (``kind`` "cash") or delivered ("delivery") at
+    ``price``, the contract's final price, on ``session`` (YYYYMMDD)."""
+
+    con_id: int
+    contract: list[str]
+    quantity: float
+    price: float
+    session: str
+    kind: str
+
+
+@dataclass
+class DeliveryBreach:
+    """A position in a physically delivered contract held on or after its close-out date."""
+
+    con_id: int
+    local_symbol: str
+    quantity: float
+    close_out: str
+    session: str
 
 
 @dataclass
@@ -67,6 +107,8 @@ class FakeOrder:
     #: ``overridePercentageConstraints`` as the placeOrder message carried it: True would ask TWS
     #: to skip its own price-percentage check (the second price collar behind the gate's).
     override_percentage_constraints: bool = False
+    #: The legs of a combo (``BAG``) order; empty for an outright order.
+    legs: list[FakeLeg] = field(default_factory=list)
 
     @property
     def remaining(self) -> float:
@@ -112,6 +154,9 @@ class OrderBook:
         self.next_perm_id = first_perm_id
         self.exec_seq = 0
         self.epoch = 0
+        #: Positions closed at expiry, and physically delivered positions held past close-out.
+        self.settlements: list[FakeSettlement] = []
+        self.breaches: list[DeliveryBreach] = []
 
     def new_perm_id(self) -> int:
         with self.lock:
@@ -145,17 +190,36 @@ class OrderBook:
             order.last_price = price
             ex = FakeExecution(self.new_exec_id(order.perm_id), time, shares, price, total, order.avg_price, commission)
             order.executions.append(ex)
-            pos = self.positions.setdefault(order.con_id, FakePosition(list(order.contract)))
-            signed = order.signed_sign * shares
+            self.move_position(order.con_id, order.contract, order.signed_sign * shares, price)
+            return ex
+
+    def apply_leg_fill(self, order: FakeOrder, contract: list[str], action: str, shares: float, price: float,
+                       time: str, commission: float) -> FakeExecution:
+        """Record the execution of one leg of a combo order (``shares`` > 0 of ``contract``, ``action``
+        BUY or SELL, at ``price``) and move that contract's position; the combo's own filled
+        quantity is the caller's to update once every leg has filled."""
+        with self.lock:
+            ex = FakeExecution(self.new_exec_id(order.perm_id), time, shares, price, shares, price, commission,
+                               contract=list(contract), side="BOT" if action == "BUY" else "SLD")
+            order.executions.append(ex)
+            self.move_position(int(contract[0]), contract, (1 if action == "BUY" else -1) * shares, price)
+            return ex
+
+    def move_position(self, con_id: int, contract: list[str], signed: float, price: float) -> FakePosition:
+        """Add ``signed`` units bought (< 0: sold) at ``price`` to the position in ``con_id``: the
+        average cost is the price when the position opens or crosses zero, the weighted average when
+        it grows, unchanged when it shrinks, 0 when it closes."""
+        with self.lock:
+            pos = self.positions.setdefault(con_id, FakePosition(list(contract)))
             new_qty = pos.quantity + signed
             if new_qty == 0:
                 pos.avg_cost = 0.0
             elif pos.quantity == 0 or (new_qty > 0) != (pos.quantity > 0):  # opened, or crossed zero
                 pos.avg_cost = price
             elif abs(new_qty) > abs(pos.quantity):  # added to the position
-                pos.avg_cost = (pos.avg_cost * abs(pos.quantity) + price * shares) / abs(new_qty)
+                pos.avg_cost = (pos.avg_cost * abs(pos.quantity) + price * abs(signed)) / abs(new_qty)
             pos.quantity = new_qty
-            return ex
+            return pos
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,6 +238,15 @@ def _f(x: float | str) -> str:
 
 def _qty(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def _legs(o: FakeOrder) -> list[object]:
+    """The combo legs block: count, then per leg conId, ratio, action, exchange, openClose (0: same
+    as the parent), shortSaleSlot (0), designatedLocation (""), exemptCode (-1)."""
+    out: list[object] = [len(o.legs)]
+    for leg in o.legs:
+        out += [leg.con_id, leg.ratio, leg.action, leg.exchange, 0, 0, "", -1]
+    return out
 
 
 def contract11(c: list[str]) -> list[str]:
@@ -220,7 +293,7 @@ def open_order_fields(o: FakeOrder, what_if: WhatIf | None = None) -> list[objec
         "0", "0", "0", "", "0", "0", "0", "",  # blockOrder, sweepToFill, allOrNone, minQty, ocaType, eTradeOnly, firmQuoteOnly, nbboPriceCap
         0, 0, "", "", "", "",  # parentId, triggerMethod, volatility, volatilityType, deltaNeutralOrderType, deltaNeutralAuxPrice
         "0", "", "", "", "", "", "",  # continuousUpdate, referencePriceType, trailStopPrice, trailingPercent, basisPoints, basisPointsType, comboLegsDescrip
-        0, 0, 0,  # combo legs, order combo legs, smart combo routing params
+        *_legs(o), 0, 0,  # combo legs, order combo legs, smart combo routing params
         "", "", "",  # scaleInitLevelSize, scaleSubsLevelSize, scalePriceIncrement
         "",  # hedgeType
         "0", "", "", "0", 0,  # optOutSmartRouting, clearingAccount, clearingIntent, notHeld, deltaNeutralContract present
@@ -260,7 +333,7 @@ def completed_order_fields(o: FakeOrder) -> list[object]:
         "", "", "", "", "", "",  # startingPrice, stockRefPrice, delta, stockRangeLower, stockRangeUpper, displaySize
         "0", "0", "", "0", 0, "", "", "", "",  # sweepToFill, allOrNone, minQty, ocaType, triggerMethod, volatility, volatilityType, deltaNeutralOrderType, deltaNeutralAuxPrice
         "0", "", "", "", "",  # continuousUpdate, referencePriceType, trailStopPrice, trailingPercent, comboLegsDescrip
-        0, 0, 0,  # combo legs, order combo legs, smart combo routing params
+        *_legs(o), 0, 0,  # combo legs, order combo legs, smart combo routing params
         "", "", "",  # scaleInitLevelSize, scaleSubsLevelSize, scalePriceIncrement
         "",  # hedgeType
         "", "", "0", 0,  # clearingAccount, clearingIntent, notHeld, deltaNeutralContract present
@@ -275,10 +348,13 @@ def completed_order_fields(o: FakeOrder) -> list[object]:
 
 
 def exec_details_fields(req_id: int | str, o: FakeOrder, ex: FakeExecution) -> list[object]:
-    """``execDetails`` (11): reqId (-1 for a live fill), orderId, contract (11), execution."""
+    """``execDetails`` (11): reqId (-1 for a live fill), orderId, contract (11), execution; a combo
+    leg's execution names the leg's contract and side."""
+    contract = ex.contract or o.contract
+    side = ex.side or ("BOT" if o.action == "BUY" else "SLD")
     return [
-        req_id, o.order_id, *contract11(o.contract),
-        ex.exec_id, ex.time, o.account, o.contract[7] or "SMART", "BOT" if o.action == "BUY" else "SLD",
+        req_id, o.order_id, *contract11(contract),
+        ex.exec_id, ex.time, o.account, contract[7] or "SMART", side,
         _qty(ex.shares), _f(ex.price), o.perm_id, o.client_id, 0, _qty(ex.cum_qty), _f(ex.avg_price),
         o.order_ref, "", "", "", 1, "0",  # evRule, evMultiplier, modelCode, lastLiquidity, pendingPriceRevision
     ]  # fmt: skip

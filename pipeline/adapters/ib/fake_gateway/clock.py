@@ -1,6 +1,15 @@
-"""A manual clock for pacing: time advances only when ``sleep`` is called."""
+"""The fake gateway's clocks: a manual clock for pacing, and the current trading session.
+
+:class:`FakeClock` gives monotonic seconds that advance only when ``sleep`` is called (pacing
+tests). :class:`SessionClock` is the fake's current session (an exchange session of an
+exchange_calendars calendar): a test advances it to rehearse rolls and expiries.
+"""
 
 from __future__ import annotations
+
+import pandas as pd
+
+from pipeline.calendar import exchange_calendar
 
 
 class FakeClock:
@@ -16,3 +25,49 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.t += seconds
+
+
+class SessionClock:
+    """The current session of exchange ``calendar`` (default ``CMES``, CME Globex); moves only forward.
+
+    Parameters
+    ----------
+    session : date-like
+        The first current session; a date that is no session moves forward to the next one.
+    calendar : str
+        An exchange_calendars code.
+
+    Raises
+    ------
+    ValueError
+        ``session`` outside the calendar's range.
+    """
+
+    def __init__(self, session: object, calendar: str = "CMES") -> None:
+        self.calendar = calendar
+        self.session = self._on_or_after(pd.Timestamp(session))
+
+    def _on_or_after(self, day: pd.Timestamp) -> pd.Timestamp:
+        cal = exchange_calendar(self.calendar)
+        day = day.tz_localize(None) if day.tz is not None else day
+        day = day.normalize()
+        if not cal.first_session <= day <= cal.last_session:
+            raise ValueError(f"session {day.date()} is outside the {self.calendar} calendar "
+                             f"({cal.first_session.date()} .. {cal.last_session.date()})")
+        return pd.Timestamp(cal.date_to_session(day, direction="next")).tz_localize(None)
+
+    def advance(self, sessions: int = 1) -> pd.Timestamp:
+        """Move ``sessions`` (>= 0) sessions forward; returns the new current session."""
+        if sessions < 0:
+            raise ValueError(f"the session clock only moves forward, not by {sessions}")
+        cal = exchange_calendar(self.calendar)
+        self.session = pd.Timestamp(cal.session_offset(self.session, sessions)).tz_localize(None)
+        return self.session
+
+    def advance_to(self, day: object) -> pd.Timestamp:
+        """Move to the session on or after ``day`` (never back); returns the new current session."""
+        target = self._on_or_after(pd.Timestamp(day))
+        if target < self.session:
+            raise ValueError(f"the session clock is at {self.session.date()}; it cannot go back to {target.date()}")
+        self.session = target
+        return self.session

@@ -58,6 +58,17 @@ Lying or failing broker answers, one switch each (all off by default):
   the execution only with its next request);
 * an orderId sequence reset: a restart with the old ``book`` (``next_order_id`` starts again).
 
+Dated futures (:mod:`.futures`, :mod:`.combos`): ``add_future`` lists the months of a future
+(MCL, GC, ES built in) with their last trading days, from generated bars or pysystemtrade
+multiple prices; contract details of a ``FUT`` without a month list every listed month (expired
+ones with ``includeExpired``), with a month that month; bars are served per month; positions are
+kept per conId; an order to a ``CONTFUT`` (or to an expired month) is refused with error 200; a
+``BAG`` order fills leg by leg at each leg's price (``spreads_fill = False``: it never fills). With
+a session clock (``session=``), ``advance`` moves it: only bars up to the current session are
+served, and months whose last trading day passed expire (cash-settled positions are closed at the
+final price, :meth:`FakeTWS.settlements`; a physically delivered position held on or after its
+close-out date is listed by :meth:`FakeTWS.delivery_breaches`).
+
 Every wait is bounded: a connection idle for ``idle_timeout`` seconds is
 closed, and the server stops itself after ``lifetime`` seconds (None: runs until stopped).
 
@@ -71,6 +82,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -81,12 +93,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Self
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 
 from pipeline.adapters.ib.fake_gateway.book import (
+    DeliveryBreach,
     FakeOrder,
+    FakeSettlement,
     OrderBook,
     WhatIf,
     commission_fields,
@@ -96,6 +111,22 @@ from pipeline.adapters.ib.fake_gateway.book import (
     order_status_fields,
     portfolio_fields,
     position_fields,
+)
+from pipeline.adapters.ib.fake_gateway.clock import SessionClock
+from pipeline.adapters.ib.fake_gateway.combos import (
+    combo_price,
+    leg_action,
+    parse_combo,
+)
+from pipeline.adapters.ib.fake_gateway.contract import FakeContract
+from pipeline.adapters.ib.fake_gateway.futures import (
+    FuturesListing,
+    FuturesMonth,
+    FutureSpec,
+    contract_months,
+    generated_bars,
+    month_table,
+    multiple_prices_bars,
 )
 
 #: The highest server version the fake speaks (its message layouts are those of 178, the version a
@@ -134,26 +165,6 @@ SCRIPTABLE = {
 
 # ---------------------------------------------------------------------------------------------
 # What a test registers and scripts
-
-
-@dataclass
-class FakeContract:
-    """A contract the fake knows. ``sec_type`` is IB's (STK, CASH, CONTFUT, IND)."""
-
-    symbol: str
-    sec_type: str
-    exchange: str
-    currency: str
-    con_id: int
-    local_symbol: str = ""
-    primary_exchange: str = ""
-    trading_class: str = ""
-    multiplier: str = ""
-    last_trade: str = ""
-    long_name: str = ""
-    #: IANA zone of the exchange; the fake converts endDateTime to this zone's date.
-    time_zone: str = "America/New_York"
-    min_tick: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -270,6 +281,22 @@ def _parse_end(text: str, now: pd.Timestamp) -> pd.Timestamp | None:
     return None
 
 
+def _combo_shift(f: list[str]) -> int:
+    """How far a placeOrder's fields after ``hidden`` moved: a BAG order's combo block, else 0."""
+    if len(f) > 4 and f[4] == "BAG":
+        try:
+            return parse_combo(f)[1]
+        except ValueError:
+            return 0
+    return 0
+
+
+def _is_what_if(f: list[str]) -> bool:
+    """Whether a placeOrder message asks a what-if (``whatIf`` at 84, after a BAG's combo block)."""
+    at = _WHAT_IF_FIELD + _combo_shift(f)
+    return len(f) > at and f[at] == "1"
+
+
 def _as_utc(value: object) -> pd.Timestamp:
     ts = pd.Timestamp(value)
     return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
@@ -301,6 +328,10 @@ class FakeTWS:
         TCP port on 127.0.0.1; 0 picks a free one.
     net_liquidation : float
         Account value reported by account updates and the account summary (USD).
+    session : date-like, optional
+        Start a session clock (CME Globex sessions) at this session: bars after it are not served,
+        "now" is 23:00 UTC of it unless ``now`` is given, and :meth:`advance` moves it (expiring
+        futures months). None: no clock (every bar is served).
     """
 
     def __init__(
@@ -313,6 +344,7 @@ class FakeTWS:
         book: OrderBook | None = None,
         port: int = 0,
         net_liquidation: float = 1_000_000.0,
+        session: object | None = None,
     ):
         self.account = account
         self.now = _as_utc(now) if now is not None else None
@@ -360,6 +392,12 @@ class FakeTWS:
         #: execution (execDetails, commissionReport, position) only with its next request. The
         #: order stays Cancelled at the broker (Filled if nothing remains). 0: off.
         self.fill_after_cancel = 0.0
+        #: Combo (BAG) orders fill leg by leg when marketable; False: they rest Submitted, never filling.
+        self.spreads_fill = True
+        #: The current session (None: no clock); see :meth:`advance`.
+        self.sessions: SessionClock | None = SessionClock(session) if session is not None else None
+        #: The dated futures months served (see :meth:`add_future`).
+        self.futures = FuturesListing()
         self.book.epoch += 1
         self._epoch = self.book.epoch
         self._contracts: list[FakeContract] = []
@@ -395,6 +433,37 @@ class FakeTWS:
         b["session"] = pd.to_datetime(b["session"]).dt.normalize()
         with self._lock:
             self._bars[con_id] = b.sort_values("session", ignore_index=True)
+
+    def add_future(self, spec: FutureSpec, first: str | None = None, last: str | None = None,
+                   multiple: pd.DataFrame | None = None) -> list[FuturesMonth]:
+        """List the months of the future ``spec`` with their daily bars; returns them by last trading day.
+
+        Either generated months ``first`` .. ``last`` (``YYYY-MM``) of ``spec.cycle`` with generated bars
+        (:func:`~pipeline.adapters.ib.fake_gateway.futures.generated_bars`), or, given ``multiple``
+        (pysystemtrade multiple prices, as :func:`pipeline.futures.read_multiple_prices` returns them),
+        every contract in it with its bars from the PRICE / FORWARD / CARRY columns
+        (:func:`~pipeline.adapters.ib.fake_gateway.futures.multiple_prices_bars`). Each month gets a
+        stable made-up conId and the last trading day of ``spec``'s exchange rule.
+
+        Raises
+        ------
+        ValueError
+            Neither ``first`` and ``last`` nor ``multiple`` given, or bad multiple prices.
+        """
+        if multiple is not None:
+            bars = multiple_prices_bars(multiple)
+            table = month_table(spec, bars["contract"].unique())
+            bars = bars.merge(table[["contract", "con_id"]], on="contract")
+        elif first is not None and last is not None:
+            table = month_table(spec, contract_months(spec, first, last))
+            bars = generated_bars(spec, table)
+        else:
+            raise ValueError(f"add_future({spec.symbol}): give first and last months, or multiple prices")
+        months = self.futures.add(spec, table)
+        by_month = dict(tuple(bars.groupby("con_id")))
+        for m in months:
+            self.add(m.fake_contract(), by_month.get(m.con_id))
+        return months
 
     def set_price(self, symbol: str, price: float) -> None:
         """The price at which orders in ``symbol`` fill (default: the last bar's close, else 100)."""
@@ -437,9 +506,13 @@ class FakeTWS:
         what-if orders left out (see :attr:`what_ifs`)."""
         return [
             f for f in self.requests(3)
-            if (order_ref is None or (len(f) > 26 and f[26] == order_ref))
-            and not (len(f) > _WHAT_IF_FIELD and f[_WHAT_IF_FIELD] == "1")
-        ]
+            if (order_ref is None or (len(f) > 26 and f[26] == order_ref)) and not _is_what_if(f)
+        ]  # fmt: skip
+
+    def order_contracts(self) -> list[list[str]]:
+        """The contract (12 fields: conId, symbol, secType, lastTrade, ...) of every order received,
+        refused ones included (an order to a ``CONTFUT`` is refused, never booked)."""
+        return [f[2:14] for f in self.placed()]
 
     def orders(self, order_ref: str | None = None) -> list[FakeOrder]:
         """The broker's orders (all gateway sessions of the book), optionally with ``order_ref``."""
@@ -450,6 +523,83 @@ class FakeTWS:
         """The broker's position in ``symbol`` (units, signed)."""
         with self.book.lock:
             return sum(p.quantity for p in self.book.positions.values() if p.contract[1] == symbol)
+
+    def positions_by_contract(self) -> dict[int, float]:
+        """The broker's non-zero positions by conId (units, signed): two months of one future are two."""
+        with self.book.lock:
+            return {c: p.quantity for c, p in self.book.positions.items() if p.quantity != 0}
+
+    def settlements(self) -> list[FakeSettlement]:
+        """Positions closed at expiry (cash settlement, or delivery of a physically delivered one)."""
+        with self.book.lock:
+            return list(self.book.settlements)
+
+    def delivery_breaches(self) -> list[DeliveryBreach]:
+        """Positions in a physically delivered month held on or after its close-out date (one per
+        month, at the first session seen so); a rehearsal of rolls asserts there are none."""
+        with self.book.lock:
+            return list(self.book.breaches)
+
+    @property
+    def session(self) -> pd.Timestamp:
+        """The current session: the clock's, else today's date in Chicago (by the fake's now)."""
+        if self.sessions is not None:
+            return self.sessions.session
+        return self._now().tz_convert("America/Chicago").tz_localize(None).normalize()
+
+    def advance(self, sessions: int = 1, to: object | None = None) -> pd.Timestamp:
+        """Move the session clock ``sessions`` sessions forward (or to the session on or after ``to``)
+        and expire what that passes: see :meth:`_expire`. Returns the new session.
+
+        Raises
+        ------
+        RuntimeError
+            The fake has no session clock (construct it with ``session=``).
+        """
+        if self.sessions is None:
+            raise RuntimeError("this fake has no session clock; construct it with FakeTWS(session=...)")
+        new = self.sessions.advance_to(to) if to is not None else self.sessions.advance(sessions)
+        pushed = self._expire(new)
+        loop = self._loop
+        if loop is not None and pushed:
+            for con_id in pushed:
+                loop.call_soon_threadsafe(self._push_position, con_id, None)
+        return new
+
+    def _expire(self, session: pd.Timestamp) -> list[int]:
+        """At ``session``: close every position in a month whose last trading day has passed at its
+        final price (the close of its last bar up to that day; a physically delivered one is also a
+        delivery breach), and record a breach for each physically delivered position held on or
+        after its close-out date. Returns the conIds whose positions changed."""
+        changed = []
+        with self.book.lock:
+            for m in self.futures.expired(session):
+                p = self.book.positions.get(m.con_id)
+                if p is None or p.quantity == 0:
+                    continue
+                self._note_breach(m, p.quantity, session)
+                final = self._price("", m.con_id, m.last_trade)
+                kind = "cash" if m.spec.settlement == "cash" else "delivery"
+                self.book.settlements.append(FakeSettlement(m.con_id, list(p.contract), p.quantity, final,
+                                                            m.last_trade.strftime("%Y%m%d"), kind))
+                self.book.move_position(m.con_id, p.contract, -p.quantity, final)
+                changed.append(m.con_id)
+            self._check_deliveries(session)
+        return changed
+
+    def _check_deliveries(self, session: pd.Timestamp) -> None:
+        """Record a breach for each physically delivered position held on or after its close-out."""
+        with self.book.lock:
+            for con_id, p in self.book.positions.items():
+                m = self.futures.get(con_id)
+                if m is not None and p.quantity != 0 and session >= m.close_out:
+                    self._note_breach(m, p.quantity, session)
+
+    def _note_breach(self, m: FuturesMonth, quantity: float, session: pd.Timestamp) -> None:
+        if m.spec.settlement != "physical" or any(b.con_id == m.con_id for b in self.book.breaches):
+            return
+        self.book.breaches.append(DeliveryBreach(m.con_id, m.local_symbol, quantity,
+                                                 m.close_out.strftime("%Y%m%d"), session.strftime("%Y%m%d")))
 
     def send_notice(self, code: int, text: str) -> None:
         """Send an unsolicited error/notice (reqId -1) to every connected client, e.g. 1100 / 1102."""
@@ -503,7 +653,7 @@ class FakeTWS:
         if self._thread is not None:
             self._thread.join()
 
-    def __enter__(self) -> "FakeTWS":
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -513,7 +663,7 @@ class FakeTWS:
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
-        except BaseException as exc:  # surfaced by start()
+        except BaseException as exc:  # noqa: BLE001 - any failure, surfaced by start()
             self._start_error = exc
             self._ready.set()
 
@@ -525,14 +675,14 @@ class FakeTWS:
         self._ready.set()
         try:
             await asyncio.wait_for(self._stop.wait(), self.lifetime)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         finally:
             server.close()
             self._abort_all()
             try:
                 await asyncio.wait_for(server.wait_closed(), 2.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # -- per connection -----------------------------------------------------------------------
@@ -581,7 +731,7 @@ class FakeTWS:
     async def _read_exactly(self, reader: asyncio.StreamReader, n: int) -> bytes | None:
         try:
             return await asyncio.wait_for(reader.readexactly(n), self.idle_timeout)
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             return None
 
     async def _read_msg(self, reader: asyncio.StreamReader) -> list[str] | None:
@@ -613,7 +763,11 @@ class FakeTWS:
         return True
 
     def _now(self) -> pd.Timestamp:
-        return self.now or pd.Timestamp.now(tz="UTC")
+        if self.now is not None:
+            return self.now
+        if self.sessions is not None:  # after the close of the current session, in UTC
+            return self.sessions.session.tz_localize("UTC") + pd.Timedelta(hours=23)
+        return pd.Timestamp.now(tz="UTC")
 
     def _send(self, conn: _Conn, *fields: object) -> None:
         if not conn.writer.is_closing():
@@ -756,11 +910,16 @@ class FakeTWS:
 
     # -- orders -------------------------------------------------------------------------------
 
-    def _price(self, symbol: str, con_id: int) -> float:
+    def _price(self, symbol: str, con_id: int, session: pd.Timestamp | None = None) -> float:
+        """The price orders in ``symbol`` / ``con_id`` fill at: ``set_price``'s, else the close of the
+        contract's last bar up to ``session`` (default: the current session, with a clock), else 100."""
         with self._lock:
             if symbol in self._prices:
                 return self._prices[symbol]
             bars = self._bars.get(con_id)
+        until = session if session is not None else (self.sessions.session if self.sessions is not None else None)
+        if bars is not None and until is not None:
+            bars = bars[bars["session"] <= until]
         if bars is not None and len(bars):
             return float(bars["close"].iloc[-1])
         return 100.0
@@ -775,19 +934,33 @@ class FakeTWS:
             self._error(conn, -1, 321, "Error validating request:-'placeOrder has too few fields'")
             return
         order_id, client_id = int(f[1]), int(conn.client_id or 0)
-        if len(f) > _WHAT_IF_FIELD and f[_WHAT_IF_FIELD] == "1":
+        if f[4] == "CONTFUT":  # a continuous future is for data only: never an order's contract
+            self._error(conn, order_id, 200, NO_SECDEF_TEXT)
+            return
+        legs, shift = [], 0
+        if f[4] == "BAG":
+            try:
+                legs, shift = parse_combo(f)
+            except ValueError as exc:
+                self._error(conn, order_id, 321, f"Error validating request:-'{exc}'")
+                return
+        if _is_what_if(f):
             self._what_if(conn, f)
             return
         existing = self.book.find_open(client_id, order_id, self._epoch)
         if existing is not None:  # the id of a working order: TWS refuses a second order under it
             self._error(conn, order_id, 103, DUPLICATE_ID_TEXT)
             return
+        contract = self._order_contract(f[2:14])
+        if contract is None or any(self._leg_contract(leg.con_id) is None for leg in legs):
+            self._error(conn, order_id, 200, NO_SECDEF_TEXT)  # an unknown or expired month
+            return
+        override_at = _OVERRIDE_PERCENTAGE_CONSTRAINTS_FIELD + shift
         o = FakeOrder(
             perm_id=self.book.new_perm_id(), order_id=order_id, client_id=client_id, epoch=self._epoch,
-            contract=list(f[2:14]), action=f[16], quantity=float(f[17]), order_type=f[18],
+            contract=contract, action=f[16], quantity=float(f[17]), order_type=f[18],
             lmt_price=f[19], tif=f[21] or "DAY", account=f[23] or self.account, order_ref=f[26],
-            override_percentage_constraints=(len(f) > _OVERRIDE_PERCENTAGE_CONSTRAINTS_FIELD
-                                             and f[_OVERRIDE_PERCENTAGE_CONSTRAINTS_FIELD] == "1"),
+            override_percentage_constraints=len(f) > override_at and f[override_at] == "1", legs=legs,
         )  # fmt: skip
         with self._lock:
             reject = self._rejects.get(o.order_ref, self._rejects.get("*"))
@@ -807,12 +980,72 @@ class FakeTWS:
             if not self.filled_before_submitted:
                 for m in acknowledgement:
                     self._out(conn, replies, *m)
-            self._try_fill(o, conn, replies)
+            if o.legs:
+                self._fill_combo(o, conn, replies)
+            else:
+                self._try_fill(o, conn, replies)
             if self.filled_before_submitted:  # the stale Submitted arrives after the fill
                 for m in acknowledgement:
                     self._out(conn, replies, *m)
         if action is not None:
             self._apply(conn, str(order_id), action)
+
+    def _order_contract(self, sent: list[str]) -> list[str] | None:
+        """The contract an order books: a dated month the fake lists, by conId or by symbol and month,
+        becomes its full contract (positions are kept per conId); None for such a month that has
+        expired; any other contract as sent."""
+        if sent[2] != "FUT":
+            return list(sent)
+        found = [c for c in self._match(sent[0], sent[1], "FUT", sent[7], sent[9], sent[3], sent[10])
+                 if self.futures.get(c.con_id) is not None]
+        if len(found) != 1:
+            return list(sent)
+        m = self.futures.get(found[0].con_id)
+        return None if m.last_trade < self.session else found[0].fields()
+
+    def _leg_contract(self, con_id: int) -> list[str] | None:
+        """The contract of a combo leg: a registered contract (a month not expired), else None."""
+        with self._lock:
+            known = [c for c in self._contracts if c.con_id == con_id]
+        m = self.futures.get(con_id)
+        if not known or (m is not None and m.last_trade < self.session):
+            return None
+        return known[0].fields()
+
+    def _fill_combo(self, o: FakeOrder, conn: _Conn, replies: list | None) -> None:
+        """Fill a marketable combo order leg by leg, each leg at its own price: an execDetails per
+        leg naming the leg's contract, the combo's openOrder and orderStatus (filled, at the combo
+        price), a commissionReport per leg, and each leg's position pushed. Nothing happens while
+        ``spreads_fill`` is False (the order rests Submitted) or a limit is not marketable."""
+        if not self.spreads_fill:
+            return
+        prices = {leg.con_id: self._price("", leg.con_id) for leg in o.legs}
+        net = combo_price(o.legs, prices.__getitem__)
+        if o.order_type == "LMT":
+            limit = float(o.lmt_price or "nan")
+            if not ((o.action == "BUY" and limit >= net) or (o.action == "SELL" and limit <= net)):
+                return
+        time_ = self._exec_time()
+        executions = []
+        for leg in o.legs:  # a combo has a few legs
+            shares = o.quantity * leg.ratio
+            commission = max(self.commission_min, self.commission_per_unit * shares)
+            ex = self.book.apply_leg_fill(o, self._leg_contract(leg.con_id), leg_action(o.action, leg), shares,
+                                          prices[leg.con_id], time_, commission)
+            executions.append(ex)
+            for _ in range(max(1, self.repeat_executions)):
+                self._out(conn, replies, 11, *exec_details_fields(-1, o, ex))
+        with self.book.lock:
+            o.filled, o.avg_price, o.last_price = o.quantity, net, net
+            o.status, o.completed_time = "Filled", time_
+        self._out(conn, replies, 5, *open_order_fields(o))
+        self._out(conn, replies, 3, *order_status_fields(o))
+        for ex in executions:
+            for _ in range(max(1, self.repeat_executions)):
+                self._out(conn, replies, 59, *commission_fields(ex, o.contract[9] or "USD"))
+        for leg in o.legs:
+            self._push_position(leg.con_id, conn if replies is not None else None)
+        self._check_deliveries(self.session)
 
     def _what_if(self, conn: _Conn, f: list[str]) -> None:
         """Answer a what-if order: nothing is booked; the margin and commission it would take.
@@ -877,6 +1110,7 @@ class FakeTWS:
             for _ in range(max(1, self.repeat_executions)):
                 self._out(conn, replies, 59, *commission_fields(ex, o.contract[9] or "USD"))
             self._push_position(o.con_id, conn if replies is not None else None)
+            self._check_deliveries(self.session)
         if drop:  # the client heard the partial fill; now it loses the gateway
             conn.writer.close()  # graceful: what was written is delivered first
             if self.after_partial == "cancel":  # the rest expires at the broker, unheard
@@ -968,19 +1202,33 @@ class FakeTWS:
 
     # -- contract details ---------------------------------------------------------------------
 
-    def _match(self, con_id: str, symbol: str, sec_type: str, exchange: str, currency: str) -> list[FakeContract]:
+    def _match(self, con_id: str, symbol: str, sec_type: str, exchange: str, currency: str,
+               last_trade: str = "", local_symbol: str = "", include_expired: bool = True) -> list[FakeContract]:
+        """The contracts a request names: by conId, else by symbol, secType, exchange, currency and, if
+        given, ``last_trade`` (``YYYYMM``: the contract month; ``YYYYMMDD``: the last trading day) and
+        local symbol. Futures months the fake does not list at the current session are left out
+        (expired ones are kept with ``include_expired``, for two years). A ``CONTFUT`` of a listed
+        future resolves to its front month (secType kept ``CONTFUT``), as IB does."""
         with self._lock:
             contracts = list(self._contracts)
+        if sec_type == "CONTFUT" and self.futures.of(symbol):
+            front = self.futures.front(symbol, self.session)
+            return [dataclasses.replace(front.fake_contract(), sec_type="CONTFUT")] if front is not None else []
         if con_id not in ("", "0"):
-            return [c for c in contracts if str(c.con_id) == con_id]
-        return [
-            c
-            for c in contracts
-            if c.symbol == symbol
-            and (not sec_type or c.sec_type == sec_type)
-            and (not currency or c.currency == currency)
-            and (exchange in ("", "SMART") or c.exchange == exchange)
-        ]
+            found = [c for c in contracts if str(c.con_id) == con_id]
+        else:
+            found = [
+                c
+                for c in contracts
+                if c.symbol == symbol
+                and (not sec_type or c.sec_type == sec_type)
+                and (not currency or c.currency == currency)
+                and (exchange in ("", "SMART") or c.exchange == exchange)
+                and (not last_trade or (c.month if len(last_trade) == 6 else c.last_trade) == last_trade)
+                and (not local_symbol or c.local_symbol == local_symbol)
+            ]
+        session = self.session
+        return [c for c in found if self.futures.visible(c.con_id, session, include_expired)]
 
     def _contract_details(self, conn: _Conn, f: list[str]) -> None:
         # 9, 8, reqId, conId, symbol, secType, lastTrade, strike, right, multiplier, exchange,
@@ -990,7 +1238,7 @@ class FakeTWS:
         if action is not None:
             self._apply(conn, req_id, action)
             return
-        found = self._match(f[3], f[4], f[5], f[10], f[12])
+        found = self._match(f[3], f[4], f[5], f[10], f[12], f[6], f[13], include_expired=f[15] == "1")
         if not found:
             self._error(conn, req_id, 200, NO_SECDEF_TEXT)
             return
@@ -1000,13 +1248,26 @@ class FakeTWS:
                 c.currency, c.local_symbol or c.symbol, c.trading_class or c.symbol, c.trading_class,
                 c.con_id, c.min_tick, c.multiplier,
                 "LMT,MKT", f"SMART,{c.exchange}", 1, 0, c.long_name or c.symbol, c.primary_exchange,
-                c.last_trade[:6], "", "", "", c.time_zone, "", "", "", "",
+                c.month, "", "", "", c.time_zone, "", "", "", "",
                 0,  # no secIds
-                1, "", "", "26", c.last_trade, "COMMON" if c.sec_type == "STK" else "", "1", "1", "1",
+                1, "", "", "26", c.expiration, "COMMON" if c.sec_type == "STK" else "", "1", "1", "1",
             )  # fmt: skip
         self._send(conn, 52, 1, req_id)
 
     # -- historical bars ----------------------------------------------------------------------
+
+    def _contfut_bars(self, symbol: str) -> pd.DataFrame | None:
+        """A continuous future's bars: for a listed future, each month's bars from the day after the
+        previous month's last trading day to its own (front months, not adjusted); else the bars
+        registered under the CONTFUT contract's conId."""
+        months = self.futures.of(symbol)
+        if not months:
+            found = [c for c in self._contracts if c.symbol == symbol and c.sec_type == "CONTFUT"]
+            return self._bars.get(found[0].con_id) if found else None
+        starts = [pd.Timestamp.min, *[m.last_trade for m in months[:-1]]]
+        parts = [b[(b["session"] > start) & (b["session"] <= m.last_trade)]
+                 for m, start in zip(months, starts, strict=True) if (b := self._bars.get(m.con_id)) is not None]
+        return pd.concat(parts, ignore_index=True) if parts else None
 
     def _historical(self, conn: _Conn, f: list[str]) -> None:
         # 20, reqId, conId, symbol, secType, lastTrade, strike, right, multiplier, exchange,
@@ -1023,7 +1284,7 @@ class FakeTWS:
     def _historical_answer(self, conn: _Conn, f: list[str]) -> None:
         req_id = f[1]
         end_text, bar_size, duration, what = f[15], f[16], f[17], f[19]
-        found = self._match(f[2], f[3], f[4], f[9], f[11])
+        found = self._match(f[2], f[3], f[4], f[9], f[11], f[5], f[12], include_expired=f[14] == "1")
         if len(found) != 1:
             self._error(conn, req_id, 200, NO_SECDEF_TEXT)
             return
@@ -1038,16 +1299,17 @@ class FakeTWS:
                 f"{c.symbol}/CASH@FXSUBPIP Last 1d",
             )  # fmt: skip
             return
-        now = self.now or pd.Timestamp.now(tz="UTC")
-        end = _parse_end(end_text, now)
+        end = _parse_end(end_text, self._now())
         days = _duration_days(duration)
         if bar_size != "1 day" or end is None or days is None:
             self._error(conn, req_id, 321, "Error validating request:-'bad bar size, end or duration'")
             return
         end_date = end.tz_convert(c.time_zone).tz_localize(None).normalize()
         first = end_date - pd.Timedelta(days=days - 1)
+        if self.sessions is not None:  # nothing after the current session exists yet
+            end_date = min(end_date, self.sessions.session)
         with self._lock:
-            bars = self._bars.get(c.con_id)
+            bars = self._contfut_bars(c.symbol) if c.sec_type == "CONTFUT" else self._bars.get(c.con_id)
         sel = (
             bars[(bars["session"] >= first) & (bars["session"] <= end_date)]
             if bars is not None
