@@ -30,7 +30,7 @@ from pipeline.signals.forecasts import (
     floor_long_only,
     rescale,
 )
-from pipeline.signals.volatility import percentage_vol, robust_vol
+from pipeline.signals.volatility import bounded_vol, percentage_vol, robust_vol
 from pipeline.store.lake import wide_to_long
 
 VOLATILITY = "volatility"
@@ -42,7 +42,9 @@ def volatility(context: dg.AssetExecutionContext, settings: Settings) -> dg.Mate
     """Carver's robust EWMA volatility of daily price changes (span 35, min 10 periods, 5% floor
     over 500 sessions): daily, in price points (``vol_price``), and annualised % of price
     (``vol_pct_annual``). With ``stale_guard.sessions`` set, closes unchanged that long leave the
-    calculation (the vol carries over them). Source: pysystemtrade ``robust_vol_calc``."""
+    calculation (the vol carries over them). ``vol_bounds``: a vol below a fraction of its asset class's
+    median is raised to it, one far above its long-run vol is refused (no row: the instrument keeps its
+    position that session). Source: pysystemtrade ``robust_vol_calc``; the bounds are this project's."""
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context, cfg.calendar)
     if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
@@ -50,6 +52,15 @@ def volatility(context: dg.AssetExecutionContext, settings: Settings) -> dg.Mate
     closes = lake.read_wide(CLEAN_BARS, "close", cfg.symbols, end=run[-1])
     guard = cfg.stale_guard.sessions
     vol = robust_vol(without_stale(closes, stale_mask(closes, guard)) if guard else closes)
+    bounds = cfg.vol_bounds
+    bounded = bounded_vol(vol, closes, {i.symbol: i.asset_class for i in cfg.instruments}, bounds.floor_vs_class,
+                          bounds.ceiling_vs_long_run, bounds.long_run_sessions)
+    vol = bounded.vol
+    in_run = {name: sorted({str(i) for i in frame.loc[frame.index.isin(run)].stack().loc[lambda x: x]
+                            .index.get_level_values(1)})
+              for name, frame in (("raised_to_floor", bounded.raised), ("refused_above_ceiling", bounded.refused))}
+    if any(in_run.values()):
+        context.log.warning(f"volatility: vol bounds applied in this run: {in_run} (vol_bounds in the configuration)")
     long = wide_to_long({"close": closes, "vol_price": vol, "vol_pct_annual": percentage_vol(vol, closes)},
                         dropna="vol_price")
     owned = lake.sessions_to_write(VOLATILITY, pd.DatetimeIndex(long["session"].unique()), run)
@@ -59,6 +70,7 @@ def volatility(context: dg.AssetExecutionContext, settings: Settings) -> dg.Mate
         "rows_written": rows,
         "latest_session": str(long["session"].max().date()),
         "latest": dg.MetadataValue.md(frame_md(latest, index=True)),
+        "vol_bounds_in_run": dg.MetadataValue.json(in_run),
     })
 
 

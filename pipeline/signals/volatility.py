@@ -17,6 +17,9 @@ callers that must not trade without a price mask on the price themselves.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -87,6 +90,17 @@ def daily_returns(prices: pd.DataFrame) -> pd.DataFrame:
     -----
     pst ``rawdata.daily_returns`` (``adjusted_price.resample("1B").last().diff()``), but skipping
     gaps instead of resampling them to NaN.
+
+    Convention for a missing session (a blank price, a holiday of the instrument's exchange):
+    the return of the next priced session is the whole move since the last price, one return
+    where pysystemtrade has two NaN (its ``diff`` on the business-day grid leaves out both the
+    missing session and the one after it). Chosen because (1) no move is lost: an instrument's
+    returns add up to its last price minus its first, so a market that jumps across a holiday
+    still shows the jump to the vol (leaving it out understates the risk exactly when a gap hides
+    a move); (2) the returns depend only on the instrument's own prices, not on the session grid,
+    so they are the same whether the instrument is read alone or in a panel (tests/test_signals_company.py).
+    The cost: a two-session move counts as one observation, so across gaps the vol reads slightly
+    higher than per-session; with a few holidays a year against a 35-observation span that is small.
     """
     _check_wide(prices, "daily_returns prices")
     prices = prices.astype(float)
@@ -203,6 +217,109 @@ def percentage_vol(vol: pd.DataFrame, prices: pd.DataFrame, annualise: bool = Tr
     denominator = price[vol.columns].abs().replace(0.0, np.nan)
     perc = 100.0 * vol.astype(float) / denominator
     return perc * ROOT_BDAYS_INYEAR if annualise else perc
+
+
+@dataclass(frozen=True)
+class BoundedVol:
+    """Outcome of :func:`bounded_vol`.
+
+    Attributes
+    ----------
+    vol : DataFrame
+        Index and columns of the input vol; daily vol in price points, raised to the floor where it
+        was below it, NaN where it was above the ceiling (refused).
+    raised : DataFrame of bool
+        Where the floor applied.
+    refused : DataFrame of bool
+        Where the ceiling applied.
+    """
+
+    vol: pd.DataFrame
+    raised: pd.DataFrame
+    refused: pd.DataFrame
+
+
+def bounded_vol(
+    vol: pd.DataFrame,
+    prices: pd.DataFrame,
+    asset_classes: Mapping[str, str],
+    floor_vs_class: float | None = 0.1,
+    ceiling_vs_long_run: float | None = 10.0,
+    long_run_sessions: int = 2560,
+    min_long_run: int = 256,
+) -> BoundedVol:
+    """Hold a vol estimate within bounds set by its asset class and its own long-run vol.
+
+    In percentage terms (:func:`percentage_vol`, so instruments of a class compare):
+
+    * **floor**: ``max(v, floor_vs_class x m_class)`` where ``m_class`` is the median % vol of the
+      instrument's asset class on that session (classes of 3 or more instruments with a vol; a
+      smaller class uses the instrument's own long-run median instead). A flat, stale series has a
+      vol near zero, and its position, inversely proportional, would be huge;
+    * **ceiling**: a vol above ``ceiling_vs_long_run x max(m_long, m_class)`` is refused (NaN),
+      where ``m_long`` is the median of the instrument's own % vol over the previous
+      ``long_run_sessions`` (at least ``min_long_run``). A bad print that reached the vol inflates it
+      tens of times; sizing with it would shrink the position and, through the weights, the whole
+      book. A refused vol gives no position (the buffer holds the last one) and no vol-normalised
+      return for the weight estimate.
+
+    Everything is causal: the long-run median uses sessions before ``d``, the class median the
+    vols of session ``d``.
+
+    Parameters
+    ----------
+    vol : DataFrame, index ``session``, columns instruments
+        Daily vol in price points (:func:`robust_vol`).
+    prices : DataFrame, index ``session``, columns instruments
+        The prices the vol is measured against (price points).
+    asset_classes : mapping of str to str
+        Instrument -> asset class; instruments not in it form one class.
+    floor_vs_class, ceiling_vs_long_run : float or None
+        The bounds as fractions / multiples of the anchors (None = that bound is off).
+    long_run_sessions, min_long_run : int
+        Window and minimum count of the long-run median.
+
+    Returns
+    -------
+    BoundedVol
+
+    Raises
+    ------
+    VolatilityError
+        Malformed frames (as :func:`percentage_vol`), or a bound out of range.
+
+    Notes
+    -----
+    This project's guard. Carver's vol floor (:func:`robust_vol`, pysystemtrade ``vol_floor``) is
+    relative to the instrument's own recent vol, so a series that has been flat for longer than its
+    window has a floor near zero too (issue found on ETHANOL's flat last 180 sessions in
+    pysystemtrade's 2023 data).
+    """
+    if floor_vs_class is not None and not 0 < floor_vs_class < 1:
+        raise VolatilityError(f"bounded_vol: floor_vs_class must lie in (0, 1), got {floor_vs_class}")
+    if ceiling_vs_long_run is not None and not ceiling_vs_long_run > 1:
+        raise VolatilityError(f"bounded_vol: ceiling_vs_long_run must be > 1, got {ceiling_vs_long_run}")
+    pct = percentage_vol(vol, prices, annualise=False)
+    long_run = pct.rolling(long_run_sessions, min_periods=min_long_run).median().shift(1)
+    classes = pd.Series({c: asset_classes.get(c, "") for c in pct.columns})
+    class_median = pd.DataFrame(np.nan, index=pct.index, columns=pct.columns)
+    for _, members in classes.groupby(classes):
+        cols = list(members.index)
+        med = pct[cols].median(axis=1).where(pct[cols].notna().sum(axis=1) >= 3)
+        class_median[cols] = np.repeat(med.to_numpy()[:, None], len(cols), axis=1)
+    out = vol.astype(float).copy()
+    raised = pd.DataFrame(False, index=vol.index, columns=vol.columns)
+    refused = raised.copy()
+    if floor_vs_class is not None:
+        floor_pct = floor_vs_class * class_median.fillna(long_run)
+        raised = (pct < floor_pct).fillna(False)
+        price = prices.astype(float).reindex(index=vol.index.union(prices.index)).ffill().reindex(index=vol.index)
+        out = out.mask(raised, floor_pct * price[vol.columns].abs() / 100.0)  # the floor in price points
+    if ceiling_vs_long_run is not None:
+        anchor = np.fmax(long_run, class_median)
+        refused = (pct > ceiling_vs_long_run * anchor).fillna(False)
+        out = out.mask(refused)
+    return BoundedVol(out, raised, refused)
 
 
 def mixed_vol(
