@@ -11,8 +11,10 @@ Futures Trading Strategies* (Carver 2022), "pst" pysystemtrade's ``sysdata/confi
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -501,9 +503,302 @@ class BrokerConfig(_Strict):
 
 
 class SourceConfig(_Strict):
-    kind: Literal["sample", "files", "ib"] = "sample"
-    path: str | None = Field(None, description="folder of CSV/Parquet bars for kind 'files'")
+    kind: Literal["sample", "files", "ib", "pysystemtrade"] = "sample"
+    path: str | None = Field(
+        None, description="folder of CSV/Parquet bars for kind 'files'; a pysystemtrade data folder (legacy "
+        "X_price.csv files, adjusted_prices_csv/ and multiple_prices_csv/, or the Parquet tables) for kind "
+        "'pysystemtrade', whose configuration fills instruments given by symbol alone",
+    )
     ib: IBConnection = IBConnection()
+
+
+# -- pysystemtrade data folders: where their files are, and instruments given by symbol alone -------------
+
+#: Files of each layout of a pysystemtrade data folder (:func:`pysystemtrade_folder`).
+PST_ADJUSTED_CSV = "adjusted_prices_csv"
+PST_MULTIPLE_CSV = "multiple_prices_csv"
+PST_FX_CSV = "fx_prices_csv"
+PST_ADJUSTED_PARQUET = "adjusted_prices_daily.parquet"
+PST_MULTIPLE_PARQUET = "multiple_prices_daily.parquet"
+PST_CONFIG_FOLDER = "csvconfig"
+#: Instrument fields taken from pysystemtrade's configuration (the YAML's own fields win).
+PST_FIELDS = ("sec_type", "currency", "point_size", "asset_class", "back_adjusted", "costs")
+
+
+@dataclass(frozen=True)
+class PysystemtradeFolder:
+    """Where the files of a pysystemtrade data folder are (see :func:`pysystemtrade_folder`).
+
+    Attributes
+    ----------
+    root : Path
+        The folder (absolute).
+    layout : str
+        ``"csv"`` (today's ``adjusted_prices_csv/X.csv``, ``multiple_prices_csv/X.csv``),
+        ``"parquet"`` (long tables ``adjusted_prices_daily.parquet``, ``multiple_prices_daily.parquet``)
+        or ``"legacy"`` (the 2016 ``X_price.csv``, ``X_carrydata.csv`` in ``root``).
+    adjusted : Path
+        The adjusted prices: a folder of ``X.csv``, the Parquet table, or ``root`` (``X_price.csv``).
+    multiple, fx, instrument_config, costs : Path or None
+        Multiple prices (folder or table), FX rates (a folder of ``XXXUSD.csv`` / ``XXXUSDfx.csv``),
+        ``instrumentconfig.csv`` and the cost file (``spreadcosts.csv``, legacy ``costs_analysis.csv``);
+        None where the folder has none.
+    """
+
+    root: Path
+    layout: str
+    adjusted: Path
+    multiple: Path | None
+    fx: Path | None
+    instrument_config: Path | None
+    costs: Path | None
+
+    def symbols(self) -> list[str]:
+        """Sorted names of the instruments with adjusted prices: ``EDOLLAR`` for ``EDOLLAR_price.csv``
+        (legacy) or ``adjusted_prices_csv/EDOLLAR.csv``, the ``instrument`` column of the Parquet table.
+
+        Raises
+        ------
+        ValueError
+            The Parquet table cannot be read or has no ``instrument`` column (file named).
+        """
+        if self.layout == "legacy":
+            return sorted(f.name[: -len("_price.csv")] for f in self.adjusted.glob("*_price.csv"))
+        if self.layout == "csv":
+            return sorted(f.stem for f in self.adjusted.glob("*.csv"))
+        import pyarrow.compute as pc  # only for this layout
+        import pyarrow.parquet as pq
+
+        try:
+            column = pq.read_table(self.adjusted, columns=["instrument"]).column("instrument")
+        except Exception as exc:  # any reader failure: name the file
+            raise ValueError(f"pysystemtrade: cannot read the instrument column of {self.adjusted}: {exc}") from exc
+        return sorted(str(v) for v in pc.unique(column).to_pylist() if v is not None)
+
+
+def pysystemtrade_folder(path: str | Path) -> PysystemtradeFolder:
+    """Detect the layout of a pysystemtrade data folder and locate its files.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder (relative paths resolve against the working directory). Looked for, in this
+        order: ``adjusted_prices_csv/`` (layout ``csv``), ``adjusted_prices_daily.parquet``
+        (``parquet``), ``*_price.csv`` (``legacy``). Configuration: ``csvconfig/instrumentconfig.csv``
+        with ``csvconfig/spreadcosts.csv``, else ``instrumentconfig.csv`` with ``costs_analysis.csv`` (or
+        ``spreadcosts.csv``) in the folder itself. FX: ``fx_prices_csv/``, else the folder when it
+        holds ``XXXUSDfx.csv`` files.
+
+    Returns
+    -------
+    PysystemtradeFolder
+
+    Raises
+    ------
+    ValueError
+        The folder does not exist or holds none of the three layouts (the message says what was
+        looked for).
+
+    Notes
+    -----
+    Layouts: pysystemtrade ``data/futures/adjusted_prices_csv``, ``multiple_prices_csv``,
+    ``fx_prices_csv``, ``csvconfig`` (``sysdata/csv/``); the legacy 2016 files of its first release.
+    """
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise ValueError(f"pysystemtrade: data folder {root} does not exist; set source.path to a pysystemtrade "
+                         "data folder")
+
+    def found(name: str, is_dir: bool = False) -> Path | None:
+        candidate = root / name
+        return candidate if (candidate.is_dir() if is_dir else candidate.is_file()) else None
+
+    if (adjusted := found(PST_ADJUSTED_CSV, is_dir=True)) is not None:
+        layout, multiple = "csv", found(PST_MULTIPLE_CSV, is_dir=True)
+    elif (adjusted := found(PST_ADJUSTED_PARQUET)) is not None:
+        layout, multiple = "parquet", found(PST_MULTIPLE_PARQUET)
+    elif any(root.glob("*_price.csv")):
+        layout, adjusted = "legacy", root
+        multiple = root if any(root.glob("*_carrydata.csv")) else None
+    else:
+        raise ValueError(
+            f"pysystemtrade: {root} holds no pysystemtrade prices (looked for {PST_ADJUSTED_CSV}/, "
+            f"{PST_ADJUSTED_PARQUET} and X_price.csv files)"
+        )
+    config = root / PST_CONFIG_FOLDER if (root / PST_CONFIG_FOLDER / "instrumentconfig.csv").is_file() else root
+    costs = next((config / n for n in ("spreadcosts.csv", "costs_analysis.csv") if (config / n).is_file()), None)
+    fx = found(PST_FX_CSV, is_dir=True) or (root if any(root.glob("*USDfx.csv")) else None)
+    instrument_config = config / "instrumentconfig.csv"
+    return PysystemtradeFolder(
+        root=root, layout=layout, adjusted=adjusted, multiple=multiple, fx=fx,
+        instrument_config=instrument_config if instrument_config.is_file() else None, costs=costs,
+    )
+
+
+def _pst_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [{str(k).strip(): (v or "").strip() for k, v in row.items() if k is not None}
+                for row in csv.DictReader(fh)]
+
+
+def _pst_number(row: dict[str, str], column: str, path: Path, line: int, default: float | None = 0.0) -> float:
+    text = row.get(column, "")
+    if text == "" and default is not None:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"pysystemtrade: {path}, line {line}: {column} {text!r} of {row.get('Instrument')} is not a number"
+        ) from None
+
+
+def pysystemtrade_instrument_fields(folder: PysystemtradeFolder) -> dict[str, dict[str, Any]]:
+    """Instrument fields of every instrument in the folder's configuration, by symbol.
+
+    Parameters
+    ----------
+    folder : PysystemtradeFolder
+
+    Returns
+    -------
+    dict symbol -> dict of :class:`Instrument` fields
+        ``sec_type`` "FUT", ``back_adjusted`` True, ``point_size`` = Pointsize (currency per price
+        point per contract), ``currency``, ``asset_class`` (pysystemtrade's names: Bond, Equity,
+        Ags, ...) and ``costs``: ``slippage`` = SpreadCost (``spreadcosts.csv``) or Slippage (legacy
+        ``costs_analysis.csv``) in price points, ``commission_per_unit`` = PerBlock,
+        ``commission_pct`` = Percentage, ``commission_min`` = PerTrade (the cost file's value where it
+        gives one, else ``instrumentconfig.csv``'s; blank or absent = 0). The same mapping as
+        :func:`pipeline.adapters.pysystemtrade.to_instruments`.
+
+    Raises
+    ------
+    ValueError
+        No ``instrumentconfig.csv``; a missing Instrument / Pointsize / Currency / AssetClass column;
+        a non-numeric value (file and line named).
+
+    Notes
+    -----
+    Source: pysystemtrade ``data/futures/csvconfig/instrumentconfig.csv``, ``spreadcosts.csv``; cost
+    model carver.md §2.10. Read with the csv module here because the configuration is validated
+    below every other layer (:mod:`pipeline.adapters.pysystemtrade` reads the same files into frames).
+    """
+    path = folder.instrument_config
+    if path is None:
+        raise ValueError(f"pysystemtrade: {folder.root} has no instrumentconfig.csv (looked in "
+                         f"{PST_CONFIG_FOLDER}/ and the folder itself)")
+    rows = _pst_rows(path)
+    missing = [c for c in ("Instrument", "Pointsize", "Currency", "AssetClass") if rows and c not in rows[0]]
+    if missing:
+        raise ValueError(f"pysystemtrade: {path} has no column {', '.join(missing)}")
+    costs: dict[str, tuple[dict[str, str], int]] = {}
+    if folder.costs is not None:
+        costs = {r.get("Instrument", ""): (r, i + 2) for i, r in enumerate(_pst_rows(folder.costs))}
+    out: dict[str, dict[str, Any]] = {}
+    for i, row in enumerate(rows):
+        symbol, line = row["Instrument"], i + 2
+        extra, extra_line = costs.get(symbol, ({}, 0))
+
+        def cost(*names: str, row=row, line=line, extra=extra, extra_line=extra_line) -> float:
+            for name in names:  # the cost file wins where it has a value
+                if extra.get(name, "") != "":
+                    return _pst_number(extra, name, folder.costs, extra_line)
+            return _pst_number(row, names[-1], path, line)
+
+        out[symbol] = {
+            "sec_type": "FUT", "back_adjusted": True, "currency": row["Currency"], "asset_class": row["AssetClass"],
+            "point_size": _pst_number(row, "Pointsize", path, line, default=None),
+            "costs": {"slippage": cost("SpreadCost", "Slippage"), "commission_per_unit": cost("PerBlock"),
+                      "commission_pct": cost("Percentage"), "commission_min": cost("PerTrade")},
+        }
+    return out
+
+
+def resolve_instruments(raw: dict[str, Any]) -> dict[str, Any]:
+    """Fill the instruments of a raw configuration from its pysystemtrade source folder.
+
+    With ``source: {kind: pysystemtrade, path: FOLDER}``, ``instruments`` may list symbols alone
+    (``[{symbol: EDOLLAR}, US10]``) or be ``all`` (every instrument with adjusted prices in the
+    folder). Each is completed from the folder's configuration (:func:`pysystemtrade_instrument_fields`):
+    fields given in the file win (``costs`` merged key by key). ``portfolio.fx_path`` defaults to the
+    folder's FX rates. Other sources: returned unchanged (``instruments: all`` is an error).
+
+    Parameters
+    ----------
+    raw : dict
+        The parsed YAML mapping (not modified).
+
+    Returns
+    -------
+    dict
+        A new mapping with ``instruments`` a list of complete instrument mappings.
+
+    Raises
+    ------
+    ValueError
+        One line: the folder cannot be read, a symbol the folder has no prices for (lists near
+        names), a symbol without a row in ``instrumentconfig.csv``, ``all`` with another source.
+    """
+    source = raw.get("source") or {}
+    entries = raw.get("instruments")
+    if not isinstance(source, dict) or source.get("kind") != "pysystemtrade":
+        if entries == "all":
+            raise ValueError("instruments: all needs source.kind: pysystemtrade (the folder lists the instruments)")
+        return raw
+    if not source.get("path"):
+        raise ValueError("source.kind is 'pysystemtrade' but source.path is not set; set it to a pysystemtrade "
+                         "data folder")
+    folder = pysystemtrade_folder(source["path"])
+    held = folder.symbols()
+    fields = pysystemtrade_instrument_fields(folder)
+    if entries == "all":
+        entries = [{"symbol": s} for s in held]
+    elif not isinstance(entries, list):
+        return raw  # pydantic reports the type
+    entries = [{"symbol": e} if isinstance(e, str) else e for e in entries]
+    symbols = [str(e.get("symbol")) for e in entries if isinstance(e, dict)]
+    unknown = [s for s in symbols if s not in set(held)]
+    if unknown:
+        raise ValueError(f"instruments {unknown} have no prices in the pysystemtrade folder {folder.root} "
+                         f"({folder.layout} layout, {len(held)} instruments: {', '.join(held[:12])}"
+                         f"{', ...' if len(held) > 12 else ''})")
+    unconfigured = [s for s in symbols if s not in fields]
+    if unconfigured:
+        where = folder.instrument_config or folder.root
+        raise ValueError(f"instruments {unconfigured} have no row in {where}: give their point_size, currency "
+                         "and asset_class in the configuration or add the rows")
+    resolved = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            resolved.append(entry)
+            continue
+        base = fields[str(entry["symbol"])]
+        given_costs = entry.get("costs") if isinstance(entry.get("costs"), dict) else {}
+        resolved.append(base | entry | {"costs": base["costs"] | given_costs})
+    out = dict(raw) | {"instruments": resolved}
+    portfolio = raw.get("portfolio") or {}
+    if isinstance(portfolio, dict) and portfolio.get("fx_path") is None and folder.fx is not None:
+        out["portfolio"] = dict(portfolio) | {"fx_path": str(folder.fx)}
+    return out
+
+
+class VolBoundsConfig(_Strict):
+    """Bounds on the vol the signal stage passes on (``pipeline/signals/volatility.py: bounded_vol``):
+    an estimate far outside its anchors is broken data, not a market."""
+
+    floor_vs_class: float | None = Field(
+        0.1, gt=0, lt=1,
+        description="a vol below this fraction of its asset class's median vol that session (or of its own "
+        "long-run vol when the class has fewer than 3 instruments) is raised to it: a flat, stale series "
+        "cannot size a huge position; None = off",
+    )
+    ceiling_vs_long_run: float | None = Field(
+        10.0, gt=1,
+        description="a vol above this multiple of the larger of its own long-run vol and its class's median "
+        "is refused: no vol that session, so the instrument keeps its position and leaves the weight "
+        "estimate; None = off",
+    )
+    long_run_sessions: int = Field(2560, ge=256, description="window of the long-run median vol (10 years)")
 
 
 class PipelineConfig(_Strict):
@@ -522,6 +817,7 @@ class PipelineConfig(_Strict):
     portfolio: PortfolioConfig = PortfolioConfig()
     quality: QualityConfig = QualityConfig()
     stale_guard: StaleGuardConfig = StaleGuardConfig()
+    vol_bounds: VolBoundsConfig = VolBoundsConfig()
     regime: RegimeConfig = RegimeConfig()
     vol_forecast: VolForecastConfig = VolForecastConfig()
     risk: RiskLimits = RiskLimits()
@@ -538,6 +834,15 @@ class PipelineConfig(_Strict):
         if not v:
             raise ValueError("the universe is empty: list at least one instrument")
         return v
+
+    @model_validator(mode="after")
+    def _pysystemtrade_instruments_resolved(self) -> PipelineConfig:
+        if self.source.kind == "pysystemtrade":
+            bare = [i.symbol for i in self.instruments if i.model_fields_set <= {"symbol"}]
+            if bare:
+                raise ValueError(f"instruments {bare} are given by symbol alone: load the file with load_config "
+                                 "(or pass the mapping through resolve_instruments) to fill them from source.path")
+        return self
 
     @model_validator(mode="after")
     def _order_limits_name_listed_instruments(self) -> PipelineConfig:
@@ -575,7 +880,9 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     """Load and validate the configuration.
 
     Resolution order: ``path``; else ``$TRADING_PIPELINE_CONFIG``; else the bundled default.
-    ``$TRADING_PIPELINE_LAKE`` overrides ``lake_root``.
+    ``$TRADING_PIPELINE_LAKE`` overrides ``lake_root``. With a ``pysystemtrade`` source,
+    instruments given by symbol alone (or ``instruments: all``) are first filled from the
+    folder's configuration (:func:`resolve_instruments`).
 
     Raises:
         ConfigError: the file does not exist, is not YAML, or fails validation (the message
@@ -588,6 +895,10 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    try:
+        raw = resolve_instruments(raw) if isinstance(raw, dict) else raw
+    except (ValueError, OSError) as exc:  # one line, the file named
+        raise ConfigError(f"config file {path}: {exc}") from exc
     try:
         return PipelineConfig.model_validate(raw)
     except Exception as exc:  # pydantic.ValidationError, re-raised with the file named

@@ -596,8 +596,36 @@ def markdown(res: Results, command: str, data_label: str) -> str:
     ]
     for name, expected, got in res.idm:
         lines.append(f"| {name} | {expected:.6f} | {got:.6f} | {abs(got - expected):.1e} |")
-    lines += ["", "## Reading the numbers", "", *_explanation(res), ""]
+    lines += ["", "## Reading the numbers", "", *_explanation(res), "", *FOLDERS_SECTION, ""]
     return "\n".join(lines)
+
+
+#: How the pipeline reads pysystemtrade's data folders (fixed text, written after the numbers).
+FOLDERS_SECTION = [
+    "## Reading pysystemtrade's data folders",
+    "",
+    ("`source: {kind: pysystemtrade, path: FOLDER}` reads a pysystemtrade data folder in each of its layouts "
+    "(`pipeline/adapters/sources/pysystemtrade_folder.py`, layout found by `pipeline.config.pysystemtrade_folder`): "
+    "today's CSV folders (`adjusted_prices_csv/X.csv`, `multiple_prices_csv/X.csv`, `fx_prices_csv/`, `csvconfig/`), "
+    "the Parquet tables this document uses, and the 2016 CSVs (`X_price.csv`, `X_carrydata.csv`, `XXXUSDfx.csv`, "
+    "`instrumentconfig.csv`, `costs_analysis.csv`). Bars are daily closes of the back-adjusted price (source "
+    "`pysystemtrade:adjusted`) named after the instrument (`EDOLLAR`, never the file stem `EDOLLAR_price`); the same "
+    "prices read to identical bars from the three layouts (`tests/test_pysystemtrade_source.py` writes them from these "
+    "tables), and `multiple_prices(instrument)` serves the carry contracts. Instruments may be given by symbol alone "
+    "(`instruments: [{symbol: US10}]` or `instruments: all`): point size, currency, asset class, `sec_type: FUT`, "
+    "`back_adjusted: true` and costs (SpreadCost as slippage; PerBlock, Percentage, PerTrade as commission) come from "
+    "the folder's `instrumentconfig.csv` and `spreadcosts.csv`; fields written in the YAML win, and "
+    "`portfolio.fx_path` defaults to the folder's FX rates."),
+    "",
+    ("Prices are read on pysystemtrade's business-day grid (`read_adjusted_prices`, pst `resample(\"1B\").last()`): "
+    "the last row of a day, a weekend row on the Friday before, a row for every business day, NaN where there is no "
+    "price. An instrument's vol and forecasts are then the same read alone or with others, because the EWMAs count the "
+    "sessions of the frame they are given: EDOLLAR's EWMAC 8/32 on 2015-12-11 (2016 files, robust vol) is 0.2045 "
+    "alone and among the 38 futures, where on the files' own dates it was 0.1823 alone and 0.1920 among the 38 "
+    "(`tests/test_signals_company.py`). The tables above are computed on that grid. A return across a missing "
+    "session is one return for the whole move (`pipeline.signals.volatility.daily_returns`; pysystemtrade's `diff` "
+    "on the grid leaves it out): no move is lost, and returns depend on the instrument's own prices only."),
+]
 
 
 def _explanation(res: Results) -> list[str]:

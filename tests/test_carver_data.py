@@ -34,7 +34,8 @@ def _write(path: Path, text: str) -> Path:
 def test_price_csv_blank_row_is_rejected_with_reason_and_row(tmp_path):
     f = _write(tmp_path / "US10_price.csv", "DATETIME,PRICE\n2020-01-02,-37.5\n2020-01-03,\n2020-01-06,-36.0\n")
     table = read_adjusted_prices(f)
-    assert table.prices["US10"].tolist() == [-37.5, -36.0]  # negative back-adjusted prices kept
+    # negative back-adjusted prices kept; the blank row's business day stays on the grid as NaN
+    assert table.prices["US10"].tolist() == pytest.approx([-37.5, np.nan, -36.0], nan_ok=True)
     assert list(table.issues.columns) == ISSUE_COLUMNS
     issue = table.issues.iloc[0]
     assert (issue["instrument"], issue["row"], issue["kept"]) == ("US10", 2, False)  # 2nd data row
@@ -225,10 +226,13 @@ def test_2016_instrument_config_gives_38_futures():
 
 @needs_2023
 def test_2023_parquet_files_are_read_row_for_row():
-    adj = read_adjusted_prices(CARVER_2023 / "adjusted_prices_daily.parquet")
+    adj = read_adjusted_prices(CARVER_2023 / "adjusted_prices_daily.parquet", business_days=False)
     assert adj.prices.shape[1] == 238
     assert int(adj.prices.notna().sum().sum()) == 1_147_559  # README row count, no blank prices
     assert adj.issues["kept"].all()  # Sunday flags only
+    grid = read_adjusted_prices(CARVER_2023 / "adjusted_prices_daily.parquet")  # weekend rows onto Fridays
+    assert int(grid.prices.notna().sum().sum()) == 1_128_079
+    assert int((~grid.issues["kept"]).sum()) == 1_147_559 - 1_128_079  # Friday rows a weekend row replaced
     m = read_multiple_prices(CARVER_2023 / "multiple_prices_daily.parquet")
     assert m.price.shape[1] == 226
     n_rejected = int((~m.issues["kept"]).sum())

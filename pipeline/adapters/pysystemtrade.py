@@ -25,8 +25,19 @@ Row rules (the same for every reader):
   row in file order; the earlier is rejected with that reason.
 * Sunday-dated rows are **kept** (pysystemtrade's FX files and some futures carry a few, being
   end-of-week rows stamped in another time zone) and listed in ``issues`` with ``kept=True``,
-  so callers can map them to a session explicitly.
+  so callers can map them to a session explicitly; except on the business-day grid (below).
 * Negative prices are valid (back-adjusted series can go below zero: US10, SOYBEAN, ...).
+
+The business-day grid
+---------------------
+:func:`read_adjusted_prices` (and :func:`read_multiple_prices` with ``business_days=True``)
+return pysystemtrade's ``resample("1B").last()``: a weekend row moves to the Friday before and,
+being later, wins over Friday's row (listed with ``kept=True``), and the index is every business
+day from the first to the last date read, NaN where an instrument has no price. The index is then
+a fixed calendar, not the union of the dates the instruments read together happen to have, so an
+instrument's vol and forecasts do not depend on which other instruments were read with it (the
+EWMAs of :mod:`pipeline.signals.rules` count sessions of the index, so a one-instrument frame
+that dropped its blank or holiday rows would decay them over fewer sessions than a panel).
 
 ``issues`` has the columns ``instrument, source, row, session, reason, kept``: ``source`` is the
 file, ``row`` the 1-based data row in it (the header is not counted; CSV line = row + 1),
@@ -47,6 +58,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.bars import SourceDataError
 from pipeline.config import CostModel, Instrument
 from pipeline.instruments import FXError, currencies, fx_to_base
 
@@ -55,10 +67,23 @@ _MULTIPLE_VALUES = ("PRICE", "CARRY", "FORWARD")
 _MULTIPLE_CONTRACTS = ("PRICE_CONTRACT", "CARRY_CONTRACT", "FORWARD_CONTRACT")
 _FX_NAME = re.compile(r"^([A-Z]{6})(fx)?$")
 _SUNDAY = 6
+_FRIDAY = 4
+_SNIFF_BYTES = 8192
+#: The issue of a weekend-dated row put on the business-day grid (pst ``resample("1B").last()``).
+WEEKEND_MOVED = "weekend-dated row moved to the Friday before (pysystemtrade's resample('1B').last())"
 
 
-class CarverDataError(ValueError):
-    """A pysystemtrade data file cannot be read; the message names the file, row and fix."""
+class CarverDataError(SourceDataError):
+    """A pysystemtrade data file cannot be read; the message names the file, row and fix.
+
+    A :class:`~pipeline.bars.SourceDataError` (so a ``ValueError``) whose ``kind`` says what is
+    wrong, as for the files source: ``empty``, ``binary``, ``encoding``, ``no_header`` (a missing
+    column), ``bad_row`` (an unparseable date or number, a bad configuration row), ``unreadable``
+    (any other reader failure, a missing path) or ``unknown`` (no file of the kind asked for).
+    """
+
+    def __init__(self, message: str, kind: str = "unreadable"):
+        super().__init__(message, kind)
 
 
 @dataclass(frozen=True)
@@ -113,9 +138,23 @@ def _where(source: Path, row: int) -> str:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
+        with path.open("rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise CarverDataError(f"carver_data: cannot read {path}: {exc}") from exc
+    if not head:
+        raise CarverDataError(f"carver_data: {path} is empty (0 bytes); write the prices or remove the file", "empty")
+    if b"\x00" in head:
+        raise CarverDataError(f"carver_data: {path} is binary (NUL bytes), not CSV text", "binary")
+    try:
         # all text, so that we (not the reader) decide what is blank and what is bad
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    except Exception as exc:  # noqa: BLE001 - any reader failure becomes a named-file error
+    except UnicodeDecodeError as exc:
+        raise CarverDataError(f"carver_data: {path} is not UTF-8 text ({exc.reason}); save it as UTF-8",
+                              "encoding") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise CarverDataError(f"carver_data: {path} has no header line; write the prices", "empty") from exc
+    except Exception as exc:
         raise CarverDataError(f"carver_data: cannot read {path}: {exc}") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
@@ -129,7 +168,7 @@ def _column(frame: pd.DataFrame, path: Path, *names: str, required: bool = True)
     if required:
         raise CarverDataError(
             f"carver_data: {path} has no {' / '.join(names)} column (found {list(frame.columns)}); "
-            "is this a pysystemtrade file of the expected kind?"
+            "is this a pysystemtrade file of the expected kind?", "no_header"
         )
     return None
 
@@ -147,7 +186,7 @@ def _parse_dates(col: pd.Series, path: Path, column: str) -> pd.Series:
         i = int(np.flatnonzero(bad)[0])
         raise CarverDataError(
             f"carver_data: {_where(path, i + 1)}: unparseable date {str(col.iloc[i])!r} in column "
-            f"{column!r} ({int(bad.sum())} such rows); write ISO dates (yyyy-mm-dd[ hh:mm:ss])"
+            f"{column!r} ({int(bad.sum())} such rows); write ISO dates (yyyy-mm-dd[ hh:mm:ss])", "bad_row"
         )
     return parsed.dt.normalize().reset_index(drop=True)
 
@@ -163,7 +202,7 @@ def _parse_numbers(col: pd.Series, path: Path, column: str) -> np.ndarray:
         i = int(np.flatnonzero(bad)[0])
         raise CarverDataError(
             f"carver_data: {_where(path, i + 1)}: non-numeric value {str(col.iloc[i])!r} in column "
-            f"{column!r} ({int(bad.sum())} such rows); write plain numbers or leave the cell empty"
+            f"{column!r} ({int(bad.sum())} such rows); write plain numbers or leave the cell empty", "bad_row"
         )
     return values
 
@@ -188,17 +227,26 @@ def _empty_issues() -> pd.DataFrame:
 
 
 def _issue_rows(long: pd.DataFrame, mask: np.ndarray, reason: str, kept: bool) -> pd.DataFrame:
-    rows = long.loc[mask, ["instrument", "source", "row", "session"]].copy()
+    rows = long.loc[mask, ["instrument", "source", "row", "dated"]].rename(columns={"dated": "session"})
     rows["reason"] = reason
     rows["kept"] = kept
     return rows
 
 
-def _finish(long: pd.DataFrame, value_columns: list[str], price_column: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Reject blank-price and duplicate rows, flag Sundays; returns (clean long rows, issues).
+def _finish(
+    long: pd.DataFrame, value_columns: list[str], price_column: str, business_days: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reject blank-price and duplicate rows, flag or move weekend rows; returns (clean long rows, issues).
 
-    ``long`` has columns instrument, source, row, session and the value columns.
+    ``long`` has columns instrument, source, row, session and the value columns. With
+    ``business_days`` a Saturday or Sunday row is moved to the Friday before first (so it competes
+    with Friday's own row as the later one, pst ``resample("1B").last()``) and flagged as moved;
+    without, Sunday rows keep their date and are flagged.
     """
+    long = long.assign(dated=long["session"])
+    if business_days:
+        back = np.clip(long["session"].dt.day_of_week.to_numpy() - _FRIDAY, 0, None)  # Sat 1, Sun 2
+        long["session"] = long["session"] - pd.to_timedelta(back, unit="D")
     long = long.sort_values(["instrument", "session", "source", "row"], kind="stable").reset_index(drop=True)
     blank = long[price_column].isna().to_numpy()
     issues = [_issue_rows(long, blank, f"blank {price_column}: row rejected", kept=False)]
@@ -206,8 +254,12 @@ def _finish(long: pd.DataFrame, value_columns: list[str], price_column: str) -> 
     dupes = long.duplicated(["instrument", "session"], keep="last").to_numpy()
     issues.append(_issue_rows(long, dupes, "duplicate date for this instrument: the later row is kept", kept=False))
     long = long.loc[~dupes].reset_index(drop=True)
-    sunday = (long["session"].dt.day_of_week == _SUNDAY).to_numpy()
-    issues.append(_issue_rows(long, sunday, "Sunday-dated row kept: map it to a session explicitly", kept=True))
+    if business_days:
+        moved = (long["session"] != long["dated"]).to_numpy()
+        issues.append(_issue_rows(long, moved, WEEKEND_MOVED, kept=True))
+    else:
+        sunday = (long["session"].dt.day_of_week == _SUNDAY).to_numpy()
+        issues.append(_issue_rows(long, sunday, "Sunday-dated row kept: map it to a session explicitly", kept=True))
     found = [i for i in issues if len(i)]
     frame = pd.concat(found, ignore_index=True) if found else _empty_issues()
     frame = frame.sort_values(["instrument", "source", "row"], kind="stable").reset_index(drop=True)
@@ -216,22 +268,30 @@ def _finish(long: pd.DataFrame, value_columns: list[str], price_column: str) -> 
     return long[["instrument", "session", *value_columns]], frame[ISSUE_COLUMNS]
 
 
-def _wide(long: pd.DataFrame, column: str) -> pd.DataFrame:
-    return _wide_many(long, [column])[column]
+def _wide(long: pd.DataFrame, column: str, business_days: bool = False) -> pd.DataFrame:
+    return _wide_many(long, [column], business_days)[column]
 
 
-def _wide_many(long: pd.DataFrame, columns: list[str]) -> dict[str, pd.DataFrame]:
+def _wide_many(long: pd.DataFrame, columns: list[str], business_days: bool = False) -> dict[str, pd.DataFrame]:
     """Session x instrument float frames of ``columns`` (``long`` has unique (instrument, session)).
 
     The same as ``long.pivot(index="session", columns="instrument", values=column)`` with sorted
     sessions and instruments, but the sessions and instruments are factorised once for all the
-    columns and each frame is one scatter into an array.
+    columns and each frame is one scatter into an array. With ``business_days`` the index is
+    every business day (Monday to Friday) from the first to the last session of ``long`` (whose
+    sessions must then all be business days), NaN where an instrument has no row.
     """
-    session_codes, sessions = pd.factorize(long["session"], sort=True)
     names = np.asarray(long["instrument"].astype("str"), dtype=object)
     instruments = sorted(set(names))
     instrument_codes = pd.Index(instruments).get_indexer(names)
-    index = pd.DatetimeIndex(sessions, name="session")
+    if business_days:
+        sessions = pd.DatetimeIndex(long["session"])
+        index = pd.bdate_range(sessions.min(), sessions.max(), name="session") if len(long) else sessions[:0]
+        index = pd.DatetimeIndex(index, name="session").as_unit(sessions.unit)
+        session_codes = index.get_indexer(sessions)
+    else:
+        session_codes, sessions = pd.factorize(long["session"], sort=True)
+        index = pd.DatetimeIndex(sessions, name="session")
     out = {}
     for column in columns:
         values = np.full((len(index), len(instruments)), np.nan, order="F")
@@ -250,7 +310,7 @@ def _files(path: Path, suffix: str) -> list[tuple[str, Path]]:
 
 def _single(path: Path, suffix: str) -> str:
     stem = path.stem
-    return stem[: -len(suffix)] if stem.endswith(suffix) else stem
+    return stem.removesuffix(suffix)
 
 
 def _existing(path: str | Path, what: str) -> Path:
@@ -264,7 +324,7 @@ def _read_parquet(path: Path, instruments: list[str] | None) -> pd.DataFrame:
     try:
         filters = [("instrument", "in", list(instruments))] if instruments is not None else None
         frame = pd.read_parquet(path, filters=filters)
-    except Exception as exc:  # noqa: BLE001 - any reader failure becomes a named-file error
+    except Exception as exc:
         raise CarverDataError(f"carver_data: cannot read {path}: {exc}") from exc
     frame.columns = [str(c) for c in frame.columns]
     return frame.reset_index(drop=True)
@@ -296,8 +356,10 @@ def _long_from_frame(
 # --------------------------------------------------------------------------- public readers
 
 
-def read_adjusted_prices(path_or_folder: str | Path, instruments: list[str] | None = None) -> PriceTable:
-    """Back-adjusted daily prices from pysystemtrade files, as a wide frame.
+def read_adjusted_prices(
+    path_or_folder: str | Path, instruments: list[str] | None = None, business_days: bool = True
+) -> PriceTable:
+    """Back-adjusted daily prices from pysystemtrade files, as a wide frame on the business-day grid.
 
     Parameters
     ----------
@@ -308,13 +370,25 @@ def read_adjusted_prices(path_or_folder: str | Path, instruments: list[str] | No
         ``instrument, date, price``.
     instruments : list of str, optional
         Read only these instruments (default: all).
+    business_days : bool
+        ``True`` (default): pysystemtrade's ``resample("1B").last()``. A Saturday or Sunday row
+        moves to the Friday before (where, being later, it wins over Friday's own row; flagged
+        ``kept`` in ``issues``), and the index is every business day from the first to the last
+        date read, NaN where an instrument has no price (a blank row, a holiday of its exchange,
+        before its first or after its last price). So an instrument's column is the same whether
+        it is read alone or with others, and the EWMAs of the trading rules, which count
+        sessions of the index, see the same sessions in both cases (see "The business-day grid"
+        in the module docstring). ``False``: one row per date that some instrument has a price
+        on, Sunday rows kept and flagged (the files' own dates; a one-instrument frame then has
+        no row at its blank or missing dates).
 
     Returns
     -------
     PriceTable
         ``prices``: index ``session``, columns ``instrument``, back-adjusted prices in price
         points (may be negative); NaN where an instrument has no price. ``issues``: rejected
-        (blank price, duplicate date) and flagged (Sunday) rows, see the module docstring.
+        (blank price, duplicate date) and flagged (moved weekend or Sunday) rows, see the module
+        docstring.
 
     Raises
     ------
@@ -335,11 +409,13 @@ def read_adjusted_prices(path_or_folder: str | Path, instruments: list[str] | No
         pairs = _files(path, "_price") if path.is_dir() else [(_single(path, "_price"), path)]
         pairs = [(i, f) for i, f in pairs if instruments is None or i in instruments]
         longs = [_long_from_frame(_read_csv(f), f, i, values, required=("PRICE",)) for i, f in pairs]
-    long, issues = _finish(_concat(longs, path), ["PRICE"], "PRICE")
-    return PriceTable(prices=_wide(long, "PRICE"), issues=issues)
+    long, issues = _finish(_concat(longs, path), ["PRICE"], "PRICE", business_days)
+    return PriceTable(prices=_wide(long, "PRICE", business_days), issues=issues)
 
 
-def read_multiple_prices(path_or_folder: str | Path, instruments: list[str] | None = None) -> MultiplePrices:
+def read_multiple_prices(
+    path_or_folder: str | Path, instruments: list[str] | None = None, business_days: bool = False
+) -> MultiplePrices:
     """pysystemtrade multiple prices (held, carry and forward contract prices and months).
 
     Parameters
@@ -352,6 +428,11 @@ def read_multiple_prices(path_or_folder: str | Path, instruments: list[str] | No
         PRICE_CONTRACT, CARRY, CARRY_CONTRACT, FORWARD, FORWARD_CONTRACT``.
     instruments : list of str, optional
         Read only these instruments (default: all).
+    business_days : bool
+        ``True``: on the business-day grid, as :func:`read_adjusted_prices` (weekend rows moved
+        to the Friday before, every business day a row). ``False`` (default): the files' own
+        dates (multiple prices are a record of contracts; carry callers align them to the
+        adjusted prices' index).
 
     Returns
     -------
@@ -381,8 +462,8 @@ def read_multiple_prices(path_or_folder: str | Path, instruments: list[str] | No
         pairs = [(i, f) for i, f in pairs if instruments is None or i in instruments]
         longs = [_long_from_frame(_read_csv(f), f, i, values, contracts, required) for i, f in pairs]
     columns = [*_MULTIPLE_VALUES, *_MULTIPLE_CONTRACTS]
-    long, issues = _finish(_concat(longs, path), columns, "PRICE")
-    wide = _wide_many(long, columns)
+    long, issues = _finish(_concat(longs, path), columns, "PRICE", business_days)
+    wide = _wide_many(long, columns, business_days)
     wide.update({c: wide[c].round().astype("Int64") for c in _MULTIPLE_CONTRACTS})
     return MultiplePrices(
         price=wide["PRICE"], carry=wide["CARRY"], forward=wide["FORWARD"],
@@ -435,7 +516,8 @@ def read_fx(path_or_folder: str | Path, pairs: list[str] | None = None) -> Price
 
 def _concat(longs: list[pd.DataFrame], path: Path) -> pd.DataFrame:
     if not longs:
-        raise CarverDataError(f"carver_data: no matching price files under {path}; check the folder and names")
+        raise CarverDataError(f"carver_data: no matching price files under {path}; check the folder and names",
+                              "unknown")
     return pd.concat(longs, ignore_index=True)
 
 
@@ -497,13 +579,13 @@ def read_instrument_config(path: str | Path, costs: str | Path | None = None) ->
 def _check_config(out: pd.DataFrame, path: Path) -> None:
     dupes = out.index[out.index.duplicated()].unique().tolist()
     if dupes:
-        raise CarverDataError(f"carver_data: {path}: instruments listed twice: {dupes}; keep one row each")
+        raise CarverDataError(f"carver_data: {path}: instruments listed twice: {dupes}; keep one row each", "bad_row")
     bad = ~(out["Pointsize"] > 0)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0]) + 1
         raise CarverDataError(
             f"carver_data: {_where(path, row)}: Pointsize of {out.index[row - 1]} must be a positive "
-            "number (currency per price point per contract)"
+            "number (currency per price point per contract)", "bad_row"
         )
 
 
