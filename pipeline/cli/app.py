@@ -48,12 +48,15 @@ def _expected_failure(exc: Exception) -> tuple[str, int] | None:
     """The one line to print and the exit code for a failure the user can fix, else None (a bug)."""
     from pipeline.bars import SourceError
     from pipeline.config import ConfigError
+    from pipeline.store.lake import LakeError
     from pipeline.store.paths import StorageError
     from pipeline.trading import BrokerError
 
     if isinstance(exc, ConfigError | StorageError):  # a missing or invalid config file, a lake without state
         return f"error: {exc}", 2
     if isinstance(exc, BrokerError | SourceError):  # the broker or the data source is down or refuses
+        return f"error: {common.one_line(exc)}", 1
+    if isinstance(exc, LakeError):  # a lake table missing or a lake file broken: the message names it
         return f"error: {common.one_line(exc)}", 1
     return None
 

@@ -32,16 +32,20 @@ def query(
 
     The lake's tables (bars, forecasts, target positions, backtest results) are views over its
     Parquet files; the ledger's (order intents, fills, trading state, quarantine) sit beside them.
-    A table name that does not exist fails with the list of the tables there are.
+    A table name that does not exist fails with the list of the tables there are; a table with a
+    broken Parquet file fails naming the file and what to do, and the other tables still answer.
     """
     import duckdb
     import pandas as pd
 
+    from pipeline.store.warehouse import BrokenLakeFileError
     from pipeline.store.warehouse import query as run_query
 
     cfg = common.load_config(config, lake)
     try:
         df = run_query(common.lake_root(cfg, lake), sql, cfg, state_root=common.state_root(cfg, lake))
+    except BrokenLakeFileError as exc:  # one table's file is truncated or not Parquet
+        raise common.CliError(f"error: {common.one_line(exc)}") from exc
     except duckdb.Error as exc:  # e.g. a typo in the SQL: DuckDB's message names the tables available
         hint = "; fix the SQL and run it again" if isinstance(exc, duckdb.ProgrammingError) else ""
         raise common.CliError(f"error: {common.one_line(exc)}{hint}") from exc
