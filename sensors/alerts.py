@@ -13,7 +13,8 @@ from assets.resources import Settings
 from pipeline.adapters.alerts import notify
 
 
-def _alert(settings: Settings, log, kind: str, severity: str, subject: str, message: str, dedupe_key: str) -> bool:
+def _alert(settings, log, kind: str, severity: str, subject: str, message: str, dedupe_key: str) -> bool:
+    """``settings``: the Settings resource, or anything with a ``ledger()`` (the command line's)."""
     outcome = notify(settings.ledger(), kind=kind, severity=severity, subject=subject, message=message,
                      dedupe_key=dedupe_key)
     if outcome.added:
@@ -23,7 +24,7 @@ def _alert(settings: Settings, log, kind: str, severity: str, subject: str, mess
     return outcome.added
 
 
-def alert_failed_checks(instance: dg.DagsterInstance, run_id: str, settings: Settings, log) -> int:
+def alert_failed_checks(instance: dg.DagsterInstance, run_id: str, settings, log) -> int:
     """Raise one alert per failed asset check evaluation of run ``run_id``; returns how many were new."""
     raised = 0
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
@@ -55,3 +56,16 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, settings: Settings):
     message = context.failure_event.message or "run failed"
     _alert(settings, context.log, "run_failure", "ERROR", f"run {run.run_id[:8]} ({run.job_name})", message,
            dedupe_key=f"run:{run.run_id}")
+
+
+def alert_run_outcome(instance: dg.DagsterInstance, run_id: str, settings, log, failure: str | None) -> int:
+    """The alerts of a finished run the daemon did not launch (a command-line daily or backfill): one per
+    failed check and, when ``failure`` (the one-line cause) is given, one for the failed run. The keys are
+    the sensors', so a run that both see is alerted once. Returns how many alerts were new."""
+    raised = alert_failed_checks(instance, run_id, settings, log)
+    if failure is not None:
+        run = instance.get_run_by_id(run_id)
+        job = run.job_name if run is not None else "run"
+        raised += _alert(settings, log, "run_failure", "ERROR", f"run {run_id[:8]} ({job})", failure,
+                         dedupe_key=f"run:{run_id}")
+    return raised

@@ -104,6 +104,7 @@ def daily(
     result = execute_daily(day, submit=not no_submit, config_path=config, lake_root=root)
     elapsed = time.perf_counter() - started
     _print_source_problems(cfg, lake, result.run_id)
+    _alert_outcome(cfg, lake, result)
     if not result.success:
         print(f"\nRun {result.run_id} FAILED after {elapsed:.1f} s:\n{common.failure_text(result)}", file=sys.stderr)
         return 1
@@ -141,6 +142,7 @@ def backfill(
     result = execute_backfill(start, end, config_path=config, lake_root=root)
     elapsed = time.perf_counter() - started
     _print_source_problems(cfg, lake, result.run_id)
+    _alert_outcome(cfg, lake, result)
     if not result.success:
         print(f"Backfill run {result.run_id} FAILED after {elapsed:.1f} s:\n{common.failure_text(result)}", file=sys.stderr)
         return 1
@@ -154,3 +156,21 @@ def backfill(
     if warned:
         print("Left out of the history, not blocking (a daily run would block on these):\n" + warned)
     return 0
+
+
+def _alert_outcome(cfg, lake: str | None, result) -> None:
+    """Alert on the failed checks and the failure of a command-line run (the daemon's sensors never see it):
+    the alerts table and the configured destinations, with the sensors' keys."""
+    import logging
+
+    import dagster as dg
+
+    from sensors.alerts import alert_run_outcome
+
+    class _Ledger:  # what the alert helpers need of the Settings resource
+        def ledger(self):
+            return common.ledger(cfg, lake)
+
+    failure = None if result.success else common.one_line(common.failure_text(result).strip().splitlines()[0])
+    alert_run_outcome(dg.DagsterInstance.get(), result.run_id, _Ledger(), logging.getLogger("trading-pipeline"),
+                      failure)
