@@ -332,3 +332,10 @@ def test_the_backtest_command_compounds_when_configured(tmp_path):
     assert "capital: compounded (full) from 1,000,000 to " in done.stdout
     summary = json.loads(next((tmp_path / "out").glob("*/summary.json")).read_text())
     assert summary["basis"]["capital"].startswith("compounded (full) from 1,000,000")
+
+
+def test_the_report_shows_turnover_as_times_a_year_not_a_percentage():
+    from pipeline.research.tearsheet import _fmt
+
+    assert _fmt("annual_turnover", 63.3173) == "63.3x a year"
+    assert _fmt("annual_cost_drag", 0.0123) == "1.23%"

@@ -35,8 +35,10 @@ text-align:right}th{background:#f6f6f6}td:first-child,th:first-child{text-align:
 .card b{display:block;font-size:1.25em}
 """
 
+#: Turnover is notional traded / capital a year: a count of times, not a percentage (63.3x, not 6331%).
+_TIMES = {"annual_turnover"}
 _PERCENT = {"total_return", "cagr", "annual_return", "annual_vol", "max_drawdown", "win_rate",
-            "annual_turnover", "annual_cost_drag", "fill_rate", "best_month", "worst_month",
+            "annual_cost_drag", "fill_rate", "best_month", "worst_month",
             "positive_months", "historical_var", "historical_cvar", "parametric_var", "parametric_cvar"}
 
 
@@ -248,6 +250,8 @@ def _fmt(key: str, value: Any, percent: bool = False) -> str:
         return "n/a"
     if isinstance(value, str):
         return html.escape(value)
+    if key in _TIMES:
+        return f"{value:.1f}x a year"
     if percent or key in _PERCENT:
         return f"{100.0 * value:.2f}%"
     if abs(value) >= 1000 or float(value).is_integer():
