@@ -129,8 +129,11 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
     })
 
 
-def build(daily: DailyPartitions) -> list[dg.AssetsDefinition]:
-    """The session-partitioned assets of this module, on the partitions of the configuration."""
+def build(daily: DailyPartitions, deps: tuple[str, ...] = ()) -> list[dg.AssetsDefinition]:
+    """The session-partitioned assets of this module, on the partitions of the configuration;
+    ``deps``: more assets ``orders`` waits for (``futures_positions``, whose blocking expiry guard
+    then stops it)."""
     return [
-        daily.asset(orders, deps=[TARGET_POSITIONS, CLEAN_BARS], group_name="execution", kinds=("python", "duckdb")),
+        daily.asset(orders, deps=[TARGET_POSITIONS, CLEAN_BARS, *deps], group_name="execution",
+                    kinds=("python", "duckdb")),
     ]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import execution, ingest, portfolio, quality, signals
+from assets import execution, futures, ingest, portfolio, quality, signals
 from assets.ml import regime_model, vol_forecast
 from assets.partitions import daily_partitions
 from assets.portfolio import instrument_weights
@@ -48,9 +48,11 @@ def build_definitions(config: PipelineConfig, *, config_path: str | None = None,
     (clean_bars,) = quality.build(daily)
     volatility, forecasts, combined_forecast = signals.build(daily)
     (target_positions,) = portfolio.build(daily)
-    (orders,) = execution.build(daily)
+    # futures with roll parameters only (a stock-only graph is unchanged); orders wait for the expiry guard
+    futures_assets = futures.build(daily, config)
+    (orders,) = execution.build(daily, deps=(futures.FUTURES_POSITIONS,) if futures_assets else ())
     assets = [raw_bars, clean_bars, volatility, forecast_scalars, forecasts, combined_forecast, instrument_weights,
-              regime_model, vol_forecast, target_positions, backtest, orders]
+              regime_model, vol_forecast, target_positions, backtest, *futures_assets, orders]
     #: One run computes every asset for one session (or a single-run backfill of many). The
     #: in-process executor avoids a subprocess per step (about 1.7 s CPU each on two cores).
     daily_job = dg.define_asset_job(
