@@ -134,6 +134,18 @@ def _job(config: PipelineConfig | None, config_path: str | None, lake_root: str 
     return build_definitions(config, config_path=config_path, lake_root=lake_root).resolve_job_def(DAILY_JOB)
 
 
+#: Level of the console log of the in-process runs (``TRADING_PIPELINE_LOG_LEVEL``; ``--verbose`` sets
+#: DEBUG): INFO shows what the steps say (alerts, warnings, the orders decision) without Dagster's
+#: per-step DEBUG events (step start, output, materialization: 10 to 20 lines per asset).
+LOG_LEVEL_ENV = "TRADING_PIPELINE_LOG_LEVEL"
+
+
+def _console_logging() -> dict:
+    """Run config of Dagster's console logger at the level of :data:`LOG_LEVEL_ENV` (default INFO)."""
+    level = os.environ.get(LOG_LEVEL_ENV, "INFO").upper()
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
+
+
 def execute_daily(session: str, *, submit: bool = True, config_path: str | None = None,
                   lake_root: str | None = None, instance: dg.DagsterInstance | None = None,
                   tags: dict[str, str] | None = None, config: PipelineConfig | None = None) -> dg.ExecuteInProcessResult:
@@ -146,7 +158,7 @@ def execute_daily(session: str, *, submit: bool = True, config_path: str | None 
     return _job(config, config_path, lake_root).execute_in_process(
         instance=instance,
         partition_key=session,
-        run_config=SUBMIT_RUN_CONFIG if submit else None,
+        run_config={**(SUBMIT_RUN_CONFIG if submit else {}), **_console_logging()},
         tags={"trading/trigger": "cli-daily", **(tags or {})},
         raise_on_error=False,
     )
@@ -191,6 +203,7 @@ def execute_backfill(start: str, end: str, *, config_path: str | None = None, la
     with _environment(BACKFILL_EVENT_SETTINGS):
         return _job(config, config_path, lake_root).execute_in_process(
             instance=instance,
+            run_config=_console_logging(),
             tags={
                 "dagster/asset_partition_range_start": start,
                 "dagster/asset_partition_range_end": end,

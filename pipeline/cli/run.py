@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -68,6 +69,7 @@ def daily(
     session: Annotated[str | None, date_option(
         "--session", "session date YYYY-MM-DD (default: the source's latest session)")] = None,
     no_submit: Annotated[bool, typer.Option("--no-submit", help="record order intents only, send nothing")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Dagster's step events too (DEBUG log)")] = False,
     config: Config = None,
     lake: Lake = None,
 ) -> int:
@@ -85,6 +87,7 @@ def daily(
     from pipeline.definitions import ensure_dagster_home, execute_daily
     from pipeline.store.warehouse import publish_views
 
+    _log_level(verbose)
     cfg = common.load_config(config, lake)
     root, state = common.lake_root(cfg, lake), common.state_root(cfg, lake)
     home = ensure_dagster_home()
@@ -121,6 +124,7 @@ def daily(
 def backfill(
     start: Annotated[str, date_argument("first session YYYY-MM-DD")],
     end: Annotated[str, date_argument("last session YYYY-MM-DD")],
+    verbose: Annotated[bool, typer.Option("--verbose", help="Dagster's step events too (DEBUG log)")] = False,
     config: Config = None,
     lake: Lake = None,
 ) -> int:
@@ -135,6 +139,7 @@ def backfill(
     from pipeline.definitions import ensure_dagster_home, execute_backfill
     from pipeline.store.warehouse import publish_views
 
+    _log_level(verbose)
     cfg = common.load_config(config, lake)
     root, state = common.lake_root(cfg, lake), common.state_root(cfg, lake)
     home = ensure_dagster_home()
@@ -174,3 +179,12 @@ def _alert_outcome(cfg, lake: str | None, result) -> None:
     failure = None if result.success else common.one_line(common.failure_text(result).strip().splitlines()[0])
     alert_run_outcome(dg.DagsterInstance.get(), result.run_id, _Ledger(), logging.getLogger("trading-pipeline"),
                       failure)
+
+
+def _log_level(verbose: bool) -> None:
+    """``--verbose``: Dagster's DEBUG step events on the console (default INFO; see
+    ``pipeline.definitions.LOG_LEVEL_ENV``)."""
+    if verbose:
+        from pipeline.definitions import LOG_LEVEL_ENV
+
+        os.environ[LOG_LEVEL_ENV] = "DEBUG"
