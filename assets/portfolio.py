@@ -5,7 +5,12 @@ import dagster as dg
 import pandas as pd
 
 from assets.markdown import frame_md
-from assets.partitions import DailyPartitions, is_backfill, no_session_result, run_sessions
+from assets.partitions import (
+    DailyPartitions,
+    is_backfill,
+    no_session_result,
+    run_sessions,
+)
 from assets.quality import CLEAN_BARS
 from assets.resources import BrokerResource, Settings
 from assets.signals import COMBINED, VOLATILITY
@@ -42,8 +47,8 @@ def instrument_weights(context: dg.AssetExecutionContext, settings: Settings) ->
     """Instrument weights, re-estimated at each month end on the trailing covariance of
     vol-normalised returns: equal risk contribution by default (scipy), or equal, fixed (from the
     config) or handcrafted (``portfolio.instrument_weights_method``), with risk contributions, the
-    IDM of the chosen weights (1/sqrt(w'Hw), correlations floored at 0, capped at 2.5) and the
-    correlation matrix. An estimate made at month end m applies from the next session (no look-ahead)."""
+    IDM of the chosen weights (1/sqrt(w'Hw), correlations floored at 0, capped at 2.5; or the fixed
+    ``portfolio.idm``, pst ``instrument_div_multiplier``) and the correlation matrix. An estimate made at month end m applies from the next session (no look-ahead)."""
     cfg, lake = settings.config(), settings.lake()
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols)
     vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols)
@@ -54,6 +59,7 @@ def instrument_weights(context: dg.AssetExecutionContext, settings: Settings) ->
         idm_cap=cfg.portfolio.idm_cap,
         method=cfg.portfolio.instrument_weights_method,
         fixed_weights=cfg.portfolio.instrument_weights,
+        fixed_idm=None if cfg.portfolio.idm == "estimate" else float(cfg.portfolio.idm),
     )
     if est.weights.empty:  # fail closed: no weights means no positions, said plainly
         raise dg.Failure(
@@ -73,6 +79,7 @@ def instrument_weights(context: dg.AssetExecutionContext, settings: Settings) ->
         "estimated_at": str(latest_at.date()),
         "n_estimates": len(est.weights),
         "idm": float(est.idm.iloc[-1]),
+        "idm_source": "estimate" if cfg.portfolio.idm == "estimate" else "fixed (portfolio.idm)",
         "weights": dg.MetadataValue.md(frame_md(latest, index=True)),
         "correlation": dg.MetadataValue.md(frame_md(est.correlation.round(2), index=True, floatfmt="{:.2f}")),
         "max_risk_contribution_gap": float((latest["risk_contribution"][latest["weight"] > 0]).agg(lambda s: s.max() - s.min())),
@@ -115,8 +122,8 @@ def _load_weights(lake) -> InstrumentWeights:
 def target_positions(context: dg.AssetExecutionContext, settings: Settings, broker: BrokerResource) -> dg.MaterializeResult:
     """Vol-targeted, buffered positions in shares/contracts: capital x annual vol target / 16 /
     (daily price vol x point size) x combined forecast / 10 x instrument weight x IDM (x the
-    regime risk scale if configured), then Carver's 10% forecast-method buffer, trading to its
-    edge, rounded to whole units (ST ch. 10-11; pysystemtrade ``positionsizing.py``, ``buffering.py``).
+    regime risk scale if configured), then Carver's buffer (``portfolio.buffer_method``: 10% of the
+    average position by default, or of the position), trading to its edge, rounded to whole units (ST ch. 10-11; pysystemtrade ``positionsizing.py``, ``buffering.py``).
     The vol of an instrument priced in another currency is converted to ``portfolio.base_currency``
     with the FX rates under ``portfolio.fx_path`` (pysystemtrade ``XXXUSD`` files). The capital of
     each session is the one recorded by its daily run (``capital`` in the ledger), the configured

@@ -6,13 +6,16 @@ folder, ``pipeline.store.paths``); the bar source and the broker are built from 
 """
 
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import PrivateAttr
 
-from pipeline.adapters.sources import BarSource, make_source
+from pipeline.adapters.pysystemtrade import MultiplePrices
+from pipeline.adapters.sources import BarSource, PysystemtradeSource, make_source
+from pipeline.bars import SourceDataError
 from pipeline.config import LAKE_ENV_VAR, PipelineConfig, config_file, load_config
 from pipeline.execution.paper_broker import PaperBroker
 from pipeline.store.lake import Lake
@@ -84,13 +87,49 @@ class Settings(dg.ConfigurableResource):
 
 
 class BarSourceResource(dg.ConfigurableResource):
-    """The daily bar source named in the configuration (``sample`` or ``files``)."""
+    """The daily bar source named in the configuration (``sample``, ``files``, ``ib`` or ``pysystemtrade``)."""
 
     settings: Settings
 
     def source(self) -> BarSource:
         cfg = self.settings.config()
         return make_source(cfg.source, cfg.instruments)
+
+    def multiple_prices(self, symbols: Sequence[str]) -> MultiplePrices | None:
+        """pysystemtrade multiple prices (held and carry contracts) of those of ``symbols`` that have them.
+
+        Returns
+        -------
+        MultiplePrices or None
+            Columns: the symbols with multiple prices (possibly none); None when the source is not
+            ``pysystemtrade`` or its folder holds no multiple prices (carry cannot be computed).
+
+        Raises
+        ------
+        SourceDataError
+            A multiple-prices file of one of ``symbols`` cannot be read (file and row named).
+        """
+        cfg = self.settings.config()
+        if cfg.source.kind != "pysystemtrade":
+            return None
+        source = make_source(cfg.source, cfg.instruments)
+        if not isinstance(source, PysystemtradeSource) or source.layout.multiple is None:
+            return None
+        try:
+            return source.multiple_prices(list(symbols))
+        except SourceDataError as exc:
+            if "no multiple prices for" not in str(exc):
+                raise
+        held = []  # some instruments have none: keep those that have
+        for symbol in symbols:
+            try:
+                source.multiple_prices(symbol)
+            except SourceDataError as exc:
+                if "no multiple prices for" not in str(exc):
+                    raise
+                continue
+            held.append(symbol)
+        return source.multiple_prices(held) if held else None
 
 
 class BrokerResource(dg.ConfigurableResource):
@@ -129,4 +168,4 @@ def default_resources(config_path: str | None = None, lake_root: str | None = No
     }
 
 
-__all__ = ["Settings", "BarSourceResource", "BrokerResource", "default_resources", "LAKE_ENV_VAR"]
+__all__ = ["LAKE_ENV_VAR", "BarSourceResource", "BrokerResource", "Settings", "default_resources"]

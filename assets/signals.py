@@ -1,4 +1,5 @@
-"""Signal assets: ``volatility``, ``forecasts``, ``combined_forecast`` (ST ch. 7-8).
+"""Signal assets: ``volatility``, ``forecast_scalars``, ``forecasts`` (EWMAC, breakout, carry),
+``combined_forecast`` (ST ch. 7-8).
 
 Each daily run computes from the full history up to its last session and writes only its own
 sessions (plus history rows the table still lacks; see ``Lake.sessions_to_write``).
@@ -11,7 +12,7 @@ import pandas as pd
 from assets.markdown import frame_md
 from assets.partitions import DailyPartitions, no_session_result, run_sessions
 from assets.quality import CLEAN_BARS
-from assets.resources import Settings
+from assets.resources import BarSourceResource, Settings
 from pipeline.adapters.pysystemtrade import universe_fx
 from pipeline.quality.stale import (
     mask_stale_forecasts,
@@ -19,6 +20,7 @@ from pipeline.quality.stale import (
     stale_mask,
     without_stale,
 )
+from pipeline.signals.carry import carry_variations
 from pipeline.signals.combination import combine_rules
 from pipeline.signals.costs import (
     excluded_pairs,
@@ -101,10 +103,13 @@ def forecast_scalars(context: dg.AssetExecutionContext, settings: Settings) -> d
     })
 
 
-def forecasts(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
-    """EWMAC and breakout forecasts per instrument and rule variation: raw, scaled by the rule's
-    forecast scalar (fixed, or estimated when ``rules.scalars: estimate``), capped at +/-20, and
-    floored at 0 for long-only instruments (ST ch. 7; pysystemtrade ``ewmac.py``, ``breakout.py``).
+def forecasts(context: dg.AssetExecutionContext, settings: Settings, bar_source: BarSourceResource) -> dg.MaterializeResult:
+    """EWMAC, breakout and carry forecasts per instrument and rule variation: raw, scaled by the rule's
+    forecast scalar (fixed, or estimated when ``rules.scalars: estimate``; carry's scalar is the
+    configured one in both cases), capped at +/-20, and floored at 0 for long-only instruments
+    (ST ch. 7; pysystemtrade ``ewmac.py``, ``breakout.py``, ``carry.py``). Carry (``rules.carry``) is
+    computed for every instrument whose source has multiple prices (a ``pysystemtrade`` source):
+    annualised roll over annualised price vol, smoothed (``pipeline.signals.carry.carry_variations``).
     With ``stale_guard.sessions`` set, an instrument whose close is stale gets no forecast."""
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context, cfg.calendar)
@@ -112,7 +117,11 @@ def forecasts(context: dg.AssetExecutionContext, settings: Settings) -> dg.Mater
         return no_session_result(context, cfg.calendar)
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1])
     vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=run[-1])
-    fset = compute_forecasts(closes, vol, cfg.rules)
+    extra, with_carry = _carry_forecasts(cfg, bar_source, vol)
+    if cfg.rules.carry and not with_carry:
+        context.log.warning(f"forecasts: rules.carry {list(cfg.rules.carry)} configured but no instrument has "
+                            f"multiple prices (source {cfg.source.kind!r}): no carry forecast")
+    fset = compute_forecasts(closes, vol, cfg.rules, extra=extra)
     if cfg.rules.scalars == "estimate":
         estimates = lake.read_table(FORECAST_SCALARS).pivot(index="session", columns="rule", values="scalar")
         fset = rescale(fset, estimates, cfg.rules.forecast_cap, fallback=cfg.rules.forecast_scalars)
@@ -134,10 +143,25 @@ def forecasts(context: dg.AssetExecutionContext, settings: Settings) -> dg.Mater
         "rows_written": rows,
         "scalars": cfg.rules.scalars,
         "rules": dg.MetadataValue.json(cfg.rules.rule_names),
+        "carry_instruments": dg.MetadataValue.json(with_carry),
         "stale_instruments": dg.MetadataValue.json(stale_now),
         "mean_abs_forecast_in_run": dg.MetadataValue.md(frame_md(mean_abs.to_frame(), index=True)),
         "latest_capped": dg.MetadataValue.md(frame_md(latest.reindex(columns=cfg.rules.rule_names), index=True, floatfmt="{:.1f}")),
     })
+
+
+def _carry_forecasts(cfg, bar_source: BarSourceResource, vol: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Raw carry of each ``rules.carry`` variation for the instruments with multiple prices, on ``vol``'s
+    sessions; and those instruments (none when carry is not configured or the source has no multiple prices)."""
+    if not cfg.rules.carry:
+        return {}, []
+    multiple = bar_source.multiple_prices(list(vol.columns))
+    held = [] if multiple is None else [s for s in vol.columns if s in multiple.price.columns]
+    if not held:
+        return {}, []
+    variations = carry_variations(multiple.price, multiple.carry, multiple.price_contract, multiple.carry_contract,
+                                  vol[held], {name: v.smooth_days for name, v in cfg.rules.carry.items()})
+    return variations, held
 
 
 def combined_forecast(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:

@@ -120,6 +120,16 @@ class Instrument(_Strict):
     rolls: FuturesRolls | None = Field(None, description="futures: roll parameters and roll-state thresholds")
 
 
+class CarryVariation(_Strict):
+    """One variation of Carver's carry rule (pst ``systems/provided/rules/carry.py: carry``)."""
+
+    smooth_days: float = Field(
+        90.0, gt=0,
+        description="pst smooth_days: the raw carry is smoothed with pandas ewm(smooth_days), i.e. com=smooth_days "
+        "(90: the decay of span 181)",
+    )
+
+
 class RulesConfig(_Strict):
     """Trading rule variations and their forecast scalars (carver.md §2.2-2.5)."""
 
@@ -129,6 +139,12 @@ class RulesConfig(_Strict):
     )
     breakout: list[int] = Field(
         default_factory=lambda: [10, 20, 40, 80, 160, 320], description="lookbacks in sessions"
+    )
+    carry: dict[str, CarryVariation] = Field(
+        default_factory=dict,
+        description="carry variations by name (pst names: carry, carry10, ...) with their parameters, e.g. "
+        "{carry: {smooth_days: 90}}; computed for every instrument whose source has multiple prices (a "
+        "pysystemtrade source); give each a forecast scalar (ST: 30)",
     )
     forecast_scalars: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_FORECAST_SCALARS))
     forecast_cap: float = Field(20.0, gt=0, description="ST ch. 7: forecasts are capped at +/-20")
@@ -147,16 +163,25 @@ class RulesConfig(_Strict):
                 raise ValueError(f"ewmac variation ({fast}, {slow}): need 0 < fast < slow")
         return v
 
+    @field_validator("carry")
+    @classmethod
+    def _carry_names(cls, v: dict[str, CarryVariation]) -> dict[str, CarryVariation]:
+        bad = [name for name in v if not name.startswith("carry")]
+        if bad:
+            raise ValueError(f"carry variations {bad}: names must start with 'carry' (pst: carry, carry10, ...)")
+        return v
+
     @property
     def rule_names(self) -> list[str]:
-        """Names of the rule variations, e.g. ``ewmac8_32``, ``breakout40``."""
-        return [f"ewmac{f}_{s}" for f, s in self.ewmac] + [f"breakout{n}" for n in self.breakout]
+        """Names of the rule variations, e.g. ``ewmac8_32``, ``breakout40``, ``carry``."""
+        return [f"ewmac{f}_{s}" for f, s in self.ewmac] + [f"breakout{n}" for n in self.breakout] + list(self.carry)
 
     @model_validator(mode="after")
-    def _every_rule_has_a_scalar(self) -> "RulesConfig":
+    def _every_rule_has_a_scalar(self) -> RulesConfig:
         missing = [r for r in self.rule_names if r not in self.forecast_scalars]
         if missing:
-            raise ValueError(f"no forecast scalar for rule variations {missing}")
+            raise ValueError(f"no forecast scalar for rule variations {missing} (rules.forecast_scalars; carry: 30 "
+                             "in ST and pst's chapter-15 system)")
         return self
 
 
@@ -243,6 +268,12 @@ class PortfolioConfig(_Strict):
         "instrument's currency is not base_currency",
     )
     vol_target: float = Field(0.25, gt=0, le=1.0, description="annualised, as a fraction (0.25 = 25%)")
+    idm: float | Literal["estimate"] = Field(
+        "estimate",
+        description="pst instrument_div_multiplier: a fixed instrument diversification multiplier (>= 1), or "
+        "'estimate': 1/sqrt(w'Hw) of the weights in force and the correlation of vol-normalised returns at each "
+        "month end (pst use_instrument_div_mult_estimates), capped at idm_cap",
+    )
     idm_cap: float = Field(2.5, ge=1.0, description="pst dm_max for the IDM")
     weights_lookback_years: float = Field(
         5.0, gt=0, description="history used for the ERC covariance at each month end"
@@ -268,8 +299,22 @@ class PortfolioConfig(_Strict):
     instrument_weights: dict[str, float] | None = Field(
         None, description="fixed instrument weights (any scale, >= 0) for instrument_weights_method: fixed"
     )
-    buffer: float = Field(0.10, ge=0, lt=1, description="pst buffer_size, forecast method")
+    buffer: float = Field(0.10, ge=0, lt=1, description="pst buffer_size: the half-width of the no-trade zone")
+    buffer_method: Literal["forecast", "position"] = Field(
+        "forecast",
+        description="pst buffer_method: forecast = buffer x the average position (|vol scalar x weight x IDM|, "
+        "pst's default, AFTS ch. 8); position = buffer x |optimal position| (ST ch. 11). Either way a position "
+        "outside the zone trades to its nearest edge (pst buffer_trade_to_edge: True)",
+    )
     round_positions: bool = Field(True, description="whole shares / contracts")
+
+    @field_validator("idm")
+    @classmethod
+    def _idm_at_least_one(cls, v: float | str) -> float | str:
+        if v != "estimate" and not v >= 1.0:
+            raise ValueError(f"idm {v!r}: a fixed instrument diversification multiplier must be >= 1 (pst "
+                             "instrument_div_multiplier), or 'estimate'")
+        return v
 
 
 class QualityConfig(_Strict):

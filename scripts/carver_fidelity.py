@@ -22,7 +22,10 @@ What is compared (published values: carver.md §3):
   no forecast and its flat closes leave its vol); beside it the walk-forward estimate (expanding,
   fitted through the session before each one it scales), capped and uncapped, carry's level
   by decade, and the same check at every split year 1995, 2000, 2005, 2010, 2015, 2018;
-* the IDM formula ``1 / sqrt(w' H w)`` on matrices whose answer is known exactly.
+* the IDM formula ``1 / sqrt(w' H w)`` on matrices whose answer is known exactly;
+* pysystemtrade's chapter-15 system from ``examples/pysystemtrade_ch15.yaml`` on Carver's 2016 files
+  (``shared/data/futures_carver_2016``), run with ``trading-pipeline backtest``: its Sharpe ratio beside
+  pysystemtrade's published 0.480.
 
 Data preparation, as pysystemtrade does it: rows dated on a weekend are moved to the Friday before
 (pst ``resample("1B").last()``), keeping the last value. Forecasts are counted only on sessions
@@ -387,6 +390,7 @@ class Results:
     stale_share: float  # fraction of instrument-days the guard flags
     idm: list[tuple[str, float, float]]
     seconds: float
+    chapter15: dict | None = None  # the chapter-15 command-line backtest (chapter15_backtest), run by main()
 
 
 def compute(folder: Path = DEFAULT_DATA, instruments: list[str] | None = None) -> Results:
@@ -597,7 +601,81 @@ def markdown(res: Results, command: str, data_label: str) -> str:
     for name, expected, got in res.idm:
         lines.append(f"| {name} | {expected:.6f} | {got:.6f} | {abs(got - expected):.1e} |")
     lines += ["", "## Reading the numbers", "", *_explanation(res), "", *FOLDERS_SECTION, ""]
+    lines += [*chapter15_section(res.chapter15), ""]
     return "\n".join(lines)
+
+
+#: pysystemtrade's chapter-15 futures system as a configuration of the pipeline, run from the command line.
+CH15_CONFIG = "examples/pysystemtrade_ch15.yaml"
+#: pysystemtrade ``docs/backtesting.md``: Sharpe ratio of the chapter-15 system, and the issue's tolerance.
+PST_CH15_SHARPE, CH15_TOLERANCE = 0.480, 0.08
+
+
+def chapter15_backtest(config: str = CH15_CONFIG) -> dict | None:
+    """Run ``trading-pipeline backtest --config examples/pysystemtrade_ch15.yaml`` and read its summary.
+
+    The command runs from the project root (the example's ``source.path`` is relative to it) with a
+    temporary lake, results folder and Dagster home. Returns None when the data folder named in the
+    example does not exist; raises RuntimeError (with the command's last output) when the run fails.
+    Returns the ``performance`` values and ``basis`` of ``summary.json`` with the command and seconds.
+    """
+    import json
+    import os
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    folder = (ROOT / yaml.safe_load((ROOT / config).read_text())["source"]["path"]).resolve()
+    if not folder.is_dir():
+        return None
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ch15-") as tmp:
+        env = {k: v for k, v in os.environ.items() if k != "TRADING_PIPELINE_CONFIG"} | {"DAGSTER_HOME": tmp}
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", "backtest", "--config", config,
+                               "--lake", f"{tmp}/lake", "--out", f"{tmp}/results"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=1800)
+        if done.returncode != 0:
+            raise RuntimeError(f"chapter-15 backtest failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        (results,) = Path(tmp, "results").iterdir()
+        summary = json.loads((results / "summary.json").read_text())
+    return {"values": summary["performance"]["values"], "basis": summary["basis"],
+            "command": f"trading-pipeline backtest --config {config} --out DIR",
+            "seconds": time.perf_counter() - started}
+
+
+def chapter15_section(run: dict | None) -> list[str]:
+    """The chapter-15 section: pysystemtrade's published Sharpe beside the command-line backtest's."""
+    lines = ["## Carver's chapter-15 system from configuration alone", ""]
+    if run is None:
+        return lines + [f"Not run: the data folder of `{CH15_CONFIG}` (`source.path`) is absent."]
+    v = run["values"]
+    holds = abs(v["sharpe"] - PST_CH15_SHARPE) <= CH15_TOLERANCE
+    lines += [
+        (f"`{run['command']}` ({run['seconds']:.0f} s): pysystemtrade's `systems/provided/futures_chapter15` "
+         "(EDOLLAR, US10, EUROSTX, V2X, MXP, CORN with its instrument weights; ewmac16_64, ewmac32_128, ewmac64_256 "
+         "and carry with its forecast weights and scalars; FDM 1.31, IDM 1.89, vol target 20%, capital 250,000; "
+         "buffer 10% of the average position) on Carver's 2016 legacy files, through the daily job "
+         "(carry in the `forecasts` asset from the multiple prices) and the `backtest` asset. "
+         f"Sample {run['basis']['sample']}; {run['basis']['costs']}."),
+        "",
+        "| quantity | pysystemtrade | ours | tolerance | holds |",
+        "|---|---|---|---|---|",
+        (f"| Sharpe ratio, net of costs | {PST_CH15_SHARPE:.3f} (`docs/backtesting.md`) | {v['sharpe']:.3f} "
+         f"| +/-{CH15_TOLERANCE:.2f} | {'yes' if holds else '**no**'} |"),
+        f"| Sharpe ratio, gross | - | {v['gross_sharpe']:.3f} | - | - |",
+        f"| annual vol (target 20%) | - | {v['annual_vol']:.1%} | - | - |",
+        f"| CAGR | - | {v['cagr']:.1%} | - | - |",
+        f"| max drawdown | - | {v['max_drawdown']:.1%} | - | - |",
+        "",
+        ("Differences from pysystemtrade that remain: prices and multiple prices are on the NYSE sessions of the "
+         "partitions (a roll on a day that is not a session is left out of the carry smoothing; pst uses every "
+         "business day); a multiple-prices row without a PRICE is dropped whole, where pst averages the roll of "
+         "the day's rows; the vol is the pipeline's robust vol (pst's `robust_vol_calc`, span 35); costs are the "
+         "legacy `costs_analysis.csv` cash costs. `tests/test_carver_system_config.py` runs the same command and "
+         "checks the Sharpe ratio within the tolerance."),
+    ]
+    return lines
 
 
 #: How the pipeline reads pysystemtrade's data folders (fixed text, written after the numbers).
@@ -876,6 +954,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     instruments = LIQUID_40 if args.instruments == "liquid40" else None
     res = compute(args.data, instruments)
+    res.chapter15 = chapter15_backtest()
     command = "python scripts/carver_fidelity.py" + (" --instruments liquid40" if instruments else "")
     if args.write:
         command += f" --write {args.write}"

@@ -27,6 +27,7 @@ from pipeline.portfolio.sizing import (
     buffer_width,
     buffered_positions,
     optimal_positions,
+    position_buffer_width,
     target_positions,
     volatility_scalar,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "idm",
     "month_end_sessions",
     "optimal_positions",
+    "position_buffer_width",
     "position_sizes",
     "risk_contributions",
     "target_positions",

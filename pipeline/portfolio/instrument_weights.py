@@ -365,6 +365,7 @@ def estimate_instrument_weights(
     idm_cap: float = 2.5,
     method: str = "erc",
     fixed_weights: Mapping[str, float] | None = None,
+    fixed_idm: float | None = None,
 ) -> InstrumentWeights:
     """Instrument weights (ERC by default), risk contributions and IDM at each month end, from
     trailing data only.
@@ -398,7 +399,9 @@ def estimate_instrument_weights(
     positive-definite matrix untouched. Then ``cov = D C D`` with ``D`` the instruments' vols.
 
     IDM: :func:`idm` of the ERC weights and the same correlation (floored at 0), capped at
-    ``idm_cap``. With one eligible instrument the weight is 1 and the IDM 1.
+    ``idm_cap``. With one eligible instrument the weight is 1 and the IDM 1. With ``fixed_idm`` the
+    IDM of every estimate is that number instead, uncapped (pst ``instrument_div_multiplier`` with
+    ``use_instrument_div_mult_estimates: False``, e.g. 1.89 in the chapter-15 system).
 
     The loop runs over month ends only (one small optimisation each, warm-started from the
     previous month's solution); the window sums are matrix products, updated each month by
@@ -420,6 +423,8 @@ def estimate_instrument_weights(
     fixed_weights : mapping instrument -> weight, optional
         Non-negative weights for ``method="fixed"`` (``PortfolioConfig.instrument_weights``), any
         scale; every key must be a column of ``norm_returns``.
+    fixed_idm : float, optional
+        A fixed IDM (>= 1, ``PortfolioConfig.idm`` when a number); None = estimated as above.
 
     Returns
     -------
@@ -431,9 +436,9 @@ def estimate_instrument_weights(
     ------
     WeightsError
         If the index is not an ascending unique DatetimeIndex, ``min_sessions < 2``,
-        ``lookback_sessions < min_sessions``, ``idm_cap < 1``, an unknown ``method``, ``"fixed"``
-        without weights (or with negative ones, or with instruments not in ``norm_returns``), or
-        an ERC solve fails.
+        ``lookback_sessions < min_sessions``, ``idm_cap < 1``, ``fixed_idm < 1``, an unknown ``method``,
+        ``"fixed"`` without weights (or with negative ones, or with instruments not in ``norm_returns``),
+        or an ERC solve fails.
     """
     _check_session_index(norm_returns, "estimate_instrument_weights")
     if min_sessions < 2:
@@ -445,6 +450,8 @@ def estimate_instrument_weights(
         )
     if idm_cap < 1:
         raise WeightsError(f"estimate_instrument_weights: idm_cap must be >= 1, got {idm_cap}")
+    if fixed_idm is not None and not fixed_idm >= 1:
+        raise WeightsError(f"estimate_instrument_weights: fixed_idm must be >= 1, got {fixed_idm}")
     fixed = _fixed_weight_vector(norm_returns.columns, method, fixed_weights)
 
     columns = norm_returns.columns.copy()
@@ -500,7 +507,8 @@ def estimate_instrument_weights(
             dates.append(norm_returns.index[p])
             w_rows.append(full_w)
             rc_rows.append(full_rc)
-            idms.append(min(1.0 / np.sqrt(w @ np.maximum(corr, 0.0) @ w), idm_cap))
+            idms.append(fixed_idm if fixed_idm is not None else min(1.0 / np.sqrt(w @ np.maximum(corr, 0.0) @ w),
+                                                                    idm_cap))
             last_eligible, last_corr, last_cov = eligible, corr, cov
 
     est = pd.DatetimeIndex(dates, name=ESTIMATED_AT)

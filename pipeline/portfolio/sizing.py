@@ -7,6 +7,7 @@ carver.md §2.7, §2.9; ST ch. 10-11, AFTS ch. 2-4 and 8)::
     subsystem position = vol scalar × combined forecast / 10
     optimal (notional) = subsystem position × instrument weight × IDM (× risk scale)
     buffer width       = buffer × |vol scalar × instrument weight × IDM|           buffer 0.1: 10% of average
+                         (buffer_method: position: buffer × |optimal|, 10% of the position, ST ch. 11)
     target             = previous target if inside [optimal ± width], else the nearest edge
 
 Positions are in units of the instrument (shares, contracts, currency units), signed (negative =
@@ -184,6 +185,35 @@ def buffer_width(
     return _named(pd.DataFrame(width, index=vol_scalar.index.copy(), columns=vol_scalar.columns.copy()))
 
 
+def position_buffer_width(optimal: pd.DataFrame, buffer: float = 0.10) -> pd.DataFrame:
+    """Half-width of the no-trade zone by Carver's position method: ``buffer × |optimal position|``.
+
+    pysystemtrade ``buffer_method: position`` (``systems/buffering.py``; ST ch. 11, 10% of the
+    position): the zone shrinks with the position, so it vanishes when the forecast is near 0.
+
+    Parameters
+    ----------
+    optimal : pd.DataFrame
+        Unbuffered positions in units (:func:`optimal_positions`), index ``session``, columns instruments.
+    buffer : float
+        Fraction of the position, >= 0 (``PortfolioConfig.buffer``).
+
+    Returns
+    -------
+    pd.DataFrame
+        Shape of ``optimal``; units, >= 0; NaN where ``optimal`` is NaN.
+
+    Raises
+    ------
+    SizingError
+        If ``buffer`` is negative.
+    """
+    if not buffer >= 0:
+        raise SizingError(f"position_buffer_width: buffer must be >= 0, got {buffer}")
+    width = buffer * np.abs(optimal.to_numpy(dtype=float))
+    return _named(pd.DataFrame(width, index=optimal.index.copy(), columns=optimal.columns.copy()))
+
+
 def buffered_positions(
     optimal: pd.DataFrame,
     buffer_width: pd.DataFrame,
@@ -291,7 +321,8 @@ def target_positions(
 ) -> TargetPositions:
     """Vol scalar → optimal positions → buffer bounds → buffered target positions, in one call.
 
-    Uses ``config.capital`` (or ``capital``, per session, when given), ``config.vol_target``, ``config.buffer`` and
+    Uses ``config.capital`` (or ``capital``, per session, when given), ``config.vol_target``, ``config.buffer``,
+    ``config.buffer_method`` (``forecast``: :func:`buffer_width`; ``position``: :func:`position_buffer_width`) and
     ``config.round_positions``; see :func:`volatility_scalar`, :func:`optimal_positions`,
     :func:`buffer_width` and :func:`buffered_positions` for shapes, units and NaN handling.
     ``prices`` fixes the sessions and instruments of every output.
@@ -304,7 +335,10 @@ def target_positions(
     scalar = volatility_scalar(prices, vol, config.capital if capital is None else capital, config.vol_target,
                                point_size, fx)
     optimal = optimal_positions(scalar, combined, weights_daily, idm_daily, risk_scale)
-    width = buffer_width(scalar, weights_daily, idm_daily, config.buffer)
+    if config.buffer_method == "position":
+        width = position_buffer_width(optimal, config.buffer)
+    else:
+        width = buffer_width(scalar, weights_daily, idm_daily, config.buffer)
     lower, upper = _bounds(optimal, width, config.round_positions)
     target = _apply_buffer(lower, upper, _initial_on(initial, optimal.columns))
 

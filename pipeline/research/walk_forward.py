@@ -212,6 +212,7 @@ def fit_fold(
         min_sessions=min(config.portfolio.weights_min_sessions, max(2, len(train) // 2)),
         idm_cap=config.portfolio.idm_cap, method=config.portfolio.instrument_weights_method,
         fixed_weights=config.portfolio.instrument_weights,
+        fixed_idm=None if config.portfolio.idm == "estimate" else float(config.portfolio.idm),
     )
     weights = est.weights.iloc[-1].reindex(closes.columns).fillna(0.0)
     return FoldParameters(scalars=scalars, forecast_weights=fw, forecast_weights_source=source, fdm=float(fdm),

@@ -19,6 +19,8 @@ elapsed. No value at session d depends on data after d.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -283,6 +285,64 @@ def carry_forecast(
     with np.errstate(invalid="ignore"):
         ann_vol = np.where(vol_values > 0, vol_values, np.nan) * ROOT_BDAYS_INYEAR
     return smooth_carry(_like(_values(ann_roll) / ann_vol, ann_roll), smooth_days)
+
+
+def carry_variations(
+    price: pd.DataFrame,
+    carry: pd.DataFrame,
+    price_contract: pd.DataFrame,
+    carry_contract: pd.DataFrame,
+    vol: pd.DataFrame,
+    smooth_days: Mapping[str, float],
+) -> dict[str, pd.DataFrame]:
+    """Raw carry forecasts of several variations from multiple prices put on the sessions of ``vol``.
+
+    The multiple prices (pysystemtrade's business-day grid) are reindexed onto ``vol``'s sessions
+    and instruments: a session without a row has no roll that day (the smoothing carries the last
+    value), nothing after the last session of ``vol`` is used. Then :func:`annualised_roll` once and
+    :func:`carry_forecast` per variation.
+
+    Parameters
+    ----------
+    price, carry : DataFrame, index dates, columns instruments
+        Held and carry contract prices, price points (``MultiplePrices.price`` / ``.carry``).
+    price_contract, carry_contract : DataFrame, same grid
+        Their contracts (``yyyymmdd`` / ``yyyymm``; nullable integers allowed).
+    vol : DataFrame, index ``session`` (ascending), columns the instruments to compute
+        Daily vol of the back-adjusted price in price points (the ``volatility`` asset's
+        ``vol_price``); every column must be a column of ``price``.
+    smooth_days : mapping variation name -> float
+        ``ewm`` centre of mass of each variation (pst ``smooth_days``, 90 in the chapter-15 system).
+
+    Returns
+    -------
+    dict variation name -> DataFrame (index and columns of ``vol``)
+        Raw (unscaled, uncapped) carry in annualised Sharpe-ratio units.
+
+    Raises
+    ------
+    CarryError
+        Malformed frames, an instrument of ``vol`` without multiple prices, a non-positive ``smooth_days``.
+
+    Notes
+    -----
+    Source: pst ``systems/rawdata.py::daily_annualised_roll`` and ``systems/provided/rules/carry.py``;
+    pst averages the roll per business day, so on a holiday of the session calendar the pst roll of
+    that day is dropped here (one value fewer in the smoothing).
+    """
+    _check_wide(vol, "carry_variations vol")
+    absent = [c for c in vol.columns if c not in price.columns]
+    if absent:
+        raise CarryError(f"carry_variations: no multiple prices for {absent}; leave them out of vol")
+    bad = {name: days for name, days in smooth_days.items() if not days > 0}
+    if bad:
+        raise CarryError(f"carry_variations: smooth_days must be > 0, got {bad}")
+
+    def grid(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.reindex(index=vol.index, columns=vol.columns)
+
+    ann = annualised_roll(grid(price), grid(carry), grid(price_contract), grid(carry_contract))
+    return {name: carry_forecast(ann, vol, days) for name, days in smooth_days.items()}
 
 
 def fx_carry(

@@ -225,7 +225,9 @@ class ForecastSet:
             frames[stage] = pd.DataFrame(values, index=index, columns=columns)
         return cls(**frames)
 
-def compute_forecasts(prices: pd.DataFrame, vol: pd.DataFrame, rules: RulesConfig) -> ForecastSet:
+def compute_forecasts(
+    prices: pd.DataFrame, vol: pd.DataFrame, rules: RulesConfig, extra: dict[str, pd.DataFrame] | None = None
+) -> ForecastSet:
     """Raw, scaled and capped forecasts of every rule variation configured in ``rules``.
 
     Parameters
@@ -237,24 +239,32 @@ def compute_forecasts(prices: pd.DataFrame, vol: pd.DataFrame, rules: RulesConfi
     rules : RulesConfig
         EWMAC ``(fast, slow)`` pairs, breakout lookbacks, ``forecast_scalars[rule_name]`` and
         ``forecast_cap``. Rule names are ``rules.rule_names`` (``ewmac8_32``, ``breakout40``).
+    extra : dict rule name -> DataFrame (index ``prices.index``, columns instruments), optional
+        Raw forecasts of rules computed from other data, e.g. the carry variations
+        (:func:`pipeline.signals.carry.carry_variations`); scaled by ``rules.forecast_scalars[name]``.
 
     Returns
     -------
     ForecastSet
-        Index = ``prices.index``; columns ``(rule, instrument)`` for every rule x instrument.
+        Index = ``prices.index``; columns ``(rule, instrument)`` for every rule x instrument (an
+        ``extra`` rule: its own instruments).
 
     Raises
     ------
     ForecastError, RuleError
-        Malformed inputs (see :func:`pipeline.signals.rules.ewmac` / :func:`pipeline.signals.rules.breakout`).
+        Malformed inputs (see :func:`pipeline.signals.rules.ewmac` / :func:`pipeline.signals.rules.breakout`),
+        or an ``extra`` rule without a forecast scalar.
 
     Notes
     -----
     Rules: pst ``systems/provided/rules/ewmac.py`` and ``breakout.py``; scaling and capping:
     ST ch. 7, pst ``systems/forecast_scale_cap.py``.
     """
-    raw = raw_forecast_stack(prices, vol, rules)
+    raw = raw_forecast_stack(prices, vol, rules, extra)
     names = list(dict.fromkeys(raw.columns.get_level_values("rule")))
+    unscaled = [name for name in names if name not in rules.forecast_scalars]
+    if unscaled:
+        raise ForecastError(f"compute_forecasts: no forecast scalar for rules {unscaled} (rules.forecast_scalars)")
     for name in names:
         _check_scalar_and_cap(rules.forecast_scalars[name], rules.forecast_cap, "compute_forecasts")
     scalars = pd.Series(rules.forecast_scalars).reindex(raw.columns.get_level_values("rule")).to_numpy(dtype=float)
