@@ -33,7 +33,7 @@ def test_the_commands_are_discovered():
     assert {"daily", "backfill", "query", "release", "kill-switch", "cancel-orders", "backtest", "walk-forward",
             "compare", "stability", "fake-gateway", "positions", "positions adopt",
             "futures", "futures adjust", "futures roll-calendar", "futures roll",
-            "futures status"} <= set(COMMANDS)
+            "futures status", "status"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("argv", [[str(Path(sys.executable).with_name("trading-pipeline"))],
