@@ -147,9 +147,22 @@ def _results_root(results_dir: str, lake_root) -> Path:
 
 
 def _sample_note(cfg) -> str:
+    """How each parameter of the run relates to the data: fixed by configuration, or estimated on past data only."""
     scalars = "published forecast scalars" if cfg.rules.scalars == "fixed" else "forecast scalars estimated on past data"
-    return (f"{scalars}; instrument weights, IDM and FDM estimated at each session from past data only "
-            "(expanding or trailing windows); no parameter was fitted on the reported returns as a whole")
+    fixed, estimated = [], []
+    method = cfg.portfolio.instrument_weights_method
+    (estimated if method in ("erc", "handcraft") else fixed).append(f"instrument weights ({method})")
+    idm = cfg.portfolio.idm
+    (estimated if idm == "estimate" else fixed).append("IDM" if idm == "estimate" else f"IDM {float(idm):g}")
+    fdm = cfg.combination.fdm
+    (estimated if fdm == "estimate" else fixed).append("FDM" if fdm == "estimate" else f"FDM {float(fdm):g}")
+    parts = [scalars]
+    if fixed:
+        parts.append(", ".join(fixed) + " fixed by the configuration")
+    if estimated:
+        parts.append(", ".join(estimated) + " estimated at each session from past data only (expanding or trailing "
+                     "windows)")
+    return "; ".join(parts) + "; no parameter was fitted on the reported returns as a whole"
 
 
 def _png_md(alt: str, png: bytes) -> str:
