@@ -21,7 +21,7 @@ from assets.non_session import CHECK_NON_SESSION, NON_SESSION_CHECK, non_session
 from assets.partitions import DailyPartitions, is_backfill, no_session_result, run_sessions
 from assets.resources import Settings
 from pipeline.quality.expectations import validate_bars_gx
-from pipeline.quality.rules import validate_bars
+from pipeline.quality.rules import flagged_mask, validate_bars
 
 CLEAN_BARS = "clean_bars"
 QUARANTINE = "quarantine"
@@ -89,7 +89,7 @@ def clean_bars(context: dg.AssetExecutionContext, settings: Settings):
     bad = result.quarantine[result.quarantine["session"].isin(run)]
     warned = result.warnings[result.warnings["session"].isin(run)]
     stale = warned[warned["rule"] == "stale_price"]
-    spikes = warned[(warned["rule"] == "price_spike") & ~warned["detail"].str.startswith("released")]
+    spikes = warned[flagged_mask(warned)]
     yield dg.MaterializeResult(
         metadata={
             "rows_written": rows,

@@ -81,6 +81,8 @@ WARM_UP_MIN_CHANGES = 3
 #: Mean / median of |x| for a normal x (0.7979 / 0.6745): turns a median |change| into the
 #: mean |change| the threshold is expressed in.
 MEAN_TO_MEDIAN_ABS = 0.7978845608 / 0.6744897502
+#: How the detail of a bar a person released starts (the bar is then in the clean set).
+RELEASED_PREFIX = "released after a manual check: "
 #: What a flagged (WARN) spike's detail says happens to it.
 FLAGGED_ACTION = "flagged: not traded, out of vol, until released"
 #: A close this many times (or this fraction of) the previous one is a bad print, whatever the
@@ -271,8 +273,17 @@ def _apply_releases(
 
     in_frame = hit(frame)
     note = frame[in_frame].assign(severity="WARN")
-    note["detail"] = "released after a manual check: " + note["detail"].astype(str)
+    note["detail"] = RELEASED_PREFIX + note["detail"].astype(str)
     return mask & ~hit(rows), frame[~in_frame], note
+
+
+def flagged_mask(warnings: pd.DataFrame) -> np.ndarray:
+    """Rows of ``QualityResult.warnings`` that are flagged spikes not released (bool array, one per row).
+
+    A released bar carries a detail starting with :data:`RELEASED_PREFIX` and is in the clean set.
+    """
+    released = warnings["detail"].astype(str).str.startswith(RELEASED_PREFIX)
+    return ((warnings["rule"] == "price_spike") & ~released).to_numpy()
 
 
 def flagged_spikes(warnings: pd.DataFrame) -> pd.DataFrame:
@@ -281,11 +292,9 @@ def flagged_spikes(warnings: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        Columns ``session, instrument``, one row per flagged bar (a released one carries a detail
-        starting "released after a manual check" and is in the clean set).
+        Columns ``session, instrument``, one row per flagged bar (:func:`flagged_mask`).
     """
-    mine = (warnings["rule"] == "price_spike") & ~warnings["detail"].astype(str).str.startswith("released")
-    return warnings.loc[mine, ["session", "instrument"]].reset_index(drop=True)
+    return warnings.loc[flagged_mask(warnings), ["session", "instrument"]].reset_index(drop=True)
 
 
 def quality_errors(result: QualityResult, sessions: Iterable[object]) -> pd.DataFrame:
