@@ -19,6 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets import execution, futures, ingest, portfolio, quality, signals
+from assets.console import console_logger
 from assets.ml import regime_model, vol_forecast
 from assets.partitions import daily_partitions
 from assets.portfolio import instrument_weights
@@ -69,6 +70,7 @@ def build_definitions(config: PipelineConfig, *, config_path: str | None = None,
         schedules=[build_daily_schedule(daily_job, daily), build_weekly_regime_retrain(daily.timezone)],
         sensors=[asset_check_alerts, run_failure_alerts],
         resources=default_resources(config_path, lake_root, state_root, config=config),
+        loggers={"console": console_logger},  # one line per event; stack traces at DEBUG (assets/console.py)
     )
 
 

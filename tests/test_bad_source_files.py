@@ -128,3 +128,14 @@ def test_nothing_readable_fails_once_without_retries_and_names_the_files(tmp_pat
     assert "no readable input for any instrument of the universe" in run.err
     assert "max_retries" not in run.err and "STEP_UP_FOR_RETRY" not in run.err  # deterministic: no retry
     assert run.err.count("bars/EMPTY.csv") == 1 and run.err.count("bars/BIN.csv") == 1
+    # One line per event on the console: no stack trace, no line per skipped downstream step, and
+    # the failure's message without Dagster's class name.
+    assert "Stack Trace" not in run.err and "Traceback" not in run.err
+    assert "Not executing" not in run.err and "dagster._core" not in run.err
+    assert run.err.count("STEP_FAILURE") == 1 and run.err.count("RUN_FAILURE") == 1
+
+    # --verbose keeps every event in full, the stack trace included (the event log always has it).
+    monkeypatch.setenv("TRADING_PIPELINE_LOG_LEVEL", "INFO")  # --verbose sets DEBUG: restored after the test
+    assert main(["backfill", "2022-12-20", "2022-12-27", "--verbose", "--config", str(config)]) == 1
+    verbose = capsys.readouterr()
+    assert "Stack Trace" in verbose.err and "Not executing" in verbose.err

@@ -86,6 +86,11 @@ def print_frame(df: pd.DataFrame, title: str) -> None:
         print("  " + df.to_string().replace("\n", "\n  "))
 
 
+#: The class name Dagster puts before the message of a step's ``dg.Failure`` (an expected failure
+#: the step explained: its message is what the user reads).
+DAGSTER_FAILURE = "dagster._core.definitions.events.Failure: "
+
+
 def failure_text(result, checks_only: bool = False) -> str:
     """One line per failed step and per failed asset check of a Dagster run result; with
     ``checks_only`` the failed checks alone, "" when none failed."""
@@ -94,7 +99,8 @@ def failure_text(result, checks_only: bool = False) -> str:
         if event.is_failure and event.step_key and not checks_only:
             data = event.event_specific_data
             error = getattr(data, "error", None)
-            lines.append(f"  step {event.step_key}: {error.message.strip() if error else event.message}")
+            text = error.message.strip().removeprefix(DAGSTER_FAILURE) if error else event.message
+            lines.append(f"  step {event.step_key}: {text}")
         elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
             ev = event.event_specific_data
             why = f": {one_line(ev.description)}" if getattr(ev, "description", None) else ""
