@@ -518,3 +518,44 @@ def test_bundled_sample_has_no_structural_defects():
     structural = ["duplicate", "close_not_finite", "non_positive_price", "ohlc_inconsistent",
                   "negative_volume"]
     assert counts[structural].tolist() == [0] * 5
+
+
+@pytest.mark.parametrize("severity", ["ERROR", "WARN"])
+def test_a_bad_print_at_the_start_of_a_series_that_later_lists_on_another_calendar(severity):
+    # NEWCO trades first in London (XLON sessions, which include the US holidays 2022-07-04,
+    # 2022-09-05 and 2022-11-24), then lists in New York; its configuration says XNYS. Its third London bar is a
+    # x100 print and its ninth a x3 print. The bars on US holidays are non-session for XNYS; the
+    # two bad prints are caught from the peers' reference; none of them judges a later bar, and the
+    # New York history after them is clean.
+    from pipeline.calendar import exchange_calendar
+
+    london = exchange_calendar("XLON").sessions_in_range("2022-06-27", "2022-12-30")
+    new_york = exchange_calendar("XNYS").sessions_in_range("2023-01-03", "2023-06-30")
+    days = london.append(new_york)
+    c = walk(len(days), seed=11)
+    c[2] *= 100.0
+    c[8] *= 3.0
+    new = bars([{"session": d, "close": float(x), "instrument": "NEWCO"} for d, x in zip(days, c)])
+    peer_days = exchange_calendar("XNYS").sessions_in_range("2021-01-04", "2023-06-30")
+    peers = [bars([{"session": d, "close": float(x), "instrument": f"P{s}"}
+                   for d, x in zip(peer_days, walk(len(peer_days), seed=s))]) for s in range(3)]
+    raw = pd.concat([new, *peers], ignore_index=True)
+    res = validate_bars(raw, QualityConfig(spike_severity=severity),
+                        calendars={"NEWCO": "XNYS", "P0": "XNYS", "P1": "XNYS", "P2": "XNYS"},
+                        peers={"NEWCO": "equity", "P0": "equity", "P1": "equity", "P2": "equity"})
+    q = res.quarantine[res.quarantine["instrument"] == "NEWCO"]
+    w = res.warnings[res.warnings["instrument"] == "NEWCO"]
+    holidays = [pd.Timestamp("2022-07-04"), pd.Timestamp("2022-09-05"), pd.Timestamp("2022-11-24")]
+    assert holidays == list(london.difference(exchange_calendar("XNYS").sessions))
+    assert sorted(q.loc[q["rule"] == "non_session", "session"]) == holidays
+    assert q.loc[q["rule"] == "impossible_move", "session"].tolist() == [days[2]]  # x100: always quarantined
+    spikes = (q if severity == "ERROR" else w).query("rule == 'price_spike'")
+    assert spikes["session"].tolist() == [days[8]]  # x3 on the ninth bar: judged while history is short
+    # nothing else of NEWCO is judged bad: the bars after each print (back to normal) and the whole
+    # New York history are clean
+    bad = {days[2], days[8], *holidays}
+    clean = pd.DatetimeIndex(res.clean.loc[res.clean["instrument"] == "NEWCO", "session"])
+    expected = days.difference(pd.DatetimeIndex(sorted(bad)))
+    # (a flagged spike, WARN, is held out of the clean set until released, like a quarantined one)
+    assert clean.tolist() == expected.tolist() and len(clean) == len(days) - 5
+    assert not res.quarantine["instrument"].str.startswith("P").any()
