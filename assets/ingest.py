@@ -60,10 +60,17 @@ def raw_bars(context: dg.AssetExecutionContext, settings: Settings, bar_source: 
     missing = run.difference(got)
     if len(missing):
         latest = source.last_session(cfg.symbols)
+        # Sessions after the source's latest may still arrive (a vendor publishes late): retried.
+        # Sessions inside its history that it does not hold never will: asking again cannot help.
+        arriving = latest is None or bool((missing > latest).any())
         raise dg.Failure(
             f"raw_bars: source {source.name!r} has no bars for {len(missing)} session(s) of this run "
             f"({', '.join(d.strftime('%Y-%m-%d') for d in missing[:5])}{' ...' if len(missing) > 5 else ''}); "
             f"its latest session is {latest.date() if latest is not None else 'none'}. Nothing was written."
+            + ("" if arriving else " These sessions lie inside the source's history and it holds no bar for them "
+                                   "(asking again cannot help): backfill from the source's first session, or set "
+                                   "history_start to it."),
+            allow_retries=arriving,
         )
     fetched_at = pd.Timestamp(bars["fetched_at"].iloc[0])
     batch = f"{fetched_at.strftime('%Y%m%dT%H%M%S%f')}-{context.run.run_id[:8]}"
