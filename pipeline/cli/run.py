@@ -141,6 +141,13 @@ def backfill(
 
     _log_level(verbose)
     cfg = common.load_config(config, lake)
+    first, last = pd.Timestamp(start), pd.Timestamp(end)
+    if first < pd.Timestamp(cfg.history_start):  # no partition exists before it
+        raise common.CliError(
+            f"error: backfill starts on {first.date()}, before history_start {pd.Timestamp(cfg.history_start).date()} of the "
+            f"configuration ({config or 'the bundled default'}): start on or after it, or set history_start earlier")
+    if last < first:
+        raise common.CliError(f"error: backfill ends on {last.date()}, before its start {first.date()}")
     root, state = common.lake_root(cfg, lake), common.state_root(cfg, lake)
     home = ensure_dagster_home()
     started = time.perf_counter()
