@@ -32,7 +32,7 @@ from pipeline.signals.forecasts import (
     floor_long_only,
     rescale,
 )
-from pipeline.signals.volatility import bounded_vol, percentage_vol, robust_vol
+from pipeline.signals.volatility import bounded_vol, estimate_vol, percentage_vol
 from pipeline.store.lake import wide_to_long
 
 VOLATILITY = "volatility"
@@ -41,19 +41,21 @@ FORECAST_SCALARS = "forecast_scalars"
 COMBINED = "combined_forecast"
 
 def volatility(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
-    """Carver's robust EWMA volatility of daily price changes (span 35, min 10 periods, 5% floor
-    over 500 sessions): daily, in price points (``vol_price``), and annualised % of price
+    """Volatility of daily price changes by the configured estimator (``vol.estimator``: Carver's
+    robust EWMA, span 35, min 10 periods, 5% floor over 500 sessions, by default; ``ewma`` without
+    the floor; pst's ``mixed``): daily, in price points (``vol_price``), and annualised % of price
     (``vol_pct_annual``). With ``stale_guard.sessions`` set, closes unchanged that long leave the
     calculation (the vol carries over them). ``vol_bounds``: a vol below a fraction of its asset class's
     median is raised to it, one far above its long-run vol is refused (no row: the instrument keeps its
-    position that session). Source: pysystemtrade ``robust_vol_calc``; the bounds are this project's."""
+    position that session). Source: pysystemtrade ``robust_vol_calc`` / ``mixed_vol_calc``; the bounds are this
+    project's."""
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context, cfg.calendar)
     if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
         return no_session_result(context, cfg.calendar)
     closes = lake.read_wide(CLEAN_BARS, "close", cfg.symbols, end=run[-1])
     guard = cfg.stale_guard.sessions
-    vol = robust_vol(without_stale(closes, stale_mask(closes, guard)) if guard else closes)
+    vol = estimate_vol(without_stale(closes, stale_mask(closes, guard)) if guard else closes, cfg.vol)
     bounds = cfg.vol_bounds
     bounded = bounded_vol(vol, closes, {i.symbol: i.asset_class for i in cfg.instruments}, bounds.floor_vs_class,
                           bounds.ceiling_vs_long_run, bounds.long_run_sessions)

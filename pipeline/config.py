@@ -827,6 +827,37 @@ def resolve_instruments(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class VolConfig(_Strict):
+    """The volatility estimator of the signal stage (pst ``volatility_calculation``; carver.md §2.1).
+
+    ``robust``: pst's legacy ``robust_vol_calc`` (EWMA std with a rolling 5% quantile floor over
+    500 sessions), this project's default; ``ewma``: the same EWMA std without the floor
+    (pst ``simple_ewvol_calc``); ``mixed``: pst's current default ``mixed_vol_calc`` (the fast
+    EWMA std blended with its own slow EWMA). ``pipeline/signals/volatility.py: estimate_vol``.
+    """
+
+    estimator: Literal["robust", "ewma", "mixed"] = Field(
+        "robust", description="robust (pst robust_vol_calc, with the vol floor), ewma (no floor) or mixed "
+        "(pst mixed_vol_calc, its current default)")
+    span: int = Field(35, ge=2, description="EWMA span of daily price changes, sessions (pst days: 35)")
+    min_periods: int = Field(10, ge=1, description="price changes before the first vol (pst min_periods: 10)")
+    floor_min_quantile: float = Field(0.05, ge=0, le=1, description="robust: quantile of past vols used as the "
+                                      "floor (pst vol_floor_min_quantile 0.05)")
+    floor_days: int = Field(500, ge=2, description="robust: window of the floor, sessions (pst vol_floor_days 500)")
+    floor_min_periods: int = Field(100, ge=1, description="robust: vols before the floor applies (pst 100)")
+    slow_vol_years: float = Field(10.0, gt=0, description="mixed: span of the slow vol's EWMA in years of 256 "
+                                  "sessions (pst defaults.yaml 10; Carver's own config 20)")
+    proportion_of_slow_vol: float = Field(0.3, ge=0, le=1, description="mixed: weight of the slow vol (pst "
+                                          "defaults.yaml 0.3; Carver's own config 0.35)")
+
+    @model_validator(mode="after")
+    def _floor_window(self) -> VolConfig:
+        if self.floor_days < self.floor_min_periods:
+            raise ValueError(f"vol.floor_days {self.floor_days} is shorter than vol.floor_min_periods "
+                             f"{self.floor_min_periods}")
+        return self
+
+
 class VolBoundsConfig(_Strict):
     """Bounds on the vol the signal stage passes on (``pipeline/signals/volatility.py: bounded_vol``):
     an estimate far outside its anchors is broken data, not a market."""
@@ -862,6 +893,7 @@ class PipelineConfig(_Strict):
     portfolio: PortfolioConfig = PortfolioConfig()
     quality: QualityConfig = QualityConfig()
     stale_guard: StaleGuardConfig = StaleGuardConfig()
+    vol: VolConfig = VolConfig()
     vol_bounds: VolBoundsConfig = VolBoundsConfig()
     regime: RegimeConfig = RegimeConfig()
     vol_forecast: VolForecastConfig = VolForecastConfig()

@@ -1,6 +1,8 @@
 """Daily price volatility of each instrument (carver.md §2.1).
 
-The vol here is pysystemtrade's legacy ``robust_vol_calc`` (``sysquant/estimators/vol.py``): an
+:func:`estimate_vol` is the estimator the configuration chooses (``vol.estimator``): ``robust``
+(the default, below), ``ewma`` (the same without the floor) or ``mixed`` (:func:`mixed_vol`).
+The default vol is pysystemtrade's legacy ``robust_vol_calc`` (``sysquant/estimators/vol.py``): an
 exponentially weighted standard deviation of daily *price differences* (not % returns), floored
 at a tiny absolute minimum and at the 5% quantile of its own recent history, so a quiet spell
 cannot shrink the vol (and blow up positions and EWMAC forecasts) without limit.
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from pipeline.config import VolConfig
 
 #: Carver annualises with 256 business days, sqrt(256) = 16 (pst ``syscore/dateutils.py``).
 ROOT_BDAYS_INYEAR = 16.0
@@ -176,6 +180,37 @@ def robust_vol(
         vol_floor.iloc[0] = 0.0  # pst: 0 before enough history, so the floor is always defined
         np.maximum(values, vol_floor.ffill().to_numpy(), out=values)  # NaN vol stays NaN
     return _unpack(values, prices, rows, cols, packed_row).ffill()
+
+
+def estimate_vol(prices: pd.DataFrame, config: VolConfig | None = None) -> pd.DataFrame:
+    """Daily vol in price points by the estimator of ``config`` (``vol`` in the configuration).
+
+    Parameters
+    ----------
+    prices : DataFrame, index ``session`` (ascending, unique), columns instruments
+        Back-adjusted prices in price points; NaN = no price.
+    config : VolConfig, optional
+        ``estimator`` ``robust`` (:func:`robust_vol` with its floor), ``ewma`` (:func:`robust_vol`
+        without the floor: pst ``simple_ewvol_calc``) or ``mixed`` (:func:`mixed_vol`), with their
+        spans; None = the defaults (``robust``, span 35).
+
+    Returns
+    -------
+    DataFrame, same index and columns as ``prices``
+        Daily vol in price points, not annualised (see the estimator's function).
+
+    Raises
+    ------
+    VolatilityError
+        As the estimator's function.
+    """
+    config = config or VolConfig()
+    if config.estimator == "mixed":
+        return mixed_vol(prices, span=config.span, min_periods=config.min_periods,
+                         slow_vol_years=config.slow_vol_years, proportion_of_slow_vol=config.proportion_of_slow_vol)
+    return robust_vol(prices, span=config.span, min_periods=config.min_periods, floor=config.estimator == "robust",
+                      floor_min_quantile=config.floor_min_quantile, floor_min_periods=config.floor_min_periods,
+                      floor_days=config.floor_days)
 
 
 def percentage_vol(vol: pd.DataFrame, prices: pd.DataFrame, annualise: bool = True) -> pd.DataFrame:
