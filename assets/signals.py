@@ -190,7 +190,7 @@ def combined_forecast(context: dg.AssetExecutionContext, settings: Settings) -> 
             fx = universe_fx(cfg.instruments, cfg.portfolio.base_currency, cfg.portfolio.fx_path, closes.index)
     result = combine_rules(capped, closes, vol, cfg, fx)
     combined, fdm, history, excluded = result.combined, result.fdm, result.weight_history, result.excluded
-    fdm_wide = pd.DataFrame({s: fdm.reindex(combined.index) for s in combined.columns})
+    fdm_wide = result.fdm_wide()
     long = wide_to_long({"combined": combined, "fdm": fdm_wide}, dropna="combined")
     owned = lake.sessions_to_write(COMBINED, pd.DatetimeIndex(long["session"].unique()), run)
     rows = lake.write_sessions(COMBINED, long, owned)
@@ -205,6 +205,9 @@ def combined_forecast(context: dg.AssetExecutionContext, settings: Settings) -> 
         "fdm_latest": float(fdm.loc[:run[-1]].iloc[-1]),
         "latest_combined": dg.MetadataValue.md(frame_md(latest.rename("combined").to_frame(), index=True, floatfmt="{:.2f}")),
     }
+    if result.weights_by_instrument is not None:
+        metadata["forecast_weights_by_instrument"] = dg.MetadataValue.md(
+            frame_md(result.weights_by_instrument, index=True, floatfmt="{:.3f}"))
     if excluded is not None:
         pairs = excluded_pairs(excluded, result.costs, excluded.index[excluded.index <= run[-1]][-1])
         metadata["speed_limit"] = comb.speed_limit

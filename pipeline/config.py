@@ -188,8 +188,10 @@ class RulesConfig(_Strict):
 class CombinationConfig(_Strict):
     """Forecast combination (carver.md §2.6)."""
 
-    forecast_weights: dict[str, float] | None = Field(
-        None, description="weight per rule variation; None = equal weights"
+    forecast_weights: dict[str, float] | dict[str, dict[str, float]] | None = Field(
+        None, description="weight per rule variation, for every instrument ({ewmac16_64: 0.5, carry: 0.5}), or per "
+        "instrument ({CORN: {ewmac16_64: 0.5, carry: 0.5}, US10: {...}}: pst's per-instrument form; every instrument "
+        "of the universe listed); None = equal weights"
     )
     fdm: float | Literal["estimate"] = Field(
         "estimate",
@@ -229,6 +231,11 @@ class CombinationConfig(_Strict):
         "average position of an equally weighted instrument at portfolio.capital and vol_target, so a "
         "minimum commission is spread over a realistic trade) or one_unit (one share / contract)",
     )
+
+    @property
+    def per_instrument_weights(self) -> bool:
+        """Whether ``forecast_weights`` is pst's per-instrument form ({instrument: {rule: weight}})."""
+        return bool(self.forecast_weights) and all(isinstance(v, dict) for v in self.forecast_weights.values())
 
 
 class PortfolioConfig(_Strict):
@@ -911,6 +918,16 @@ class PipelineConfig(_Strict):
         if not v:
             raise ValueError("the universe is empty: list at least one instrument")
         return v
+
+    @model_validator(mode="after")
+    def _forecast_weights_per_instrument(self) -> PipelineConfig:
+        if self.combination.per_instrument_weights:
+            given, symbols = set(self.combination.forecast_weights), {i.symbol for i in self.instruments}
+            if given != symbols:
+                raise ValueError(
+                    "combination.forecast_weights per instrument must list every instrument of the universe and no "
+                    f"other: missing {sorted(symbols - given)}, not in the universe {sorted(given - symbols)}")
+        return self
 
     @model_validator(mode="after")
     def _pysystemtrade_instruments_resolved(self) -> PipelineConfig:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from pipeline.config import PipelineConfig
 from pipeline.instruments import point_sizes
-from pipeline.signals.combine import forecast_weights
+from pipeline.signals.combine import CombinationError, forecast_weights
 from pipeline.signals.costs import (
     apply_speed_limit,
     average_position_units,
@@ -49,6 +49,13 @@ class CombinedForecast:
         an estimated weighting needs it).
     excluded : pd.DataFrame or None
         True where a ``(rule, instrument)`` is over the speed limit on a session (None without it).
+    fdm_by_instrument : pd.DataFrame or None
+        With forecast weights per instrument: index ``session``, columns instruments, the FDM of
+        each instrument's group (instruments with the same weights share one pooled FDM); ``fdm``
+        is then their mean across instruments. None otherwise.
+    weights_by_instrument : pd.DataFrame or None
+        With forecast weights per instrument: index instrument, columns rules, the weights (summing
+        to 1); ``weight_history`` is then their mean. None otherwise.
     """
 
     combined: pd.DataFrame
@@ -56,6 +63,15 @@ class CombinedForecast:
     weight_history: pd.DataFrame
     costs: pd.DataFrame | None
     excluded: pd.DataFrame | None
+    fdm_by_instrument: pd.DataFrame | None = None
+    weights_by_instrument: pd.DataFrame | None = None
+
+    def fdm_wide(self) -> pd.DataFrame:
+        """The FDM applied to each instrument on each session: index ``session``, columns the
+        instruments of ``combined`` (the pooled ``fdm`` for all, unless weights differ by instrument)."""
+        if self.fdm_by_instrument is not None:
+            return self.fdm_by_instrument.reindex(index=self.combined.index, columns=self.combined.columns)
+        return pd.DataFrame({s: self.fdm.reindex(self.combined.index) for s in self.combined.columns})
 
 
 def combination_costs(capped: pd.DataFrame, closes: pd.DataFrame, vol: pd.DataFrame, config: PipelineConfig,
@@ -144,6 +160,8 @@ def combine_rules(capped: pd.DataFrame, closes: pd.DataFrame | None, vol: pd.Dat
     if comb.apply_speed_limit:
         excluded = speed_limit_exclusions(costs, comb.speed_limit)
         used = apply_speed_limit(capped, excluded)
+    if method == "fixed" and comb.per_instrument_weights:
+        return _combine_per_instrument(used, capped, excluded, costs, config)
     if method in ("fixed", "equal"):
         weights = forecast_weights(config.rules.rule_names, comb.forecast_weights if method == "fixed" else None)
         history = pd.DataFrame([weights], index=pd.DatetimeIndex(capped.index[:1], name="estimated_at"))
@@ -159,3 +177,47 @@ def combine_rules(capped: pd.DataFrame, closes: pd.DataFrame | None, vol: pd.Dat
         combined = close_too_expensive(combined, capped, excluded)
     return CombinedForecast(combined=combined.reindex(columns=config.symbols), fdm=fdm, weight_history=history,
                             costs=costs, excluded=excluded)
+
+
+def _combine_per_instrument(used: pd.DataFrame, capped: pd.DataFrame, excluded: pd.DataFrame | None,
+                            costs: pd.DataFrame | None, config: PipelineConfig) -> CombinedForecast:
+    """:func:`combine_rules` with fixed forecast weights per instrument (pst's per-instrument
+    ``forecast_weights``): the instruments are grouped by their weights and each group combined as
+    one panel, so an instrument's combined forecast and its FDM (pooled over its group, with its
+    own weights) do not depend on the instruments with other weights.
+
+    Raises
+    ------
+    CombinationError
+        An instrument's weights name a rule it has no forecast for (e.g. carry without multiple
+        prices), or a rule not configured.
+    """
+    comb, rules = config.combination, config.rules.rule_names
+    table = pd.DataFrame({s: forecast_weights(rules, comb.forecast_weights[s]) for s in config.symbols}).T
+    table.index.name, table.columns.name = "instrument", "rule"
+    have = pd.Series(True, index=capped.columns).unstack(level=0, fill_value=False).reindex(
+        index=table.index, columns=table.columns, fill_value=False)
+    lacking = (table > 0) & ~have.astype(bool)
+    if lacking.to_numpy().any():
+        pairs = [f"{i}: {r}" for i, r in lacking.stack().loc[lambda x: x].index]
+        raise CombinationError(f"combination.forecast_weights give a weight to rules an instrument has no forecast "
+                               f"for ({', '.join(pairs)}); set those weights to 0 or add the data (carry needs "
+                               "multiple prices)")
+    combined, fdm_parts = [], []
+    instruments = used.columns.get_level_values(1)
+    for members in table.groupby(list(table.columns), sort=False).groups.values():  # one pass per weight set
+        history = pd.DataFrame([table.loc[members[0]]], index=pd.DatetimeIndex(capped.index[:1], name="estimated_at"))
+        part, fdm = combine_with_weight_history(
+            used.loc[:, instruments.isin(members)], history, comb.fdm, comb.fdm_cap, config.rules.forecast_cap,
+            smooth_span=comb.forecast_weight_ewma_span)
+        combined.append(part)
+        fdm_parts.append(pd.DataFrame({m: fdm for m in members}))
+    combined = pd.concat(combined, axis=1).reindex(columns=config.symbols)
+    if excluded is not None:
+        combined = close_too_expensive(combined, capped, excluded)
+    fdm_wide = pd.concat(fdm_parts, axis=1).reindex(index=combined.index, columns=config.symbols)
+    mean = table.mean().rename(capped.index[0])
+    return CombinedForecast(
+        combined=combined, fdm=fdm_wide.mean(axis=1).rename("fdm"),
+        weight_history=pd.DataFrame([mean], index=pd.DatetimeIndex(capped.index[:1], name="estimated_at")),
+        costs=costs, excluded=excluded, fdm_by_instrument=fdm_wide, weights_by_instrument=table)
