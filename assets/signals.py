@@ -20,7 +20,12 @@ from pipeline.quality.stale import (
     stale_mask,
     without_stale,
 )
-from pipeline.signals.carry import carry_variations
+from pipeline.signals.carry import (
+    CarryError,
+    carry_variations,
+    fx_carry_variations,
+    rate_differentials,
+)
 from pipeline.signals.combination import combine_rules
 from pipeline.signals.costs import (
     excluded_pairs,
@@ -111,18 +116,22 @@ def forecasts(context: dg.AssetExecutionContext, settings: Settings, bar_source:
     configured one in both cases), capped at +/-20, and floored at 0 for long-only instruments
     (ST ch. 7; pysystemtrade ``ewmac.py``, ``breakout.py``, ``carry.py``). Carry (``rules.carry``) is
     computed for every instrument whose source has multiple prices (a ``pysystemtrade`` source):
-    annualised roll over annualised price vol, smoothed (``pipeline.signals.carry.carry_variations``).
-    With ``stale_guard.sessions`` set, an instrument whose close is stale gets no forecast."""
+    annualised roll over annualised price vol, smoothed (``pipeline.signals.carry.carry_variations``), and for
+    every spot FX pair with a ``rate_differential`` (the differential x price over annualised vol, smoothed the
+    same way: ``fx_carry_variations``). With ``stale_guard.sessions`` set, an instrument whose close is stale gets no forecast."""
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context, cfg.calendar)
     if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
         return no_session_result(context, cfg.calendar)
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1])
     vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=run[-1])
-    extra, with_carry = _carry_forecasts(cfg, bar_source, vol)
+    try:
+        extra, with_carry = _carry_forecasts(cfg, bar_source, vol, closes)
+    except CarryError as exc:  # a bad rate-differential file: asking again cannot help
+        raise dg.Failure(f"forecasts: {exc}", allow_retries=False) from exc
     if cfg.rules.carry and not with_carry:
         context.log.warning(f"forecasts: rules.carry {list(cfg.rules.carry)} configured but no instrument has "
-                            f"multiple prices (source {cfg.source.kind!r}): no carry forecast")
+                            f"multiple prices (source {cfg.source.kind!r}) or a rate_differential: no carry forecast")
     fset = compute_forecasts(closes, vol, cfg.rules, extra=extra)
     if cfg.rules.scalars == "estimate":
         estimates = lake.read_table(FORECAST_SCALARS).pivot(index="session", columns="rule", values="scalar")
@@ -152,18 +161,25 @@ def forecasts(context: dg.AssetExecutionContext, settings: Settings, bar_source:
     })
 
 
-def _carry_forecasts(cfg, bar_source: BarSourceResource, vol: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Raw carry of each ``rules.carry`` variation for the instruments with multiple prices, on ``vol``'s
-    sessions; and those instruments (none when carry is not configured or the source has no multiple prices)."""
+def _carry_forecasts(cfg, bar_source: BarSourceResource, vol: pd.DataFrame,
+                     closes: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Raw carry of each ``rules.carry`` variation for the instruments with multiple prices and the
+    spot FX pairs with a ``rate_differential``, on ``vol``'s sessions; and those instruments (none
+    when carry is not configured or no instrument has either)."""
     if not cfg.rules.carry:
         return {}, []
+    smooth = {name: v.smooth_days for name, v in cfg.rules.carry.items()}
     multiple = bar_source.multiple_prices(list(vol.columns))
     held = [] if multiple is None else [s for s in vol.columns if s in multiple.price.columns]
-    if not held:
-        return {}, []
-    variations = carry_variations(multiple.price, multiple.carry, multiple.price_contract, multiple.carry_contract,
-                                  vol[held], {name: v.smooth_days for name, v in cfg.rules.carry.items()})
-    return variations, held
+    variations = (carry_variations(multiple.price, multiple.carry, multiple.price_contract, multiple.carry_contract,
+                                   vol[held], smooth) if held else {})
+    pairs = {i.symbol: i.rate_differential for i in cfg.instruments
+             if i.rate_differential is not None and i.symbol in vol.columns and i.symbol not in held}
+    if pairs:  # spot FX: carry from the configured rate differential
+        fx = fx_carry_variations(rate_differentials(pairs, vol.index), closes[list(pairs)], vol[list(pairs)], smooth)
+        variations = {name: pd.concat([variations[name], fx[name]], axis=1) if name in variations else fx[name]
+                      for name in smooth}
+    return variations, [*held, *pairs]
 
 
 def combined_forecast(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:

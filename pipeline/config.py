@@ -118,6 +118,19 @@ class Instrument(_Strict):
         "(held to the last trading day); None = not a futures contract with a close-out",
     )
     rolls: FuturesRolls | None = Field(None, description="futures: roll parameters and roll-state thresholds")
+    rate_differential: float | str | None = Field(
+        None,
+        description="spot FX carry: the pair's annual interest-rate differential, base minus quote currency, as a "
+        "decimal (0.015 = 1.5% a year), or the path of a CSV of it through time (DATETIME,differential); the "
+        "rules.carry variations then forecast this pair (pipeline/signals/carry.py: fx_carry); None = no FX carry",
+    )
+
+    @model_validator(mode="after")
+    def _rate_differential_is_fx(self) -> Instrument:
+        if self.rate_differential is not None and self.sec_type != "CASH" and self.asset_class != "fx":
+            raise ValueError(f"{self.symbol}: rate_differential is the carry of a spot FX pair; give it to an "
+                             "instrument with sec_type CASH or asset_class fx")
+        return self
 
 
 class CarryVariation(_Strict):

@@ -20,6 +20,7 @@ elapsed. No value at session d depends on data after d.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -389,3 +390,82 @@ def fx_carry(
         _check_same_grid(frame, rate_base, f"fx_carry ({name} vs rate_base)")
     ann_vol = vol.astype("float64").where(vol > 0) * ROOT_BDAYS_INYEAR
     return (rate_base.astype("float64") - rate_quote.astype("float64")) * price.astype("float64") / ann_vol
+
+
+def rate_differentials(differentials: Mapping[str, float | str], index: pd.DatetimeIndex) -> pd.DataFrame:
+    """The configured interest-rate differential of each spot FX pair on the sessions of ``index``.
+
+    Parameters
+    ----------
+    differentials : mapping pair -> float or str
+        ``Instrument.rate_differential``: a constant annual differential (base minus quote, decimal)
+        or the path of a CSV with columns ``DATETIME`` and ``differential`` (one row per date the
+        differential changes or is observed; the last value up to a session applies to it).
+    index : DatetimeIndex
+        The sessions wanted (ascending).
+
+    Returns
+    -------
+    DataFrame, index ``index``, columns the pairs
+        Annual differentials, decimal; NaN before a CSV's first date (no carry there).
+
+    Raises
+    ------
+    CarryError
+        A CSV that cannot be read, lacks the columns, or holds a non-numeric differential or a bad
+        date (the file and row named).
+    """
+    columns = {}
+    for pair, value in differentials.items():  # a handful of FX pairs
+        if not isinstance(value, str):
+            columns[pair] = pd.Series(float(value), index=index)
+            continue
+        path = Path(value)
+        try:
+            raw = pd.read_csv(path, dtype=str)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            raise CarryError(f"rate_differential of {pair}: cannot read {path}: {exc}") from exc
+        if not {"DATETIME", "differential"} <= set(raw.columns):
+            raise CarryError(f"rate_differential of {pair}: {path} needs the columns DATETIME,differential; "
+                             f"it has {list(raw.columns)}")
+        dates = pd.to_datetime(raw["DATETIME"], errors="coerce")
+        values = pd.to_numeric(raw["differential"], errors="coerce")
+        bad = dates.isna() | values.isna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise CarryError(f"rate_differential of {pair}: {path} row {row + 2} has a bad date or differential "
+                             f"({raw['DATETIME'].iloc[row]!r}, {raw['differential'].iloc[row]!r})")
+        series = pd.Series(values.to_numpy(), index=pd.DatetimeIndex(dates).normalize()).sort_index()
+        series = series[~series.index.duplicated(keep="last")]
+        columns[pair] = series.reindex(series.index.union(index)).ffill().reindex(index)
+    return pd.DataFrame(columns, index=index)
+
+
+def fx_carry_variations(differential: pd.DataFrame, price: pd.DataFrame, vol: pd.DataFrame,
+                        smooth_days: Mapping[str, float]) -> dict[str, pd.DataFrame]:
+    """Raw carry forecasts of spot FX pairs, one frame per carry variation.
+
+    ``fx_carry(differential, 0, vol, price)`` (the differential is already base minus quote), then
+    :func:`smooth_carry` with each variation's ``smooth_days``, as the futures carry rule.
+
+    Parameters
+    ----------
+    differential : DataFrame, index ``session``, columns pairs
+        :func:`rate_differentials`.
+    price, vol : DataFrame, same grid
+        Spot closes and daily vol in price points (the ``volatility`` asset).
+    smooth_days : mapping variation name -> float
+        ``ewm`` centre of mass of each variation (pst ``smooth_days``).
+
+    Returns
+    -------
+    dict variation name -> DataFrame (grid of ``vol``)
+        Raw (unscaled, uncapped) carry in annualised Sharpe-ratio units.
+
+    Raises
+    ------
+    CarryError
+        As :func:`fx_carry` and :func:`smooth_carry`.
+    """
+    raw = fx_carry(differential, pd.DataFrame(0.0, index=differential.index, columns=differential.columns), vol, price)
+    return {name: smooth_carry(raw, days) for name, days in smooth_days.items()}
