@@ -920,6 +920,12 @@ class PipelineConfig(_Strict):
     risk: RiskLimits = RiskLimits()
     broker: BrokerConfig = BrokerConfig()
     backtest: BacktestConfig = BacktestConfig()
+    strategy: dict[str, Any] | None = Field(
+        None,
+        description="None (the default): Carver's forecast-to-position system. {kind: stop_target, ...}: the "
+        "stop-and-target strategy kind, validated where it runs by pipeline.strategies.config.strategy_config "
+        "(kept a mapping here: this module is below every layer); docs/strategies.md",
+    )
 
     @field_validator("instruments")
     @classmethod
