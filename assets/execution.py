@@ -15,6 +15,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets.futures import futures_routes
 from assets.markdown import frame_md
 from assets.partitions import DailyPartitions, no_session_result, run_sessions
 from assets.portfolio import TARGET_POSITIONS
@@ -58,7 +59,11 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
     (paper: simulated fills; ib: TWS / IB Gateway), limit orders with an optional market fallback
     (``broker.market_fallback_after``). Re-running a session sends only the residual (nothing,
     after a success). A dry run of the latest session with ``broker.what_if`` plans against the
-    broker's positions and stores IB's what-if margin and commission preview of each intent."""
+    broker's positions and stores IB's what-if margin and commission preview of each intent.
+    Futures with roll parameters trade dated contract months: the instrument's trade is split by
+    the session's roll state (table ``futures_order_routes`` of ``futures_positions``) into
+    orders to the priced month, the forward month or a calendar spread, each with its own
+    orderRef ``strategy:session:instrument:contract:seq``; backfills record per-instrument intents."""
     cfg, lake, ledger = settings.config(), settings.lake(), settings.ledger()
     run = run_sessions(context, cfg.calendar)
     if run.empty:  # a holiday or closure: a successful no-op (assets/partitions.py)
@@ -93,6 +98,8 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
         context.log.info(why)
     if submit or preview:
         session = run[-1]
+        # futures with roll parameters trade dated months, routed by the session's roll state
+        routes = futures_routes(lake, cfg, session)
         policy = OrderPolicy(
             order_type=cfg.broker.order_type, limit_offset=cfg.broker.limit_offset,
             market_fallback_after=cfg.broker.market_fallback_after, what_if=preview,
@@ -106,6 +113,7 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
                 targets.loc[session].dropna(), prices.loc[session], session,
                 ledger=ledger, broker=connected, limits=cfg.risk, point_sizes=point_size,
                 strategy=cfg.broker.strategy, submit=submit, run_id=context.run.run_id, policy=policy,
+                futures_routes=routes,
             )
         counts, last = report.counts, report.intents
     else:

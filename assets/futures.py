@@ -12,10 +12,12 @@ Registered only when the configuration holds instruments with roll parameters
   table is rebuilt whole (a few hundred rows an instrument).
 * ``adjusted_prices`` (one whole table): the Panama stitch of the whole multiple prices, rebuilt
   each run, as a roll shifts every earlier adjusted price (milliseconds an instrument).
-* ``futures_positions`` (daily partitions): the ledger's positions put in the priced contract, with
-  the **expiry guard** (blocking: ERROR stops ``orders`` when a held contract is within
-  ``rolls.expiry_guard_sessions`` sessions of its close-out; WARN in a backfill) and the **orphan
-  report** (WARN: a position in neither the priced nor the forward contract).
+* ``futures_positions`` (daily partitions): the ledger's positions per dated contract, the **roll
+  policy** of the session (each state change recorded in the ledger's roll-state history, and
+  the routes ``orders`` trades by: table ``futures_order_routes``), the **expiry guard**
+  (blocking: ERROR stops ``orders`` when a held contract is within ``rolls.expiry_guard_sessions``
+  sessions of its close-out; WARN in a backfill) and the **orphan report** (WARN: a position in
+  neither the priced nor the forward contract).
 
 The domain code is in :mod:`pipeline.futures` (``tables``, ``adjusted``, ``expiry``).
 """
@@ -47,12 +49,14 @@ from pipeline.futures import (
     roll_parameters_of,
 )
 from pipeline.futures.expiry import BREACH_COLUMNS
+from pipeline.futures.from_contracts import multiple_prices_from_contracts
 from pipeline.futures.roll_calendar import business_days_between
+from pipeline.futures.roll_orders import session_roll_states
 from pipeline.futures.tables import (
+    contract_positions_table,
     contracts_on,
     instrument_multiple_prices,
     multiple_prices_table,
-    positions_in_priced,
     roll_calendar_table,
 )
 
@@ -60,6 +64,8 @@ MULTIPLE_PRICES = "multiple_prices"
 ROLL_CALENDAR = "roll_calendar"
 ADJUSTED_PRICES = "adjusted_prices"
 FUTURES_POSITIONS = "futures_positions"
+#: Lake table written by ``futures_positions``: the session's roll state and order routes per instrument.
+FUTURES_ORDER_ROUTES = "futures_order_routes"
 
 CHECK_EXPIRY_GUARD = "expiry_guard"
 CHECK_ORPHANS = "no_orphan_positions"
@@ -101,11 +107,15 @@ def multiple_prices(context: dg.AssetExecutionContext, settings: Settings,
         return no_session_result(context, cfg.calendar)
     symbols = [i.symbol for i in rolled_futures(cfg)]
     source = bar_source.source()
-    if not isinstance(source, PysystemtradeSource):
+    if not isinstance(source, PysystemtradeSource) and not hasattr(source, "contract_prices"):
         raise dg.Failure(f"multiple_prices: futures {symbols} need their multiple prices from a pysystemtrade data "
-                         f"folder (source.kind: pysystemtrade), not source.kind {cfg.source.kind!r}", allow_retries=False)
+                         f"folder (source.kind: pysystemtrade) or contract prices (source.kind: ib), not source.kind "
+                         f"{cfg.source.kind!r}", allow_retries=False)
     try:
-        table = multiple_prices_table(source.multiple_prices(symbols), end=run[-1])
+        if isinstance(source, PysystemtradeSource):
+            table = multiple_prices_table(source.multiple_prices(symbols), end=run[-1])
+        else:  # contract prices path (rehearsal addition): built from each dated contract's bars
+            table = _from_contract_prices(source, rolled_futures(cfg), cfg.history_start, run[-1])
         for symbol in symbols:  # a handful of instruments: each checked, errors name it
             instrument_multiple_prices(table, symbol)
     except (SourceError, FuturesDataError) as exc:
@@ -120,6 +130,19 @@ def multiple_prices(context: dg.AssetExecutionContext, settings: Settings,
         "latest": dg.MetadataValue.md(frame_md(latest.reset_index())),
         "path": dg.MetadataValue.path(str(lake.path(MULTIPLE_PRICES))),
     })
+
+
+def _from_contract_prices(source, futures: list[Instrument], start: object, end: pd.Timestamp) -> pd.DataFrame:
+    """Multiple prices of ``futures`` from the source's contract prices (``IBSource.contract_prices``), on the
+    planned roll calendar with the source's last trading days (the configuration's ``rolls.expiries`` win)."""
+    prices = source.contract_prices([i.symbol for i in futures], pd.Timestamp(start), end)
+    listed = {s: dict(zip(p["contract"], p["last_trade"], strict=True))
+              for s, p in prices.drop_duplicates(["instrument", "contract"]).groupby("instrument")}
+    return multiple_prices_from_contracts(
+        prices, {i.symbol: roll_parameters_of(i) for i in futures},
+        expiries={i.symbol: {**listed.get(i.symbol, {}), **i.rolls.expiries} for i in futures},
+        holidays={i.symbol: _holidays(pd.Timestamp(start) - pd.Timedelta(days=800), i.calendar) for i in futures},
+        end=end)
 
 
 @dg.asset(deps=[MULTIPLE_PRICES], group_name="futures", kinds={"python", "parquet"}, code_version="1")
@@ -219,15 +242,21 @@ def _close_outs(held: pd.DataFrame, futures: dict[str, Instrument], holidays: li
 
 
 def futures_positions(context: dg.AssetExecutionContext, settings: Settings):
-    """Positions of the futures instruments in their dated contracts on the run's (last) session.
+    """Positions of the futures instruments in their dated contracts on the run's (last) session,
+    and the session's roll states.
 
-    The ledger's expected positions (per instrument, at ``broker.mode``) are put in each
-    instrument's priced contract of the stored multiple prices (``PRICE_CONTRACT`` of its latest
-    row up to the session), as ``trading-pipeline futures status`` does; the close-out dates come
-    from ``instruments[].settlement`` and ``rolls`` (``pipeline.futures.expiry``). Checks: the
-    expiry guard (blocking ERROR, WARN in a backfill) and the orphan report (WARN). Writes the
-    session's rows (``instrument, contract, forward_contract, position, close_out,
-    sessions_left``); a backfill writes none (today's positions are not the past's).
+    The ledger's expected positions per (instrument, contract) at ``broker.mode`` (fills name their
+    contract month; a fill without one, from before orders went to dated contracts, is a position
+    whose contract is unknown: the guard blocks it until adopted per month). The roll policy
+    (``pipeline.futures.roll_orders.session_roll_states``: planned roll date from the roll
+    calendar, close-out from ``pipeline.futures.expiry``, current state from the ledger, sessions a
+    Force spread has worked) decides each instrument's state; each change is recorded in the
+    ledger's roll-state history (``policy: ...``, set by ``roll_policy``), a hand-set Close /
+    No_Open is kept, and the routes ``orders`` trades by are written to ``futures_order_routes``.
+    Checks: the expiry guard (blocking ERROR, WARN in a backfill) and the orphan report (WARN), on
+    the per-contract positions. Writes the session's rows (``instrument, contract,
+    forward_contract, position, close_out, sessions_left``); a backfill writes none and applies no
+    policy (today's positions and states are not the past's).
     """
     cfg, lake = settings.config(), settings.lake()
     run = run_sessions(context, cfg.calendar)
@@ -240,10 +269,10 @@ def futures_positions(context: dg.AssetExecutionContext, settings: Settings):
     futures = {i.symbol: i for i in rolled_futures(cfg)}
     holidays = {code: _holidays(session - pd.Timedelta(days=800), code) for code in {i.calendar for i in futures.values()}}
     contracts = contracts_on(lake.read(MULTIPLE_PRICES, end=session), session)
-    ledger_positions = settings.ledger().expected_positions(cfg.broker.mode)
-    positions = positions_in_priced(ledger_positions[ledger_positions.index.isin(list(futures))], contracts)
+    ledger = settings.ledger()
+    positions = contract_positions_table(ledger.expected_contract_positions(cfg.broker.mode), list(futures))
     known = positions[positions["contract"].notna()]
-    unknown = positions[positions["contract"].isna()]  # no multiple prices up to the session: contract unknown
+    unknown = positions[positions["contract"].isna()]  # a fill without a contract month: where it is held is unknown
     limits = {s: i.rolls.expiry_guard_sessions for s, i in futures.items()}
     parts, breaches = [], []
     try:
@@ -253,24 +282,39 @@ def futures_positions(context: dg.AssetExecutionContext, settings: Settings):
             breaches.append(expiry_guard(part, part, session, sessions=limits, holidays=holidays[code]))
             parts.append(part)
         orphans = orphan_positions(known, contracts)
+        states = (pd.DataFrame() if backfill else
+                  session_roll_states(list(futures.values()), contracts, known, ledger.current_roll_states(), session,
+                                      holidays))
     except FuturesDataError as exc:
         raise dg.Failure(f"futures_positions: {exc}", allow_retries=False) from exc
     breach = pd.concat([*breaches, pd.DataFrame(columns=list(BREACH_COLUMNS))], ignore_index=True)
     if len(unknown):
-        breach = pd.concat([breach, unknown.assign(reason="no multiple prices up to the session: held contract "
-                                                          "unknown")], ignore_index=True)
+        breach = pd.concat([breach, unknown.assign(reason="a position without a contract month (a fill from before "
+                                                          "orders went to dated contracts): held contract unknown; "
+                                                          "adopt the broker's position per month")], ignore_index=True)
     columns = ["session", "instrument", "contract", "forward_contract", "position", "close_out", "sessions_left"]
     table = (pd.concat(parts, ignore_index=True) if parts else
              pd.DataFrame(columns=["instrument", "contract", "position", "close_out", "sessions_left"]))
     table = table.assign(session=session, forward_contract=table["instrument"].map(contracts["forward_contract"]))[columns]
     rows = 0 if backfill else lake.write_sessions(FUTURES_POSITIONS, table, [session])
+    changed = states[states["changed"]] if len(states) else states
+    if len(changed):
+        ledger.set_roll_states(pd.DataFrame({"instrument": changed.index, "state": changed["state"].to_numpy(),
+                                             "reason": ("policy: " + changed["reason"].astype(str)).to_numpy()}),
+                               set_by="roll_policy", session=session)
+    if len(states):
+        routes = states.reset_index()[["instrument", *ROUTE_TABLE_COLUMNS]].assign(session=session)
+        lake.write_sessions(FUTURES_ORDER_ROUTES, routes, [session])
     severity = dg.AssetCheckSeverity.WARN if backfill else dg.AssetCheckSeverity.ERROR
-    named = ", ".join(f"{r.instrument} {r.contract}" for r in breach.itertuples(index=False))
+    named = ", ".join(f"{r.instrument} {r.contract if isinstance(r.contract, str) else '(contract unknown)'}"
+                      for r in breach.itertuples(index=False))
+    shown = states[["previous_state", "state", "reason"]].reset_index() if len(states) else pd.DataFrame()
     yield dg.MaterializeResult(metadata={
         "session": str(session.date()),
         "rows_written": rows,
         "positions": dg.MetadataValue.md(frame_md(table)),
-        "note": "positions are per instrument in the ledger: each is taken as held in the priced contract",
+        "roll_states": dg.MetadataValue.md(frame_md(shown)),
+        "roll_state_changes": len(changed),
     })
     yield dg.AssetCheckResult(
         check_name=CHECK_EXPIRY_GUARD, passed=breach.empty, severity=severity,
@@ -286,6 +330,37 @@ def futures_positions(context: dg.AssetExecutionContext, settings: Settings):
                      else "every position is in its priced or forward contract"),
         metadata={"orphans": dg.MetadataValue.md(frame_md(orphans))},
     )
+
+
+#: Columns of ``futures_order_routes`` besides ``instrument`` and ``session``.
+ROUTE_TABLE_COLUMNS = (
+    "state", "previous_state", "changed", "reason", "priced_contract", "forward_contract", "priced_position",
+    "forward_position", "roll_date", "close_out", "sessions_to_roll", "sessions_to_close_out",
+    "order_priced_contract", "order_forward_contract", "order_priced_price", "order_forward_price",
+)
+
+
+def futures_routes(lake, cfg: PipelineConfig, session: pd.Timestamp) -> pd.DataFrame | None:
+    """The order routes of ``session`` (``futures_order_routes``, written by ``futures_positions``) as
+    ``execute_orders`` takes them (index instrument, ``pipeline.futures.roll_orders.ROUTE_COLUMNS``);
+    None when the configuration has no futures with roll parameters.
+
+    Raises dg.Failure (no retry) when a futures instrument has no route for the session: its
+    contract month is unknown, and an order is never sent to a guessed month (fail closed).
+    """
+    symbols = [i.symbol for i in rolled_futures(cfg)]
+    if not symbols:
+        return None
+    rows = lake.read(FUTURES_ORDER_ROUTES, start=session, end=session)
+    rows = rows if "instrument" in rows.columns else pd.DataFrame(columns=["instrument"])
+    missing = sorted(set(symbols) - set(rows["instrument"]))
+    if missing:
+        raise dg.Failure(f"orders: no roll state or contract months for {missing} on {session.date()} "
+                         "(materialize futures_positions for the session; an order never goes to a guessed month)",
+                         allow_retries=False)
+    out = rows.set_index("instrument")[["state", "order_priced_contract", "order_forward_contract",
+                                         "order_priced_price", "order_forward_price"]]
+    return out.rename(columns=lambda c: c.removeprefix("order_"))
 
 
 def build(daily: DailyPartitions, cfg: PipelineConfig) -> list[dg.AssetsDefinition]:

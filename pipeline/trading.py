@@ -47,8 +47,10 @@ def check_ref_field(name: str, value: str) -> None:
         raise OrderError(f"order_ref field {name}={value!r} must be non-empty and contain no ':'")
 
 
-def order_ref(strategy: str, session: Any, instrument: str, seq: int) -> str:
-    """The deterministic reference of an order: ``"carver:2022-12-28:AAPL:1"``.
+def order_ref(strategy: str, session: Any, instrument: str, seq: int, contract: str | None = None) -> str:
+    """The deterministic reference of an order: ``"carver:2022-12-28:AAPL:1"``, or with a dated
+    futures contract ``"carver:2023-10-02:MCL:202312:1"`` (a calendar spread names both legs,
+    ``"carver:2023-10-02:MCL:202312_202401:2"``, as pysystemtrade's spread contract ids do).
 
     Parameters
     ----------
@@ -59,7 +61,12 @@ def order_ref(strategy: str, session: Any, instrument: str, seq: int) -> str:
     instrument : str
         Symbol; no ':'.
     seq : int
-        1 for the first order of (session, instrument), then 2, 3, ... (>= 1).
+        1 for the first order of (session, instrument), then 2, 3, ... (>= 1), counted over all
+        contracts of the instrument.
+    contract : str, optional
+        The contract month (``YYYYMM`` or ``YYYYMMDD``, as multiple prices label it) of a futures
+        order, or ``PRICED_FORWARD`` for a calendar spread; None for stocks, FX and futures traded
+        without roll parameters (the reference keeps its four fields).
 
     Raises
     ------
@@ -70,39 +77,47 @@ def order_ref(strategy: str, session: Any, instrument: str, seq: int) -> str:
     check_ref_field("instrument", instrument)
     if int(seq) < 1 or int(seq) != seq:
         raise OrderError(f"order_ref: seq must be a whole number >= 1, got {seq!r}")
-    return f"{strategy}:{session_day(session).date().isoformat()}:{instrument}:{int(seq)}"
+    day = session_day(session).date().isoformat()
+    if contract is None:
+        return f"{strategy}:{day}:{instrument}:{int(seq)}"
+    check_ref_field("contract", contract)
+    return f"{strategy}:{day}:{instrument}:{contract}:{int(seq)}"
 
 
 @dataclass(frozen=True)
 class OrderRef:
-    """The four fields of an order reference (see :func:`order_ref`)."""
+    """The fields of an order reference (see :func:`order_ref`); ``contract`` None for a reference
+    of four fields."""
 
     strategy: str
     session: pd.Timestamp
     instrument: str
     seq: int
+    contract: str | None = None
 
 
 def parse_order_ref(ref: str) -> OrderRef:
-    """Split ``"carver:2022-12-28:AAPL:1"`` into its fields (inverse of :func:`order_ref`).
+    """Split ``"carver:2022-12-28:AAPL:1"`` (or ``"carver:2023-10-02:MCL:202312:1"``) into its
+    fields (inverse of :func:`order_ref`).
 
     Raises
     ------
     OrderError
-        ``ref`` does not have four ':'-separated fields, a valid date and a seq >= 1.
+        ``ref`` does not have four or five ':'-separated fields, a valid date and a seq >= 1.
     """
     parts = ref.split(":")
-    if len(parts) != 4:
-        raise OrderError(f"order_ref {ref!r} is not 'strategy:YYYY-MM-DD:instrument:seq'")
-    strategy, day, instrument, seq = parts
+    if len(parts) not in (4, 5):
+        raise OrderError(f"order_ref {ref!r} is not 'strategy:YYYY-MM-DD:instrument[:contract]:seq'")
+    strategy, day, instrument, *contract, seq = parts
     try:
         session = pd.Timestamp(day)
         n = int(seq)
     except ValueError as exc:
         raise OrderError(f"order_ref {ref!r}: bad date {day!r} or seq {seq!r}") from exc
-    if order_ref(strategy, session, instrument, n) != ref:
-        raise OrderError(f"order_ref {ref!r} is not in canonical form 'strategy:YYYY-MM-DD:instrument:seq'")
-    return OrderRef(strategy, session, instrument, n)
+    month = contract[0] if contract else None
+    if order_ref(strategy, session, instrument, n, month) != ref:
+        raise OrderError(f"order_ref {ref!r} is not in canonical form 'strategy:YYYY-MM-DD:instrument[:contract]:seq'")
+    return OrderRef(strategy, session, instrument, n, month)
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,14 @@ class OrderIntent:
     """One order the system means to send (a row of the ledger's ``order_intents``).
 
     Quantities and positions are signed units (+ buy, - sell); prices in price points.
+
+    Futures with roll parameters trade a dated contract: ``contract`` is its month (``YYYYMM`` or
+    ``YYYYMMDD``, as multiple prices label it; None for stocks, FX and futures without rolls). A
+    calendar spread (roll state ``Force``) has ``spread_contract`` too: ``quantity`` q sells q of
+    ``contract`` (the priced month) and buys q of ``spread_contract`` (the forward), a negative q
+    the reverse; its ``reference_price`` is the spread's price (forward - priced, may be <= 0) and
+    ``contract_price`` the priced leg's price, so the forward leg is at ``contract_price +
+    reference_price``.
     """
 
     order_ref: str
@@ -124,16 +147,28 @@ class OrderIntent:
     order_type: str = "MKT"
     limit_price: float | None = None
     account: str | None = None
+    contract: str | None = None
+    spread_contract: str | None = None
+    contract_price: float | None = None
 
     @property
     def side(self) -> str:
         return "BUY" if self.quantity > 0 else "SELL"
 
+    @property
+    def is_spread(self) -> bool:
+        """A calendar spread (two legs, one order)."""
+        return self.spread_contract is not None
+
     @classmethod
-    def from_row(cls, row: Any) -> "OrderIntent":
+    def from_row(cls, row: Any) -> OrderIntent:
         """Build from a row (mapping / Series) of :func:`plan_orders` or ``Ledger.intents``."""
-        limit = row.get("limit_price") if hasattr(row, "get") else None
-        account = row.get("account") if hasattr(row, "get") else None
+        def optional(name: str) -> Any:
+            value = row.get(name) if hasattr(row, "get") else None
+            return value if value is not None and pd.notna(value) else None
+
+        limit, account = optional("limit_price"), optional("account")
+        contract, spread, leg = optional("contract"), optional("spread_contract"), optional("contract_price")
         return cls(
             order_ref=str(row["order_ref"]),
             strategy=str(row["strategy"]),
@@ -145,13 +180,17 @@ class OrderIntent:
             target_position=float(row["target_position"]),
             position_before=float(row["position_before"]),
             order_type=str(row["order_type"]),
-            limit_price=float(limit) if limit is not None and pd.notna(limit) else None,
-            account=str(account) if account is not None and pd.notna(account) else None,
+            limit_price=float(limit) if limit is not None else None,
+            account=str(account) if account is not None else None,
+            contract=str(contract) if contract is not None else None,
+            spread_contract=str(spread) if spread is not None else None,
+            contract_price=float(leg) if leg is not None else None,
         )
 
 
 
-#: Columns of :meth:`Broker.working_orders`.
+#: Columns of :meth:`Broker.working_orders` (an optional ``contract`` column gives each working
+#: quantity's dated contract; a calendar spread is one row per leg).
 WORKING_COLUMNS = ("order_ref", "instrument", "quantity")
 
 
@@ -190,6 +229,9 @@ class Fill:
         Execution time, tz-aware UTC.
     perm_id : int or None
         The broker's permanent order id (IB ``permId``); None for the paper broker.
+    contract : str or None
+        The dated futures contract the execution traded (``YYYYMM`` or ``YYYYMMDD``; a calendar
+        spread fills leg by leg, one Fill per leg); None for stocks, FX and futures without rolls.
     """
 
     fill_id: str
@@ -203,6 +245,7 @@ class Fill:
     slippage_cost: float
     filled_at: pd.Timestamp
     perm_id: int | None = None
+    contract: str | None = None
 
 
 #: Order statuses a broker reports, in the ledger's vocabulary (``pipeline.store.ledger.INTENT_STATUSES``).
@@ -291,6 +334,11 @@ class Broker(Protocol):
 
         An empty Series means the account is flat, and only that. Raises :class:`BrokerError`
         when positions cannot be read.
+
+        A broker may also offer ``contract_positions()``: the same positions per (instrument,
+        contract) (a MultiIndex Series; contract the month label of a futures instrument with roll
+        parameters, else the instrument's symbol): two months of one future are two positions.
+        The order path uses it when present (:func:`pipeline.execution.broker_io.broker_contract_positions`).
         """
         ...
 
@@ -299,7 +347,7 @@ class Broker(Protocol):
         signed remaining units. Raises :class:`BrokerError` when they cannot be read."""
         ...
 
-    def submit(self, intent: "OrderIntent", fill_price: float) -> BrokerOrder:
+    def submit(self, intent: OrderIntent, fill_price: float) -> BrokerOrder:
         """Send one order under ``intent.order_ref`` and return what the broker then knows of
         it. Sending an ``order_ref`` the broker already has must not create a second order
         (return the existing one). Raises :class:`BrokerError`, also when the outcome is

@@ -55,11 +55,12 @@ def _config(tmp_path, folder):
                         source={"kind": "pysystemtrade", "path": str(folder)})
 
 
-def _hold(settings: Settings, instrument: str, quantity: float) -> None:
+def _hold(settings: Settings, instrument: str, quantity: float, contract: str | None = "202308") -> None:
+    """A fill of ``quantity`` in ``contract`` (the order path records each futures fill's month)."""
     settings.ledger().record_fill(Fill(
-        fill_id=f"paper:{instrument}", order_ref=f"carver:2023-07-03:{instrument}:1", broker="paper",
+        fill_id=f"paper:{instrument}", order_ref=f"carver:2023-07-03:{instrument}:{contract}:1", broker="paper",
         session=pd.Timestamp("2023-07-03"), instrument=instrument, quantity=quantity, price=1950.0, commission=1.0,
-        slippage_cost=0.0, filled_at=pd.Timestamp("2023-07-03 20:00", tz="UTC"),
+        slippage_cost=0.0, filled_at=pd.Timestamp("2023-07-03 20:00", tz="UTC"), contract=contract,
     ))
 
 

@@ -80,7 +80,13 @@ def test_roll_adjusted_once_the_priced_position_is_zero_then_back_to_no_roll():
     assert _one("2023-11-21", state="Force_Outright", priced=0.0, forward=3.0)["state"] == "Roll_Adjusted"
     assert _one("2023-10-17", state="No_Roll", priced=0.0)["state"] == "Roll_Adjusted"  # flat: nothing to roll
     assert _one("2023-10-16", state="No_Roll", priced=0.0)["state"] == "No_Roll"
-    assert _one("2023-10-26", state="Roll_Adjusted", priced=3.0)["state"] == "No_Roll"
+    # Roll_Adjusted is kept while the multiple prices have not moved PRICE_CONTRACT (the roll date of the
+    # priced contract is reached), and goes back to No_Roll once they price the contract rolled into
+    waiting = _one("2023-10-26", state="Roll_Adjusted", priced=0.0, forward=3.0)
+    assert (waiting["state"], waiting["changed"]) == ("Roll_Adjusted", False)
+    assert waiting["reason"].startswith("waiting for the multiple prices to price the forward (roll date 2023-10-17")
+    switched = _one("2023-10-26", state="Roll_Adjusted", priced=3.0, roll_date="2024-01-17")
+    assert (switched["state"], switched["sessions_to_roll"]) == ("No_Roll", 59)
 
 
 def test_states_set_by_hand_are_kept():
@@ -128,7 +134,8 @@ def test_the_policy_is_vectorised_over_instruments_and_rejects_bad_rows():
         ("Close", 3, -1, 1, 0, False, "outright"),
         ("No_Open", 3, -1, -1, 2, True, "outright"),
         ("No_Open", 3, -1, 1, 2, False, "outright"),
-        ("Roll_Adjusted", 3, -1, 1, 0, False, "none"),
+        ("Roll_Adjusted", 3, -1, 1, 0, False, "outright"),  # the switched priced contract only
+        ("Roll_Adjusted", 3, 2, 0, 0, True, "outright"),
         ("Roll_Adjusted", 3, 0, 0, 0, True, "none"),
     ],
 )

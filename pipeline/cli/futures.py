@@ -490,11 +490,13 @@ def status(
     unconfigured = [i.symbol for i in futures if i.rolls is None]
     if unconfigured:
         print(f"\nno roll parameters (instruments[].rolls) for {', '.join(unconfigured)}: not shown")
-    print(
-        "\npositions are per instrument in the ledger, not yet per contract: each is shown against its "
-        "priced contract; orphans (positions in neither the priced nor the forward contract) need positions "
-        "per contract and are not checked"
-    )
+    from pipeline.futures.tables import contract_positions_table
+
+    per_contract = contract_positions_table(ledger.expected_contract_positions(cfg.broker.mode),
+                                            [i.symbol for i in futures if i.rolls is not None])
+    common.print_frame(per_contract.assign(contract=per_contract["contract"].fillna("(unknown)")).set_index("instrument"),
+                       f"Positions per contract month in the ledger ({cfg.broker.mode}): two months of one future are "
+                       "two positions")
     held = table[table["position"].abs() > 0]
     limits = {i.symbol: i.rolls.expiry_guard_sessions for i in futures if i.rolls is not None}
     guards = [

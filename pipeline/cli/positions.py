@@ -99,10 +99,14 @@ def adopt(
     instrument: Annotated[str, typer.Argument(help="the instrument whose broker position becomes the truth")],
     reason: Annotated[str, typer.Option("--reason", help="what you checked (kept with the adjustment)")],
     by: Annotated[str | None, typer.Option("--by", show_default=False, help="who checked it (default: $USER)")] = None,
+    contract: Annotated[str | None, typer.Option(
+        "--contract", show_default=False,
+        help="the dated contract month of a futures position (YYYYMM), as the break names it")] = None,
     config: Config = None,
     lake: Lake = None,
 ) -> int:
-    """Adopt the broker's position of INSTRUMENT as the truth, after checking the account.
+    """Adopt the broker's position of INSTRUMENT (of its month CONTRACT, for a future traded by
+    contract month) as the truth, after checking the account.
 
     Records an adjustment of (broker - expected) in the ledger's position_adjustments with the
     reason and who checked, and resolves the instrument's open position break; the next order step
@@ -111,14 +115,20 @@ def adopt(
     cfg = common.load_config(config, lake)
     ledger = common.ledger(cfg, lake)
     with common.broker(cfg, ledger) as broker:
-        held = float(broker.positions().get(instrument, 0.0))
+        if contract is None:
+            held = float(broker.positions().get(instrument, 0.0))
+        else:
+            from pipeline.execution.broker_io import broker_contract_positions
+
+            held = float(broker_contract_positions(broker)[0].get((instrument, contract), 0.0))
         name = broker.name
     from pipeline.store.ledger import LedgerError
 
     try:
-        adjustment = ledger.adopt_broker_position(name, instrument, held, reason, by or os.environ.get("USER", "cli"))
+        adjustment = ledger.adopt_broker_position(name, instrument, held, reason, by or os.environ.get("USER", "cli"),
+                                                  contract=contract)
     except LedgerError as exc:
         raise common.CliError(f"error: {exc}", 2) from None
-    print(f"{instrument}: adopted the broker's position {held:g} (adjustment {adjustment:+g}); "
+    print(f"{instrument}{' ' + contract if contract else ''}: adopted the broker's position {held:g} (adjustment {adjustment:+g}); "
           "the position break is resolved and the next order step trades it again")
     return 0

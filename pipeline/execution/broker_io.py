@@ -32,6 +32,15 @@ def fill_price(instrument: str, reference_prices: pd.Series, fallback: float) ->
     return price if math.isfinite(price) else float(fallback)
 
 
+def intent_price(intent: OrderIntent, reference_prices: pd.Series) -> float:
+    """The price (price points) an intent is gated and paper-filled at: a dated futures contract's
+    own reference price (for a calendar spread, the spread's), else :func:`fill_price` of its
+    instrument."""
+    if intent.contract is not None:
+        return float(intent.reference_price)
+    return fill_price(intent.instrument, reference_prices, intent.reference_price)
+
+
 def working_orders(broker: Broker) -> pd.DataFrame:
     """The broker's working orders, refusing an answer that cannot be used (fail closed)."""
     working = broker.working_orders()
@@ -52,6 +61,45 @@ def broker_positions(broker: Broker) -> tuple[pd.Series, pd.Series]:
             "an unknown position is not a flat one"
         )
     working = working_orders(broker).groupby("instrument")["quantity"].sum().astype(float)
+    return positions.astype(float), working
+
+
+def _by_contract(series: pd.Series) -> pd.Series:
+    """A per-instrument Series as a per-(instrument, contract) one, the contract the instrument's symbol."""
+    index = pd.MultiIndex.from_arrays([series.index.astype(str), series.index.astype(str)],
+                                      names=["instrument", "contract"])
+    return pd.Series(series.to_numpy(dtype=float), index=index, name=series.name)
+
+
+def broker_contract_positions(broker: Broker) -> tuple[pd.Series, pd.Series]:
+    """Positions and working quantities per (instrument, contract) from the broker, failing closed.
+
+    Returns
+    -------
+    (positions, working) : tuple of pd.Series
+        MultiIndex ``(instrument, contract)``, signed units; ``contract`` the dated month of a
+        futures instrument with roll parameters, else the instrument's symbol. From
+        ``broker.contract_positions()`` when the broker has it (else its per-instrument positions,
+        each in the instrument's own key), and its working orders' ``contract`` column (else the symbol).
+
+    Raises
+    ------
+    BrokerError
+        The broker's answer is not a Series / a frame with :data:`pipeline.trading.WORKING_COLUMNS`.
+    """
+    reader = getattr(broker, "contract_positions", None)
+    positions = reader() if reader is not None else broker.positions()
+    if not isinstance(positions, pd.Series):
+        raise BrokerError(
+            f"broker {broker.name}: positions returned {type(positions).__name__}, not a Series; "
+            "an unknown position is not a flat one"
+        )
+    if not isinstance(positions.index, pd.MultiIndex):
+        positions = _by_contract(positions)
+    working = working_orders(broker)
+    contract = working["contract"] if "contract" in working.columns else working["instrument"]
+    per_contract = working.assign(contract=contract.fillna(working["instrument"]).astype(str))
+    working = per_contract.groupby(["instrument", "contract"])["quantity"].sum().astype(float)
     return positions.astype(float), working
 
 

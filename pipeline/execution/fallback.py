@@ -9,7 +9,7 @@ import pandas as pd
 from pipeline.adapters.alerts import notify
 from pipeline.execution.broker_io import (
     broker_positions,
-    fill_price,
+    intent_price,
     record_outcome,
     submit_intent,
 )
@@ -81,11 +81,15 @@ def _send_fallback(parent: pd.Series, parent_ref: str, quantity: float, run: Sub
     """(c): the market intent for a cancelled limit order's residual, gated, written, sent."""
     session, instrument = session_day(parent["session"]), str(parent["instrument"])
     seq = int(run.ledger.intents(session=session, instrument=instrument)["seq"].max()) + 1
-    ref = order_ref(str(parent["strategy"]), session, instrument, seq)
+    legs = {k: parent.get(k) if pd.notna(parent.get(k)) else None for k in ("contract", "spread_contract", "contract_price")}
+    label = legs["contract"] if legs["spread_contract"] is None else f"{legs['contract']}_{legs['spread_contract']}"
+    ref = order_ref(str(parent["strategy"]), session, instrument, seq, label)
     positions, working = broker_positions(run.broker)
     before = float(positions.get(instrument, 0.0)) + float(working.get(instrument, 0.0))
-    price = fill_price(instrument, run.reference_prices, float(parent["reference_price"]))
-    verdict = run.gate.check(quantity, instrument, price, before, None)
+    market = OrderIntent.from_row(parent.to_dict() | {"order_ref": ref, "seq": seq, "quantity": quantity,
+                                                        "order_type": "MKT", "limit_price": None})
+    price = intent_price(market, run.reference_prices)
+    verdict = run.gate.check_intent(market, price, before)
     row = pd.DataFrame([{
         "order_ref": ref, "strategy": parent["strategy"], "session": session, "instrument": instrument, "seq": seq,
         "quantity": quantity, "side": "BUY" if quantity > 0 else "SELL", "order_type": "MKT",
@@ -93,7 +97,7 @@ def _send_fallback(parent: pd.Series, parent_ref: str, quantity: float, run: Sub
         "status": "INTENT" if verdict.accepted else "DENIED", "mode": "submit",
         "verdict": "ACCEPTED" if verdict.accepted else "DENIED", "deny_reason": verdict.reason, "run_id": run.run_id,
         "account": run.policy.account, "code_version": run.policy.code_version, "input_hash": run.policy.input_hash,
-        "parent_ref": parent_ref,
+        "parent_ref": parent_ref, **legs, "roll_state": parent.get("roll_state"),
     }])
     run.ledger.record_intents(row)
     run.counts["fallbacks"] += 1

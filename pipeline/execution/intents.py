@@ -150,15 +150,28 @@ def plan_orders(
     )
 
 
+def order_keys(frame: pd.DataFrame) -> pd.Series:
+    """What an order trades: the instrument, and for a dated futures contract its contract (a
+    calendar spread both legs), e.g. ``"AAPL"``, ``"MCL 202312"``, ``"MCL 202312_202401"``."""
+    key = frame["instrument"].astype(str)
+    if "contract" not in frame.columns:
+        return key
+    contract = frame["contract"].astype(object)
+    spread = frame["spread_contract"].astype(object) if "spread_contract" in frame.columns else None
+    label = contract.where(contract.notna(), "").astype(str)
+    if spread is not None:
+        label = label.where(spread.isna(), label + "_" + spread.astype(str))
+    return key.where(contract.isna(), key + " " + label)
+
+
 def unchanged_intents(plan: pd.DataFrame, prior: pd.DataFrame, mode: str) -> np.ndarray:
-    """Which planned orders repeat the latest untraded intent of their instrument (see
-    :func:`execute_orders`, "Idempotency")."""
+    """Which planned orders repeat the latest untraded intent of their instrument (of their dated
+    contract, for futures routed by roll state; see :func:`execute_orders`, "Idempotency")."""
     if plan.empty or prior.empty:
         return np.zeros(len(plan), dtype=bool)
-    latest = (
-        prior[prior["mode"] == mode].sort_values("seq").groupby("instrument").tail(1).set_index("instrument")
-    )
-    m = latest.reindex(plan["instrument"].to_numpy())
+    same_mode = prior[prior["mode"] == mode]
+    latest = same_mode.assign(key=order_keys(same_mode)).sort_values("seq").groupby("key").tail(1).set_index("key")
+    m = latest.reindex(order_keys(plan).to_numpy())
     same = (
         m["status"].isin(["RECORDED", "DENIED"]).to_numpy()
         & np.isclose(m["target_position"].to_numpy(dtype=float), plan["target_position"].to_numpy(dtype=float))

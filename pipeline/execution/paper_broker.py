@@ -110,6 +110,16 @@ class PaperBroker:
             raise BrokerError(f"paper broker: positions unreadable from {self.ledger.path}: {exc}") from exc
         return net[net != 0]
 
+    def contract_positions(self) -> pd.Series:
+        """Signed units per (instrument, contract) (MultiIndex): the sum of this broker's fills per
+        dated contract (the instrument's symbol for fills without one); two months of one future
+        are two positions. Zeros dropped. Raises :class:`BrokerError` if the ledger cannot be read."""
+        try:
+            net = self.ledger.net_fills(broker=self.name, by_contract=True)
+        except LedgerError as exc:
+            raise BrokerError(f"paper broker: positions unreadable from {self.ledger.path}: {exc}") from exc
+        return net[net != 0]
+
     def working_orders(self) -> pd.DataFrame:
         """Always empty: paper orders fill at once (columns ``order_ref, instrument, quantity``)."""
         return empty_working_orders()
@@ -124,35 +134,36 @@ class PaperBroker:
     def lookup(self, order_ref: str) -> BrokerOrder | None:
         """The paper order of ``order_ref`` (always FILLED: paper orders fill at once), or None.
         Raises :class:`BrokerError` if the ledger cannot be read."""
-        fill = self.find_by_order_ref(order_ref)
-        return None if fill is None else _filled(fill)
+        fills = self.fills_of(order_ref)
+        return _filled(fills) if fills else None
 
     def cancel(self, order_ref: str) -> None:
         """Nothing to cancel: paper orders never rest. Returns None."""
         return None
 
     def find_by_order_ref(self, order_ref: str) -> Fill | None:
-        """The stored paper fill of ``order_ref``, or None. Raises :class:`BrokerError` if the
-        ledger cannot be read."""
+        """The (first) stored paper fill of ``order_ref``, or None. Raises :class:`BrokerError` if
+        the ledger cannot be read."""
+        fills = self.fills_of(order_ref)
+        return fills[0] if fills else None
+
+    def fills_of(self, order_ref: str) -> list[Fill]:
+        """Every stored paper fill of ``order_ref`` (one; a calendar spread's two legs), oldest first.
+        Raises :class:`BrokerError` if the ledger cannot be read."""
         try:
             df = self.ledger.fills(broker=self.name, order_ref=order_ref)
         except LedgerError as exc:
             raise BrokerError(f"paper broker: fills unreadable from {self.ledger.path}: {exc}") from exc
-        if df.empty:
-            return None
-        row = df.iloc[0]
-        return Fill(
-            fill_id=str(row["fill_id"]),
-            order_ref=str(row["order_ref"]),
-            broker=str(row["broker"]),
-            session=pd.Timestamp(row["session"]),
-            instrument=str(row["instrument"]),
-            quantity=float(row["quantity"]),
-            price=float(row["price"]),
-            commission=float(row["commission"]),
-            slippage_cost=float(row["slippage_cost"]),
-            filled_at=pd.Timestamp(row["filled_at"]).tz_convert("UTC"),
-        )
+        return [
+            Fill(
+                fill_id=str(row["fill_id"]), order_ref=str(row["order_ref"]), broker=str(row["broker"]),
+                session=pd.Timestamp(row["session"]), instrument=str(row["instrument"]),
+                quantity=float(row["quantity"]), price=float(row["price"]), commission=float(row["commission"]),
+                slippage_cost=float(row["slippage_cost"]), filled_at=pd.Timestamp(row["filled_at"]).tz_convert("UTC"),
+                contract=str(row["contract"]) if pd.notna(row["contract"]) else None,
+            )
+            for _, row in df.sort_values("fill_id").iterrows()  # one or two fills
+        ]
 
     def submit(self, intent: OrderIntent, fill_price: float) -> BrokerOrder:
         """Fill ``intent`` at once and store the fill (which also marks the intent FILLED).
@@ -160,9 +171,14 @@ class PaperBroker:
         Parameters
         ----------
         intent : OrderIntent
-            Uses ``order_ref``, ``session``, ``instrument`` and signed ``quantity`` (units).
+            Uses ``order_ref``, ``session``, ``instrument``, signed ``quantity`` (units) and
+            ``contract``; a calendar spread (``spread_contract``) fills as two legs, ``-quantity``
+            of ``contract`` at ``contract_price`` and ``+quantity`` of ``spread_contract`` at
+            ``contract_price + fill_price`` (fill ids ``paper:REF:1`` and ``paper:REF:2``), each
+            with its slippage and commission.
         fill_price : float
-            Price in price points before slippage (e.g. the next open or the reference close).
+            Price in price points before slippage (e.g. the next open or the reference close; a
+            spread's price for a spread).
 
         Returns
         -------
@@ -175,8 +191,8 @@ class PaperBroker:
             Zero or non-finite quantity, non-finite price, an instrument with no cost model or
             point size, or a ledger that cannot be written.
         """
-        existing = self.find_by_order_ref(intent.order_ref)
-        if existing is not None:
+        existing = self.fills_of(intent.order_ref)
+        if existing:
             return _filled(existing)
         qty = float(intent.quantity)
         if not math.isfinite(qty) or qty == 0:
@@ -189,26 +205,32 @@ class PaperBroker:
                 f"(order {intent.order_ref}); add the instrument to the configured universe"
             )
         costs, point_size = self.costs[intent.instrument], float(self.point_sizes[intent.instrument])
-        fill = Fill(
-            fill_id=paper_fill_id(intent.order_ref),
-            order_ref=intent.order_ref,
-            broker=self.name,
-            session=pd.Timestamp(intent.session),
-            instrument=intent.instrument,
-            quantity=qty,
-            price=fill_price + math.copysign(costs.slippage, qty),
-            commission=commission(qty, fill_price, point_size, costs),
-            slippage_cost=abs(qty) * costs.slippage * point_size,
-            filled_at=pd.Timestamp.now(tz="UTC"),
-        )
+        if intent.is_spread:
+            leg = intent.contract_price if intent.contract_price is not None else math.nan
+            if not math.isfinite(leg):
+                raise BrokerError(f"paper broker: spread {intent.order_ref} has no finite priced-leg price")
+            legs = [(f"{paper_fill_id(intent.order_ref)}:1", intent.contract, -qty, leg),
+                    (f"{paper_fill_id(intent.order_ref)}:2", intent.spread_contract, qty, leg + fill_price)]
+        else:
+            legs = [(paper_fill_id(intent.order_ref), intent.contract, qty, fill_price)]
+        fills = [
+            Fill(
+                fill_id=fill_id, order_ref=intent.order_ref, broker=self.name, session=pd.Timestamp(intent.session),
+                instrument=intent.instrument, quantity=q, price=price + math.copysign(costs.slippage, q),
+                commission=commission(q, price, point_size, costs), slippage_cost=abs(q) * costs.slippage * point_size,
+                filled_at=pd.Timestamp.now(tz="UTC"), contract=contract,
+            )
+            for fill_id, contract, q, price in legs
+        ]
         try:
-            inserted = self.ledger.record_fill(fill)
+            inserted = [self.ledger.record_fill(fill) for fill in fills]
         except LedgerError as exc:
             raise BrokerError(f"paper broker: fill of {intent.order_ref} not stored: {exc}") from exc
-        if not inserted:  # another process filled it between the look-up and the write
-            return _filled(self.find_by_order_ref(intent.order_ref) or fill)
-        return _filled(fill)
+        if not all(inserted):  # another process filled it between the look-up and the write
+            return _filled(self.fills_of(intent.order_ref) or fills)
+        return _filled(fills)
 
 
-def _filled(fill: Fill) -> BrokerOrder:
-    return BrokerOrder(fill.order_ref, "FILLED", (fill,), filled=fill.quantity, remaining=0.0)
+def _filled(fills: list[Fill]) -> BrokerOrder:
+    """FILLED with ``fills``; a spread's filled quantity is its forward leg's (the last fill)."""
+    return BrokerOrder(fills[0].order_ref, "FILLED", tuple(fills), filled=fills[-1].quantity, remaining=0.0)

@@ -32,26 +32,37 @@ def position_differences(expected: pd.Series, held: pd.Series, tolerance: float 
     Parameters
     ----------
     expected : pd.Series
-        Index instrument; signed units the ledger expects (missing: 0).
+        Signed units the ledger expects (missing: 0): index instrument, or a MultiIndex
+        ``(instrument, contract)`` (:meth:`pipeline.store.ledger.Ledger.expected_contract_positions`).
     held : pd.Series
-        Index instrument; signed units the broker reports (missing: 0).
+        Signed units the broker reports (missing: 0), indexed as ``expected``.
     tolerance : float
         Differences up to this many units are agreement.
 
     Returns
     -------
     pd.DataFrame
-        Columns :data:`DIFFERENCE_COLUMNS` (``contract`` is the instrument's symbol: positions are
-        keyed by symbol until futures orders go to dated contracts), one row per instrument whose
-        ``broker_position - expected`` exceeds ``tolerance`` in absolute value, sorted by instrument.
+        Columns :data:`DIFFERENCE_COLUMNS`, one row per position whose ``broker_position -
+        expected`` exceeds ``tolerance`` in absolute value, sorted by instrument and contract.
+        Per contract, two months of one future are two positions and a break names its month;
+        with a plain instrument index ``contract`` is the instrument's symbol.
     """
-    instruments = expected.index.union(held.index)
-    exp = expected.reindex(instruments).fillna(0.0).astype(float)
-    brk = held.reindex(instruments).fillna(0.0).astype(float)
+    per_contract = isinstance(expected.index, pd.MultiIndex) or isinstance(held.index, pd.MultiIndex)
+    if per_contract:
+        expected, held = (s if isinstance(s.index, pd.MultiIndex) or s.empty else
+                          s.set_axis(pd.MultiIndex.from_arrays([s.index, s.index])) for s in (expected, held))
+        keys = expected.index.union(held.index) if len(expected) and len(held) else (
+            expected.index if len(expected) else held.index)
+    else:
+        keys = expected.index.union(held.index)
+    exp = expected.reindex(keys).fillna(0.0).astype(float)
+    brk = held.reindex(keys).fillna(0.0).astype(float)
     diff = brk - exp
-    out = pd.DataFrame({"instrument": instruments.astype(str), "contract": instruments.astype(str),
+    instruments = keys.get_level_values(0) if per_contract else keys
+    contracts = keys.get_level_values(1) if per_contract else keys
+    out = pd.DataFrame({"instrument": instruments.astype(str), "contract": contracts.astype(str),
                         "expected": exp.to_numpy(), "broker_position": brk.to_numpy(), "difference": diff.to_numpy()})
-    return out[diff.abs().to_numpy() > tolerance].sort_values("instrument").reset_index(drop=True)
+    return out[diff.abs().to_numpy() > tolerance].sort_values(["instrument", "contract"]).reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -80,8 +91,17 @@ def break_reason(row: Any) -> str:
     return (
         f"position_break: the broker holds {row.broker_position:g} of {row.instrument} ({row.contract}) where the "
         f"ledger expects {row.expected:g} (difference {row.difference:+g}) since {since}; check the account, then "
-        f"run `trading-pipeline positions adopt {row.instrument} --reason ...` to take the broker's position"
+        f"run `trading-pipeline positions adopt {row.instrument}"
+        + ("" if row.contract == row.instrument else f" --contract {row.contract}")
+        + " --reason ...` to take the broker's position"
     )
+
+
+def _name(key: Any) -> str:
+    """A position's key in words: ``AAPL``, or ``MCL 202312`` for a dated contract."""
+    if isinstance(key, tuple):
+        return key[0] if key[0] == key[1] else f"{key[0]} {key[1]}"
+    return str(key)
 
 
 def reconcile_positions(ledger: Ledger, broker_name: str, held: pd.Series, session: Any,
@@ -95,7 +115,10 @@ def reconcile_positions(ledger: Ledger, broker_name: str, held: pd.Series, sessi
     broker_name : str
         The broker's name (``ib``, ``paper``): whose fills count as expected.
     held : pd.Series
-        Index instrument; signed units the broker reports now (flat instruments may be missing).
+        Signed units the broker reports now (flat positions may be missing): per (instrument,
+        contract) (a MultiIndex, :func:`pipeline.execution.broker_io.broker_contract_positions`),
+        compared with the ledger's per-contract view, so two months of one future are two
+        positions; or per instrument (a plain index), compared with the per-instrument sums.
     session : date-like
         The session of the order step.
     run_id : str, optional
@@ -111,7 +134,8 @@ def reconcile_positions(ledger: Ledger, broker_name: str, held: pd.Series, sessi
         The broker reported no position at all while the ledger expects some: an empty answer
         is not "flat" (DESIGN rule 5). The breaks are recorded and alerted first; nothing is sent.
     """
-    expected = ledger.expected_positions(broker_name)
+    per_contract = isinstance(held.index, pd.MultiIndex)
+    expected = ledger.expected_contract_positions(broker_name) if per_contract else ledger.expected_positions(broker_name)
     differences = position_differences(expected, held)
     open_breaks, new_breaks = ledger.record_position_check(broker_name, differences, session, run_id)
     for r in new_breaks.itertuples(index=False):
@@ -119,7 +143,7 @@ def reconcile_positions(ledger: Ledger, broker_name: str, held: pd.Series, sessi
     if held.abs().sum() == 0 and len(expected):
         message = (
             f"broker {broker_name} reported no positions while the ledger expects {len(expected)} "
-            f"({', '.join(f'{i} {q:g}' for i, q in expected.items())}); an empty answer is not flat, so no order "
+            f"({', '.join(f'{_name(i)} {q:g}' for i, q in expected.items())}); an empty answer is not flat, so no order "
             "is sent. Check the account: if it really is flat, adopt each position with "
             "`trading-pipeline positions adopt INSTRUMENT --reason ...`"
         )

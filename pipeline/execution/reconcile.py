@@ -14,7 +14,7 @@ import pandas as pd
 from pipeline.adapters.alerts import notify
 from pipeline.execution.broker_io import (
     broker_positions,
-    fill_price,
+    intent_price,
     record_outcome,
     submit_intent,
 )
@@ -53,8 +53,8 @@ def reconcile_open_intents(open_intents: pd.DataFrame, run: SubmitRun) -> dict[s
         # the gate with today's state and positions (the gate stands before every submission).
         positions, working = broker_positions(run.broker)
         before = float(positions.get(intent.instrument, 0.0)) + float(working.get(intent.instrument, 0.0))
-        price = fill_price(intent.instrument, run.reference_prices, intent.reference_price)
-        verdict = run.gate.check(intent.quantity, intent.instrument, price, before, intent.limit_price)
+        price = intent_price(intent, run.reference_prices)
+        verdict = run.gate.check_intent(intent, price, before)
         if not verdict.accepted:
             run.ledger.update_status(intent.order_ref, "DENIED", verdict="DENIED", deny_reason=verdict.reason)
             actions[intent.order_ref] = "denied_on_resend"

@@ -22,8 +22,8 @@ import pandas as pd
 from pipeline.adapters.alerts import notify
 from pipeline.config import RiskLimits
 from pipeline.execution.broker_io import (
-    broker_positions,
-    fill_price,
+    broker_contract_positions,
+    intent_price,
     preview_intents,
     submit_intent,
 )
@@ -42,6 +42,7 @@ from pipeline.execution.policy import OrderPolicy
 from pipeline.execution.positions import reconcile_positions
 from pipeline.execution.reconcile import reconcile_open_intents
 from pipeline.execution.report import ExecutionReport
+from pipeline.execution.roll_routing import route_futures_orders
 from pipeline.execution.run_gate import (
     GateContext,
     gate_plan,
@@ -66,6 +67,7 @@ def execute_orders(
     run_id: str | None,
     assumed_positions: pd.Series | None = None,
     policy: OrderPolicy | None = None,
+    futures_routes: pd.DataFrame | None = None,
 ) -> ExecutionReport:
     """Take the positions of one session to their targets, exactly once.
 
@@ -86,7 +88,11 @@ def execute_orders(
        each difference is a position break, recorded and alerted, and its instrument's order is
        denied (``position_break``); an empty answer while positions are expected stops the run.
     3. Plan the residual ``target - position - working`` (:func:`plan_orders`); with an
-       ``LMT`` policy each order gets its limit price.
+       ``LMT`` policy each order gets its limit price. Futures instruments in
+       ``futures_routes`` trade dated contracts: their trade is split by roll state into
+       contract orders (:func:`pipeline.execution.roll_routing.route_futures_orders`), each with
+       its own order_ref naming the contract; the part the roll state does not allow is
+       recorded DENIED.
     4. Gate each order (:func:`pipeline.execution.gate.pre_trade_check`, plus ``rejected_earlier``: an
        instrument whose order the broker rejected this session is not retried), then write
        every intent in one transaction BEFORE any submission, with its verdict: ACCEPTED
@@ -152,6 +158,12 @@ def execute_orders(
         session's targets); default flat. Ignored when a broker is given.
     policy : OrderPolicy, optional
         Order type, limit offset, account and audit fields; default market orders.
+    futures_routes : DataFrame, optional
+        Index instrument: the futures instruments with roll parameters and, for the session,
+        their roll state, the priced and forward contracts the order path trades and their
+        prices (:data:`pipeline.futures.roll_orders.ROUTE_COLUMNS`, from
+        :func:`pipeline.futures.roll_orders.order_contracts`). Positions and breaks are then
+        reconciled per contract. None (the default): every order is per instrument, as before.
 
     Returns
     -------
@@ -178,12 +190,37 @@ def execute_orders(
     kwargs = dict(
         ledger=ledger, broker=broker, limits=limits, point_sizes=point_sizes, strategy=strategy, submit=submit,
         run_id=run_id, assumed_positions=assumed_positions, policy=policy or OrderPolicy(),
+        futures_routes=futures_routes,
     )
     if not submit:
         with ledger.hold():
             return _execute_orders(targets, reference_prices, session_day(session), **kwargs)
     with order_run_lock(ledger, strategy), ledger.hold():  # one open of the DuckDB file for the whole run
         return _execute_orders(targets, reference_prices, session_day(session), **kwargs)
+
+
+def _in_priced(positions: pd.Series, routes: pd.DataFrame | None) -> pd.Series:
+    """Assumed per-instrument positions (a record-only run without a broker) per (instrument,
+    contract): a routed future's in its priced contract, anything else in its own symbol."""
+    if positions.empty:
+        return pd.Series(dtype=float)
+    contract = positions.index.map(lambda i: routes["priced_contract"].get(i) if routes is not None else None)
+    contract = pd.Index(contract, dtype=object).where(pd.notna(contract), positions.index)
+    index = pd.MultiIndex.from_arrays([positions.index.astype(str), contract.astype(str)], names=["instrument", "contract"])
+    return pd.Series(positions.to_numpy(dtype=float), index=index)
+
+
+def _limit_prices(plan: pd.DataFrame, policy: OrderPolicy) -> np.ndarray:
+    """Limit prices of the plan (NaN for market orders): outrights from their reference price; a
+    calendar spread at its price plus ``limit_offset x`` the priced leg's price (a spread's price is
+    near zero, so an offset relative to it would mean nothing)."""
+    qty, ref = plan["quantity"].to_numpy(float), plan["reference_price"].to_numpy(float)
+    prices = policy.limit_prices(qty, ref)
+    if "spread_contract" not in plan.columns or policy.order_type != "LMT":
+        return prices
+    spread = plan["spread_contract"].notna().to_numpy()
+    leg = plan["contract_price"].to_numpy(float)
+    return np.where(spread, ref + np.sign(qty) * policy.limit_offset * np.abs(leg), prices)
 
 
 def _circuit_breaker(ledger: Ledger, broker: Broker, limits: RiskLimits, state: TradingState) -> TradingState:
@@ -226,6 +263,7 @@ def _execute_orders(
     run_id: str | None,
     assumed_positions: pd.Series | None,
     policy: OrderPolicy,
+    futures_routes: pd.DataFrame | None = None,
 ) -> ExecutionReport:
     mode = "submit" if submit else "record_only"
     counts = dict.fromkeys(
@@ -260,19 +298,30 @@ def _execute_orders(
 
     # 2. positions: the broker's, failing closed; or the assumed ones of a record-only run
     if broker is not None:
-        positions, working = broker_positions(broker)
-        gate.breaks = reconcile_positions(ledger, broker.name, positions, session, run_id).blocked()
+        held, held_working = broker_contract_positions(broker)
+        positions = held.groupby(level=0).sum() if len(held) else pd.Series(dtype=float)
+        working = held_working.groupby(level=0).sum() if len(held_working) else pd.Series(dtype=float)
+        gate.breaks = reconcile_positions(ledger, broker.name, held, session, run_id).blocked()
     else:
         positions, working = as_instrument_series(assumed_positions, "assumed_positions"), pd.Series(dtype=float)
+        held, held_working = _in_priced(positions, futures_routes), pd.Series(dtype=float)
 
-    # 3. plan the residual, 4. gate and write before sending
+    # 3. plan the residual (routed to dated contracts by roll state), 4. gate and write before sending
     plan = clip_plan(plan_orders(targets, positions, working, reference_prices, session, strategy, prior), limits)
+    if futures_routes is not None:
+        plan = route_futures_orders(plan, as_instrument_series(targets, "targets"), futures_routes, held,
+                                    held_working, session, strategy, prior)
     counts["planned"] = len(plan)
     plan["order_type"] = policy.order_type
-    plan["limit_price"] = policy.limit_prices(plan["quantity"].to_numpy(float), plan["reference_price"].to_numpy(float))
+    plan["limit_price"] = _limit_prices(plan, policy)
     verdicts = gate_plan(plan, state, limits, point_sizes, gate)
     plan["verdict"] = pd.array(["ACCEPTED" if v.accepted else "DENIED" for v in verdicts], dtype="str")
     plan["deny_reason"] = pd.array([v.reason for v in verdicts], dtype="str")
+    if "route_denial" in plan.columns:  # the part of a trade the roll state does not allow: recorded, never sent
+        refused = plan["route_denial"].notna().to_numpy()
+        plan.loc[refused, "verdict"] = "DENIED"
+        plan.loc[refused, "deny_reason"] = plan.loc[refused, "route_denial"]
+        plan = plan.drop(columns="route_denial")
     unchanged = unchanged_intents(plan, prior, mode)
     counts["unchanged"] = int(unchanged.sum())
     plan = plan[~unchanged].reset_index(drop=True)
@@ -305,7 +354,7 @@ def _execute_orders(
             if paces(limits) and in_window >= limits.max_orders_per_window:
                 _deny_at_send(ledger, intent, in_window, limits, counts)
                 continue
-            price = fill_price(intent.instrument, reference_prices, intent.reference_price)
+            price = intent_price(intent, reference_prices)
             pacer.sent()
             submit_intent(broker, ledger, intent, price, counts, run_id)
         if policy.market_fallback_after is not None:

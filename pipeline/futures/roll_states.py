@@ -63,15 +63,17 @@ class RollState(str, Enum):
     ``No_Roll``        normal trading, in the priced contract only
     ``Passive``        trades that reduce the priced position (never past zero); anything else
                        (opening, adding) in the forward contract: the position drifts across
-    ``Force``          only the roll, as one calendar spread order: sell the priced contract and
-                       buy the forward in equal size (or the reverse for a short), the
-                       instrument's position unchanged; no other trade
+    ``Force``          the roll as one calendar spread order: sell the priced contract and buy
+                       the forward in equal size (or the reverse for a short), the instrument's
+                       position unchanged; the instrument's own trade goes to the forward
     ``Force_Outright`` the same roll sent as two outright orders (when the spread does not fill)
     ``Close``          only trades that close (reduce) the priced contract; nothing in the forward
     ``No_Open``        only trades that reduce a position, in either contract; nothing new opened
                        (near the roll while the forward is illiquid)
-    ``Roll_Adjusted``  no orders: the position is in the forward (or flat); the priced contract is
-                       switched to the forward and the adjusted prices re-stitched, then ``No_Roll``
+    ``Roll_Adjusted``  the position is in the forward (or flat) and the priced contract is switched
+                       to it: trades go to the new priced contract only; kept until the multiple
+                       prices price it (the planned roll out of the priced contract lies ahead),
+                       then ``No_Roll``
     =================  ==========================================================================
     """
 
@@ -92,11 +94,11 @@ class RollState(str, Enum):
 _MEANING = {
     RollState.No_Roll: "normal trading in the priced contract only",
     RollState.Passive: "reduce the priced contract, open new positions in the forward contract",
-    RollState.Force: "roll now with a calendar spread (priced out, forward in, same size); no other trade",
-    RollState.Force_Outright: "roll now with two outright orders (priced out, forward in); no other trade",
+    RollState.Force: "roll now with a calendar spread (priced out, forward in, same size); other trades in the forward",
+    RollState.Force_Outright: "roll now with two outright orders (priced out, forward in); other trades in the forward",
     RollState.Close: "only close the priced contract; nothing in the forward",
     RollState.No_Open: "no new position: only trades that reduce a position",
-    RollState.Roll_Adjusted: "no orders: switch the priced contract to the forward and re-stitch adjusted prices",
+    RollState.Roll_Adjusted: "the priced contract is switched to the forward: trade only the new priced contract",
 }
 #: States only a person sets; :func:`roll_policy` keeps them.
 MANUAL_STATES = (RollState.Close, RollState.No_Open)
@@ -195,7 +197,10 @@ def roll_policy(frame: pd.DataFrame, policy: RollPolicy = RollPolicy(), holidays
     ``suggest_roll_state_for_instrument``, and the transitions of ``roll_state.py``):
 
     1. ``Close`` and ``No_Open`` are kept (set by hand).
-    2. ``Roll_Adjusted`` -> ``No_Roll``: the switch to the forward was done in that session.
+    2. ``Roll_Adjusted`` -> ``No_Roll`` once the multiple prices price the forward (the planned
+       roll out of the priced contract, ``roll_date``, lies after the session); kept while the
+       roll date is reached (the source's ``PRICE_CONTRACT`` has not moved yet), so the order path
+       keeps trading the contract rolled into (:func:`pipeline.futures.roll_orders.order_contracts`).
     3. no priced position in ``Passive``, ``Force`` or ``Force_Outright``, or in ``No_Roll`` once
        the roll date is reached -> ``Roll_Adjusted``.
     4. ``Force_Outright`` with a priced position is kept (never de-escalated).
@@ -238,8 +243,11 @@ def roll_policy(frame: pd.DataFrame, policy: RollPolicy = RollPolicy(), holidays
     position = pd.Series(priced, index=frame.index).map("{:g}".format)
     rules = [
         (manual, state, text("set by hand: kept until a person changes it")),
-        (is_[RollState.Roll_Adjusted], RollState.No_Roll.value,
-         text("the priced contract was switched to the forward and adjusted prices re-stitched")),
+        (is_[RollState.Roll_Adjusted] & (to_roll > 0), RollState.No_Roll.value,
+         text("the multiple prices price the contract rolled into (adjusted prices re-stitched on it)")),
+        (is_[RollState.Roll_Adjusted], RollState.Roll_Adjusted.value,
+         "waiting for the multiple prices to price the forward (roll date " + roll_day + " reached, "
+         "PRICE_CONTRACT not moved): orders go to the contract rolled into"),
         ((rolling | (is_[RollState.No_Roll] & (to_roll <= 0))) & ~held, RollState.Roll_Adjusted.value,
          "no position left in the priced contract (roll date " + roll_day + "): switch it to the forward"),
         (is_[RollState.Force_Outright] & held, RollState.Force_Outright.value,
@@ -348,7 +356,8 @@ def allowed_trades(state: Iterable[object], priced_position: Iterable[float], tr
                                 "Close allows only trades that close the priced contract, nothing in the forward"),
         RollState.No_Open.value: (_reduces(p, tp) & _reduces(f, tf), "outright",
                                   "No_Open allows only trades that reduce a position"),
-        RollState.Roll_Adjusted.value: (nothing, "none", "Roll_Adjusted sends no orders while the priced contract is switched"),
+        RollState.Roll_Adjusted.value: (no_forward, "outright",
+                                        "Roll_Adjusted trades the (switched) priced contract only"),
     }
     names = list(rules)
     which = [states == n for n in names]

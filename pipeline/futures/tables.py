@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MULTIPLE_TABLE_COLUMNS",
     "ROLL_CALENDAR_COLUMNS",
+    "contract_positions_table",
     "contracts_on",
     "instrument_multiple_prices",
     "multiple_prices_table",
@@ -199,7 +200,9 @@ def contracts_on(table: pd.DataFrame, session: object) -> pd.DataFrame:
     -------
     pd.DataFrame
         Index ``instrument``; columns ``priced_contract``, ``forward_contract``,
-        ``carry_contract`` (``YYYYMM`` str, None where blank) and ``as_of`` (the row's session).
+        ``carry_contract`` (``YYYYMM`` str, None where blank), ``as_of`` (the row's session) and
+        ``priced_price``, ``forward_price`` (that row's ``PRICE`` and ``FORWARD``, price points;
+        NaN where blank): each contract's own price for the order path's gate.
         Instruments without a row up to ``session`` are absent.
     """
     day = pd.Timestamp(session).normalize()
@@ -214,6 +217,8 @@ def contracts_on(table: pd.DataFrame, session: object) -> pd.DataFrame:
         labels[present] = contract_labels(numbers[present].to_numpy(dtype="int64"))
         out[name] = pd.Series(labels, index=out.index, dtype=object)
     out["as_of"] = pd.to_datetime(last["session"]).to_numpy()
+    for name, column in (("priced_price", "PRICE"), ("forward_price", "FORWARD")):  # NaN when the table has none
+        out[name] = last[column].astype("float64").to_numpy() if column in last.columns else np.nan
     return out
 
 
@@ -244,3 +249,34 @@ def positions_in_priced(positions: pd.Series, contracts: pd.DataFrame) -> pd.Dat
     out["contract"] = out["instrument"].map(contracts["priced_contract"]).astype(object)
     out["contract"] = out["contract"].where(out["contract"].notna(), None)
     return out.sort_values("instrument")[["instrument", "contract", "position"]].reset_index(drop=True)
+
+
+def contract_positions_table(positions: pd.Series, instruments: Sequence[str]) -> pd.DataFrame:
+    """The ledger's per-contract positions of the futures ``instruments`` as a table.
+
+    Parameters
+    ----------
+    positions : pd.Series
+        MultiIndex ``(instrument, contract)``, signed contracts
+        (``Ledger.expected_contract_positions``); the contract of a position recorded without a
+        contract month (a fill from before orders went to dated contracts) is the instrument's symbol.
+    instruments : sequence of str
+        The futures instruments with roll parameters; others are left out.
+
+    Returns
+    -------
+    pd.DataFrame
+        Columns ``instrument``, ``contract`` (``YYYYMM`` / ``YYYYMMDD``; None where the contract is
+        unknown), ``position``; zeros dropped, sorted by instrument and contract. Two months of one
+        instrument are two rows.
+    """
+    if positions.empty:
+        return pd.DataFrame({"instrument": pd.Series(dtype=object), "contract": pd.Series(dtype=object),
+                             "position": pd.Series(dtype="float64")})
+    frame = positions.rename("position").reset_index()
+    frame.columns = ["instrument", "contract", "position"]
+    frame = frame[frame["instrument"].isin(list(instruments)) & (frame["position"].abs() > 1e-9)]
+    dated = frame["contract"].astype(str).str.fullmatch(r"\d{6}(\d{2})?")
+    contract = np.where(dated.to_numpy(), frame["contract"].astype(str).to_numpy(dtype=object), None)
+    frame = frame.assign(contract=pd.Series(contract, index=frame.index, dtype=object), position=frame["position"].astype(float))
+    return frame.sort_values(["instrument", "contract"], na_position="first").reset_index(drop=True)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
-from ib_async import IB, Contract, Order, Trade
+from ib_async import IB, Bag, ComboLeg, Contract, Future, Order, Trade
 
 from pipeline.adapters.ib.contracts import ContractCache, qualify
 from pipeline.adapters.ib.errors import IBError, classify_exception
@@ -40,9 +40,11 @@ from pipeline.trading import (
     BrokerError,
     BrokerOrder,
     Fill,
+    OrderError,
     OrderIntent,
     OrderPreview,
     empty_working_orders,
+    parse_order_ref,
 )
 
 #: ib_async order statuses -> the ledger's (a Cancelled order with error 201 is REJECTED).
@@ -63,6 +65,24 @@ _REJECTED_TEXT = "rejected"
 #: Errors after which TWS has lost its link to IB until 1101/1102 arrives.
 _LOST_CODES = frozenset({1100, 2110})
 _RESTORED_CODES = frozenset({1101, 1102})
+
+
+def refuse_continuous_future(contract: Contract, order_ref: str) -> Contract:
+    """``contract``, unless it is a continuous future: an order never goes to a ``CONTFUT``.
+
+    A CONTFUT is for historical data only: IB resolves it to the front month at the time of the
+    request, so an order to it lands in whatever month IB calls current and a position held through
+    IB's roll is left in the old month (futures.md section 4).
+
+    Raises
+    ------
+    BrokerError
+        ``contract.secType`` is ``CONTFUT``; nothing is sent.
+    """
+    if contract.secType == "CONTFUT":
+        raise BrokerError(f"{order_ref}: refusing to send an order to a continuous future (CONTFUT {contract.symbol}); "
+                          "orders go to a dated contract month (FUT with lastTradeDateOrContractMonth)")
+    return contract
 
 
 def _family(sec_type: str) -> str:
@@ -103,8 +123,10 @@ def _ib_filled(trade: Trade) -> float:
 
 
 def _fills_pending(trade: Trade) -> bool:
-    """A commission report, or an execution IB's filled quantity promises, has not arrived yet."""
-    shares = sum(_units(f.execution.shares) for f in trade.fills)
+    """A commission report, or an execution IB's filled quantity promises, has not arrived yet (a
+    combo's filled units arrive as executions of each leg)."""
+    legs = len(trade.contract.comboLegs or ()) if trade.contract.secType == "BAG" else 0
+    shares = sum(_units(f.execution.shares) for f in trade.fills) / max(legs, 1)
     return any(not f.commissionReport.execId for f in trade.fills) or shares < _ib_filled(trade) - 1e-9
 
 
@@ -161,6 +183,12 @@ class IBBroker:
         #: reason:..."); ib_async keeps only the status ("Cancelled") on the Trade it builds.
         self._completed_status: dict[int, str] = {}
         self._trades: dict[str, Trade] = {}
+        #: futures instruments with roll parameters: positions, orders and fills per contract month
+        self._rolled = {i.symbol for i in instruments if i.sec_type == "FUT" and i.rolls is not None}
+        #: conId -> contract month (``YYYYMM``, IB's ``contractMonth``) of the dated months met
+        self._month_by_con_id: dict[int, str] = {}
+        #: (symbol, month) -> the qualified dated contract
+        self._dated: dict[tuple[str, str], Contract] = {}
 
     @property
     def where(self) -> str:
@@ -343,21 +371,66 @@ class IBBroker:
         out.index.name = "instrument"
         return out.sort_index()
 
+    def contract_positions(self) -> pd.Series:
+        """Signed units per (instrument, contract) of the configured universe, fresh from
+        ``reqPositions`` (IB reports one position per conId).
+
+        Returns
+        -------
+        pd.Series
+            MultiIndex ``(instrument, contract)``: for a futures instrument with roll parameters the
+            contract month (``YYYYMM``, the ``contractMonth`` of the conId's contract details:
+            ``lastTradeDateOrContractMonth`` is the last trading day, whose month differs from the
+            contract month for products that stop trading the month before, e.g. MCLF4 expires
+            20231218), so two months are two positions; else the instrument's symbol (its months
+            summed, as :meth:`positions`). Flat positions left out.
+
+        Raises
+        ------
+        BrokerError
+            As :meth:`positions`, or a held month IB gives no contract details for.
+        """
+        rows = self._request("positions", lambda ib: ib.reqPositions())
+        held: dict[tuple[str, str], float] = {}
+        for p in rows:
+            if p.account != self.account:
+                continue
+            symbol = self._instrument(p.contract)
+            if symbol is None or p.position == 0:
+                continue
+            key = (symbol, self._month(p.contract) if symbol in self._rolled else symbol)
+            held[key] = held.get(key, 0.0) + float(p.position)
+        index = pd.MultiIndex.from_tuples(sorted(held), names=["instrument", "contract"]) if held else \
+            pd.MultiIndex.from_arrays([[], []], names=["instrument", "contract"])
+        return pd.Series([held[k] for k in sorted(held)], index=index, dtype=float, name="position")
+
     def working_orders(self) -> pd.DataFrame:
-        """Open orders of every client on configured instruments: ``order_ref``, ``instrument``
-        and signed remaining ``quantity``. Raises :class:`BrokerError` as :meth:`positions`."""
+        """Open orders of every client on configured instruments: ``order_ref``, ``instrument``,
+        signed remaining ``quantity`` and ``contract`` (the month of a futures instrument with roll
+        parameters, else the symbol). A calendar spread (BAG) is one row per leg (the legs net to
+        zero for the instrument). Raises :class:`BrokerError` as :meth:`positions`."""
         trades = self._request("open orders", lambda ib: ib.reqAllOpenOrders())
         rows = []
         for t in trades:
-            symbol = self._instrument(t.contract)
+            combo = t.contract.secType == "BAG"
+            symbol = self._by_key.get(("FUT", t.contract.symbol, t.contract.currency)) if combo else self._instrument(t.contract)
             if symbol is None or t.orderStatus.status in _DONE or t.order.account not in ("", self.account):
                 continue
             remaining = t.orderStatus.remaining if t.orderStatus.status else float(t.order.totalQuantity)
             sign = 1.0 if t.order.action == "BUY" else -1.0
-            rows.append({"order_ref": t.order.orderRef, "instrument": symbol, "quantity": sign * float(remaining)})
+            if combo:  # a few legs
+                for leg in t.contract.comboLegs:
+                    side = 1.0 if leg.action == "BUY" else -1.0
+                    rows.append({"order_ref": t.order.orderRef, "instrument": symbol,
+                                 "quantity": sign * side * float(leg.ratio or 1) * float(remaining),
+                                 "contract": self._month(Contract(conId=leg.conId))})
+                continue
+            contract = self._month(t.contract) if symbol in self._rolled else symbol
+            rows.append({"order_ref": t.order.orderRef, "instrument": symbol, "quantity": sign * float(remaining),
+                         "contract": contract})
         if not rows:
-            return empty_working_orders()
-        return pd.DataFrame(rows).astype({"order_ref": "str", "instrument": "str", "quantity": float})
+            return empty_working_orders().assign(contract=pd.Series(dtype="str"))
+        return pd.DataFrame(rows).astype({"order_ref": "str", "instrument": "str", "quantity": float, "contract": "str"})
 
     def lookup(self, order_ref: str) -> BrokerOrder | None:
         """The order with ``order_ref`` at the broker (open at any client, completed, or
@@ -395,7 +468,7 @@ class IBBroker:
         existing = self.lookup(intent.order_ref)
         if existing is not None:
             return existing
-        contract, order = self._trading_contract(intent.instrument), self._order(intent)
+        contract, order = self._order_contract(intent), self._order(intent)
         ib = self._live(f"the outcome of {intent.order_ref}")
         try:
             trade = ib.placeOrder(contract, order)
@@ -425,7 +498,7 @@ class IBBroker:
         BrokerError
             Not connected, IB refused the check (an IB error) or gave no answer in time.
         """
-        contract, order = self._trading_contract(intent.instrument), self._order(intent)
+        contract, order = self._order_contract(intent), self._order(intent)
         state = self._request(f"the what-if check of {intent.order_ref}", lambda ib: ib.whatIfOrder(contract, order))
         if not state or not getattr(state, "status", None):
             raise BrokerError(f"{intent.order_ref}: {self.where} gave no what-if answer")
@@ -533,6 +606,78 @@ class IBBroker:
             )  # fmt: skip
         return c
 
+    def _month(self, contract: Contract) -> str:
+        """The contract month (``YYYYMM``) of a dated future, by conId: IB's ``contractMonth``
+        from its contract details (asked once per conId), or a six-digit ``lastTradeDateOrContractMonth``.
+
+        Raises
+        ------
+        BrokerError
+            IB gives no contract details for the conId (a position nobody can place is not guessed).
+        """
+        con_id = int(contract.conId or 0)
+        if con_id in self._month_by_con_id:
+            return self._month_by_con_id[con_id]
+        last = str(contract.lastTradeDateOrContractMonth or "")
+        if not con_id and len(last) == 6:
+            return last
+        details = self._request(f"contract details of conId {con_id}",
+                                lambda ib: ib.reqContractDetails(Contract(conId=con_id, includeExpired=True)))
+        month = str(details[0].contractMonth or "") if details else ""
+        if len(month) != 6:
+            raise BrokerError(f"{self.where}: no contract month for conId {con_id} ({contract.localSymbol or contract.symbol}); "
+                              "a futures position is kept per contract month, so it cannot be read")
+        self._month_by_con_id[con_id] = month
+        return month
+
+    def _dated_contract(self, symbol: str, month: str) -> Contract:
+        """The qualified dated future ``symbol`` ``month`` (``FUT`` with ``lastTradeDateOrContractMonth``
+        = the month, IB's convention for a contract month), cached per session.
+
+        Raises
+        ------
+        BrokerError
+            IB does not list the month (expired, not yet listed, unknown).
+        """
+        key = (symbol, month)
+        if key not in self._dated:
+            inst = self.instruments[symbol]
+            c = Future(symbol, month, inst.exchange, currency=inst.currency)
+            got = self._request(f"the contract {symbol} {month}", lambda ib: ib.qualifyContracts(c))
+            if not got or got[0] is None or not c.conId:
+                raise BrokerError(f"{self.where} lists no contract {symbol} {month} ({inst.exchange}); no order sent")
+            self._dated[key] = c
+            self._month_by_con_id[int(c.conId)] = month[:6]
+        return self._dated[key]
+
+    def _order_contract(self, intent: OrderIntent) -> Contract:
+        """The IB contract ``intent`` goes to: its dated month (``FUT``), a calendar spread's
+        ``BAG`` of two dated months (sell the priced, buy the forward; the order's side reverses
+        both), or, for an instrument without roll parameters, its configured contract.
+
+        Raises
+        ------
+        BrokerError
+            A futures instrument with roll parameters and no contract month on the intent, or a
+            contract that would be a ``CONTFUT`` (:func:`refuse_continuous_future`).
+        """
+        symbol = intent.instrument
+        if symbol not in self.instruments:
+            raise BrokerError(f"{symbol} is not in the configured universe; no order sent")
+        if intent.contract is None:
+            if symbol in self._rolled:
+                raise BrokerError(f"{intent.order_ref}: {symbol} trades dated contract months (it has roll parameters) "
+                                  "but the intent names none; no order sent")
+            return refuse_continuous_future(self._trading_contract(symbol), intent.order_ref)
+        priced = refuse_continuous_future(self._dated_contract(symbol, intent.contract), intent.order_ref)
+        if not intent.is_spread:
+            return priced
+        forward = refuse_continuous_future(self._dated_contract(symbol, intent.spread_contract), intent.order_ref)
+        return Bag(symbol=symbol, exchange=priced.exchange, currency=priced.currency, comboLegs=[
+            ComboLeg(conId=priced.conId, ratio=1, action="SELL", exchange=priced.exchange),
+            ComboLeg(conId=forward.conId, ratio=1, action="BUY", exchange=forward.exchange),
+        ])
+
     def _order(self, intent: OrderIntent) -> Order:
         """The IB order of ``intent``: orderRef, account and tif set explicitly; a limit on the
         contract's tick grid."""
@@ -599,12 +744,17 @@ class IBBroker:
         report = (known or f).commissionReport
         when = pd.Timestamp(ex.time)
         when = when.tz_localize("UTC") if when.tz is None else when.tz_convert("UTC")
-        session = pd.Timestamp(order_ref.split(":")[1]) if order_ref.count(":") == 3 else when.tz_localize(None).normalize()
+        try:
+            session = parse_order_ref(order_ref).session
+        except OrderError:
+            session = when.tz_localize(None).normalize()
+        instrument = self._instrument(f.contract) or f.contract.symbol
         return Fill(
             fill_id=ex.execId, order_ref=order_ref, broker=self.name, session=session,
-            instrument=self._instrument(f.contract) or f.contract.symbol, quantity=sign * float(ex.shares),
+            instrument=instrument, quantity=sign * float(ex.shares),
             price=float(ex.price), commission=float(report.commission or 0.0), slippage_cost=0.0,
             filled_at=when, perm_id=int(ex.permId) or None,
+            contract=self._month(f.contract) if instrument in self._rolled else None,
         )  # fmt: skip
 
     def _from_trade(self, trade: Trade, order_ref: str, fills: Sequence[Any] = ()) -> BrokerOrder:
@@ -627,8 +777,10 @@ class IBBroker:
             status = "REJECTED"
         by_exec = {f.execution.execId: f for f in [*trade.fills, *fills]}
         mine = tuple(self._fill(f, order_ref) for f in by_exec.values())
-        filled = sum(f.quantity for f in mine)
         sign = 1.0 if trade.order.action == "BUY" else -1.0
+        legs = len(trade.contract.comboLegs or ()) if trade.contract.secType == "BAG" else 0
+        # a combo fills leg by leg: its filled units are the legs' shares over the number of legs (ratio 1)
+        filled = sign * sum(abs(f.quantity) for f in mine) / legs if legs else sum(f.quantity for f in mine)
         if status == "ACKNOWLEDGED" and filled:
             status = "PARTIALLY_FILLED"
         if status in ("FILLED", "CANCELLED") and abs(filled) < _ib_filled(trade) - 1e-9:

@@ -17,6 +17,11 @@ Stocks use TRADES, not ADJUSTED_LAST: IB only serves ADJUSTED_LAST with ``endDat
 bounded, incremental range cannot be asked) and re-adjusts its whole history after every dividend
 or split, which breaks an append-only raw store; raw TRADES are stored and adjusted downstream.
 Forex has no TRADES (IB answers 162), so it uses MIDPOINT.
+
+The ``ContFuture`` is for bars and for mapping positions to the symbol only: orders of a future
+with roll parameters go to a dated month (``FUT`` with ``lastTradeDateOrContractMonth``, a ``BAG``
+of two for a calendar spread; ``IBBroker._order_contract``), and the broker refuses any order to a
+``CONTFUT`` (``refuse_continuous_future``).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import pandas as pd
 from pipeline.store.ledger.schema import (
     _SCHEMA,
     _WHAT_IF_COLUMNS,
+    CONTRACT_INTENT_COLUMNS,
     _needs_upgrade,
     _upgrade_intents,
 )
@@ -149,7 +150,9 @@ class LedgerConnection:
         A ledger written by an earlier version is upgraded in the same transaction: the
         ``order_intents`` table is rebuilt with the current statuses, order types and columns
         (every row kept), ``fills`` gains its ``perm_id`` column and ``order_intents`` its
-        market-fallback columns ``parent_ref`` and ``fallback_at`` and its ``what_if_*`` columns.
+        market-fallback columns ``parent_ref`` and ``fallback_at`` and its ``what_if_*`` columns, and both
+        ``fills`` and ``order_intents`` their dated-contract columns (``contract``; the intent's
+        ``spread_contract``, ``contract_price``, ``roll_state``), NULL on the rows already there.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._transaction() as con:
@@ -164,6 +167,9 @@ class LedgerConnection:
             for col in _WHAT_IF_COLUMNS:
                 kind = "VARCHAR" if col == "what_if_currency" else "DOUBLE"
                 con.execute(f"ALTER TABLE order_intents ADD COLUMN IF NOT EXISTS {col} {kind}")
+            for col, kind in CONTRACT_INTENT_COLUMNS.items():  # dated futures contracts (NULL for stocks)
+                con.execute(f"ALTER TABLE order_intents ADD COLUMN IF NOT EXISTS {col} {kind}")
+            con.execute("ALTER TABLE fills ADD COLUMN IF NOT EXISTS contract VARCHAR")
         return self
 
     def _read(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:

@@ -36,21 +36,28 @@ def _insert_fill(con: duckdb.DuckDBPyConnection, fill: Fill) -> int:
             fill.fill_id, fill.order_ref, fill.broker, _session_date(fill.session), fill.instrument,
             float(fill.quantity), float(fill.price), float(fill.commission),
             float(fill.slippage_cost), pd.Timestamp(fill.filled_at).to_pydatetime(),
-            getattr(fill, "perm_id", None),
+            getattr(fill, "perm_id", None), getattr(fill, "contract", None),
         ],
     ).fetchone()[0]
 
 
 def _settle_fills(con: duckdb.DuckDBPyConnection, order_ref: str) -> None:
-    """Sum an open intent's fills onto it; FILLED when they cover its quantity (1e-9 units)."""
+    """Sum an open intent's fills onto it; FILLED when they cover its quantity (1e-9 units).
+
+    A calendar spread (``spread_contract`` set) fills leg by leg: its filled quantity is that of
+    its forward leg (the fills in ``spread_contract``), its average price the spread's
+    (``sum(quantity x price)`` over both legs / the forward leg's quantity = forward - priced).
+    """
     con.execute(
         "UPDATE order_intents AS i SET filled_quantity = f.qty, avg_fill_price = f.px, commission = f.comm, "
         "status = CASE WHEN abs(f.qty) >= abs(i.quantity) - 1e-9 THEN 'FILLED' ELSE 'PARTIALLY_FILLED' END, "
         "submitted_at = coalesce(i.submitted_at, current_timestamp), updated_at = current_timestamp "
-        "FROM (SELECT sum(quantity) AS qty, sum(quantity * price) / nullif(sum(quantity), 0) AS px, "
-        "sum(commission) AS comm FROM fills WHERE order_ref = ?) AS f "
+        "FROM (SELECT sum(CASE WHEN s.leg IS NULL OR x.contract = s.leg THEN x.quantity ELSE 0 END) AS qty, "
+        "sum(x.quantity * x.price) / nullif(sum(CASE WHEN s.leg IS NULL OR x.contract = s.leg THEN x.quantity "
+        "ELSE 0 END), 0) AS px, sum(x.commission) AS comm FROM fills AS x, "
+        "(SELECT max(spread_contract) AS leg FROM order_intents WHERE order_ref = ?) AS s WHERE x.order_ref = ?) AS f "
         f"WHERE i.order_ref = ? AND i.status IN {OPEN_STATUSES} AND f.qty IS NOT NULL",
-        [order_ref, order_ref],
+        [order_ref, order_ref, order_ref],
     )
 
 
@@ -70,7 +77,9 @@ class OrderTables(LedgerConnection):
             position_before, status, mode``; optional ``verdict, deny_reason, run_id,
             limit_price, account, code_version, input_hash, parent_ref`` (the limit intent a
             market fallback replaces), ``planned_quantity, adjust_reason`` (a trade the position
-            limit clipped: the quantity planned and why). ``session`` is a date (str, date
+            limit clipped: the quantity planned and why), ``contract, spread_contract,
+            contract_price, roll_state`` (a futures order to a dated contract, see
+            :class:`pipeline.trading.OrderIntent`). ``session`` is a date (str, date
             or Timestamp); quantities and positions in units, signed; prices in price points.
             ``created_at``/``updated_at`` are set to now (UTC).
 
@@ -337,16 +346,33 @@ class OrderTables(LedgerConnection):
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         return self._read(f"SELECT {', '.join(FILL_COLUMNS)} FROM fills {clause} ORDER BY filled_at, fill_id", params)
 
-    def net_fills(self, *, broker: str | None = None) -> pd.Series:
+    def net_fills(self, *, broker: str | None = None, by_contract: bool = False) -> pd.Series:
         """Signed sum of fill quantities per instrument: the position the ledger implies.
+
+        Parameters
+        ----------
+        broker : str, optional
+            Only this broker's fills.
+        by_contract : bool
+            Per (instrument, contract) instead: a MultiIndex ``(instrument, contract)`` whose
+            contract is the fill's dated contract, or the instrument's symbol for fills without
+            one (stocks, FX, futures without roll parameters).
 
         Returns
         -------
         Series
-            Index ``instrument`` (sorted), values units, named ``position``; instruments whose
-            fills net to zero are kept (value 0.0). Empty when there are no fills.
+            Index ``instrument`` (sorted; or the MultiIndex above), values units, named
+            ``position``; positions netting to zero are kept (value 0.0). Empty when there are no fills.
         """
         clause, params = ("WHERE broker = ?", [broker]) if broker is not None else ("", [])
+        if by_contract:
+            df = self._read(
+                "SELECT instrument, coalesce(contract, instrument) AS contract, SUM(quantity) AS position FROM fills "
+                f"{clause} GROUP BY ALL ORDER BY instrument, contract",
+                params,
+            )
+            index = pd.MultiIndex.from_frame(df[["instrument", "contract"]].astype(str))
+            return pd.Series(df["position"].to_numpy(dtype=float), index=index, name="position")
         df = self._read(
             f"SELECT instrument, SUM(quantity) AS position FROM fills {clause} GROUP BY instrument ORDER BY instrument",
             params,

@@ -7,8 +7,10 @@ adjustment adopted by hand. A difference is a break, kept in ``position_breaks``
 check that saw it until a later check finds the two agreeing again (``cleared``) or a person
 adopts the broker's position (``adopted``, with a reason, in ``position_adjustments``).
 
-``contract`` is the broker's key of the position: the symbol for stocks and FX, and for futures
-until orders go to dated contracts (then the contract month / conId).
+``contract`` is the broker's key of the position: the dated contract month (``YYYYMM`` or
+``YYYYMMDD``, as multiple prices label it) of a futures instrument with roll parameters, whose
+orders and fills name it; the symbol for stocks, FX and futures without roll parameters (their
+fills carry no contract). Two months of one future are two positions.
 """
 
 from __future__ import annotations
@@ -51,6 +53,30 @@ class PositionTables(LedgerConnection):
             [broker, broker],
         )
         expected = out.set_index("instrument")["expected"].astype(float)
+        return expected[expected.abs() > 1e-9]
+
+    def expected_contract_positions(self, broker: str) -> pd.Series:
+        """Signed units the ledger expects ``broker`` to hold, per (instrument, contract).
+
+        The per-contract view of :meth:`expected_positions` (whose per-instrument sums the sizing
+        path keeps using): fills grouped by their ``contract`` (the instrument's symbol for fills
+        without one) plus the adjustments adopted for that contract.
+
+        Returns
+        -------
+        pd.Series
+            MultiIndex ``(instrument, contract)`` (sorted), name ``expected``, units; positions
+            netting to zero are left out.
+        """
+        out = self._read(
+            "SELECT instrument, contract, sum(quantity) AS expected FROM ("
+            "  SELECT instrument, coalesce(contract, instrument) AS contract, quantity FROM fills WHERE broker = ?"
+            "  UNION ALL SELECT instrument, contract, quantity FROM position_adjustments WHERE broker = ?"
+            ") GROUP BY instrument, contract ORDER BY instrument, contract",
+            [broker, broker],
+        )
+        index = pd.MultiIndex.from_frame(out[["instrument", "contract"]].astype(str))
+        expected = pd.Series(out["expected"].to_numpy(dtype=float), index=index, name="expected")
         return expected[expected.abs() > 1e-9]
 
     def record_position_check(self, broker: str, differences: pd.DataFrame, session: Any,
@@ -132,7 +158,9 @@ class PositionTables(LedgerConnection):
 
         Writes an adjustment of ``broker_position - expected`` to ``position_adjustments`` (so the
         expected position equals the broker's from now on) and resolves the instrument's open
-        break as ``adopted``, in one transaction.
+        break as ``adopted``, in one transaction. ``contract`` names the dated month of a futures
+        position (default: the instrument's symbol, the key of stocks); ``expected`` and
+        ``broker_position`` are then that contract's.
 
         Returns
         -------
@@ -148,7 +176,7 @@ class PositionTables(LedgerConnection):
         if not reason.strip() or not adopted_by.strip():
             raise LedgerError("adopting a broker position needs a reason and who checked it")
         contract = contract or instrument
-        expected = float(self.expected_positions(broker).get(instrument, 0.0))
+        expected = float(self.expected_contract_positions(broker).get((instrument, contract), 0.0))
         now = pd.Timestamp.now(tz="UTC").to_pydatetime()
         with self._transaction() as con:
             row = con.execute(

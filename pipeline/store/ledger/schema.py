@@ -36,15 +36,20 @@ _WRITTEN = (
     "order_ref", "strategy", "session", "instrument", "seq", "quantity", "side", "order_type",
     "reference_price", "target_position", "position_before", "status", "mode",
     "verdict", "deny_reason", "run_id", "limit_price", "account", "code_version", "input_hash",
-    "parent_ref", "planned_quantity", "adjust_reason",
+    "parent_ref", "planned_quantity", "adjust_reason", "contract", "spread_contract", "contract_price", "roll_state",
 )
 _REQUIRED = _WRITTEN[:13]
 _TYPES = dict(zip(_WRITTEN, (
     "VARCHAR", "VARCHAR", "DATE", "VARCHAR", "INTEGER", "DOUBLE", "VARCHAR", "VARCHAR",
     "DOUBLE", "DOUBLE", "DOUBLE", "VARCHAR", "VARCHAR",
     "VARCHAR", "VARCHAR", "VARCHAR", "DOUBLE", "VARCHAR", "VARCHAR", "VARCHAR",
-    "VARCHAR", "DOUBLE", "VARCHAR",
+    "VARCHAR", "DOUBLE", "VARCHAR", "VARCHAR", "VARCHAR", "DOUBLE", "VARCHAR",
 )))  # fmt: skip
+#: The dated-contract columns of an intent (futures with roll parameters; NULL otherwise): the
+#: contract month, a calendar spread's forward leg, the spread's priced-leg price, and the roll
+#: state the order was routed under. Added to older ledgers by :meth:`Ledger.init`.
+CONTRACT_INTENT_COLUMNS = {"contract": "VARCHAR", "spread_contract": "VARCHAR", "contract_price": "DOUBLE",
+                           "roll_state": "VARCHAR"}
 #: A dry run's what-if preview of the intent (:meth:`Ledger.record_what_if`).
 _WHAT_IF_COLUMNS = ("what_if_init_margin", "what_if_maint_margin", "what_if_commission", "what_if_currency")
 #: Set from the broker's answers (:meth:`Ledger.record_broker_order`).
@@ -57,10 +62,11 @@ INTENT_COLUMNS = (
     "reference_price", "target_position", "position_before", "verdict", "deny_reason", "status",
     "mode", "run_id", "limit_price", "account", "code_version", "input_hash", *_BROKER_COLUMNS,
     "parent_ref", "fallback_at", *_WHAT_IF_COLUMNS, "planned_quantity", "adjust_reason", "created_at", "updated_at",
+    *CONTRACT_INTENT_COLUMNS,
 )
 FILL_COLUMNS = (
     "fill_id", "order_ref", "broker", "session", "instrument", "quantity", "price", "commission",
-    "slippage_cost", "filled_at", "perm_id",
+    "slippage_cost", "filled_at", "perm_id", "contract",
 )
 EVENT_COLUMNS = (
     "order_ref", "event_at", "status", "perm_id", "broker_order_id", "filled_quantity", "remaining",
@@ -105,7 +111,11 @@ CREATE TABLE IF NOT EXISTS order_intents (
     planned_quantity DOUBLE,
     adjust_reason VARCHAR,
     created_at TIMESTAMPTZ NOT NULL,
-    updated_at TIMESTAMPTZ NOT NULL
+    updated_at TIMESTAMPTZ NOT NULL,
+    contract VARCHAR,
+    spread_contract VARCHAR,
+    contract_price DOUBLE,
+    roll_state VARCHAR
 );
 CREATE TABLE IF NOT EXISTS order_events (
     order_ref VARCHAR NOT NULL,
@@ -130,7 +140,8 @@ CREATE TABLE IF NOT EXISTS fills (
     commission DOUBLE NOT NULL,
     slippage_cost DOUBLE NOT NULL,
     filled_at TIMESTAMPTZ NOT NULL,
-    perm_id BIGINT
+    perm_id BIGINT,
+    contract VARCHAR
 );
 CREATE TABLE IF NOT EXISTS trading_state_log (
     changed_at TIMESTAMPTZ NOT NULL,
