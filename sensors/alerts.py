@@ -1,7 +1,7 @@
 """Alerts: failed asset checks (ERROR and WARN) and failed runs go to the log and the ledger's
 ``alerts`` table, de-duplicated by key (one alert per failed check per run, one per failed run).
-New alerts are also delivered to the destinations set by ``TRADING_ALERT_*`` environment
-variables (Slack, webhook, email; see ``pipeline.adapters.alerts``).
+New alerts are also delivered to the apprise URLs of ``TRADING_ALERT_URLS`` (Slack, email,
+webhooks...; see ``pipeline.adapters.alerts``).
 
 Checks are read from each finished run's event log: run-status sensors keep their own cursor and
 work on the default (run-sharded) SQLite instance storage as well as on PostgreSQL.

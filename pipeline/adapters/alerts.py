@@ -1,45 +1,52 @@
-"""Alert delivery: send a ledger alert to a person by Slack, a generic webhook and/or email.
+"""Alert delivery: send a ledger alert to people through apprise (Slack, email, webhooks, Telegram...).
 
-Destinations are configured only by environment variables, so that webhook URLs and SMTP
-passwords never sit in a configuration file or the repository:
+Destinations come only from one environment variable, so that webhook tokens and mail passwords
+never sit in a configuration file or the repository:
 
-================================  =====================================================
-``TRADING_ALERT_SLACK_WEBHOOK``   Slack incoming-webhook URL; receives ``{"text": ...}``
-``TRADING_ALERT_WEBHOOK``         any HTTP(S) endpoint; receives the alert's fields as JSON
-``TRADING_ALERT_SMTP_HOST``       SMTP server; email is off when unset
-``TRADING_ALERT_SMTP_PORT``       default 25
-``TRADING_ALERT_SMTP_FROM``       sender address (required with a host)
-``TRADING_ALERT_SMTP_TO``         recipients, comma separated (required with a host)
-``TRADING_ALERT_SMTP_USER``       optional login (with ``TRADING_ALERT_SMTP_PASSWORD``)
-``TRADING_ALERT_SMTP_STARTTLS``   ``true``/``false`` (default false)
-================================  =====================================================
+``TRADING_ALERT_URLS``
+    apprise URLs separated by commas and/or spaces; unset or empty means log and ledger only.
+    E.g. ``https://hooks.slack.com/services/T…/B…/…`` (a Slack incoming webhook, as Slack gives
+    it), ``mailtos://bot:$PASSWORD@mail.example.com?to=ops@example.com,pm@example.com`` (email,
+    TLS), ``jsons://alerts.example.com/hook`` (a JSON webhook over HTTPS), ``tgram://BOT_TOKEN/CHAT_ID``
+    (Telegram). Every service apprise knows works; its documentation lists the URL of each.
 
-Delivery is best effort and isolated: every destination is tried concurrently with a bounded
-timeout, a failing one never stops the others, and failures come back as
-:class:`DeliveryResult` values instead of exceptions, because an alert path that raises would
-hide the very problem it reports. Secrets never appear in results or ``repr``: URLs are shown
-as ``scheme://host/…`` and any secret text is scrubbed from error messages.
+Every destination receives the title ``[SEVERITY] kind: subject`` and a body made of the message
+then one ``field: value`` line for kind, severity, subject, created_at and dedupe_key, with the
+apprise type ``failure`` (ERROR), ``warning`` (WARN) or ``info``; a ``json://`` endpoint gets them
+as ``{"version", "title", "message", "attachments", "type"}``, a ``form://`` endpoint as form fields.
 
-:func:`notify` is the entry point for the rest of the project: it stores the alert in the
-ledger (de-duplicated by key) and delivers it only when the ledger says it is new, so a sensor
-re-evaluating the same failed run does not page anyone twice. Standard library only.
+The variables of the senders this module used to hand-write (``TRADING_ALERT_SLACK_WEBHOOK``,
+``TRADING_ALERT_WEBHOOK``, ``TRADING_ALERT_SMTP_*``), and any other ``TRADING_ALERT_*`` name, are
+refused (fail closed): :meth:`AlertDestinations.from_env` raises :class:`AlertConfigError` with one
+line naming the variable and the ``TRADING_ALERT_URLS`` form to use, so that an operator who set
+the old variables learns that nobody is paged instead of believing alerts still reach Slack.
+:func:`notify` still stores the alert and records that line in the ledger (kind ``alert_delivery``).
+
+Delivery is best effort and isolated: apprise sends to every destination concurrently, each
+network operation bounded by ``timeout`` seconds and the whole call by three times that; a failing
+destination never stops the others, and failures come back as :class:`DeliveryResult` values
+instead of exceptions, because an alert path that raises would hide the very problem it reports.
+Secrets never appear in results, ``repr`` or the log: a URL is shown as ``scheme://host[:port]/…``
+(``scheme://…`` when the host part is itself a token, as in ``slack://`` and ``tgram://``), every
+error text is scrubbed of the URL's parts, and apprise's own log lines (which may quote a path)
+are kept out of the application's log.
+
+:func:`notify` is the entry point for the rest of the project: it stores the alert in the ledger
+(de-duplicated by key) and delivers it only when the ledger says it is new, so a sensor
+re-evaluating the same failed run does not page anyone twice.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
+import ipaddress
+import logging
 import os
-import smtplib
-import ssl
-import urllib.error
+import re
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from email.message import EmailMessage
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 
 class AlertLog(Protocol):
@@ -50,24 +57,61 @@ class AlertLog(Protocol):
         """Store the alert; False when one with the same ``dedupe_key`` is already stored."""
 
 ENV_PREFIX = "TRADING_ALERT_"
+#: The one variable that names the destinations (apprise URLs).
+ENV_VAR = ENV_PREFIX + "URLS"
+#: Seconds allowed per network operation (connect, read) of each destination.
 DEFAULT_TIMEOUT = 5.0
-DEFAULT_SMTP_PORT = 25
+#: The whole delivery call is abandoned after this many ``timeout``s (unfinished destinations fail).
+DEADLINE_TIMEOUTS = 3
 #: Kind of the ledger row that records a delivery failure (see :func:`notify`).
 DELIVERY_FAILURE_KIND = "alert_delivery"
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+# What to write instead of a refused variable, by the variable's name after the prefix.
+_REPLACEMENTS = {
+    "SLACK_WEBHOOK": "the same https://hooks.slack.com/services/… URL",
+    "WEBHOOK": "json://host/path (jsons:// for HTTPS)",
+    "SMTP": "mailto://user:$PASSWORD@host:port?from=…&to=… (mailtos:// for TLS)",
+}
+# Parts of a URL shorter than this are not scrubbed on their own (they would mangle every message).
+_MIN_SECRET_LEN = 6
 
 
 class AlertConfigError(ValueError):
-    """A ``TRADING_ALERT_*`` environment variable is missing or malformed."""
+    """``TRADING_ALERT_URLS`` holds a URL apprise cannot use, or a refused ``TRADING_ALERT_*`` is set."""
+
+
+def _apprise():
+    # Imported on first use: loading apprise and its plugins costs about half a second, which a
+    # process that never delivers (no TRADING_ALERT_URLS) should not pay.
+    import apprise
+
+    # apprise logs an unusable URL with its path ("Unparseable URL json://host/TOKEN"): its records
+    # stay out of the application's handlers; what failed reaches the log through DeliveryResult.
+    logger = logging.getLogger("apprise")
+    if logger.propagate:
+        logger.propagate = False
+        logger.addHandler(logging.NullHandler())
+    return apprise
+
+
+def _shown_host(host: str) -> bool:
+    # A host part that is a DNS name or an IP address is not a secret; in slack://TOKEN/...,
+    # tgram://BOT_TOKEN/... or ntfy://TOPIC the host part is the secret.
+    if host == "localhost" or "." in host.strip("."):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def mask_url(url: str) -> str:
-    """Show a URL as ``scheme://host[:port]/…``, hiding the path, query and credentials.
+    """Show an apprise URL as ``scheme://host[:port]/…``, hiding its path, query and credentials.
 
-    Webhook URLs carry their secret token in the path (Slack) or query, and may carry
-    ``user:password@``; only the scheme and host are safe to print.
+    Webhook and bot tokens sit in the path, the query, the user info or, for schemes such as
+    ``slack://`` and ``tgram://``, in the host part itself: the host is shown only when it is a
+    DNS name (with a dot), ``localhost`` or an IP address, else the URL shows as ``scheme://…``.
 
     Parameters
     ----------
@@ -77,50 +121,88 @@ def mask_url(url: str) -> str:
     Returns
     -------
     str
-        E.g. ``https://hooks.slack.com/…``; ``<invalid url>`` if it cannot be parsed.
+        E.g. ``https://hooks.slack.com/…``, ``json://127.0.0.1:8080/…``, ``tgram://…``;
+        ``<invalid url>`` without a scheme.
     """
+    scheme, sep, _ = url.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return "<invalid url>"
     try:
         parts = urllib.parse.urlsplit(url)
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # e.g. tgram://123:TOKEN/..., whose "port" is not a number
+        return f"{scheme}://…"
+    return f"{scheme}://{host}{port}/…" if host and _shown_host(host) else f"{scheme}://…"
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The parts of ``url`` that must never appear in a message, longest first.
+
+    The URL itself, its user info, password, path, query and fragment, a host part that
+    :func:`mask_url` hides, and every path segment and query value of at least six characters.
+    """
+    rest = url.partition("://")[2]
+    found = [url, rest]
+    shown = mask_url(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        found += [userinfo, parts.password or "", parts.path, parts.query, parts.fragment]
+        if f"://{parts.hostname}" not in shown:
+            found += [hostport, parts.hostname or ""]
+        found += [s for s in parts.path.split("/") if len(s) >= _MIN_SECRET_LEN]
+        found += [v for _, v in urllib.parse.parse_qsl(parts.query) if len(v) >= _MIN_SECRET_LEN]
     except ValueError:
-        return "<invalid url>"
-    return f"{parts.scheme}://{host}{port}/…"
+        found += rest.split("/")
+    found += [urllib.parse.unquote(s) for s in found]
+    return tuple(sorted({s for s in found if len(s) > 1}, key=len, reverse=True))
 
 
-@dataclass(frozen=True)
-class SmtpDestination:
-    """An SMTP server and the addresses to mail. ``password`` is hidden from ``repr``."""
+def parse_urls(text: str) -> tuple[str, ...]:
+    """Split ``TRADING_ALERT_URLS`` into URLs: commas and/or whitespace separate them (a comma
+    inside a URL's query, as in ``?to=a@x.com,b@x.com``, stays with it; apprise's own rule).
+    Duplicates are dropped, order kept."""
+    if not text.strip():
+        return ()
+    from apprise.utils.parse import parse_urls as split
 
-    host: str
-    port: int
-    sender: str
-    recipients: tuple[str, ...]
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    starttls: bool = False
+    return tuple(dict.fromkeys(u for u in split(text) if u))
 
 
-@dataclass(frozen=True)
+def _unusable(url: str, position: int, count: int) -> str:
+    return (f"{ENV_VAR}: URL {position} of {count} ({mask_url(url)}) is not one apprise can send to; "
+            "write it as apprise documents the service's URL (e.g. jsons://host/path, mailtos://..., tgram://...)")
+
+
+@dataclass(frozen=True, repr=False)
 class AlertDestinations:
-    """Where alerts go; every field None means log and ledger only (no network attempt).
+    """Where alerts go: apprise URLs; none means log and ledger only (no network attempt).
 
-    Webhook URLs are hidden from ``repr`` because their path is the secret.
+    ``urls`` are hidden from ``repr`` (their path, query, user info or host is the secret);
+    ``repr`` shows the :func:`mask_url` form. ``timeout`` is in seconds per network operation.
     """
 
-    slack_webhook: str | None = field(default=None, repr=False)
-    webhook: str | None = field(default=None, repr=False)
-    smtp: SmtpDestination | None = None
+    urls: tuple[str, ...] = field(default=())
     timeout: float = DEFAULT_TIMEOUT
 
+    def __post_init__(self) -> None:
+        if isinstance(self.urls, str):
+            raise TypeError("AlertDestinations.urls is a tuple of URLs; split a text with parse_urls")
+        if not self.timeout > 0:
+            raise ValueError(f"AlertDestinations.timeout must be > 0 seconds, got {self.timeout}")
+
+    def __repr__(self) -> str:
+        return f"AlertDestinations(targets={self.targets!r}, timeout={self.timeout})"
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> "AlertDestinations":
-        """Read destinations from ``TRADING_ALERT_*`` variables (see the module docstring).
+    def from_env(cls, env: Mapping[str, str] | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> AlertDestinations:
+        """Read destinations from ``TRADING_ALERT_URLS`` (see the module docstring).
 
         Parameters
         ----------
         env : Mapping[str, str], optional
-            The environment; ``os.environ`` when None. Empty values count as unset.
+            The environment; ``os.environ`` when None. An empty value counts as unset.
         timeout : float
             Seconds allowed per network operation of each delivery.
 
@@ -131,86 +213,50 @@ class AlertDestinations:
         Raises
         ------
         AlertConfigError
-            A URL is not http(s), the SMTP port is not an integer, ``STARTTLS`` is not a
-            boolean, an SMTP host is given without ``FROM``/``TO``, or a user without a
-            password. Messages name the variable but never echo a secret value.
+            Another ``TRADING_ALERT_*`` variable is set (e.g. the retired
+            ``TRADING_ALERT_SLACK_WEBHOOK``): the message names it and the URL to write in
+            ``TRADING_ALERT_URLS`` instead; or a URL is not one apprise can send to (the message
+            gives its position and masked form). Messages never echo a secret.
         """
         if env is None:
             env = os.environ
-
-        def get(name: str) -> str | None:
-            value = env.get(ENV_PREFIX + name, "").strip()
-            return value or None
-
-        slack = _checked_url(get("SLACK_WEBHOOK"), "SLACK_WEBHOOK")
-        webhook = _checked_url(get("WEBHOOK"), "WEBHOOK")
-        smtp = None
-        host = get("SMTP_HOST")
-        if host is not None:
-            port_text = get("SMTP_PORT") or str(DEFAULT_SMTP_PORT)
-            try:
-                port = int(port_text)
-            except ValueError:
-                raise AlertConfigError(
-                    f"{ENV_PREFIX}SMTP_PORT={port_text!r} is not an integer port; set e.g. 25, 587 or unset it"
-                ) from None
-            sender = get("SMTP_FROM")
-            recipients = tuple(a.strip() for a in (get("SMTP_TO") or "").split(",") if a.strip())
-            if sender is None or not recipients:
-                raise AlertConfigError(
-                    f"{ENV_PREFIX}SMTP_HOST is set but {ENV_PREFIX}SMTP_FROM and/or {ENV_PREFIX}SMTP_TO "
-                    "(comma-separated addresses) are missing; set both or unset SMTP_HOST"
-                )
-            user, password = get("SMTP_USER"), env.get(ENV_PREFIX + "SMTP_PASSWORD") or None
-            if user is not None and password is None:
-                raise AlertConfigError(
-                    f"{ENV_PREFIX}SMTP_USER is set without {ENV_PREFIX}SMTP_PASSWORD; set both or neither"
-                )
-            starttls_text = (get("SMTP_STARTTLS") or "").lower()
-            if starttls_text not in _TRUE | _FALSE:
-                raise AlertConfigError(
-                    f"{ENV_PREFIX}SMTP_STARTTLS={starttls_text!r} is not true/false"
-                )
-            smtp = SmtpDestination(host=host, port=port, sender=sender, recipients=recipients,
-                                   user=user, password=password, starttls=starttls_text in _TRUE)
-        return cls(slack_webhook=slack, webhook=webhook, smtp=smtp, timeout=timeout)
+        refused = sorted(n for n, v in env.items() if n.startswith(ENV_PREFIX) and n != ENV_VAR and v.strip())
+        if refused:
+            name = refused[0][len(ENV_PREFIX):]
+            instead = _REPLACEMENTS.get("SMTP" if name.startswith("SMTP_") else name, "an apprise URL")
+            raise AlertConfigError(
+                f"{refused[0]} is no longer read and no alert is delivered until it is unset: "
+                f"put {instead} in {ENV_VAR} (apprise URLs, comma or space separated)"
+            )
+        urls = parse_urls(env.get(ENV_VAR, ""))
+        apprise = _apprise() if urls else None
+        for i, url in enumerate(urls, 1):
+            if apprise.Apprise.instantiate(url) is None:
+                raise AlertConfigError(_unusable(url, i, len(urls)))
+        return cls(urls=urls, timeout=timeout)
 
     @property
     def configured(self) -> bool:
         """True if at least one destination is set."""
-        return bool(self.slack_webhook or self.webhook or self.smtp)
+        return bool(self.urls)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The destinations as :func:`mask_url` shows them."""
+        return tuple(mask_url(u) for u in self.urls)
 
     def secrets(self) -> tuple[str, ...]:
-        """Strings that must never appear in a message: URLs, their paths and queries, the password."""
-        found: list[str] = []
-        for url in (self.slack_webhook, self.webhook):
-            if url:
-                parts = urllib.parse.urlsplit(url)
-                found += [url, parts.path, parts.query, parts.password or ""]
-        if self.smtp and self.smtp.password:
-            found.append(self.smtp.password)
-        # A bare "/" path is not a secret and would mangle every message.
-        return tuple(s for s in found if len(s) > 1)
-
-
-def _checked_url(url: str | None, name: str) -> str | None:
-    # urllib would also open file:// and ftp:// URLs; a webhook is only ever HTTP(S).
-    if url is None:
-        return None
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise AlertConfigError(
-            f"{ENV_PREFIX}{name} is not an http(s) URL with a host (got {mask_url(url)}); set the full webhook URL"
-        )
-    return url
+        """Strings that must never appear in a message (:func:`url_secrets` of every URL), longest first."""
+        return tuple(sorted({s for u in self.urls for s in url_secrets(u)}, key=len, reverse=True))
 
 
 @dataclass(frozen=True)
 class DeliveryResult:
     """The outcome of sending one alert to one destination.
 
-    ``destination`` is ``slack``, ``webhook``, ``email`` or ``config``; ``target`` is the masked
-    URL or ``host:port``; ``error`` is None on success, otherwise a message free of secrets.
+    ``destination`` is apprise's name of the service (``JSON``, ``Slack``, ``E-Mail``,
+    ``Telegram``...), or ``config`` for a URL or variable that cannot be used; ``target`` is the
+    :func:`mask_url` form; ``error`` is None on success, otherwise a message free of secrets.
     """
 
     destination: str
@@ -227,14 +273,14 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
 
 def _iso(value: Any) -> str:
     if value is None:
-        return dt.datetime.now(dt.timezone.utc).isoformat()
+        return dt.datetime.now(dt.UTC).isoformat()
     if isinstance(value, dt.datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).isoformat()
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
     return str(value)
 
 
 def alert_payload(alert: Mapping[str, Any]) -> dict[str, Any]:
-    """The alert as the generic webhook's JSON object.
+    """The alert's fields, checked and normalised.
 
     Parameters
     ----------
@@ -265,74 +311,91 @@ def alert_payload(alert: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _headline(payload: Mapping[str, Any]) -> str:
+def alert_title(payload: Mapping[str, Any]) -> str:
+    """``[SEVERITY] kind: subject`` (``[SEVERITY] kind`` without a subject) of an :func:`alert_payload`."""
     about = f": {payload['subject']}" if payload["subject"] else ""
     return f"[{payload['severity']}] {payload['kind']}{about}"
 
 
-def slack_text(payload: Mapping[str, Any]) -> str:
-    """The Slack message: ``[SEVERITY] kind: subject`` then the message on the next line."""
-    return f"{_headline(payload)}\n{payload['message']}"
-
-
-def email_message(payload: Mapping[str, Any], smtp: SmtpDestination) -> EmailMessage:
-    """The email: subject ``[SEVERITY] kind: subject``; body the message then the alert's fields."""
-    msg = EmailMessage()
-    msg["Subject"] = _headline(payload)
-    msg["From"] = smtp.sender
-    msg["To"] = ", ".join(smtp.recipients)
+def alert_body(payload: Mapping[str, Any]) -> str:
+    """The message, a blank line, then ``field: value`` for kind, severity, subject, created_at, dedupe_key."""
     details = "\n".join(f"{k}: {payload[k]}" for k in ("kind", "severity", "subject", "created_at", "dedupe_key"))
-    msg.set_content(f"{payload['message']}\n\n{details}\n")
-    return msg
+    return f"{payload['message']}\n\n{details}"
 
 
-def _post_json(url: str, body: dict[str, Any], timeout: float) -> None:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode("utf-8"), method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "trading-pipeline-alerts"},
-    )
-    # A fresh opener reads the proxy variables now rather than when urllib was first used.
-    with urllib.request.build_opener().open(request, timeout=timeout) as response:
-        response.read(1024)
+def _notify_type(apprise, severity: str):
+    level = severity.upper()
+    if level in ("ERROR", "CRITICAL", "FATAL"):
+        return apprise.NotifyType.FAILURE
+    if level in ("WARN", "WARNING"):
+        return apprise.NotifyType.WARNING
+    return apprise.NotifyType.INFO
 
 
-def _send_email(msg: EmailMessage, smtp: SmtpDestination, timeout: float) -> None:
-    with smtplib.SMTP(smtp.host, smtp.port, timeout=timeout) as client:
-        if smtp.starttls:
-            client.starttls(context=ssl.create_default_context())
-        if smtp.user:
-            client.login(smtp.user, smtp.password or "")
-        client.send_message(msg, from_addr=smtp.sender, to_addrs=list(smtp.recipients))
-
-
-def _describe(exc: BaseException) -> str:
-    # HTTPError's str is "HTTP Error 500: reason"; URLError wraps the socket error in .reason.
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code} {exc.reason}"
-    if isinstance(exc, urllib.error.URLError):
-        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}"
+def _send(payload: Mapping[str, Any], destinations: AlertDestinations) -> list[DeliveryResult]:
+    apprise = _apprise()
+    timeout = destinations.timeout
+    deadline = DEADLINE_TIMEOUTS * timeout
+    # Memory-only persistent store: apprise writes nothing under the home folder.
+    asset = apprise.AppriseAsset(app_id="trading-pipeline", app_desc="trading-pipeline alerts",
+                                 storage_mode=apprise.PersistentStoreMode.MEMORY, service_timeout=deadline)
+    client = apprise.Apprise(asset=asset)
+    secrets = destinations.secrets()
+    results: list[DeliveryResult | None] = [None] * len(destinations.urls)
+    sent: list[int] = []
+    for i, url in enumerate(destinations.urls):
+        plugin = apprise.Apprise.instantiate(url, asset=asset)
+        if plugin is None or not client.add(plugin):
+            results[i] = DeliveryResult("config", mask_url(url), False,
+                                        _unusable(url, i + 1, len(destinations.urls)))
+            continue
+        plugin.socket_connect_timeout = min(plugin.socket_connect_timeout, timeout)
+        plugin.socket_read_timeout = min(plugin.socket_read_timeout, timeout)
+        sent.append(i)
+    if sent:
+        with client.notify(body=alert_body(payload), title=alert_title(payload),
+                           notify_type=_notify_type(apprise, payload["severity"]),
+                           body_format=apprise.NotifyFormat.TEXT, timeout=deadline) as outcome:
+            services = list(outcome)
+            call_notes = "; ".join(e.message for e in outcome.call_logs())
+            # apprise returns one result per service, in the order they were added.
+            for k, i in enumerate(sent):
+                target = mask_url(destinations.urls[i])
+                if len(services) != len(sent):
+                    results[i] = DeliveryResult("apprise", target, False,
+                                                _scrub(f"to {target}: {call_notes or 'not attempted'}", secrets))
+                    continue
+                service = services[k]
+                if service:
+                    results[i] = DeliveryResult(service.name, target, True)
+                    continue
+                if service.status == apprise.AppriseResultStatus.TIMEOUT:
+                    reason = f"timed out after {deadline:g}s"
+                else:
+                    reason = "; ".join(e.message for e in service.logs()) or service.status.name.lower()
+                results[i] = DeliveryResult(service.name, target, False,
+                                            _scrub(f"{service.name} to {target}: {reason}", secrets))
+    return [r for r in results if r is not None]
 
 
 def deliver(alert: Mapping[str, Any], destinations: AlertDestinations) -> list[DeliveryResult]:
-    """Send one alert to every configured destination, concurrently, and report each outcome.
+    """Send one alert to every destination through apprise, concurrently, and report each outcome.
 
     Parameters
     ----------
     alert : Mapping
         As for :func:`alert_payload`.
     destinations : AlertDestinations
-        Nothing configured means no network attempt and an empty list.
+        No URL means no network attempt and an empty list.
 
     Returns
     -------
     list of DeliveryResult
-        One per configured destination, in the order slack, webhook, email. Every network or
-        protocol failure (refused connection, timeout after ``destinations.timeout`` seconds
-        per operation, HTTP status >= 400, SMTP error) is a result with ``ok=False``; none
-        raises. Error texts show URLs masked and never contain a secret.
+        One per URL, in the order of ``destinations.urls``. Every failure (a URL apprise cannot
+        use, refused connection, timeout after ``destinations.timeout`` seconds per network
+        operation or ``DEADLINE_TIMEOUTS`` times that for the whole call, HTTP status outside
+        2xx, SMTP error, an exception inside apprise) is a result with ``ok=False``; none raises.
+        Error texts show URLs masked and never contain a secret.
 
     Raises
     ------
@@ -340,33 +403,15 @@ def deliver(alert: Mapping[str, Any], destinations: AlertDestinations) -> list[D
         Only for a malformed ``alert`` (see :func:`alert_payload`), before any network attempt.
     """
     payload = alert_payload(alert)
-    jobs: list[tuple[str, str, Callable[[], None]]] = []
-    timeout = destinations.timeout
-    if destinations.slack_webhook:
-        url = destinations.slack_webhook
-        jobs.append(("slack", mask_url(url), lambda: _post_json(url, {"text": slack_text(payload)}, timeout)))
-    if destinations.webhook:
-        hook = destinations.webhook
-        jobs.append(("webhook", mask_url(hook), lambda: _post_json(hook, payload, timeout)))
-    if destinations.smtp:
-        smtp = destinations.smtp
-        jobs.append(("email", f"{smtp.host}:{smtp.port}",
-                     lambda: _send_email(email_message(payload, smtp), smtp, timeout)))
-    if not jobs:
+    if not destinations.urls:
         return []
-    secrets = destinations.secrets()
-
-    def run(name: str, target: str, send: Callable[[], None]) -> DeliveryResult:
-        try:
-            send()
-        except Exception as exc:  # noqa: BLE001 — any failure is reported, never raised
-            return DeliveryResult(name, target, False, _scrub(f"{name} to {target}: {_describe(exc)}", secrets))
-        return DeliveryResult(name, target, True)
-
-    # One thread per destination: a hanging server costs one timeout, not one per destination.
-    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="alert-delivery") as pool:
-        futures = [pool.submit(run, *job) for job in jobs]
-        return [f.result() for f in futures]
+    try:
+        return _send(payload, destinations)
+    except Exception as exc:  # noqa: BLE001 - the alert path reports, it never raises
+        secrets = destinations.secrets()
+        return [DeliveryResult("apprise", mask_url(u), False,
+                               _scrub(f"to {mask_url(u)}: {type(exc).__name__}: {exc}", secrets))
+                for u in destinations.urls]
 
 
 @dataclass(frozen=True)
@@ -390,12 +435,12 @@ def notify(
     dedupe_key: str | None = None,
     destinations: AlertDestinations | None = None,
 ) -> Notification:
-    """Record an alert in the ledger and, if it is new, deliver it to a person.
+    """Record an alert in the ledger and, if it is new, deliver it to people.
 
     Delivery happens only when ``ledger.add_alert`` stores the alert, so de-duplication by
     ``dedupe_key`` covers delivery too. If any destination fails, one extra ledger alert of kind
     ``alert_delivery`` (severity WARN, dedupe key ``delivery:<dedupe_key>``) lists the masked
-    failures — the alerts table then shows who was not reached; it is not itself delivered.
+    failures; the alerts table then shows who was not reached. It is not itself delivered.
 
     Parameters
     ----------
@@ -404,8 +449,9 @@ def notify(
     kind, severity, subject, message, dedupe_key
         As for :meth:`pipeline.store.ledger.Ledger.add_alert`.
     destinations : AlertDestinations, optional
-        None reads :meth:`AlertDestinations.from_env`; a configuration error then becomes a
-        failed result with destination ``config`` (the alert is still stored).
+        None reads :meth:`AlertDestinations.from_env`; a configuration error (a refused variable,
+        an unusable URL) then delivers nowhere and becomes a failed result with destination
+        ``config`` (the alert is still stored).
 
     Returns
     -------
@@ -427,14 +473,19 @@ def notify(
             # A bad variable must not lose the alert: it is stored, and the error is reported.
             destinations = AlertDestinations()
             results.append(DeliveryResult("config", ENV_PREFIX + "*", False, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - e.g. apprise missing from a broken install; never raise
+            destinations = AlertDestinations()
+            # The exception's text may quote a URL: only its type is reported.
+            results.append(DeliveryResult("config", ENV_VAR, False,
+                                          f"{ENV_VAR} could not be read ({type(exc).__name__}); nothing delivered"))
     alert = {"kind": kind, "severity": severity, "subject": subject, "message": message,
-             "created_at": dt.datetime.now(dt.timezone.utc), "dedupe_key": dedupe_key}
+             "created_at": dt.datetime.now(dt.UTC), "dedupe_key": dedupe_key}
     results += deliver(alert, destinations)
     failures = [r for r in results if not r.ok]
     if failures:
         ledger.add_alert(
             kind=DELIVERY_FAILURE_KIND, severity="WARN", subject=dedupe_key or subject,
-            message=f"alert '{_headline(alert_payload(alert))}' not delivered: "
+            message=f"alert '{alert_title(alert_payload(alert))}' not delivered: "
                     + "; ".join(r.error or r.destination for r in failures),
             dedupe_key=f"delivery:{dedupe_key}" if dedupe_key else None,
         )

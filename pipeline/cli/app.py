@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -62,8 +63,37 @@ def _expected_failure(exc: Exception) -> tuple[str, int] | None:
     return None
 
 
+#: Libraries whose deprecation and future-change warnings are for whoever upgrades them, not for a
+#: trader reading a run's output (``module`` of :func:`warnings.filterwarnings`: the module a warning
+#: is attributed to, matched from its start). The project's own packages are never listed.
+LIBRARY_MODULES = r"(pandas|numpy|exchange_calendars|great_expectations|marshmallow|apprise|dagster|dagster_shared)(\.|$)"
+
+
+def filter_library_warnings() -> None:
+    """Hide, once at the command line's edge, the warnings of libraries that mean nothing to a trader.
+
+    * Dagster's ``BetaWarning`` and ``PreviewWarning`` (e.g. ``backfill_policy`` is beta in 1.13):
+      Dagster attributes them to the calling module (an asset of ours), so they are filtered by
+      their category, which only Dagster raises (imported from ``dagster_shared``, where
+      ``dagster.BetaWarning`` is defined: importing ``dagster`` itself would cost every command a second).
+    * ``DeprecationWarning`` (pandas' ``Pandas4Warning`` is one), ``PendingDeprecationWarning`` and
+      ``FutureWarning`` attributed to a module of :data:`LIBRARY_MODULES`, e.g. pandas' warning about
+      ``Series.values`` inside exchange_calendars, Great Expectations' and marshmallow's deprecations.
+
+    A warning attributed to the project's own modules (``pipeline``, ``assets``, ``sensors``) still
+    shows, and so does every ``UserWarning`` or ``RuntimeWarning`` (they may be about the data).
+    """
+    from dagster_shared.utils.warnings import BetaWarning, PreviewWarning
+
+    for category in (BetaWarning, PreviewWarning):
+        warnings.filterwarnings("ignore", category=category)
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category, module=LIBRARY_MODULES)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``trading-pipeline`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    filter_library_warnings()
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name=PROG, standalone_mode=False)

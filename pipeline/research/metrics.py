@@ -3,7 +3,8 @@
 Conventions (stated once, used by every statistic):
 
 * ``periods_per_year = 256`` sessions by default (Carver, pysystemtrade
-  ``syscore/dateutils.py``: ``BUSINESS_DAYS_IN_YEAR = 256``, so ``sqrt = 16``).
+  ``syscore/dateutils.py``: ``BUSINESS_DAYS_IN_YEAR = 256``, so ``sqrt = 16``); empyrical and
+  quantstats default to 252, so their default Sharpe is ours times ``sqrt(252 / 256)``.
 * The risk-free rate is 0: the backtest's returns are already excess returns of a futures-style
   notional account.
 * Level statistics (``total_return``, ``cagr``, ``max_drawdown``, its duration and ``calmar``)
@@ -13,6 +14,10 @@ Conventions (stated once, used by every statistic):
 * Moment statistics (``annual_return``, ``annual_vol``, ``sharpe``, ``sortino``, ``skew``) use
   the arithmetic daily returns.
 * A ratio whose denominator is 0 is NaN (no inf), so the dict can be stored as JSON metadata.
+
+``tests/test_metrics_crosscheck.py`` checks ``total_return``, ``cagr``, ``annual_vol``, ``sharpe``,
+``sortino``, ``max_drawdown``, ``calmar`` against empyrical-reloaded (with the same ``annualization``,
+risk-free 0) and ``skew`` against scipy, to 1e-10 on real daily returns.
 """
 
 from __future__ import annotations
@@ -73,7 +78,8 @@ def performance_metrics(
 
         - ``total_return``: ``W_n - 1``.
         - ``cagr``: ``W_n ** (ppy / n) - 1`` (empyrical ``cagr``); -1 if ``W_n <= 0``.
-        - ``annual_return``: ``mean(r) * ppy``.
+        - ``annual_return``: ``mean(r) * ppy``, the arithmetic annual return. Not empyrical's
+          ``annual_return``, which is the compounded rate (our ``cagr``).
         - ``annual_vol``: ``std(r, ddof=1) * sqrt(ppy)``.
         - ``sharpe``: ``mean(r) / std(r, ddof=1) * sqrt(ppy)`` (risk-free 0).
         - ``sortino``: ``mean(r) * ppy / (sqrt(mean(min(r, 0)**2)) * sqrt(ppy))`` (empyrical:
@@ -83,7 +89,8 @@ def performance_metrics(
         - ``max_drawdown_duration``: the longest run of consecutive sessions with ``W_t`` below
           its running peak (a drawdown still open at the end counts to the last session).
         - ``calmar``: ``cagr / |max_drawdown|``.
-        - ``win_rate``: positive sessions / sessions with a non-zero return.
+        - ``win_rate``: positive sessions / sessions with a non-zero return (quantstats
+          ``win_rate`` also leaves zero-return sessions out).
         - ``profit_factor``: ``sum(r > 0) / |sum(r < 0)|``.
         - ``skew``: adjusted Fisher-Pearson sample skewness (pandas ``Series.skew``, equal to
           ``scipy.stats.skew(bias=False)``).
