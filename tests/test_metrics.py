@@ -154,3 +154,18 @@ def test_wiped_out_account_has_cagr_minus_one():
     got = performance_metrics(pd.Series([0.1, -1.0, 0.0]))
     assert got["cagr"] == -1.0
     assert got["max_drawdown"] == pytest.approx(-1.0)
+
+
+def test_fixed_capital_level_statistics_are_those_of_the_additive_equity_curve():
+    # returns on a fixed capital of 1,000: the equity the report draws is capital + cumsum(pnl)
+    pnl = pd.Series([100.0, -300.0, 50.0, 400.0, -80.0], index=pd.bdate_range("2024-01-01", periods=5))
+    capital = 1000.0
+    equity = capital + pnl.cumsum()  # 1100, 800, 850, 1250, 1170
+    m = performance_metrics(pnl / capital, compounded=False, periods_per_year=256)
+    assert m["total_return"] == pytest.approx(equity.iloc[-1] / capital - 1.0)  # 0.17
+    assert m["cagr"] == pytest.approx((1170 / 1000) ** (256 / 5) - 1.0)
+    assert m["max_drawdown"] == pytest.approx(800 / 1100 - 1.0)  # the curve's own deepest fall
+    # compounding the same returns tells another story: (1.1)(0.7)(1.05)(1.4)(0.92) - 1
+    assert performance_metrics(pnl / capital)["total_return"] == pytest.approx(1.1 * 0.7 * 1.05 * 1.4 * 0.92 - 1)
+    # the return statistics do not depend on it
+    assert m["sharpe"] == pytest.approx(performance_metrics(pnl / capital)["sharpe"])

@@ -8,9 +8,10 @@ Conventions (stated once, used by every statistic):
 * The risk-free rate is 0: the backtest's returns are already excess returns of a futures-style
   notional account.
 * Level statistics (``total_return``, ``cagr``, ``max_drawdown``, its duration and ``calmar``)
-  use the **compounded** wealth curve ``W_t = prod_{s<=t}(1 + r_s)`` starting at ``W_0 = 1``, as
-  empyrical and quantstats do. The backtest's own ``equity``/``drawdown`` are fixed-capital
-  (additive), so its drawdown differs slightly from ``max_drawdown`` here.
+  use the wealth curve starting at ``W_0 = 1``: compounded, ``W_t = prod_{s<=t}(1 + r_s)``, as
+  empyrical and quantstats do (the default), or additive, ``W_t = 1 + sum_{s<=t} r_s``, for returns
+  on a fixed capital (``compounded=False``): the backtest's fixed-capital ``equity`` is
+  ``capital x W_t`` exactly, so its report's headline agrees with the curve it draws.
 * Moment statistics (``annual_return``, ``annual_vol``, ``sharpe``, ``sortino``, ``skew``) use
   the arithmetic daily returns.
 * A ratio whose denominator is 0 is NaN (no inf), so the dict can be stored as JSON metadata.
@@ -58,6 +59,7 @@ def performance_metrics(
     returns: pd.Series,
     vol_target: float | None = None,
     periods_per_year: int = PERIODS_PER_YEAR,
+    compounded: bool = True,
 ) -> dict[str, float]:
     """Standard performance statistics of daily returns.
 
@@ -70,11 +72,18 @@ def performance_metrics(
         ``realised_vol_vs_target``.
     periods_per_year : int, default 256
         Sessions per year used to annualise (Carver's 256).
+    compounded : bool, default True
+        How the wealth ``W`` behind the level statistics grows: True, ``W_t = prod(1 + r)`` (returns
+        on a capital that is reinvested: empyrical's convention, a compounding backtest); False,
+        ``W_t = 1 + sum(r)`` (returns on a fixed capital: the equity curve ``capital + cumsum(pnl)``
+        of a fixed-capital backtest, so the headline total return, CAGR and drawdown are those of
+        the curve the report draws). The return statistics (Sharpe, vol, ...) do not depend on it.
 
     Returns
     -------
     dict of str -> float
-        With ``n`` returns ``r``, ``ppy = periods_per_year`` and ``W`` the compounded wealth:
+        With ``n`` returns ``r``, ``ppy = periods_per_year`` and ``W`` the wealth (compounded or
+        not, ``compounded``):
 
         - ``total_return``: ``W_n - 1``.
         - ``cagr``: ``W_n ** (ppy / n) - 1`` (empyrical ``cagr``); -1 if ``W_n <= 0``.
@@ -111,7 +120,7 @@ def performance_metrics(
 
     x = r.to_numpy()
     ppy = float(periods_per_year)
-    wealth = np.concatenate([[1.0], np.cumprod(1.0 + x)])
+    wealth = np.concatenate([[1.0], np.cumprod(1.0 + x) if compounded else 1.0 + np.cumsum(x)])
     final = wealth[-1]
     out["total_return"] = float(final - 1.0)
     out["cagr"] = float(final ** (ppy / n) - 1.0) if final > 0 else -1.0
