@@ -342,6 +342,12 @@ class QualityConfig(_Strict):
 
     max_price_spike: float = Field(8.0, gt=0, description="pst: spike if |change| > 8 vol units")
     spike_vol_span: int = Field(500, gt=1, description="EWMA span of |daily change| for spikes")
+    spike_regime_sessions: int | None = Field(
+        5, ge=1,
+        description="after this many sessions in a row with a flagged (or quarantined) spike, the next bar far "
+        "outside the reference starts a new regime: accepted (WARN spike_regime) and the reference restarts "
+        "from it (a de-pegged currency keeps moving; pipeline/quality/rules.py: spike_flags); None = never",
+    )
     spike_severity: Literal["ERROR", "WARN"] = Field(
         "ERROR",
         description="ERROR: a spike is quarantined and blocks the run until released (pysystemtrade, "

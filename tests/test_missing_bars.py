@@ -117,7 +117,7 @@ def test_block_fails_bars_complete_and_the_command_lists_the_pair(tmp_path, monk
     config = _config(tmp_path, _without_ko_on_the_last_session())
     assert main(["daily", "--session", LATEST_SAMPLE_SESSION, "--config", str(config)]) == 1
     err = capsys.readouterr().err
-    line = next(x for x in err.splitlines() if "bars_complete" in x and "failed" in x)
+    line = next(x for x in err.splitlines() if x.strip().startswith("check clean_bars:bars_complete failed"))
     assert "1 missing bar(s): 2022-12-28 KO" in line and 'select * from missing_bars' in line
     ledger = Ledger(tmp_path / "lake" / "warehouse.duckdb")
     rows = ledger.missing_bars(LAST)

@@ -67,6 +67,7 @@ RULES: list[tuple[str, str]] = [
     ("negative_volume", "ERROR"),
     ("impossible_move", "ERROR"),
     ("price_spike", "ERROR"),
+    ("spike_regime", "WARN"),
     ("stale_price", "WARN"),
 ]
 ISSUE_COLUMNS: list[str] = [
@@ -211,7 +212,8 @@ def validate_bars(
         release_notes.append(note)
 
     valid = rows[~failed].reset_index(drop=True)
-    v = spike_flags(valid, cfg.max_price_spike, cfg.spike_vol_span, back_adjusted=back_adjusted, peers=peers)
+    v = spike_flags(valid, cfg.max_price_spike, cfg.spike_vol_span, back_adjusted=back_adjusted, peers=peers,
+                    regime_sessions=cfg.spike_regime_sessions)
     impossible = v.impossible
     impossible_issues = _issues(valid, impossible, "impossible_move", "ERROR", v.ratio,
                                 _impossible_details(valid[impossible], v.ratio[impossible], v.ref_close[impossible],
@@ -231,7 +233,13 @@ def validate_bars(
     # ERROR: quarantined, blocks the run. WARN: flagged, the bar is held out of the clean set (so out of
     # vol, forecasts and the spike reference) and the instrument is left out of that session (its position
     # held, missing-bar reason "flagged"), without blocking the others, until a person releases it.
-    warn_frames = [spike_issues] if flagged else []
+    regime = v.regime & ~impossible
+    regime_issues = _issues(valid, regime, "spike_regime", "WARN", v.z, [
+        f"z = {z:.1f} vol units from the last clean close {c:.10g} ({pd.Timestamp(d).date()}) after "
+        f"{cfg.spike_regime_sessions} sessions in a row flagged: accepted as the start of a new regime (the spike "
+        "reference restarts here); check the earlier flagged bars and release them if they were the market"
+        for z, c, d in zip(v.z[regime], v.ref_close[regime], v.ref_session[regime])])
+    warn_frames = [spike_issues, regime_issues] if flagged else [regime_issues]
     if not flagged:
         issues.append(spike_issues)
     clean = valid[~spike & ~impossible].reset_index(drop=True)
@@ -336,6 +344,9 @@ class SpikeVerdicts:
         The last clean close before each bar (NaN for an instrument's first bar).
     ref_session : ndarray of datetime64[us]
         Its session.
+    regime : ndarray of bool
+        Accepted as the start of a new regime: far outside the reference after ``regime_sessions``
+        flagged sessions in a row (the reference restarts from here); not a spike.
     """
 
     spike: np.ndarray
@@ -344,12 +355,13 @@ class SpikeVerdicts:
     ratio: np.ndarray
     ref_close: np.ndarray
     ref_session: np.ndarray
+    regime: np.ndarray | None = None
 
 
 def spike_flags(
     bars: pd.DataFrame, max_spike: float, span: int, min_periods: int = SPIKE_MIN_PERIODS,
     back_adjusted: Collection[str] = (), ceiling: float = IMPOSSIBLE_MOVE,
-    peers: Mapping[str, str] | None = None,
+    peers: Mapping[str, str] | None = None, regime_sessions: int | None = None,
 ) -> SpikeVerdicts:
     """Judge every close against a robust reference of the instrument's own moves (or its peers').
 
@@ -382,7 +394,14 @@ def spike_flags(
       so the return back is **not** flagged; the spike is flagged alone;
     - a genuine level shift: the next bar is close to the spike's close, so it is accepted and
       the instrument is not flagged for ever; only the first day of the shift is flagged
-      (a person confirms it); its move enters the scale winsorised.
+      (a person confirms it); its move enters the scale winsorised;
+    - a change of regime (a pegged currency that floats, as the Brazilian real in January 1999:
+      every later daily move is many times the peg's): with ``regime_sessions`` = k, after k
+      sessions in a row with a flagged bar the next bar far outside the reference is accepted as
+      the start of a new regime (``regime``): it becomes the reference close and the scale
+      restarts from the warm-up (its own median, the peers meanwhile), so a market that keeps
+      moving is traded again after k sessions held, not held until someone releases every bar.
+      The k flagged bars stay flagged; the decision uses only bars up to the session.
 
     The ceiling uses the same two references: a positive series whose close is ``ceiling``
     times (or 1/``ceiling`` of) both the previous close and the last clean close is
@@ -409,6 +428,9 @@ def spike_flags(
     peers : mapping of str to str, optional
         Instrument -> peer group (e.g. the asset class); instruments not in it, and all of them
         when None, form one group.
+    regime_sessions : int, optional
+        Flagged sessions in a row after which a bar far outside the reference starts a new regime
+        (``quality.spike_regime_sessions``); None = never (every such bar stays a spike).
 
     Returns
     -------
@@ -432,9 +454,10 @@ def spike_flags(
     ratio_out = np.full(n, np.nan)
     ref_close = np.full(n, np.nan)
     ref_days = np.full(n, np.nan)
+    regime_out = np.zeros(n, dtype=bool)
     if n == 0:
         empty = np.full(0, np.datetime64("NaT", "us"))
-        return SpikeVerdicts(spike, impossible, z_out, ratio_out, ref_close, empty)
+        return SpikeVerdicts(spike, impossible, z_out, ratio_out, ref_close, empty, regime_out)
 
     inst_codes, inst_names = pd.factorize(bars["instrument"], sort=True)
     sess = bars["session"].to_numpy().astype("datetime64[D]")
@@ -461,6 +484,7 @@ def spike_flags(
     num = np.zeros(n_i)
     den = np.zeros(n_i)
     count = np.zeros(n_i, dtype=np.int64)
+    streak = np.zeros(n_i, dtype=np.int64)  # sessions in a row with a flagged bar
     first = np.full((n_i, max(min_periods, 1)), np.nan)  # the clean |changes| of the warm-up
     cols = np.arange(n_i)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -479,6 +503,9 @@ def spike_flags(
             z_clean = np.abs(c_clean) / scale
             is_spike = has & (z_prev > max_spike) & (z_clean > max_spike)
             is_impossible = has & relative & (np.abs(x - prev_x) >= log_ceiling) & (np.abs(x - clean_x) >= log_ceiling)
+            is_regime = (is_spike & ~is_impossible & (streak >= regime_sessions) if regime_sessions
+                         else np.zeros(n_i, dtype=bool))
+            is_spike &= ~is_regime
 
             rows = row_of[t, has]
             spike[rows] = is_spike[has]
@@ -487,11 +514,16 @@ def spike_flags(
             ratio_out[rows] = np.exp(np.where(relative, x - clean_x, np.nan))[has]
             ref_close[rows] = clean_c[has]
             ref_days[rows] = clean_d[has]
+            regime_out[rows] = is_regime[has]
 
             ok = has & ~is_spike & ~is_impossible
             fed = np.abs(c_clean)
             fed = np.where(np.isnan(scale), fed, np.fmin(fed, max_spike * scale))  # winsorised
-            feed = ok & ~np.isnan(c_clean)
+            if is_regime.any():  # a new regime: the old scale no longer describes it; the jump is not fed
+                num, den = np.where(is_regime, 0.0, num), np.where(is_regime, 0.0, den)
+                count = np.where(is_regime, 0, count)
+                first[is_regime] = np.nan
+            feed = ok & ~is_regime & ~np.isnan(c_clean)
             warm = feed & (count < first.shape[1])
             first[cols[warm], count[warm]] = fed[warm]
             num = np.where(feed, num * (1 - alpha) + fed, num)
@@ -502,11 +534,12 @@ def spike_flags(
             clean_d = np.where(ok, d, clean_d)
             prev_x = np.where(has, x, prev_x)
             prev_d = np.where(has, d, prev_d)
+            streak = np.where(has, np.where(is_spike, streak + 1, 0), streak)
     ref_session = np.full(n, np.datetime64("NaT", "us"))
     known = ~np.isnan(ref_days)
     days_known = ref_days[known].astype("int64").astype("datetime64[D]")
     ref_session[known] = days_known.astype("datetime64[us]")
-    return SpikeVerdicts(spike, impossible, z_out, ratio_out, ref_close, ref_session)
+    return SpikeVerdicts(spike, impossible, z_out, ratio_out, ref_close, ref_session, regime_out)
 
 
 def _warm_up_scale(
