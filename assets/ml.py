@@ -1,8 +1,14 @@
-"""Machine-learning research assets: ``regime_model`` and ``vol_forecast`` (scikit-learn).
+"""Machine-learning research assets: ``regime_model`` and ``vol_forecast`` (scikit-learn), and
+what the daily run reads of them.
 
-Both are unpartitioned and read the history up to the session of the run (the partition of a
+Both assets are unpartitioned and read the history up to the session of the run (the partition of a
 daily run, the last partition of a backfill), so a re-run of a past session never sees later
-data. Their evidence is walk-forward and out of sample; see ``docs/ml.md``.
+data. Their evidence is walk-forward and out of sample; see ``docs/ml.md``. They belong to the
+research job, not to the daily run: ``target_positions`` reads their tables and, for the sessions
+after the research job's latest run, scores them with the latest stored model version
+(:func:`regime_scale_for_daily`, :func:`vol_for_sizing_for_daily`) without refitting; it fails
+closed when the configuration asks for a model that was never trained. scikit-learn is imported
+inside the functions that use it, not when the code location loads.
 """
 
 
@@ -11,10 +17,8 @@ import importlib.metadata
 import dagster as dg
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from assets.markdown import frame_md
-from assets.portfolio import REGIME, VOL_FORECAST
 from assets.resources import Settings
 from assets.signals import COMBINED, VOLATILITY
 from pipeline.ml.model_registry import (
@@ -26,25 +30,11 @@ from pipeline.ml.model_registry import (
     select_version,
     version_changes,
 )
-from pipeline.ml.regime import walk_forward_classifier
-from pipeline.ml.regime_evidence import (
-    applied_risk_scale,
-    evaluation_key,
-    fit_sessions,
-    frame_records,
-    regime_evidence,
-    regime_inputs,
-)
-from pipeline.ml.vol_forecast import (
-    BASELINE,
-    nonpositive_instruments,
-    score_vol_forecasts,
-    sizing_gate,
-    vol_for_sizing,
-    vol_forecast_panel,
-    walk_forward_vol_forecast,
-)
+from pipeline.store.lake import LakeError
 
+#: Lake tables (and asset keys) of the two research assets; ``target_positions`` reads them.
+REGIME = "regime_model"
+VOL_FORECAST = "vol_forecast"
 REGIME_MODEL_NAME = "vol_regime"
 #: Code versions of the two assets, recorded with every stored model (bump with the model code).
 REGIME_CODE_VERSION = "2"
@@ -82,6 +72,14 @@ def _records_frame(records: list[dict], index: str) -> pd.DataFrame:
     return frame.set_index(index) if index in frame.columns else frame
 
 
+def _gate_of(meta: dict) -> pd.DataFrame:
+    """The evidence gate stored with a regime model version (index ``decided_at``, bool ``on``)."""
+    gate = _records_frame(meta["gate"], "decided_at")
+    gate.index = pd.DatetimeIndex(pd.to_datetime(gate.index), name="decided_at")
+    gate["on"] = gate["on"].astype(bool)
+    return gate
+
+
 @dg.asset(deps=[VOLATILITY, COMBINED], group_name="research", kinds={"python", "parquet", "scikitlearn"},
           code_version=REGIME_CODE_VERSION)
 def regime_model(context: dg.AssetExecutionContext, settings: Settings) -> dg.MaterializeResult:
@@ -92,6 +90,18 @@ def regime_model(context: dg.AssetExecutionContext, settings: Settings) -> dg.Ma
     applied only if ``regime.use_as_risk_scale`` is set and (unless ``require_oos_evidence`` is
     off) while the walk-forward Sharpe gain over the simple rule is significant. Each refit is a
     registry version; the latest session uses the pinned or latest approved version."""
+    from threadpoolctl import threadpool_limits
+
+    from pipeline.ml.regime import walk_forward_classifier
+    from pipeline.ml.regime_evidence import (
+        applied_risk_scale,
+        evaluation_key,
+        fit_sessions,
+        frame_records,
+        regime_evidence,
+        regime_inputs,
+    )
+
     cfg, lake = settings.config(), settings.lake()
     registry = settings.state_path()  # the model registry lives in the local state folder
     rc = cfg.regime
@@ -143,9 +153,7 @@ def regime_model(context: dg.AssetExecutionContext, settings: Settings) -> dg.Ma
                 log_experiment(registry, REGIME_MODEL_NAME, params, metrics, version=version,
                                extra={"data_end": meta["data_end"], "approved": ev.approved})
         if meta is not None:
-            gate = _records_frame(meta["gate"], "decided_at")
-            gate.index = pd.DatetimeIndex(pd.to_datetime(gate.index), name="decided_at")
-            gate["on"] = gate["on"].astype(bool)
+            gate = _gate_of(meta)
 
     # Out-of-sample probabilities for every session (cheap: one logistic fit per refit).
     with threadpool_limits(limits=1):  # BLAS threads on a busy 2-core machine cost ~5x
@@ -223,7 +231,19 @@ def vol_forecast(context: dg.AssetExecutionContext, settings: Settings) -> dg.Ma
     sizing. Sizing uses a model only if ``vol_forecast.use_for_sizing`` is on and, at the refit
     before each session, its out-of-sample QLIKE beat the sizing vol's by ``margin``. A
     back-adjusted instrument with a price <= 0 up to the session is left out (percentage returns
-    are undefined there): listed in ``left_out_nonpositive``, its sizing keeps the sizing vol."""
+    are undefined there): listed in ``left_out_nonpositive``, its sizing keeps the sizing vol.
+    Every stored version records ``sizing_model``, the model the decision at its refit chose (None:
+    the sizing vol), which the daily run reads (:func:`vol_for_sizing_for_daily`)."""
+    from pipeline.ml.vol_forecast import (
+        BASELINE,
+        nonpositive_instruments,
+        score_vol_forecasts,
+        sizing_gate,
+        vol_for_sizing,
+        vol_forecast_panel,
+        walk_forward_vol_forecast,
+    )
+
     cfg, lake = settings.config(), settings.lake()
     registry = settings.state_path()  # the model registry lives in the local state folder
     vc = cfg.vol_forecast
@@ -265,7 +285,8 @@ def vol_forecast(context: dg.AssetExecutionContext, settings: Settings) -> dg.Ma
                 "features": list(panel.columns), "params": params, "oos_metrics": metrics,
                 "data_hash": key, "evaluation_key": key, "data_end": str(fit_at.date()),
                 "code_version": _code_version(VOL_CODE_VERSION),
-                "approved": latest is not None and isinstance(latest["model"], str), "decision": reason}
+                "approved": latest is not None and isinstance(latest["model"], str), "decision": reason,
+                "sizing_model": latest["model"] if latest is not None and isinstance(latest["model"], str) else None}
         for name, model in result.last_models.items():
             stored = list_versions(registry, f"vol_{name}")
             hit = stored[stored["evaluation_key"] == key]
@@ -290,3 +311,158 @@ def vol_forecast(context: dg.AssetExecutionContext, settings: Settings) -> dg.Ma
         "latest_forecasts_annualised_pct": dg.MetadataValue.md(frame_md(annual, index=True, floatfmt="{:.1f}")),
     })
 
+
+
+# -- what the daily run reads: the research job's tables, the stored models past them ------------
+
+
+def _not_trained(what: str, setting: str, registry) -> dg.Failure:
+    return dg.Failure(
+        description=f"{setting} is on but {what} has never been trained (no stored version under {registry}/models "
+                    "and no research output in the lake): run the research job first (research_job in the UI, or "
+                    "trading-pipeline research), or switch the setting off")
+
+
+def _read_research_table(lake, table: str) -> pd.DataFrame | None:
+    try:
+        return lake.read_table(table)
+    except LakeError:  # the research asset never ran on this lake
+        return None
+
+
+def regime_scale_for_daily(settings: Settings, closes: pd.DataFrame, vol: pd.DataFrame,
+                           combined: pd.DataFrame) -> pd.Series:
+    """The regime risk scale of every session of ``closes.index`` for ``target_positions``, without refitting.
+
+    Sessions up to the research job's latest ``regime_model`` run take the scale stored in its table
+    (walk-forward, out of sample); later sessions are scored with the stored model version the
+    regime asset would use (``regime.pinned_version``, else the latest approved version trained on
+    data up to the first of them; with ``require_oos_evidence`` off, the latest version so trained),
+    with the evidence gate stored beside it: ``1 - (1 - high_vol_scale) * P(high vol)`` where the
+    gate is on, 1 where it is off or a feature is missing (``pipeline.ml.regime.risk_scale``).
+
+    Parameters
+    ----------
+    settings : Settings
+        The run's configuration, lake and state folder (the model registry).
+    closes, vol, combined : DataFrame
+        Close prices, daily price vol and combined forecasts, index ``session`` (up to the run's
+        session), columns instruments.
+
+    Returns
+    -------
+    Series
+        Multipliers in ``[high_vol_scale, 1]``, index ``closes.index``, named ``risk_scale``.
+
+    Raises
+    ------
+    dagster.Failure
+        The research output is missing (never trained), or sessions past it have no stored
+        version trained on data up to them (fail closed: no silent scale of 1).
+    """
+    from pipeline.ml.regime_evidence import applied_risk_scale
+    from pipeline.ml.regime_features import market_features
+
+    cfg, lake, registry = settings.config(), settings.lake(), settings.state_path()
+    rc = cfg.regime
+    table = _read_research_table(lake, REGIME)
+    if table is None:
+        raise _not_trained("the regime model", "regime.use_as_risk_scale", registry)
+    stored = table.set_index("session")["risk_scale"]
+    stored = stored[stored.index <= closes.index[-1]]
+    scale = stored.reindex(closes.index)
+    tail = closes.index[closes.index > stored.index.max()] if len(stored) else closes.index
+    if len(tail):
+        versions = list_versions(registry, REGIME_MODEL_NAME)
+        if versions.empty:
+            raise _not_trained("the regime model", "regime.use_as_risk_scale", registry)
+        used = select_version(registry, REGIME_MODEL_NAME, tail[0], rc.pinned_version)
+        if used is None and not rc.require_oos_evidence:  # any version trained on data up to the session
+            usable = versions[versions["data_end"].notna() & (versions["data_end"] <= tail[0])]
+            used = str(usable.sort_values(["data_end", "created_at"])["version"].iloc[-1]) if len(usable) else None
+            if used is None:
+                raise dg.Failure(description=(
+                    f"regime.use_as_risk_scale is on but no stored regime model was trained on data up to "
+                    f"{tail[0].date()} (stored: {', '.join(versions['version'])}): run the research job"))
+        if used is None:  # no approved version: the evidence gate is off, as regime_model decides
+            scale.loc[tail] = 1.0
+        else:
+            model = load_model(registry, REGIME_MODEL_NAME, used)
+            volume = _volume(lake, cfg.symbols, closes.index, closes.index[-1])
+            features = market_features(closes, vol, combined, volume).reindex(
+                index=tail, columns=model.metadata["features"])
+            known = features.notna().all(axis=1).to_numpy()
+            p = pd.Series(np.nan, index=tail)
+            if known.any():
+                classes = list(model.model.classes_)
+                p[known] = model.model.predict_proba(features[known])[:, classes.index(1)]
+            scale.loc[tail] = applied_risk_scale(p, _gate_of(model.metadata), rc.high_vol_scale,
+                                                 rc.require_oos_evidence)["risk_scale"]
+    return scale.fillna(1.0).rename("risk_scale")
+
+
+def vol_for_sizing_for_daily(settings: Settings, closes: pd.DataFrame, vol: pd.DataFrame) -> pd.DataFrame:
+    """The vol model's daily price vol for ``target_positions`` where one is in force, without refitting.
+
+    Sessions up to the research job's latest ``vol_forecast`` run take its ``vol_for_sizing``; later
+    sessions take the model its latest refit on data up to the first of them chose
+    (``sizing_model`` of the stored version; none: the sizing vol), predicting from the session's
+    features (``pipeline.ml.vol_forecast.vol_forecast_panel``): ``sqrt(forecast variance) x price``.
+
+    Parameters
+    ----------
+    settings : Settings
+        The run's configuration, lake and state folder (the model registry).
+    closes, vol : DataFrame
+        Close prices and the daily price sizing vol, index ``session``, columns instruments.
+
+    Returns
+    -------
+    DataFrame
+        Index ``closes.index``, columns ``closes.columns``: price points per day where a model is in
+        force and has a forecast, NaN elsewhere (the caller keeps its sizing vol there).
+
+    Raises
+    ------
+    dagster.Failure
+        The research output or the stored models are missing (never trained), or were stored
+        before the sizing decision was recorded with them.
+    """
+    from pipeline.ml.vol_forecast import default_vol_models, vol_forecast_panel
+
+    cfg, lake, registry = settings.config(), settings.lake(), settings.state_path()
+    vc = cfg.vol_forecast
+    table = _read_research_table(lake, VOL_FORECAST)
+    if table is None:
+        raise _not_trained("the vol forecast", "vol_forecast.use_for_sizing", registry)
+    table = table[table["session"] <= closes.index[-1]]
+    out = table.pivot(index="session", columns="instrument", values="vol_for_sizing").reindex(
+        index=closes.index, columns=closes.columns)
+    tail = closes.index[closes.index > table["session"].max()] if len(table) else closes.index
+    if not len(tail):
+        return out
+    names = list(default_vol_models())  # every refit stores every candidate with the decision
+    versions = list_versions(registry, f"vol_{names[0]}")
+    usable = versions[versions["data_end"].notna() & (versions["data_end"] <= tail[0])]
+    if usable.empty:
+        raise _not_trained("the vol forecast", "vol_forecast.use_for_sizing", registry)
+    meta = load_model(registry, f"vol_{names[0]}", str(usable.sort_values(["data_end", "created_at"])["version"].iloc[-1])).metadata
+    if "sizing_model" not in meta:
+        raise dg.Failure(description=(
+            f"vol_forecast.use_for_sizing is on but the stored vol models (version {meta['version']}) predate the "
+            "record of the sizing decision: run the research job once to store them again"))
+    chosen = meta["sizing_model"]
+    if chosen is None:  # the sizing vol won at the refit: no model in force
+        return out
+    stored = list_versions(registry, f"vol_{chosen}")
+    same = stored[stored["evaluation_key"] == meta["evaluation_key"]]
+    model = load_model(registry, f"vol_{chosen}", str(same["version"].iloc[-1])).model
+    back_adjusted = [i.symbol for i in cfg.instruments if i.back_adjusted]
+    panel = vol_forecast_panel(closes, vol.reindex(closes.index), vc.horizon, back_adjusted=back_adjusted)
+    rows = panel[panel.index.get_level_values("session").isin(tail)]
+    rows = rows[rows[list(model.columns)].notna().all(axis=1)]
+    if len(rows):
+        frac = pd.Series(np.sqrt(model.predict_var(rows)), index=rows.index).unstack("instrument")
+        frac = frac.reindex(index=tail, columns=closes.columns)
+        out.loc[tail] = (frac * closes.loc[tail]).to_numpy()
+    return out

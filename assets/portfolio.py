@@ -5,6 +5,12 @@ import dagster as dg
 import pandas as pd
 
 from assets.markdown import frame_md
+from assets.ml import (
+    REGIME,
+    VOL_FORECAST,
+    regime_scale_for_daily,
+    vol_for_sizing_for_daily,
+)
 from assets.partitions import (
     DailyPartitions,
     is_backfill,
@@ -26,14 +32,13 @@ from pipeline.portfolio import (
 )
 from pipeline.portfolio.capital import capital_series, decide_session_capital
 from pipeline.portfolio.instrument_weights import weight_concentration
+from pipeline.signals.combination import tradeable_returns
 from pipeline.store.lake import wide_to_long
 
 INSTRUMENT_WEIGHTS = "instrument_weights"
 IDM_TABLE = "idm"
 CORRELATION_TABLE = "instrument_correlation"
 TARGET_POSITIONS = "target_positions"
-REGIME = "regime_model"
-VOL_FORECAST = "vol_forecast"
 CHECK_CONCENTRATION = "weights_not_concentrated"
 CONCENTRATION_RULE = "weight_concentration"
 
@@ -52,14 +57,16 @@ def instrument_weights(context: dg.AssetExecutionContext, settings: Settings) ->
     cfg, lake = settings.config(), settings.lake()
     closes = lake.read_wide(VOLATILITY, "close", cfg.symbols)
     vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols)
+    fx = universe_fx(cfg.instruments, cfg.portfolio.base_currency, cfg.portfolio.fx_path, closes.index)
     est = estimate_instrument_weights(
-        vol_normalised_returns(closes, vol),
+        tradeable_returns(vol_normalised_returns(closes, vol), closes, vol, cfg, fx),  # untraded markets: no weight
         lookback_sessions=int(cfg.portfolio.weights_lookback_years * 256),
         min_sessions=cfg.portfolio.weights_min_sessions,
         idm_cap=cfg.portfolio.idm_cap,
         method=cfg.portfolio.instrument_weights_method,
         fixed_weights=cfg.portfolio.instrument_weights,
         fixed_idm=None if cfg.portfolio.idm == "estimate" else float(cfg.portfolio.idm),
+        optimiser=cfg.portfolio.optimiser,
     )
     if est.weights.empty:  # fail closed: no weights means no positions, said plainly
         raise dg.Failure(
@@ -140,11 +147,10 @@ def target_positions(context: dg.AssetExecutionContext, settings: Settings, brok
     weights, idm = _load_weights(lake).daily(closes.index)
     weights = weights.reindex(columns=cfg.symbols)
     scale = None
-    if cfg.regime.use_as_risk_scale:  # the scale regime_model applies (1 where its evidence gate is off)
-        scale = lake.read_table(REGIME).set_index("session")["risk_scale"].reindex(closes.index).fillna(1.0)
+    if cfg.regime.use_as_risk_scale:  # the research job's scale, the stored model's past it (never a refit)
+        scale = regime_scale_for_daily(settings, closes, vol, combined)
     if cfg.vol_forecast.use_for_sizing:  # a vol model's forecast only where it won at the refit before
-        forecast = lake.read_table(VOL_FORECAST).pivot(index="session", columns="instrument", values="vol_for_sizing")
-        vol = forecast.reindex(index=closes.index, columns=vol.columns).fillna(vol)
+        vol = vol_for_sizing_for_daily(settings, closes, vol).fillna(vol)
     point_size = point_sizes(cfg.instruments)
     fx = universe_fx(cfg.instruments, cfg.portfolio.base_currency, cfg.portfolio.fx_path, closes.index)
     ledger = settings.ledger()

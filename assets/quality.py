@@ -18,9 +18,14 @@ from assets.missing_bars import (
     record_missing_bars,
 )
 from assets.non_session import CHECK_NON_SESSION, NON_SESSION_CHECK, non_session_check
-from assets.partitions import DailyPartitions, is_backfill, no_session_result, run_sessions
+from assets.partitions import (
+    DailyPartitions,
+    is_backfill,
+    no_session_result,
+    run_sessions,
+)
 from assets.resources import Settings
-from pipeline.quality.expectations import validate_bars_gx
+from pipeline.quality.expectations import preload, validate_bars_gx
 from pipeline.quality.rules import flagged_mask, validate_bars
 
 CLEAN_BARS = "clean_bars"
@@ -162,6 +167,12 @@ def _expectations_check(clean: pd.DataFrame, cfg, released: pd.DataFrame) -> dg.
                                                    if len(failed) else failed)),
         },
     )
+
+
+def preload_expectations(cfg) -> None:
+    """Start importing Great Expectations and building the suites of ``cfg``'s instruments in the
+    background (:func:`pipeline.quality.expectations.preload`), for a run whose ``clean_bars`` comes later."""
+    preload(_classes(cfg))
 
 
 def _classes(cfg) -> dict[tuple[str, bool], list[str]]:

@@ -7,6 +7,7 @@ daily runs (or a backfill) wrote, so research and production never diverge. A ba
 
 
 import base64
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -19,12 +20,11 @@ from assets.resources import Settings
 from assets.signals import FORECASTS, VOLATILITY
 from pipeline.adapters.pysystemtrade import universe_fx
 from pipeline.instruments import point_sizes
-from pipeline.portfolio import InstrumentWeights
+from pipeline.portfolio import InstrumentWeights, vol_normalised_returns
 from pipeline.portfolio import target_positions as size_positions
-from pipeline.research.analytics import reconstruct_trades, rule_attribution
+from pipeline.portfolio.instrument_weights import WeightsError, last_window_frontier
 from pipeline.research.backtest import needs_bars, simulate, simulation_options
-from pipeline.research.plots import bar_png, equity_drawdown_png
-from pipeline.research.results import RUN_TAGS, BacktestRun, summarise, write_results
+from pipeline.signals.combination import excluded_instruments
 from pipeline.signals.forecasts import ForecastSet
 
 BACKTEST = "backtest"
@@ -46,7 +46,19 @@ def backtest(context: dg.AssetExecutionContext, settings: Settings) -> dg.Materi
     by asset class and by trading rule (each rule's forecast traded alone), VaR/CVaR and stress
     replays. A backfill over a partition range (or ``trading-pipeline backtest``) simulates that
     range only and writes a results folder with ``report.html``; a daily run covers all history."""
+    from pipeline.research.analytics import reconstruct_trades
+    from pipeline.research.plots import bar_png, equity_drawdown_png
+    from pipeline.research.results import (
+        RUN_TAGS,
+        BacktestRun,
+        summarise,
+        write_results,
+    )
+
     cfg, lake = settings.config(), settings.lake()
+    if not lake.sessions(TARGET_POSITIONS).size:  # the research job on a lake no daily run has sized yet
+        raise dg.Failure(description=f"backtest: no target positions in the lake {lake.root} yet: run the daily job "
+                                     "(trading-pipeline daily or backfill) first")
     tags = context.run.tags
     start = tags.get(RUN_TAGS["start"]) or tags.get(_RANGE_TAGS[0])
     end = tags.get(RUN_TAGS["end"]) or tags.get(_RANGE_TAGS[1])
@@ -62,7 +74,8 @@ def backtest(context: dg.AssetExecutionContext, settings: Settings) -> dg.Materi
     name = tags.get(RUN_TAGS["name"]) or cfg.backtest.name or cfg.broker.strategy
     run = BacktestRun(name, result, {i.symbol: i.asset_class for i in cfg.instruments}, point_size,
                       parameters=cfg.model_dump(mode="json"), sample="in-sample",
-                      sample_note=_sample_note(cfg), vol_target=cfg.portfolio.vol_target, rule_attribution=by_rule)
+                      sample_note=_sample_note(cfg), vol_target=cfg.portfolio.vol_target, rule_attribution=by_rule,
+                      excluded_instruments=_excluded(cfg, lake, prices.index))
     summary = summarise(run, run_id=context.run.run_id)
     start_at = run.window_start()
     metrics = summary["performance"]["values"]
@@ -78,6 +91,10 @@ def backtest(context: dg.AssetExecutionContext, settings: Settings) -> dg.Materi
     }))
     folder = None
     if start or end or tags.get(RUN_TAGS["out"]) or cfg.backtest.results_on_daily_runs:
+        try:  # report.html's efficient frontier: a decoration of the report, never a reason to fail the backtest
+            run = replace(run, frontier=_frontier(cfg, lake))
+        except WeightsError as exc:
+            context.log.warning(f"backtest: report.html without an efficient frontier: {exc}")
         folder = write_results(run, tags.get(RUN_TAGS["out"]) or _results_root(cfg.backtest.results_dir, lake.root))
         context.log.info(f"backtest results folder: {folder}")
     period = f"{start_at.date()} .. {prices.index[-1].date()}"
@@ -119,6 +136,8 @@ def backtest(context: dg.AssetExecutionContext, settings: Settings) -> dg.Materi
 def _rule_attribution(cfg, lake, prices: pd.DataFrame, point_size: pd.Series, costs, fx) -> dict | None:
     """Each rule's capped forecast traded alone with the production sizing (vol target, instrument
     weights, IDM, buffer), over the backtest's sessions; None without forecasts or weights."""
+    from pipeline.research.analytics import rule_attribution
+
     forecasts = lake.read(FORECASTS)
     weights_long = lake.read_table(INSTRUMENT_WEIGHTS)
     if forecasts.empty or weights_long.empty:
@@ -146,12 +165,34 @@ def _results_root(results_dir: str, lake_root) -> Path:
     return Path(lake_root).resolve().parent / path
 
 
+def _frontier(cfg, lake):
+    """The efficient frontier of the last instrument-weight window, the same returns and settings as
+    the ``instrument_weights`` asset (``pipeline.portfolio.instrument_weights.last_window_frontier``)."""
+    if len(cfg.symbols) < 2:  # one instrument has no frontier to draw
+        return None
+    closes = lake.read_wide(VOLATILITY, "close", cfg.symbols)
+    vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols)
+    p = cfg.portfolio
+    return last_window_frontier(vol_normalised_returns(closes, vol), int(p.weights_lookback_years * 256),
+                                p.weights_min_sessions, method=p.instrument_weights_method,
+                                fixed_weights=p.instrument_weights, optimiser=p.optimiser)
+
+
+def _excluded(cfg, lake, sessions: pd.DatetimeIndex) -> pd.DataFrame:
+    """Instruments not traded (or held by the stale guard) over ``sessions``, with the reason, from the
+    ``volatility`` table (``pipeline.signals.combination.excluded_instruments``)."""
+    closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=sessions[-1])
+    vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=sessions[-1])
+    fx = universe_fx(cfg.instruments, cfg.portfolio.base_currency, cfg.portfolio.fx_path, closes.index)
+    return excluded_instruments(closes, vol, cfg, fx, start=sessions[0], end=sessions[-1])
+
+
 def _sample_note(cfg) -> str:
     """How each parameter of the run relates to the data: fixed by configuration, or estimated on past data only."""
     scalars = "published forecast scalars" if cfg.rules.scalars == "fixed" else "forecast scalars estimated on past data"
     fixed, estimated = [], []
     method = cfg.portfolio.instrument_weights_method
-    (estimated if method in ("erc", "handcraft") else fixed).append(f"instrument weights ({method})")
+    (estimated if method not in ("equal", "fixed") else fixed).append(f"instrument weights ({method})")
     idm = cfg.portfolio.idm
     (estimated if idm == "estimate" else fixed).append("IDM" if idm == "estimate" else f"IDM {float(idm):g}")
     fdm = cfg.combination.fdm

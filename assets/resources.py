@@ -45,6 +45,9 @@ class Settings(dg.ConfigurableResource):
     lake_root: str | None = None
     state_root: str | None = None
     _config: PipelineConfig | None = PrivateAttr(default=None)
+    #: The ledger file whose tables this resource created or checked: every asset of a run asks for the
+    #: ledger, and ``Ledger.init`` (a DuckDB open and a DDL transaction) is needed once per run.
+    _ledger_ready: Path | None = PrivateAttr(default=None)
 
     def use_config(self, config: PipelineConfig) -> None:
         """Use ``config`` (validated already, read from ``config_path``) instead of reading the file
@@ -81,8 +84,11 @@ class Settings(dg.ConfigurableResource):
         return Lake(self.lake_path())
 
     def ledger(self) -> Ledger:
+        """The ledger in the state folder, its tables created or upgraded on the resource's first call."""
         ledger = Ledger(self.state_path() / WAREHOUSE_FILE)
-        ledger.init()
+        if self._ledger_ready != ledger.path or not ledger.path.exists():
+            ledger.init()
+            self._ledger_ready = ledger.path
         return ledger
 
 

@@ -199,7 +199,7 @@ def combined_forecast(context: dg.AssetExecutionContext, settings: Settings) -> 
     capped = ForecastSet.from_long(lake.read(FORECASTS, end=run[-1])).capped
     method = comb.forecast_weights_method
     closes = vol = fx = None
-    if comb.apply_speed_limit or method in ("handcraft", "bootstrap"):
+    if comb.needs_prices:  # SR costs, the speed limit, the instrument exclusions, estimated weights
         closes = lake.read_wide(VOLATILITY, "close", cfg.symbols, end=run[-1]).reindex(capped.index)
         vol = lake.read_wide(VOLATILITY, "vol_price", cfg.symbols, end=run[-1]).reindex(capped.index)
         if comb.sr_cost_trade_size == "average_position":
@@ -228,6 +228,13 @@ def combined_forecast(context: dg.AssetExecutionContext, settings: Settings) -> 
         pairs = excluded_pairs(excluded, result.costs, excluded.index[excluded.index <= run[-1]][-1])
         metadata["speed_limit"] = comb.speed_limit
         metadata["excluded_by_speed_limit"] = dg.MetadataValue.md(frame_md(pairs, floatfmt="{:.3f}"))
+    if result.exclusions is not None:  # instruments not traded on the run's last session, with the reason
+        now = result.exclusions.loc[:run[-1]].iloc[-1]
+        now = now[now.ne("") & closes.loc[:run[-1]].iloc[-1].notna()]
+        if len(now):
+            context.log.info("combined_forecast: not traded on " + str(run[-1].date()) + ": "
+                             + ", ".join(f"{i} ({r})" for i, r in now.items()))
+        metadata["excluded_instruments"] = dg.MetadataValue.json({i: r for i, r in now.items()})
     return dg.MaterializeResult(metadata=metadata)
 
 

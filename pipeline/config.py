@@ -232,9 +232,10 @@ class CombinationConfig(_Strict):
         "with an EWMA of this span in sessions and re-normalised; None = change in one step",
     )
     apply_speed_limit: bool = Field(
-        False,
+        True,
         description="exclude, per instrument, a rule whose annual SR cost exceeds speed_limit "
-        "(its forecast weight set to 0, the rest renormalised)",
+        "(its forecast weight set to 0, the rest renormalised); on by default: ST ch. 12 excludes every rule "
+        "costing more than 0.13 SR units a year",
     )
     speed_limit: float = Field(0.13, gt=0, description="annual SR cost ceiling per rule (ST ch. 12)")
     cost_window: int = Field(256, ge=20, description="sessions of price and vol averaged for SR costs")
@@ -244,11 +245,117 @@ class CombinationConfig(_Strict):
         "average position of an equally weighted instrument at portfolio.capital and vol_target, so a "
         "minimum commission is spread over a realistic trade) or one_unit (one share / contract)",
     )
+    max_sr_cost_per_trade: float | None = Field(
+        0.01, gt=0,
+        description="an instrument whose SR cost of one trade (sr_cost_trade_size, means over cost_window) is "
+        "above this is not traded that session (combined forecast 0, position closed): AFTS (selecting instruments) "
+        "leaves out markets costing more than 0.01 SR units per trade; None = off",
+    )
+    min_history_sessions: int | None = Field(
+        256, ge=1,
+        description="an instrument with fewer prices than this is not traded yet (combined forecast 0): one "
+        "year (256 sessions, Carver's year, the default cost_window over which the SR cost per trade is "
+        "averaged); None = off",
+    )
+
+    @property
+    def needs_prices(self) -> bool:
+        """Whether the combination needs closes and vol: for SR costs (the speed limit, the cost
+        ceiling per trade, estimated weights) or the history count of ``min_history_sessions``."""
+        return (self.apply_speed_limit or self.forecast_weights_method in ("handcraft", "bootstrap")
+                or self.max_sr_cost_per_trade is not None or self.min_history_sessions is not None)
+
 
     @property
     def per_instrument_weights(self) -> bool:
         """Whether ``forecast_weights`` is pst's per-instrument form ({instrument: {rule: weight}})."""
         return bool(self.forecast_weights) and all(isinstance(v, dict) for v in self.forecast_weights.values())
+
+class KellyConfig(_Strict):
+    """Kelly instrument weights (``instrument_weights_method: kelly``; :mod:`pipeline.portfolio.optimisers`).
+
+    ``f = fraction x Σ⁻¹μ`` (joint) or ``fraction x μ_i / σ_i²`` (per instrument) on the annualised moments of
+    each window's vol-normalised returns, capped, then normalised to shares of the risk budget (``Σ|f| = 1``):
+    the vol target and the IDM still set the total risk. Thorp (2006), "The Kelly criterion in blackjack,
+    sports betting and the stock market"; ST ch. 9 (half Kelly).
+    """
+
+    fraction: float = Field(
+        ..., gt=0, le=1.0, description="Kelly multiplier, required: 1 = full Kelly, 0.5 = half Kelly (Carver's "
+        "advice, ST ch. 9)",
+    )
+    long_only: bool = Field(
+        ..., description="required: true keeps every fraction >= 0 (the box-constrained optimum); false lets "
+        "a fraction go negative, which in this system trades against the instrument's forecast",
+    )
+    joint: bool = Field(True, description="true: Σ⁻¹μ with the window's correlations; false: μ_i/σ_i² each")
+    max_instrument_leverage: float | None = Field(
+        None, gt=0, description="cap on |f_i| (annual vol held in one instrument, 1.0 = 100%); None = no cap",
+    )
+    max_gross_leverage: float | None = Field(
+        None, gt=0, description="cap on Σ|f_i|, applied by scaling every fraction down; None = no cap",
+    )
+
+
+class MeanVarianceConfig(_Strict):
+    """Mean-variance instrument weights through skfolio's ``MeanRisk`` (``instrument_weights_method:
+    mean_variance``, and the optimisation step of ``black_litterman``). Markowitz (1952)."""
+
+    objective: Literal["max_sharpe", "max_utility", "min_variance"] = Field(
+        ..., description="required: max_sharpe (μ'w / sqrt(w'Σw)), max_utility (μ'w - risk_aversion x w'Σw) or "
+        "min_variance (w'Σw)",
+    )
+    budget: float = Field(..., gt=0, description="required: Σ w_i, the instrument weights' sum (1 = the whole risk budget)")
+    min_weight: float = Field(..., ge=-1.0, description="required: lower bound of each weight (0 = long-only)")
+    max_weight: float = Field(..., gt=0, description="required: upper bound of each weight")
+    risk_aversion: float = Field(1.0, gt=0, description="λ of max_utility (annualised moments); ignored otherwise")
+
+    @model_validator(mode="after")
+    def _bounds_hold_the_budget(self) -> MeanVarianceConfig:
+        if self.min_weight > self.max_weight:
+            raise ValueError(f"mean_variance: min_weight {self.min_weight} is above max_weight {self.max_weight}")
+        return self
+
+
+class BlackLittermanConfig(_Strict):
+    """Black-Litterman expected returns (skfolio ``BlackLitterman``) fed to the mean-variance step
+    (``instrument_weights_method: black_litterman``; the objective and constraints are ``mean_variance``'s).
+    Black & Litterman (1992); He & Litterman (1999), "The intuition behind Black-Litterman model portfolios"."""
+
+    views: list[str] = Field(
+        ..., description="required (may be empty): views on annualised expected returns of positions at 100% "
+        "annual vol (i.e. Sharpe ratios), e.g. 'SP500 - US10 == 0.02' or 'KO == 0.3'; a view naming an instrument "
+        "without enough history at an estimate is left out of that estimate",
+    )
+    view_confidences: list[float] | None = Field(
+        None, description="Idzorek confidences in [0, 1], one per view; None = Ω = diag(τ PΣP') (He & Litterman)",
+    )
+    tau: float = Field(0.05, gt=0, description="τ, the uncertainty of the prior (skfolio's and He-Litterman's 0.05)")
+    risk_aversion: float = Field(
+        2.5, gt=0, description="δ of the equilibrium prior π = δ Σ w_ref (He & Litterman's 2.5)",
+    )
+    reference_weights: Literal["erc", "equal"] = Field(
+        "erc", description="w_ref of the prior: the window's ERC weights (risk parity as the equilibrium) or 1/n",
+    )
+
+    @model_validator(mode="after")
+    def _one_confidence_per_view(self) -> BlackLittermanConfig:
+        if self.view_confidences is not None and len(self.view_confidences) != len(self.views):
+            raise ValueError(f"black_litterman: {len(self.view_confidences)} view_confidences for "
+                             f"{len(self.views)} views; give one per view or none")
+        return self
+
+
+class OptimiserConfig(_Strict):
+    """Settings of the optimiser methods of ``portfolio.instrument_weights_method`` (docs/strategies.md,
+    "Portfolio optimisers"); each is needed only by its method."""
+
+    kelly: KellyConfig | None = None
+    mean_variance: MeanVarianceConfig | None = None
+    black_litterman: BlackLittermanConfig | None = None
+    frontier_points: int = Field(
+        30, ge=3, description="points of the efficient frontier drawn in report.html (last estimation window)",
+    )
 
 
 class PortfolioConfig(_Strict):
@@ -302,19 +409,28 @@ class PortfolioConfig(_Strict):
         126, ge=20, description="sessions of history an instrument needs before it gets weight"
     )
     max_weight_concentration: float | None = Field(
-        10.0,
+        20.0,
         gt=1.0,
         description="an estimated (erc, handcraft) instrument weight above this multiple of the equal share "
         "1/n fails the blocking check weights_not_concentrated (ERROR alert, no orders) until a person "
         "releases it (trading-pipeline release ESTIMATED_AT INSTRUMENT weight_concentration --reason ...); "
         "a weight that large is the mark of a broken vol estimate, not of diversification (the bundled "
-        "sample's ERC weights reach 6.0x at most, 1986-2022); None = off",
+        "sample's ERC weights reach 6.0x at most, 1986-2022; on pysystemtrade's 2023 futures set with the "
+        "defaults the largest is V2X at 12.1x of 1/195, a real diversifier, where the stale HOUSE-US series "
+        "reached 86.8x before untraded markets lost their weight); None = off",
     )
-    instrument_weights_method: Literal["erc", "equal", "fixed", "handcraft"] = Field(
+    instrument_weights_method: Literal["erc", "equal", "fixed", "handcraft", "kelly", "mean_variance",
+                                       "black_litterman"] = Field(
         "erc",
         description="erc: equal risk contribution; equal: 1/n; fixed: instrument_weights re-normalised over "
-        "the instruments with data; handcraft: Carver's handcrafting on the correlation of returns. The IDM "
+        "the instruments with data; handcraft: Carver's handcrafting on the correlation of returns; kelly, "
+        "mean_variance, black_litterman: the optimisers configured under `optimiser`. The IDM "
         "is computed from the chosen weights",
+    )
+    optimiser: OptimiserConfig = Field(
+        default_factory=OptimiserConfig,
+        description="settings of the kelly, mean_variance and black_litterman methods (black_litterman also "
+        "needs mean_variance: its objective and constraints)",
     )
     instrument_weights: dict[str, float] | None = Field(
         None, description="fixed instrument weights (any scale, >= 0) for instrument_weights_method: fixed"
@@ -327,6 +443,17 @@ class PortfolioConfig(_Strict):
         "outside the zone trades to its nearest edge (pst buffer_trade_to_edge: True)",
     )
     round_positions: bool = Field(True, description="whole shares / contracts")
+
+    @model_validator(mode="after")
+    def _optimiser_configured(self) -> PortfolioConfig:
+        """An optimiser method needs its settings (and black_litterman the mean_variance step's)."""
+        needs = {"kelly": ["kelly"], "mean_variance": ["mean_variance"],
+                 "black_litterman": ["black_litterman", "mean_variance"]}.get(self.instrument_weights_method, [])
+        missing = [n for n in needs if getattr(self.optimiser, n) is None]
+        if missing:
+            raise ValueError(f"instrument_weights_method {self.instrument_weights_method!r} needs "
+                             f"{', '.join('portfolio.optimiser.' + n for n in missing)} (docs/strategies.md)")
+        return self
 
     @field_validator("idm")
     @classmethod
@@ -374,10 +501,12 @@ class StaleGuardConfig(_Strict):
     """Stale-price guard of the signal stage (``pipeline/quality/stale.py``)."""
 
     sessions: int | None = Field(
-        None,
+        5,
         ge=1,
         description="an instrument whose close has not changed for this many sessions gets no new "
-        "forecast (position held) and its unchanged closes leave its vol; None = off",
+        "forecast (position held) and its unchanged closes leave its vol; None = off. On by default at 5: "
+        "a week of identical closes is a feed that stopped, not a market (0.3% of the instrument-days of "
+        "pysystemtrade's 2023 futures set; docs/carver_fidelity.md)",
     )
 
 

@@ -1,12 +1,16 @@
-"""The Dagster code location: every asset, the daily job, its schedules, the alert sensors.
+"""The Dagster code location: every asset, the daily and research jobs, their schedules, the alert sensors.
 
 The validated configuration builds the definitions (:func:`build_definitions`): the session
 partitions come from its ``history_start`` and ``calendar``, the resources from its storage and
 broker settings. ``dagster dev -w workspace.yaml`` and ``dg dev`` load :func:`defs`, which reads
 ``$TRADING_PIPELINE_CONFIG`` (or the bundled default) when Dagster loads the code location, never
 at import. The ``trading-pipeline`` CLI builds the same definitions from its ``--config`` and runs
-them through :func:`execute_daily` and :func:`execute_backfill`, in-process against the persistent
-instance in ``$DAGSTER_HOME``, so CLI runs appear in the UI like scheduled ones.
+them through :func:`execute_daily`, :func:`execute_research` and :func:`execute_backfill`, in-process
+against the persistent instance in ``$DAGSTER_HOME``, so CLI runs appear in the UI like scheduled ones.
+
+The daily job holds what a trading day needs (bars, checks, forecasts, weights, positions, orders);
+the research assets (``backtest``, the ``regime_model`` and ``vol_forecast`` refits) are the research
+job's, which the daily reads from the lake and the model registry without refitting.
 """
 
 from __future__ import annotations
@@ -31,10 +35,15 @@ from sensors.alerts import asset_check_alerts, run_failure_alerts
 from sensors.schedules import (
     SUBMIT_RUN_CONFIG,
     build_daily_schedule,
+    build_research_schedule,
     build_weekly_regime_retrain,
 )
 
 DAILY_JOB = "daily_job"
+RESEARCH_JOB = "research_job"
+#: The daily assets and the research assets in one run: ``trading-pipeline backtest`` (and
+#: ``walk-forward``, ``stability``) on an empty lake; not a job of the code location.
+FULL_JOB = "daily_and_research_job"
 
 
 def build_definitions(config: PipelineConfig, *, config_path: str | None = None, lake_root: str | None = None,
@@ -52,22 +61,33 @@ def build_definitions(config: PipelineConfig, *, config_path: str | None = None,
     # futures with roll parameters only (a stock-only graph is unchanged); orders wait for the expiry guard
     futures_assets = futures.build(daily, config)
     (orders,) = execution.build(daily, deps=(futures.FUTURES_POSITIONS,) if futures_assets else ())
-    assets = [raw_bars, clean_bars, volatility, forecast_scalars, forecasts, combined_forecast, instrument_weights,
-              regime_model, vol_forecast, target_positions, backtest, *futures_assets, orders]
-    #: One run computes every asset for one session (or a single-run backfill of many). The
+    trading = [raw_bars, clean_bars, volatility, forecast_scalars, forecasts, combined_forecast, instrument_weights,
+               target_positions, *futures_assets, orders]
+    research = [regime_model, vol_forecast, backtest]
+    #: One run computes every daily asset for one session (or a single-run backfill of many). The
     #: in-process executor avoids a subprocess per step (about 1.7 s CPU each on two cores).
     daily_job = dg.define_asset_job(
         DAILY_JOB,
-        selection=dg.AssetSelection.assets(*assets),
+        selection=dg.AssetSelection.assets(*trading),
         partitions_def=daily.partitions_def,
         executor_def=dg.in_process_executor,
         tags={"trading/job": "daily"},
-        description="The daily trading run: bars -> checks -> forecasts -> weights -> positions -> backtest -> orders.",
+        description="The daily trading run: bars -> checks -> forecasts -> weights -> positions -> orders.",
+    )
+    #: Unpartitioned: the refits and the backtest read all history in the lake. Never on the order path.
+    research_job = dg.define_asset_job(
+        RESEARCH_JOB,
+        selection=dg.AssetSelection.assets(*research),
+        executor_def=dg.in_process_executor,
+        tags={"trading/job": "research"},
+        description="Research on all history in the lake: regime model and vol forecast refits (new registry "
+                    "versions), the backtest. Sends no orders; the daily run reads the stored models.",
     )
     return dg.Definitions(
-        assets=assets,
-        jobs=[daily_job],
-        schedules=[build_daily_schedule(daily_job, daily), build_weekly_regime_retrain(daily.timezone)],
+        assets=[*trading, *research],
+        jobs=[daily_job, research_job],
+        schedules=[build_daily_schedule(daily_job, daily), build_research_schedule(research_job, daily.timezone),
+                   build_weekly_regime_retrain(daily.timezone)],
         sensors=[asset_check_alerts, run_failure_alerts],
         resources=default_resources(config_path, lake_root, state_root, config=config),
         loggers={"console": console_logger},  # one line per event; stack traces at DEBUG (assets/console.py)
@@ -131,9 +151,17 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def _job(config: PipelineConfig | None, config_path: str | None, lake_root: str | None) -> dg.JobDefinition:
+def _job(config: PipelineConfig | None, config_path: str | None, lake_root: str | None,
+         name: str = DAILY_JOB) -> dg.JobDefinition:
+    """Job ``name`` of the definitions of ``config`` (:data:`FULL_JOB`: every asset, the daily's partitions)."""
     config = config if config is not None else load_config(config_path)
-    return build_definitions(config, config_path=config_path, lake_root=lake_root).resolve_job_def(DAILY_JOB)
+    defs = build_definitions(config, config_path=config_path, lake_root=lake_root)
+    if name == FULL_JOB:
+        full = dg.define_asset_job(FULL_JOB, selection=dg.AssetSelection.all(),
+                                   partitions_def=daily_partitions(config).partitions_def,
+                                   executor_def=dg.in_process_executor, tags={"trading/job": "backtest"})
+        defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[full]))
+    return defs.resolve_job_def(name)
 
 
 #: Level of the console log of the in-process runs (``TRADING_PIPELINE_LOG_LEVEL``; ``--verbose`` sets
@@ -150,18 +178,40 @@ def _console_logging() -> dict:
 
 def execute_daily(session: str, *, submit: bool = True, config_path: str | None = None,
                   lake_root: str | None = None, instance: dg.DagsterInstance | None = None,
-                  tags: dict[str, str] | None = None, config: PipelineConfig | None = None) -> dg.ExecuteInProcessResult:
+                  tags: dict[str, str] | None = None, config: PipelineConfig | None = None,
+                  research: bool = False) -> dg.ExecuteInProcessResult:
     """Run the daily job for ``session`` (``YYYY-MM-DD``) in-process, recorded in the instance.
 
     ``submit`` lets ``orders`` send to the broker; it is honoured only for the latest session.
     ``config`` is the configuration already read from ``config_path`` (None: read it here).
+    ``research`` runs the research assets in the same run (:data:`FULL_JOB`: the refits before
+    ``target_positions``, the backtest after it), as ``trading-pipeline backtest`` does on an empty lake.
     """
     instance = instance or dg.DagsterInstance.get()
-    return _job(config, config_path, lake_root).execute_in_process(
+    config = config if config is not None else load_config(config_path)
+    quality.preload_expectations(config)  # GX's import overlaps the run's start and raw_bars
+    return _job(config, config_path, lake_root, FULL_JOB if research else DAILY_JOB).execute_in_process(
         instance=instance,
         partition_key=session,
         run_config={**(SUBMIT_RUN_CONFIG if submit else {}), **_console_logging()},
         tags={"trading/trigger": "cli-daily", **(tags or {})},
+        raise_on_error=False,
+    )
+
+
+def execute_research(*, config_path: str | None = None, lake_root: str | None = None,
+                     instance: dg.DagsterInstance | None = None, tags: dict[str, str] | None = None,
+                     config: PipelineConfig | None = None) -> dg.ExecuteInProcessResult:
+    """Run the research job in-process on all history in the lake, recorded in the instance.
+
+    Refits ``regime_model`` and ``vol_forecast`` (a new registry version when the data changed) and
+    runs ``backtest``; sends no order. The lake must hold the daily assets (a daily run or a backfill).
+    """
+    instance = instance or dg.DagsterInstance.get()
+    return _job(config, config_path, lake_root, RESEARCH_JOB).execute_in_process(
+        instance=instance,
+        run_config=_console_logging(),
+        tags={"trading/trigger": "cli-research", **(tags or {})},
         raise_on_error=False,
     )
 

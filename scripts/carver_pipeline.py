@@ -22,6 +22,14 @@ instruments out and lists them. Price spikes are set to WARN (``quality.spike_se
 this set holds real moves over 8 vol units that a person would release one by one. What the
 quality rules find in this data is in ``docs/data_quality.md``; this preparation is for running
 and timing the pipeline at 238 instruments (``bench/bench_backfill.py --carver``).
+
+    python scripts/carver_pipeline.py OUT --pysystemtrade
+    trading-pipeline backtest --config OUT/config.yaml --out OUT/results
+
+writes pysystemtrade's own CSV folders (``OUT/pst``: ``adjusted_prices_csv/``, ``multiple_prices_csv/``,
+``csvconfig/``, ``fx_prices_csv/``) and a configuration that lists only ``instruments: all`` and the
+capital on ``source.kind: pysystemtrade`` (:func:`write_pysystemtrade_csv`, :func:`pysystemtrade_config`):
+the defaults trade it (docs/carver_fidelity.md, "Every future of the 2023 set with the defaults").
 """
 
 from __future__ import annotations
@@ -104,15 +112,88 @@ def prepare(out: Path, data: Path = DEFAULT_DATA, history_start: str = HISTORY_S
     return path
 
 
+#: Quality settings of a futures set on other exchanges' calendars than the partitions' (NYSE), as
+#: examples/pysystemtrade_ch15.yaml: a session without an instrument's bar carries its last close
+#: (flagged stale), and a price spike is flagged rather than blocking the whole set.
+FUTURES_QUALITY = {"missing_bar_policy": "carry", "spike_severity": "WARN"}
+
+
+def write_pysystemtrade_csv(out: Path, data: Path = DEFAULT_DATA, instruments: list[str] | None = None) -> Path:
+    """pysystemtrade's CSV folders (its repository's layout) from the 2023 set's Parquet tables.
+
+    Writes ``out/adjusted_prices_csv/X.csv`` (``DATETIME,price``), ``out/multiple_prices_csv/X.csv``
+    (``DATETIME,CARRY,CARRY_CONTRACT,PRICE,PRICE_CONTRACT,FORWARD,FORWARD_CONTRACT``), rows stamped
+    ``23:00:00`` as pysystemtrade's files are, and copies ``csvconfig/`` and ``fx_prices_csv/``.
+
+    Parameters
+    ----------
+    out : folder to create (must not hold these folders yet).
+    data : pysystemtrade's 2023 set (``adjusted_prices_daily.parquet``, ``multiple_prices_daily.parquet``,
+        ``csvconfig/``, ``fx_prices_csv/``).
+    instruments : the instruments to write; None = every instrument of the adjusted prices.
+
+    Returns
+    -------
+    Path : ``out``, a folder ``source: {kind: pysystemtrade, path: out}`` reads.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``data`` lacks one of the tables or folders.
+    """
+    import shutil
+
+    data, out = Path(data), Path(out)
+    filters = None if instruments is None else [("instrument", "in", list(instruments))]
+    adjusted = pd.read_parquet(data / "adjusted_prices_daily.parquet", filters=filters)
+    multiple = pd.read_parquet(data / "multiple_prices_daily.parquet", filters=filters)
+    (out / "adjusted_prices_csv").mkdir(parents=True)
+    (out / "multiple_prices_csv").mkdir()
+    adjusted = adjusted.assign(DATETIME=pd.to_datetime(adjusted["date"]).dt.strftime("%Y-%m-%d 23:00:00"))
+    for instrument, rows in adjusted.groupby("instrument"):
+        rows[["DATETIME", "price"]].to_csv(out / "adjusted_prices_csv" / f"{instrument}.csv", index=False)
+    columns = ["DATETIME", "CARRY", "CARRY_CONTRACT", "PRICE", "PRICE_CONTRACT", "FORWARD", "FORWARD_CONTRACT"]
+    multiple = multiple.assign(DATETIME=pd.to_datetime(multiple["date"]).dt.strftime("%Y-%m-%d 23:00:00"))
+    for instrument, rows in multiple.groupby("instrument"):
+        rows[columns].to_csv(out / "multiple_prices_csv" / f"{instrument}.csv", index=False)
+    shutil.copytree(data / "csvconfig", out / "csvconfig")
+    shutil.copytree(data / "fx_prices_csv", out / "fx_prices_csv")
+    return out
+
+
+def pysystemtrade_config(path: Path, folder: Path, instruments: list[str] | str = "all",
+                         capital: float = CAPITAL, lake: Path | None = None) -> Path:
+    """A configuration of symbols only on a pysystemtrade folder: the defaults for everything else
+    but the capital and :data:`FUTURES_QUALITY` (point sizes, currencies, costs and FX from the folder).
+
+    Returns the path written (``path``).
+    """
+    raw = {"lake_root": str(lake or Path(path).parent / "lake"),
+           "source": {"kind": "pysystemtrade", "path": str(folder)},
+           "instruments": instruments,
+           "portfolio": {"capital": capital},
+           "quality": dict(FUTURES_QUALITY)}
+    Path(path).write_text(yaml.safe_dump(raw, sort_keys=False))
+    return Path(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder for bars/ and config.yaml")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="pysystemtrade 2023 set (default: %(default)s)")
     parser.add_argument("--history-start", default=HISTORY_START, help="first session of the bars (default: %(default)s)")
+    parser.add_argument("--pysystemtrade", action="store_true",
+                        help="write pysystemtrade's CSV folders (OUT/pst) and a config of symbols only "
+                        "(instruments: all, capital 50,000,000, the defaults otherwise) instead of a bars folder")
     args = parser.parse_args(argv)
     if not (args.data / "adjusted_prices_daily.parquet").exists():
         print(f"no pysystemtrade 2023 set at {args.data}: nothing written", file=sys.stderr)
         return 2
+    if args.pysystemtrade:
+        folder = write_pysystemtrade_csv(args.out / "pst", args.data)
+        path = pysystemtrade_config(args.out / "config.yaml", folder)
+        print(f"wrote {path} and {folder}")
+        return 0
     path = prepare(args.out, args.data, args.history_start)
     print(f"wrote {path} and {args.out / 'bars'}")
     return 0

@@ -1,6 +1,6 @@
-"""Schedules: the daily run after the close and the weekly regime-model retraining.
+"""Schedules: the daily run after the close, the research run after it, the weekly regime-model retraining.
 
-Both tick in the exchange's time zone (``America/New_York`` for XNYS), so they stay at the same
+All tick in the exchange's time zone (``America/New_York`` for XNYS), so they stay at the same
 local hour across daylight-saving changes. On an exchange holiday the daily schedule launches a
 no-op run of the daily (partitioned) assets only: the holiday's partition is materialized with no
 rows and no orders (so the freshness policy holds), nothing is submitted and nothing else is
@@ -57,6 +57,27 @@ def build_daily_schedule(job, daily: DailyPartitions) -> dg.ScheduleDefinition:
         )
 
     return daily_after_close
+
+
+def build_research_schedule(job, timezone: str) -> dg.ScheduleDefinition:
+    """Weekdays at 19:00 exchange time (``timezone``), after the daily run's 18:30 freshness deadline:
+    the research job (regime and vol-forecast refits, backtest) on the history the daily run just
+    extended, so the next daily run reads models trained on it. One run per day, keyed by its date."""
+
+    @dg.schedule(
+        name="research_after_close",
+        cron_schedule="0 19 * * 1-5",
+        execution_timezone=timezone,
+        job=job,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="The research job after the daily run (19:00 exchange time, weekdays): model refits and the "
+                    "backtest. Sends no orders.",
+    )
+    def research_after_close(context: dg.ScheduleEvaluationContext):
+        day = pd.Timestamp(context.scheduled_execution_time).tz_convert(timezone).strftime("%Y-%m-%d")
+        return dg.RunRequest(run_key=f"research-{day}", tags={"trading/trigger": "schedule"})
+
+    return research_after_close
 
 
 #: The regime model's asset key (the asset is defined with the research assets; selecting it by key

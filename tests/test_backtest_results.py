@@ -153,3 +153,19 @@ def test_comparison_rejects_a_folder_that_is_not_a_run(tmp_path):
 def test_a_name_without_letters_is_refused(tmp_path):
     with pytest.raises(ResultsError, match="no letter or digit"):
         write_results(demo_run("///"), tmp_path)
+
+
+def test_the_headline_agrees_with_the_equity_curve_it_draws(folder):
+    # fixed capital: total return, CAGR and max drawdown are those of the equity the report draws
+    # (capital + cumsum(pnl)), not of the returns compounded as if reinvested
+    run = demo_run()
+    perf = json.loads((folder / "summary.json").read_text())["performance"]["values"]
+    start, capital = run.window_start(), 1e6
+    equity = run.result.equity
+    before = equity.loc[:start].iloc[-2] if equity.index[0] < start else capital
+    wealth = 1.0 + (equity.loc[start:] - before) / capital  # the drawn curve over the reported window
+    assert perf["total_return"] == pytest.approx(wealth.iloc[-1] - 1.0, abs=1e-12)
+    assert perf["cagr"] == pytest.approx(wealth.iloc[-1] ** (256 / len(wealth)) - 1.0, abs=1e-12)
+    assert perf["max_drawdown"] == pytest.approx((wealth / np.maximum(wealth.cummax(), 1.0) - 1.0).min(), abs=1e-12)
+    compounded = performance_metrics(run.result.returns.loc[start:])
+    assert abs(compounded["total_return"] - perf["total_return"]) > 1e-3  # the two conventions differ here

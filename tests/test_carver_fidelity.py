@@ -3,8 +3,9 @@
 The data tests run on 40 liquid markets of pysystemtrade's 2023 set (``scripts/carver_fidelity.py``
 ``LIQUID_40``: rates, equity indices, FX, energy, metals, agriculture) to keep the runtime small;
 ``docs/carver_fidelity.md`` holds the same table over all 238 instruments. Published values and
-tolerances come from ``reference/carver.md`` §3 and issue 7. They skip cleanly without the shared
-data folder; the formula tests run everywhere.
+tolerances come from ``reference/carver.md`` §3 and issues 7 and 19, and are written here, not
+imported from the script the tests check. They skip cleanly without the shared data folder; the
+formula tests run everywhere.
 """
 
 from __future__ import annotations
@@ -18,20 +19,12 @@ import pytest
 
 from pipeline.signals.volatility import robust_vol
 from scripts.carver_fidelity import (
-    AFTS_FDM,
-    BREAKOUT_RANGE,
     BREAKOUT_RULES,
-    CARRY_RANGE,
     CARRY_RULE,
     DEFAULT_DATA,
     EWMAC_RULES,
-    FDM_TOLERANCE,
-    LEVEL_TOLERANCE,
     LIQUID_40,
-    OOS_TARGET,
-    OOS_TOLERANCE,
-    PUBLISHED_EWMAC,
-    RATIO_TOLERANCE,
+    _guarded_raw,
     capped_forecasts,
     fdm_by_n,
     final_scalars,
@@ -43,6 +36,23 @@ from scripts.carver_fidelity import (
     successive_ratios,
     to_business_days,
 )
+
+# Published values (reference/carver.md §3) and the issues' tolerances, held by the tests themselves.
+#: pst's pooled EWMAC scalar estimates (rob_system/config.yaml), carver.md §3.1
+PUBLISHED_EWMAC = {"ewmac4_16": 8.54, "ewmac8_32": 5.95, "ewmac16_64": 4.10, "ewmac32_128": 2.79, "ewmac64_256": 1.91}
+#: AFTS FDM_DICT of the n slowest equal-weight EWMAC variations, carver.md §3.3
+AFTS_FDM = {2: 1.03, 3: 1.08, 4: 1.13, 5: 1.19, 6: 1.26}
+RATIO_TOLERANCE = 0.05  # successive EWMAC scalar ratios within 5% (issue 7)
+LEVEL_TOLERANCE = 0.25  # EWMAC scalar levels within 25% (issue 7)
+BREAKOUT_RANGE = (0.55, 0.95)  # pst 0.603 .. 0.737 (issue 7)
+CARRY_RANGE = (20.0, 40.0)  # book 30, pst 27.8 .. 29.4 (issue 7)
+FDM_TOLERANCE = 0.05
+#: Issue 19's decision: the out-of-sample level is judged on the traded (capped) forecast with the
+#: walk-forward scalar, at split years 1995 to 2010; the trend rules hold 10 +/- 1, carry (whose level
+#: drifts with interest rates after 2008) 7 to 11.
+OOS_SPLIT_YEARS = (1995, 2000, 2005, 2010)
+TREND_OOS_RANGE = (9.0, 11.0)
+CARRY_OOS_RANGE = (7.0, 11.0)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +68,8 @@ def measured() -> dict:
             "scalars": final_scalars(raw),
             "fdm": fdm_by_n(capped_forecasts(raw[EWMAC_RULES])),
             "oos": oos_mean_abs(raw),
+            # the forecasts the pipeline trades by default: with the stale-price guard (stale_guard.sessions 5)
+            "oos_splits": oos_by_split(_guarded_raw(data), years=OOS_SPLIT_YEARS),
         }
 
 
@@ -165,14 +177,15 @@ def test_fdm_of_equal_weight_ewmac_set_within_005_of_afts(measured, n):
     assert math.isclose(expanding, pooled, abs_tol=0.02)  # the smoothed expanding value ~ the whole-sample one
 
 
+@pytest.mark.parametrize("year", OOS_SPLIT_YEARS)
 @pytest.mark.parametrize("rule", [*EWMAC_RULES, *BREAKOUT_RULES, CARRY_RULE])
-def test_out_of_sample_mean_abs_forecast_within_1_of_10(measured, rule):
-    # scalars estimated on sessions before 2010-01-01, applied after: pooled mean |forecast| (uncapped)
-    # On these markets carry (9.01) holds by under 0.1 at this split; at other split years carry misses
-    # (docs/carver_fidelity.md, 'Out of sample at every split year tried'). ewmac2_8 misses uncapped
-    # (11.02) since prices are read on the business-day grid (the 40 markets get the forecasts they have
-    # in the full panel; on the union of their own dates it was 10.91): its heavy tails are cut by the
-    # +/-20 cap, and the capped forecast is the one combined and traded, so that is the one judged (10.13).
-    column = "mean_abs_capped" if rule == "ewmac2_8" else "mean_abs"
-    mean_abs = measured["oos"].loc[rule, column]
-    assert abs(mean_abs - OOS_TARGET) <= OOS_TOLERANCE, (rule, mean_abs)
+def test_out_of_sample_level_of_the_traded_forecast(measured, rule, year):
+    # Scalars re-estimated each session from the sessions before it (walk-forward, as the forecast_scalars
+    # asset does), forecasts capped at +/-20 (the forecast combined and traded), pooled mean |forecast|
+    # from 1 January of the split year to the end of the data. On these markets (2010): ewmac2_8 10.12,
+    # breakout40 9.13, carry 8.10; uncapped ewmac2_8 is 11.02 (its heavy tails, cut by the cap) and carry's
+    # level falls with rates after 2008 (docs/carver_fidelity.md, "The out-of-sample decision").
+    lo, hi = CARRY_OOS_RANGE if rule == CARRY_RULE else TREND_OOS_RANGE
+    level = measured["oos_splits"].loc[(year, rule), "wf_mean_abs_capped"]
+    assert lo <= level <= hi, (rule, year, level)
+

@@ -31,7 +31,7 @@ COMMANDS = sorted(_command_paths(typer.main.get_command(app)))
 
 def test_the_commands_are_discovered():
     assert {"daily", "backfill", "query", "release", "kill-switch", "cancel-orders", "backtest", "walk-forward",
-            "compare", "stability", "fake-gateway", "positions", "positions adopt",
+            "compare", "stability", "fake-gateway", "rehearse", "positions", "positions adopt",
             "futures", "futures adjust", "futures roll-calendar", "futures roll",
             "futures status", "status"} <= set(COMMANDS)
 

@@ -9,14 +9,26 @@ import pytest
 import yaml
 
 from pipeline.config import load_config
-from pipeline.definitions import build_definitions, execute_backfill, execute_daily
-
-defs = build_definitions(load_config())
+from pipeline.definitions import (
+    build_definitions,
+    execute_backfill,
+    execute_daily,
+    execute_research,
+)
+from pipeline.ml.model_registry import list_versions, load_model, read_experiments
+from pipeline.ml.regime_features import market_features
 from pipeline.store.lake import Lake
 from pipeline.store.ledger import Ledger
 from tests.conftest import LATEST_SAMPLE_SESSION, SMALL_UNIVERSE, write_config
 
+defs = build_definitions(load_config())
 PARTITIONED = ["raw_bars", "clean_bars", "volatility", "forecasts", "combined_forecast", "target_positions", "orders"]
+#: The research job's assets: refits and the backtest, never part of the daily trading run.
+RESEARCH = {"backtest", "regime_model", "vol_forecast"}
+
+
+def _job_keys(name: str) -> set[str]:
+    return {k.to_user_string() for k in defs.resolve_job_def(name).asset_layer.executable_asset_keys}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +49,7 @@ def test_daily_run_succeeds_and_materializes_every_asset(daily_run):
     result, *_ = daily_run
     assert result.success
     keys = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert keys == {a.key.to_user_string() for a in defs.assets}
+    assert keys == {a.key.to_user_string() for a in defs.assets} - RESEARCH == _job_keys("daily_job")
     partitions = {e.partition for e in result.get_asset_materialization_events() if e.partition}
     assert partitions == {LATEST_SAMPLE_SESSION}
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
@@ -46,6 +58,16 @@ def test_daily_run_succeeds_and_materializes_every_asset(daily_run):
     assert all(c.passed for c in checks.values() if c.severity == dg.AssetCheckSeverity.ERROR)
     # The Great Expectations suite ran on the session's clean bars (equity: schema, uniqueness, OHLC...).
     assert checks["expectations_hold"].metadata["expectations"].value >= 8
+
+
+def test_the_research_assets_are_the_research_jobs_not_the_daily_jobs():
+    daily, research = _job_keys("daily_job"), _job_keys("research_job")
+    assert not daily & RESEARCH and research == RESEARCH
+    assert {"raw_bars", "clean_bars", "target_positions", "orders"} <= daily
+    job = defs.resolve_job_def("research_job")
+    assert job.partitions_def is None and job.tags["trading/job"] == "research"  # all history; not queued as a daily
+    schedule = defs.resolve_schedule_def("research_after_close")
+    assert schedule.job_name == "research_job" and schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
 
 def test_forecasts_are_finite_and_capped(daily_run):
@@ -117,7 +139,7 @@ def test_an_older_partition_records_intents_and_sends_nothing(daily_run):
     recorded = ledger.intents(session="2022-12-20")
     assert len(recorded) > 0 and (recorded["status"].isin(["RECORDED", "DENIED"])).all()
     assert len(ledger.fills()) == fills_before
-    meta = [e for e in older.get_asset_materialization_events() if e.asset_key.to_user_string() == "orders"][0]
+    meta = next(e for e in older.get_asset_materialization_events() if e.asset_key.to_user_string() == "orders")
     assert meta.materialization.metadata["submitted"].value is False
 
 
@@ -147,32 +169,59 @@ def test_single_run_backfill_over_a_year_writes_every_partition(tmp_path):
     assert (ledger.intents()["status"].isin(["RECORDED", "DENIED"])).all()
 
 
-def test_the_regime_model_scales_positions_only_when_configured(tmp_path):
+def test_the_daily_scales_positions_with_the_stored_regime_model_and_never_refits_it(tmp_path):
     # Without the out-of-sample evidence gate (tested in test_ml_assets.py) the scale always applies.
     config = write_config(tmp_path, symbols=["AAPL", "KO", "XOM"],
                           regime={"use_as_risk_scale": True, "high_vol_scale": 0.5, "require_oos_evidence": False})
     cfg = load_config(config)
+    lake = Lake(cfg.lake_path)
+    researched = "2022-12-20"
     with dg.instance_for_test() as instance:
+        # Asked for a model that was never trained: the daily fails closed before any position or order.
+        first = execute_daily(researched, submit=False, config_path=str(config), instance=instance)
+        assert not first.success
+        failure = next(e for e in first.all_events if e.is_step_failure)
+        assert failure.step_key == "target_positions"
+        assert "regime.use_as_risk_scale is on but the regime model has never been trained" in str(
+            failure.step_failure_data.error)
+        assert "target_positions" not in lake.tables() and "orders" not in lake.tables()
+
+        # The research job trains the models; its backtest waits for positions, which need the model.
+        research = execute_research(config_path=str(config), instance=instance)
+        assert {e.asset_key.to_user_string() for e in research.get_asset_materialization_events()} == {
+            "regime_model", "vol_forecast"}
+        failure = next(e for e in research.all_events if e.is_step_failure)
+        assert failure.step_key == "backtest" and "no target positions in the lake" in str(failure.step_failure_data.error)
+        versions = list_versions(cfg.lake_path, "vol_regime")
+        logged = len(read_experiments(cfg.lake_path))
+        assert len(versions) == 1 and versions["data_end"].iloc[0] <= pd.Timestamp(researched)
         result = execute_daily(LATEST_SAMPLE_SESSION, submit=False, config_path=str(config), instance=instance)
     assert result.success
-    lake = Lake(cfg.lake_path)
+    assert not {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} & RESEARCH
+    # The daily fitted nothing: no new model version, no experiment logged.
+    pd.testing.assert_frame_equal(list_versions(cfg.lake_path, "vol_regime"), versions)
+    assert len(read_experiments(cfg.lake_path)) == logged
+
     regime = lake.read_table("regime_model").set_index("session")
-    tp = lake.read("target_positions")
-    scale = tp.groupby("session")["risk_scale"].first()
-    p = regime["p_high_vol"].reindex(scale.index)
-    # risk scale = 1 - (1 - 0.5) * P(high vol), and 1 before the first walk-forward fit.
-    expected = (1 - 0.5 * p).fillna(1.0)
-    np.testing.assert_allclose(scale.to_numpy(), expected.to_numpy(), atol=1e-12)
+    assert regime.index.max() == pd.Timestamp(researched)
+    scale = lake.read("target_positions").groupby("session")["risk_scale"].first()
+    # Up to the research run: risk scale = 1 - (1 - 0.5) * P(high vol) of the walk-forward, 1 before its first fit.
+    upto = scale.index <= pd.Timestamp(researched)
+    expected = (1 - 0.5 * regime["p_high_vol"].reindex(scale.index[upto])).fillna(1.0)
+    np.testing.assert_allclose(scale[upto].to_numpy(), expected.to_numpy(), atol=1e-12)
     assert scale.min() < 0.75 and scale.max() == 1.0
-    meta = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "regime_model"][0]
-    md = meta.materialization.metadata
-    assert 0.5 < md["oos_accuracy"].value <= 1.0 and md["used_as_risk_scale"].value is True
-    # The fitted model is stored as a version in the lake's model registry, with its evidence.
-    from pipeline.ml.model_registry import list_versions, load_model
-    versions = list_versions(cfg.lake_path, "vol_regime")
-    assert list(versions["version"]) == [md["model_version"].value]
+    # After it (2022-12-21 .. 12-28): the stored version's probability on each session's features.
     stored = load_model(cfg.lake_path, "vol_regime")
-    assert stored.metadata["oos_metrics"]["oos_accuracy"] == pytest.approx(md["oos_accuracy"].value)
+    closes = lake.read_wide("volatility", "close", cfg.symbols)
+    vol = lake.read_wide("volatility", "vol_price", cfg.symbols)
+    combined = lake.read_wide("combined_forecast", "combined", cfg.symbols).reindex(closes.index)
+    volume = lake.read_wide("clean_bars", "volume", cfg.symbols).reindex(closes.index)
+    features = market_features(closes, vol, combined, volume)[stored.metadata["features"]]
+    after = scale.index[~upto]
+    assert list(after.strftime("%Y-%m-%d")) == ["2022-12-21", "2022-12-22", "2022-12-23", "2022-12-27", LATEST_SAMPLE_SESSION]
+    p = stored.model.predict_proba(features.loc[after])[:, list(stored.model.classes_).index(1)]
+    np.testing.assert_allclose(scale[after].to_numpy(), 1 - 0.5 * p, atol=1e-12)
+    assert scale[after].between(0.5, 1.0).all() and scale[after].nunique() > 1
 
 
 def test_estimated_scalars_and_a_long_only_instrument(tmp_path):
@@ -203,7 +252,9 @@ def test_estimated_scalars_and_a_long_only_instrument(tmp_path):
 
 
 def test_backtest_outputs_reconcile(daily_run):
-    result, cfg, *_ = daily_run
+    _, cfg, instance, config = daily_run
+    result = execute_research(config_path=config, instance=instance)  # the backtest is the research job's
+    assert result.success
     lake = _lake(cfg)
     daily = lake.read_table("backtest_daily")
     portfolio = lake.read_table("backtest")
@@ -211,7 +262,7 @@ def test_backtest_outputs_reconcile(daily_run):
     # Per-instrument net P&L adds up to the portfolio's; round-trip trades add up to the gross P&L.
     assert portfolio["pnl_net"].sum() == pytest.approx(daily["pnl_net"].sum(), rel=1e-12)
     assert trades["pnl"].sum() == pytest.approx(daily["pnl_gross"].sum(), rel=1e-9)
-    meta = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "backtest"][0]
+    meta = next(e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "backtest")
     md = meta.materialization.metadata
     assert md["equity_curve"].value.startswith("![equity and drawdown](data:image/png;base64,")
     assert {"trades", "var_cvar", "pnl_by_asset_class", "stress_on_current_positions", "metrics"} <= set(md)

@@ -47,9 +47,11 @@ def test_retries_on_data_fetching_only_never_on_the_order_step():
     assert by_name["orders"].op.pool is None and by_name["raw_bars"].op.pool is None
 
 
-def test_the_daily_job_covers_every_asset_and_the_order_asset_has_no_automation():
-    job = defs.resolve_job_def("daily_job")
-    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {a.key.to_user_string() for a in ALL_ASSETS}
+def test_the_daily_and_research_jobs_cover_every_asset_and_the_order_asset_has_no_automation():
+    daily, research = ({k.to_user_string() for k in defs.resolve_job_def(name).asset_layer.executable_asset_keys}
+                       for name in ("daily_job", "research_job"))
+    assert daily | research == {a.key.to_user_string() for a in ALL_ASSETS} and not daily & research
+    assert research == {"backtest", "regime_model", "vol_forecast"}  # refits and the backtest: not the trading run
     assert all(_spec(a).automation_condition is None for a in ALL_ASSETS)
 
 

@@ -15,13 +15,16 @@ from pipeline.signals.combine import CombinationError
 
 RULES = {"ewmac": [[8, 32], [32, 128]], "breakout": [], "carry": {}}
 SCALARS = {"ewmac8_32": 5.3, "ewmac32_128": 2.65}
+#: The combination alone, on forecasts without prices: no speed limit, no cost or history exclusions.
+NO_COSTS = {"apply_speed_limit": False, "max_sr_cost_per_trade": None, "min_history_sessions": None}
 
 
 def _config(symbols, weights, fdm="estimate") -> PipelineConfig:
     return PipelineConfig(
         instruments=[{"symbol": s, "sec_type": "STK", "asset_class": "equity"} for s in symbols],
         rules={**RULES, "forecast_scalars": SCALARS},
-        combination={"forecast_weights": weights, "fdm": fdm, "forecast_weight_ewma_span": None},
+        combination={"forecast_weights": weights, "fdm": fdm, "forecast_weight_ewma_span": None,
+                     **NO_COSTS},
     )
 
 
@@ -76,7 +79,7 @@ def test_a_weight_on_a_rule_without_forecasts_for_that_instrument_is_an_error():
     cfg = PipelineConfig(
         instruments=[{"symbol": s, "sec_type": "STK", "asset_class": "equity"} for s in SYMBOLS],
         rules={**RULES, "carry": {"carry": {"smooth_days": 90}}, "forecast_scalars": {**SCALARS, "carry": 30.0}},
-        combination={"forecast_weights": {"A": with_carry, "B": FAST, "C": FAST, "D": FAST}},
+        combination={"forecast_weights": {"A": with_carry, "B": FAST, "C": FAST, "D": FAST}, **NO_COSTS},
     )
     with pytest.raises(CombinationError, match="A: carry"):
         combine_rules(capped, None, None, cfg)

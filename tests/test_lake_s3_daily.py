@@ -26,9 +26,9 @@ from tests.conftest import LATEST_SAMPLE_SESSION, write_config
 from tests.s3_server import s3_bucket
 
 SYMBOLS = ["AAPL", "KO", "XOM"]
-#: Tables the daily job writes (the session tables and the whole tables of the backtest).
+#: Tables the daily job writes (the session tables and whole tables of estimates).
 TABLES = ["raw_bars", "clean_bars", "volatility", "forecasts", "combined_forecast", "target_positions",
-          "instrument_weights", "backtest_metrics"]
+          "instrument_weights", "idm"]
 
 
 def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
@@ -72,12 +72,11 @@ def test_the_parquet_tables_are_objects_in_the_bucket_and_the_state_is_local(run
     for table in ("clean_bars", "target_positions", "volatility"):
         assert f"{table}/year=2022/part.parquet" in objects and f"{table}/year=2017/part.parquet" in objects
     assert any(o.startswith("raw_bars/year=2022/batch-") for o in objects)
-    assert "backtest_metrics/table.parquet" in objects
+    assert "idm/table.parquet" in objects
 
     state = out["s3"]["folder"] / "state"
     assert (state / WAREHOUSE_FILE).is_file()
     assert (state / "locks" / "orders-carver.lock").is_file()  # the order-run lock sits beside the ledger
-    assert (state / "models").is_dir()  # the model registry (experiment log, versions when refitted)
     assert not (out["s3"]["folder"] / "lake").exists()
     assert f"Parquet lake {url}" in out["s3"]["stdout"]
     assert f"ledger and views {state / WAREHOUSE_FILE}" in out["s3"]["stdout"]

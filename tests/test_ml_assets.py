@@ -12,7 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from assets.ml import REGIME_MODEL_NAME, regime_model, vol_forecast
+from assets.ml import (
+    REGIME_MODEL_NAME,
+    regime_model,
+    vol_for_sizing_for_daily,
+    vol_forecast,
+)
 from assets.resources import default_resources
 from pipeline.ml.model_registry import list_versions, load_model
 from pipeline.store.lake import Lake
@@ -199,3 +204,35 @@ def test_vol_forecast_leaves_out_a_back_adjusted_series_below_zero_and_fails_on_
     alone = Lake(tmp_path / "lake").read_table("vol_forecast")
     pd.testing.assert_frame_equal(table, alone)
     assert table["har"].notna().sum() > 500
+
+
+def test_the_daily_sizes_past_the_research_run_with_the_stored_vol_model_as_the_research_would(tmp_path):
+    config, idx = fill_lake(tmp_path)
+    path = Path(config)
+    raw = yaml.safe_load(path.read_text())
+    raw["vol_forecast"]["use_for_sizing"] = True
+    path.write_text(yaml.safe_dump(raw))
+    settings = default_resources(config)["settings"]
+    lake = Lake(tmp_path / "lake")
+    closes = lake.read_wide("volatility", "close", SYMBOLS)
+    vol = lake.read_wide("volatility", "vol_price", SYMBOLS)
+    with pytest.raises(dg.Failure, match="vol_forecast.use_for_sizing is on but the vol forecast has never been trained"):
+        vol_for_sizing_for_daily(settings, closes, vol)  # fail closed: no silent fallback to the sizing vol
+
+    # The research ran up to idx[-6] (last refit at position 599); the daily of idx[-1] refits nothing.
+    assert run(config, idx[-6], assets=[vol_forecast]).success
+    versions = {name: list_versions(lake.root, f"vol_{name}") for name in ("har", "har_sizing", "gradient_boosting")}
+    daily = vol_for_sizing_for_daily(settings, closes, vol)
+    for name, stored in versions.items():
+        pd.testing.assert_frame_equal(list_versions(lake.root, f"vol_{name}"), stored)
+    assert load_model(lake.root, "vol_har").metadata["sizing_model"] in versions  # the decision is stored
+    researched = lake.read_table("vol_forecast").pivot(index="session", columns="instrument", values="vol_for_sizing")
+    pd.testing.assert_frame_equal(daily.loc[: idx[-6]], researched.reindex(columns=SYMBOLS), check_names=False,
+                                  check_freq=False)
+    # Sessions idx[-5:] get the stored model of the refit at 599: what the research run at idx[-1] computes
+    # for them too (its own refit at 699 applies only after 699).
+    assert run(config, idx[-1], assets=[vol_forecast]).success
+    later = lake.read_table("vol_forecast").pivot(index="session", columns="instrument", values="vol_for_sizing")
+    tail = daily.loc[idx[-5:]]
+    assert tail.notna().all().all()
+    np.testing.assert_allclose(tail.to_numpy(), later.loc[idx[-5:], SYMBOLS].to_numpy(), rtol=1e-9)

@@ -26,13 +26,14 @@ def _bars() -> pd.DataFrame:
     return bars[["session", "instrument", "open", "high", "low", "close", "volume"]]
 
 
-def _run_on(folder, bars: pd.DataFrame):
+def _run_on(folder, bars: pd.DataFrame, research: bool = False):
     data = folder / "bars"
     data.mkdir(parents=True)
     bars.to_parquet(data / "bars.parquet", index=False)
     config = write_config(folder, symbols=UNIVERSE, source={"kind": "files", "path": str(data)})
     with dg.instance_for_test() as instance:
-        result = execute_daily(LATEST_SAMPLE_SESSION, submit=True, config_path=str(config), instance=instance)
+        result = execute_daily(LATEST_SAMPLE_SESSION, submit=True, config_path=str(config), instance=instance,
+                               research=research)
     return result, load_config(config)
 
 
@@ -44,8 +45,9 @@ def original_and_perturbed(tmp_path_factory):
     after = perturbed["session"] > CUTOFF
     # Scramble every price after the cutoff (a different future), keep everything up to it.
     perturbed.loc[after, "close"] *= np.exp(rng.normal(0, 0.03, after.sum()).cumsum() / 10)
-    a = _run_on(tmp_path_factory.mktemp("original"), bars)
-    b = _run_on(tmp_path_factory.mktemp("perturbed"), perturbed)
+    # with the research assets in the same run: the regime model's estimates are checked too
+    a = _run_on(tmp_path_factory.mktemp("original"), bars, research=True)
+    b = _run_on(tmp_path_factory.mktemp("perturbed"), perturbed, research=True)
     return a, b
 
 

@@ -1,4 +1,5 @@
-"""Schedules as Dagster evaluates them: holidays are a no-op, the regime model retrains weekly."""
+"""Schedules as Dagster evaluates them: holidays are a no-op, research runs after the daily, the regime
+model retrains weekly."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.definitions import build_definitions, execute_daily
+from pipeline.definitions import build_definitions, execute_daily, execute_research
 from pipeline.store.lake import Lake
 from pipeline.store.warehouse import query
 from tests.conftest import LATEST_SAMPLE_SESSION, write_config
@@ -105,6 +106,21 @@ def test_a_manual_daily_run_on_a_holiday_leaves_an_existing_ledger_untouched(tmp
     after.close()
 
 
+# -- research after the daily run -------------------------------------------------------------------
+
+
+def test_research_runs_on_weekday_evenings_after_the_daily_deadline_and_starts_stopped():
+    schedule = defs.resolve_schedule_def("research_after_close")
+    assert schedule.cron_schedule == "0 19 * * 1-5" and schedule.execution_timezone == NY
+    assert schedule.job_name == "research_job" and schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    (request,) = _tick("research_after_close", "2022-12-28 19:00").run_requests
+    assert request.run_key == "research-2022-12-28" and request.partition_key is None  # all history, one run a day
+    assert not request.run_config  # never the config that lets orders submit
+    job = defs.resolve_job_def("research_job")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {"backtest", "regime_model",
+                                                                                    "vol_forecast"}
+
+
 # -- weekly regime-model retraining ---------------------------------------------------------------
 
 
@@ -121,7 +137,7 @@ def test_retraining_tick_keys_by_the_new_york_date_across_dst():
     # US DST started 2022-03-13: 06:00 New York is 11:00 UTC on 2022-03-12 and 10:00 UTC on 2022-03-19.
     for utc, day in [("2022-03-12 11:00", "2022-03-12"), ("2022-03-19 10:00", "2022-03-19")]:
         when = pd.Timestamp(utc, tz="UTC").to_pydatetime()
-        assert when.astimezone(dt.timezone.utc).hour in (10, 11)
+        assert when.astimezone(dt.UTC).hour in (10, 11)
         context = dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def())
         (request,) = defs.resolve_schedule_def("weekly_regime_retrain").evaluate_tick(context).run_requests
         assert request.run_key == f"regime-retrain-{day}"
@@ -139,6 +155,8 @@ def test_the_retraining_job_refits_the_model_from_the_lake_without_touching_orde
     lake = Lake(tmp_path / "lake")
     with dg.instance_for_test() as instance:
         assert execute_daily(LATEST_SAMPLE_SESSION, submit=False, config_path=str(config), instance=instance).success
+        assert "regime_model" not in lake.tables()  # the daily run fits no model
+        assert execute_research(config_path=str(config), instance=instance).success
         before = lake.read_table("regime_model")
         intents = query(lake.root, "select count(*) as n from order_intents")["n"].item()
         job = build_definitions(load_config(config), config_path=str(config)).resolve_job_def("regime_retrain_job")

@@ -14,6 +14,7 @@ from pipeline.cli import (
     fake_gateway,
     futures,
     positions,
+    rehearse,
     run,
     status,
     trading,
@@ -37,7 +38,7 @@ so they show in the UI next to the scheduled runs.""",
     no_args_is_help=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for group in (run, data, trading, status, positions, backtest, fake_gateway, futures):
+for group in (run, data, trading, status, positions, backtest, fake_gateway, rehearse, futures):
     app.add_typer(group.commands)
 
 

@@ -50,7 +50,7 @@ def _fill_lake(command: str, config: str | None, lake: str | None, end: str | No
     print(f"Running the daily job for {day} over the whole history ({len(cfg.symbols)} instruments, "
           f"source {cfg.source.kind}, no orders sent) ...")
     started = time.perf_counter()
-    result = execute_daily(day, submit=False, config_path=config, lake_root=lake_root,
+    result = execute_daily(day, submit=False, config_path=config, lake_root=lake_root, research=True,
                            tags={"trading/trigger": f"cli-{command}", **tags})
     if not result.success:
         print(f"Run {result.run_id} FAILED after {time.perf_counter() - started:.1f} s:\n{common.failure_text(result)}",
@@ -110,6 +110,39 @@ def backtest(start: Start = None, end: End = None, strategy: Strategy = None, ou
         folder = Path(events[0].materialization.metadata["results_folder"].value)
         _print_summary(folder)
     return 0
+
+
+def _stop_target_backtest(start: str | None, end: str | None, name: str | None, out: str | None,
+                          config: str | None, lake: str | None) -> bool:
+    """Run the stop-and-target strategy when the configuration's ``strategy.kind`` is ``stop_target``
+    (pipeline/strategies, docs/strategies.md); False for Carver's system (no ``strategy`` section)."""
+    from pipeline.config import config_file
+    from pipeline.strategies.config import StrategyConfigError, strategy_config
+    from pipeline.strategies.run import run_strategy_backtest
+
+    cfg = common.load_config(config, lake)
+    try:
+        kind = strategy_config(cfg)
+        if kind is None:
+            return False
+        print(f"Backtesting the stop_target strategy {kind.name!r} on {', '.join(cfg.symbols)} (source "
+              f"{cfg.source.kind}, no orders sent) ...")
+        started = time.perf_counter()
+        run = run_strategy_backtest(cfg, kind, _out_default(out, config, lake), start=start, end=end, name=name)
+    except StrategyConfigError as exc:
+        raise common.CliError(f"error: config file {config_file(config)}: {common.one_line(exc)}", 2) from exc
+    perf, trades = run.summary["performance"]["values"], run.summary["trades"]["values"]
+    time_analysis = run.summary["time_analysis"]
+    print(f"Done in {time.perf_counter() - started:.1f} s. Sample {run.summary['basis']['sample']}; "
+          f"{run.summary['basis']['costs']}")
+    print(f"  trades {trades['count']}, win rate {trades['win_rate'] or 0:.1%}, profit factor "
+          f"{trades['profit_factor'] or float('nan'):.2f}, expectancy {trades['expectancy'] or 0:,.2f}, "
+          f"Sharpe {perf['sharpe'] or float('nan'):.2f}, max drawdown {perf['max_drawdown'] or 0:.1%}, "
+          f"net P&L {perf['pnl_net']:,.2f}")
+    print(f"  average holding {time_analysis['average_holding_sessions'] or float('nan'):.1f} sessions, best weekday "
+          f"{time_analysis['best_weekday']}, worst {time_analysis['worst_weekday']}")
+    print(f"Results: {run.folder}\nReport:  {run.folder / 'report.html'}")
+    return True
 
 
 @commands.command(
@@ -258,36 +291,3 @@ def stability(start: Start = None, end: End = None, strategy: Strategy = None, o
             print(f"\nPerformance by volatility regime:\n{regimes.to_string()}")
         print(f"Results: {folder}")
     return 0
-
-
-def _stop_target_backtest(start: str | None, end: str | None, name: str | None, out: str | None,
-                          config: str | None, lake: str | None) -> bool:
-    """Run the stop-and-target strategy when the configuration's ``strategy.kind`` is ``stop_target``
-    (pipeline/strategies, docs/strategies.md); False for Carver's system (no ``strategy`` section)."""
-    from pipeline.config import config_file
-    from pipeline.strategies.config import StrategyConfigError, strategy_config
-    from pipeline.strategies.run import run_strategy_backtest
-
-    cfg = common.load_config(config, lake)
-    try:
-        kind = strategy_config(cfg)
-        if kind is None:
-            return False
-        print(f"Backtesting the stop_target strategy {kind.name!r} on {', '.join(cfg.symbols)} (source "
-              f"{cfg.source.kind}, no orders sent) ...")
-        started = time.perf_counter()
-        run = run_strategy_backtest(cfg, kind, _out_default(out, config, lake), start=start, end=end, name=name)
-    except StrategyConfigError as exc:
-        raise common.CliError(f"error: config file {config_file(config)}: {common.one_line(exc)}", 2) from exc
-    perf, trades = run.summary["performance"]["values"], run.summary["trades"]["values"]
-    time_analysis = run.summary["time_analysis"]
-    print(f"Done in {time.perf_counter() - started:.1f} s. Sample {run.summary['basis']['sample']}; "
-          f"{run.summary['basis']['costs']}")
-    print(f"  trades {trades['count']}, win rate {trades['win_rate'] or 0:.1%}, profit factor "
-          f"{trades['profit_factor'] or float('nan'):.2f}, expectancy {trades['expectancy'] or 0:,.2f}, "
-          f"Sharpe {perf['sharpe'] or float('nan'):.2f}, max drawdown {perf['max_drawdown'] or 0:.1%}, "
-          f"net P&L {perf['pnl_net']:,.2f}")
-    print(f"  average holding {time_analysis['average_holding_sessions'] or float('nan'):.1f} sessions, best weekday "
-          f"{time_analysis['best_weekday']}, worst {time_analysis['worst_weekday']}")
-    print(f"Results: {run.folder}\nReport:  {run.folder / 'report.html'}")
-    return True

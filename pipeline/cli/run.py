@@ -1,4 +1,5 @@
-"""The production runs: ``daily`` (one session, orders to the broker) and ``backfill`` (history, no orders)."""
+"""The production runs: ``daily`` (one session, orders to the broker), ``research`` (model refits and the
+backtest, no orders) and ``backfill`` (history, no orders)."""
 
 from __future__ import annotations
 
@@ -14,23 +15,45 @@ from pipeline.cli import common
 from pipeline.cli.options import Config, Lake, date_argument, date_option
 
 if TYPE_CHECKING:
+    import duckdb
     import pandas as pd
 
     from pipeline.config import PipelineConfig
 
-__all__ = ["backfill", "commands", "daily", "summary"]
+__all__ = ["backfill", "backtest_line", "commands", "daily", "research", "summary"]
 
 commands = typer.Typer(rich_markup_mode="markdown")
 PANEL = "Production runs (through Dagster, recorded in $DAGSTER_HOME)"
 
 
+def backtest_line(con: duckdb.DuckDBPyConnection) -> str:
+    """The research job's latest backtest in the lake, one line: its whole-history window and statistics
+    (the daily run does not compute it), or where to get one. ``con``: the warehouse
+    (``pipeline.store.warehouse.connect``)."""
+    import duckdb
+
+    try:
+        rows = con.execute("""
+            select m.metric, m.value, w.first, w.last from backtest_metrics m
+            cross join (select min(session) as first, max(session) as last from backtest) w""").df()
+    except duckdb.CatalogException:  # no research run on this lake yet (no backtest tables)
+        return "Backtest: none in this lake yet (the research job computes it: trading-pipeline research)"
+    if rows.empty:
+        return "Backtest: none in this lake yet (the research job computes it: trading-pipeline research)"
+    metrics = rows.set_index("metric")["value"]
+    keys = ["sharpe", "cagr", "annual_vol", "max_drawdown", "realised_vol_vs_target"]
+    return (f"Backtest (the research job's latest, {rows['first'].iloc[0]:%Y-%m-%d} .. {rows['last'].iloc[0]:%Y-%m-%d}; "
+            "trading-pipeline research refreshes it): " + ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics))
+
+
 def summary(cfg: PipelineConfig, lake_root: str, session: pd.Timestamp, state_root: Path | None = None) -> None:
-    """Print the session's combined forecasts, target positions and orders from the lake."""
+    """Print the session's combined forecasts, target positions and orders from the lake, and the
+    research job's latest backtest (:func:`backtest_line`)."""
     from functools import partial
 
     import pandas as pd
 
-    from pipeline.store.warehouse import query
+    from pipeline.store.warehouse import connect, query
 
     query = partial(query, state_root=state_root)
     day = session.strftime("%Y-%m-%d")
@@ -38,20 +61,19 @@ def summary(cfg: PipelineConfig, lake_root: str, session: pd.Timestamp, state_ro
         select instrument, price, combined, weight, idm, optimal, target
         from target_positions where session = date '{day}' order by instrument""").set_index("instrument")
     common.print_frame(positions, f"Combined forecasts and target positions on {day} (units: shares/contracts)")
+    con = connect(lake_root, state_root=state_root)  # one connection for the rest of the printout
     try:
-        orders = query(lake_root, f"""
-            select order_ref, side, abs(quantity) as quantity, reference_price, verdict,
-                   coalesce(deny_reason, '') as deny_reason, status
-            from order_intents where session = date '{day}' order by order_ref""")
-    except Exception:  # the ledger may not exist yet (no orders asset run)
-        orders = pd.DataFrame()
-    common.print_frame(orders, f"Orders for {day} with their pre-trade verdicts")
-    try:
-        metrics = query(lake_root, "select metric, value from backtest_metrics").set_index("metric")["value"]
-        keys = ["sharpe", "cagr", "annual_vol", "max_drawdown", "realised_vol_vs_target"]
-        print("\nBacktest (whole history): " + ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics))
-    except Exception:
-        pass
+        try:
+            orders = con.execute(f"""
+                select order_ref, side, abs(quantity) as quantity, reference_price, verdict,
+                       coalesce(deny_reason, '') as deny_reason, status
+                from order_intents where session = date '{day}' order by order_ref""").df()
+        except Exception:  # the ledger may not exist yet (no orders asset run)
+            orders = pd.DataFrame()
+        common.print_frame(orders, f"Orders for {day} with their pre-trade verdicts")
+        print("\n" + backtest_line(con))
+    finally:
+        con.close()
 
 
 def _print_source_problems(cfg: PipelineConfig, lake: str | None, run_id: str) -> None:
@@ -78,7 +100,8 @@ def daily(
     One run of the Dagster daily job: bars, data quality, forecasts, target positions, pre-trade
     checks and orders to the configured broker (paper or IB). On a weekend or exchange holiday
     nothing runs and no order is sent. Prints the session's combined forecasts, target positions,
-    orders with their pre-trade verdicts and the backtest statistics; exits 1 if the run fails.
+    orders with their pre-trade verdicts and the research job's latest backtest (the daily run does
+    not refit models or backtest: `trading-pipeline research`); exits 1 if the run fails.
     """
     import pandas as pd
 
@@ -115,6 +138,50 @@ def daily(
     summary(cfg, root, when, state)
     print(f"\nRun {result.run_id} succeeded in {elapsed:.1f} s (Dagster instance: {home})")
     print(f"Outputs: Parquet lake {root}, ledger and views {state / 'warehouse.duckdb'}")
+    return 0
+
+
+@commands.command(
+    "research", rich_help_panel=PANEL,
+    epilog="Example: trading-pipeline research")
+def research(
+    verbose: Annotated[bool, typer.Option("--verbose", help="Dagster's step events too (DEBUG log)")] = False,
+    config: Config = None,
+    lake: Lake = None,
+) -> int:
+    """Run the research job on the lake's history: model refits and the backtest (no orders).
+
+    One run of the Dagster research job: the regime model and the vol forecast refitted walk-forward
+    (a new registry version when the data changed; the daily run scores the latest stored version
+    without refitting) and the backtest over all history. The lake must hold the daily assets (run
+    `trading-pipeline daily` or `backfill` first). Exits 1 if the run fails.
+    """
+    from pipeline.definitions import ensure_dagster_home, execute_research
+    from pipeline.store.warehouse import connect, publish_views
+
+    _log_level(verbose)
+    cfg = common.load_config(config, lake)
+    root, state = common.lake_root(cfg, lake), common.state_root(cfg, lake)
+    home = ensure_dagster_home()
+    started = time.perf_counter()
+    result = execute_research(config_path=config, lake_root=root)
+    elapsed = time.perf_counter() - started
+    _alert_outcome(cfg, lake, result)
+    if not result.success:
+        print(f"Research run {result.run_id} FAILED after {elapsed:.1f} s:\n{common.failure_text(result)}", file=sys.stderr)
+        return 1
+    publish_views(root, state)
+    models = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    regime = models.get("regime_model", {}).get("model_version")
+    vol = models.get("vol_forecast", {}).get("model_versions")
+    print(f"Research run {result.run_id} succeeded in {elapsed:.1f} s (Dagster instance: {home})")
+    print(f"Regime model version: {regime.value if regime else 'none'}; vol forecast versions: "
+          f"{vol.value if vol else 'none'}")
+    con = connect(root, state_root=state)
+    try:
+        print(backtest_line(con))
+    finally:
+        con.close()
     return 0
 
 

@@ -1,7 +1,8 @@
 """The portfolio stage's public API in one namespace.
 
-The maths lives in two modules: :mod:`pipeline.portfolio.instrument_weights` (vol-normalised returns, ERC instrument
-weights, risk contributions, IDM, month-end estimation) and :mod:`pipeline.portfolio.sizing` (vol scalar,
+The maths lives in three modules: :mod:`pipeline.portfolio.instrument_weights` (vol-normalised returns, ERC instrument
+weights, risk contributions, IDM, month-end estimation), :mod:`pipeline.portfolio.optimisers` (Kelly,
+mean-variance, Black-Litterman, the efficient frontier) and :mod:`pipeline.portfolio.sizing` (vol scalar,
 optimal positions, buffer, buffered target positions). Besides re-exporting them, this module
 holds the two research-API entry points a notebook needs: :func:`position_sizes` (vol-targeted
 positions, unbuffered) and :func:`buffer` (Carver's position buffer).
@@ -17,9 +18,19 @@ from pipeline.portfolio.instrument_weights import (
     erc_weights,
     estimate_instrument_weights,
     idm,
+    last_window_frontier,
     month_end_sessions,
     risk_contributions,
     weights_on_sessions,
+)
+from pipeline.portfolio.optimisers import (
+    EfficientFrontier,
+    OptimiserError,
+    black_litterman_moments,
+    efficient_frontier,
+    kelly_fractions,
+    kelly_weights,
+    mean_variance_weights,
 )
 from pipeline.portfolio.sizing import (
     SizingError,
@@ -34,16 +45,24 @@ from pipeline.portfolio.sizing import (
 from pipeline.signals.volatility import vol_normalised_returns
 
 __all__ = [
+    "EfficientFrontier",
     "InstrumentWeights",
+    "OptimiserError",
     "SizingError",
     "TargetPositions",
     "WeightsError",
+    "black_litterman_moments",
     "buffer",
     "buffer_width",
     "buffered_positions",
+    "efficient_frontier",
     "erc_weights",
     "estimate_instrument_weights",
     "idm",
+    "kelly_fractions",
+    "kelly_weights",
+    "last_window_frontier",
+    "mean_variance_weights",
     "month_end_sessions",
     "optimal_positions",
     "position_buffer_width",

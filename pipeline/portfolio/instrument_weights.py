@@ -23,12 +23,17 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
 from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
+
+from pipeline.portfolio import optimisers
+
+if TYPE_CHECKING:
+    from pipeline.config import OptimiserConfig
 
 SESSION = "session"
 INSTRUMENT = "instrument"
@@ -355,7 +360,7 @@ def _month_end_mask(idx: pd.DatetimeIndex) -> np.ndarray:
 
 
 #: Instrument-weight methods of :func:`estimate_instrument_weights` (``portfolio.instrument_weights_method``).
-WEIGHT_METHODS = ("erc", "equal", "fixed", "handcraft")
+WEIGHT_METHODS = ("erc", "equal", "fixed", "handcraft", *optimisers.OPTIMISER_METHODS)
 
 
 def estimate_instrument_weights(
@@ -366,6 +371,7 @@ def estimate_instrument_weights(
     method: str = "erc",
     fixed_weights: Mapping[str, float] | None = None,
     fixed_idm: float | None = None,
+    optimiser: OptimiserConfig | None = None,
 ) -> InstrumentWeights:
     """Instrument weights (ERC by default), risk contributions and IDM at each month end, from
     trailing data only.
@@ -380,9 +386,18 @@ def estimate_instrument_weights(
     * ``"handcraft"``: Carver's handcrafting on the window's correlation of vol-normalised returns
       (:func:`pipeline.signals.forecast_weights.handcraft_weights`, the same algorithm as the forecast
       weights: clusters by correlation, equal Sharpe ratios and vols; ST ch. 4, pst
-      ``instrument_weight_estimate: handcraft`` with ``equalise_SR`` and ``equalise_vols``).
+      ``instrument_weight_estimate: handcraft`` with ``equalise_SR`` and ``equalise_vols``);
+    * ``"kelly"``, ``"mean_variance"``, ``"black_litterman"``: the optimisers of
+      :mod:`pipeline.portfolio.optimisers` on the window's annualised moments (``μ`` = 16 x the mean
+      vol-normalised return, ``Σ`` = the covariance below), with ``optimiser``'s settings. Kelly weights are
+      ``f / Σ|f|`` (all 0 when Kelly holds nothing); mean-variance and Black-Litterman weights sum to
+      ``optimiser.mean_variance.budget``; a Black-Litterman view naming an instrument not eligible at
+      a month end is left out of that estimate.
 
-    The IDM is always computed from the chosen weights and the same correlation (floored at 0).
+    The IDM is always computed from the chosen weights and the same correlation (floored at 0). For
+    signed weights (optimisers allowed to go short) it is ``1 / sqrt(|w|' H |w|)`` with ``H`` the
+    correlation of the signed subsystems ``s_i s_j ρ_ij`` floored at 0 (the same number for weights
+    >= 0); with every weight 0 it is 1.
 
     At each month end ``m`` (:func:`month_end_sessions`) the window is the last
     ``lookback_sessions`` rows of ``norm_returns`` up to and including ``m``. An instrument is
@@ -425,6 +440,9 @@ def estimate_instrument_weights(
         scale; every key must be a column of ``norm_returns``.
     fixed_idm : float, optional
         A fixed IDM (>= 1, ``PortfolioConfig.idm`` when a number); None = estimated as above.
+    optimiser : OptimiserConfig, optional
+        ``PortfolioConfig.optimiser``; needed by the optimiser methods (its ``kelly``, its
+        ``mean_variance``, or its ``black_litterman`` and ``mean_variance``).
 
     Returns
     -------
@@ -438,7 +456,8 @@ def estimate_instrument_weights(
         If the index is not an ascending unique DatetimeIndex, ``min_sessions < 2``,
         ``lookback_sessions < min_sessions``, ``idm_cap < 1``, ``fixed_idm < 1``, an unknown ``method``,
         ``"fixed"`` without weights (or with negative ones, or with instruments not in ``norm_returns``),
-        or an ERC solve fails.
+        an optimiser method without its settings (or with a view that does not parse, or constraints no
+        weights meet), or an ERC solve fails.
     """
     _check_session_index(norm_returns, "estimate_instrument_weights")
     if min_sessions < 2:
@@ -453,6 +472,7 @@ def estimate_instrument_weights(
     if fixed_idm is not None and not fixed_idm >= 1:
         raise WeightsError(f"estimate_instrument_weights: fixed_idm must be >= 1, got {fixed_idm}")
     fixed = _fixed_weight_vector(norm_returns.columns, method, fixed_weights)
+    _check_optimiser(method, optimiser, norm_returns.columns)
 
     columns = norm_returns.columns.copy()
     n_all = len(columns)
@@ -469,23 +489,11 @@ def estimate_instrument_weights(
         for p in positions:
             a, b = max(0, p + 1 - lookback_sessions), p + 1
             window.over(a, b)
-            eligible = np.flatnonzero(window.counts() >= min_sessions)  # non-NaN returns in the window
-            if eligible.size == 0:
+            moments = _window_moments(window, min_sessions, fixed, try_cholesky=was_pd)
+            if moments is None:
                 continue
-            corr, sigma = _pairwise_corr(*window.of(eligible), min_sessions)
-            keep = sigma > 0
-            if not keep.all():
-                eligible, corr, sigma = eligible[keep], corr[np.ix_(keep, keep)], sigma[keep]
-            if eligible.size == 0:
-                continue
-            if fixed is not None:  # only instruments with a positive fixed weight take part
-                keep = fixed[eligible] > 0
-                if not keep.all():
-                    eligible, corr, sigma = eligible[keep], corr[np.ix_(keep, keep)], sigma[keep]
-                if eligible.size == 0:
-                    continue
             # Last month's matrix needed a repair: this one almost surely does too, skip the test.
-            corr, was_pd = _nearest_positive_definite(corr, try_cholesky=was_pd)
+            eligible, corr, sigma, mean, was_pd = moments
             if method == "erc":
                 where = f"estimate_instrument_weights at {norm_returns.index[p]:%Y-%m-%d}"
                 u0 = u_prev[eligible]
@@ -498,17 +506,19 @@ def estimate_instrument_weights(
                 u_prev[eligible] = np.log(x * sigma)
                 w = x / x.sum()
             else:
-                w = _method_weights(method, corr, eligible, fixed)
+                where = f"estimate_instrument_weights ({method}) at {norm_returns.index[p]:%Y-%m-%d}"
+                w = _method_weights(method, corr, eligible, fixed, sigma=sigma, mean=mean,
+                                    names=columns[eligible], optimiser=optimiser, where=where)
             cov = corr * np.outer(sigma, sigma)
             sw = cov @ w
+            variance = w @ sw
             full_w, full_rc = np.zeros(n_all), np.zeros(n_all)
             full_w[eligible] = w
-            full_rc[eligible] = w * sw / (w @ sw)
+            full_rc[eligible] = w * sw / variance if variance > 0 else 0.0  # all 0: Kelly holds nothing
             dates.append(norm_returns.index[p])
             w_rows.append(full_w)
             rc_rows.append(full_rc)
-            idms.append(fixed_idm if fixed_idm is not None else min(1.0 / np.sqrt(w @ np.maximum(corr, 0.0) @ w),
-                                                                    idm_cap))
+            idms.append(fixed_idm if fixed_idm is not None else _estimated_idm(w, corr, idm_cap))
             last_eligible, last_corr, last_cov = eligible, corr, cov
 
     est = pd.DatetimeIndex(dates, name=ESTIMATED_AT)
@@ -523,6 +533,72 @@ def estimate_instrument_weights(
         correlation=_named_square(pd.DataFrame(last_corr, index=names, columns=names.copy())),
         covariance=_named_square(pd.DataFrame(last_cov, index=names.copy(), columns=names.copy())),
     )
+
+
+def last_window_frontier(
+    norm_returns: pd.DataFrame,
+    lookback_sessions: int,
+    min_sessions: int,
+    method: str = "erc",
+    fixed_weights: Mapping[str, float] | None = None,
+    optimiser: OptimiserConfig | None = None,
+) -> optimisers.EfficientFrontier:
+    """The mean-variance efficient frontier of the last estimation window, with the ERC portfolio,
+    the ``method``'s portfolio and each instrument on it (annualised risk and return).
+
+    The window, the eligible instruments and the moments are those of the last estimate of
+    :func:`estimate_instrument_weights` with the same arguments (the last ``lookback_sessions`` rows;
+    ``μ`` = 16 x the mean vol-normalised return, ``Σ`` = the repaired pairwise covariance: positions
+    at 100% annual vol, :func:`pipeline.portfolio.optimisers.annualised_moments`). The frontier's
+    constraints are ``optimiser.mean_variance``'s when set, else long-only and fully invested
+    (``Σw = 1``, ``0 <= w_i <= 1``); ``optimiser.frontier_points`` portfolios (30 without ``optimiser``).
+    A Black-Litterman portfolio is placed at its sample moments (it was optimised on the posterior).
+
+    Parameters
+    ----------
+    norm_returns, lookback_sessions, min_sessions, method, fixed_weights, optimiser
+        As :func:`estimate_instrument_weights`.
+
+    Returns
+    -------
+    pipeline.portfolio.optimisers.EfficientFrontier
+        ``portfolios`` rows ``erc`` and ``method`` (one row when the method is ERC).
+
+    Raises
+    ------
+    WeightsError
+        As :func:`estimate_instrument_weights`, or no instrument is eligible in the last window.
+    """
+    _check_session_index(norm_returns, "last_window_frontier")
+    fixed = _fixed_weight_vector(norm_returns.columns, method, fixed_weights)
+    _check_optimiser(method, optimiser, norm_returns.columns)
+    n_rows = len(norm_returns)
+    window = _WindowSums(norm_returns.to_numpy(dtype=float)[max(0, n_rows - lookback_sessions):])
+    window.over(0, min(n_rows, lookback_sessions))
+    moments = _window_moments(window, min_sessions, None)
+    if moments is None:
+        raise WeightsError(f"last_window_frontier: no instrument has {min_sessions} returns in the last "
+                           f"{lookback_sessions} sessions")
+    eligible, corr, sigma, mean, _ = moments
+    names = norm_returns.columns[eligible]
+    end = norm_returns.index[-1]
+    where = f"last_window_frontier ({method}) at {end:%Y-%m-%d}"
+    portfolios = {"erc": _method_weights("erc", corr, eligible, None, sigma=sigma, where=where)}
+    if method != "erc":
+        sel = np.ones(len(eligible), dtype=bool) if fixed is None else fixed[eligible] > 0  # as the estimate
+        w = _method_weights(method, corr[np.ix_(sel, sel)], eligible[sel], fixed, sigma=sigma[sel], mean=mean[sel],
+                            names=names[sel], optimiser=optimiser, where=where)
+        portfolios[method] = np.zeros(len(eligible))
+        portfolios[method][sel] = w
+    mu, cov = _annualised(mean, corr, sigma, names)
+    mv = optimiser.mean_variance if optimiser is not None else None
+    bounds = (mv.budget, mv.min_weight, mv.max_weight) if mv is not None else (1.0, 0.0, 1.0)
+    try:
+        return optimisers.efficient_frontier(
+            mu, cov, optimiser.frontier_points if optimiser is not None else 30, *bounds,
+            portfolios={k: pd.Series(v, index=mu.index) for k, v in portfolios.items()}, estimated_at=end)
+    except optimisers.OptimiserError as exc:
+        raise WeightsError(f"{where}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------------
@@ -554,9 +630,17 @@ def _fixed_weight_vector(
     return pd.Series(fixed_weights, dtype=float).reindex(columns).fillna(0.0).to_numpy()
 
 
-def _method_weights(method: str, corr: np.ndarray, eligible: np.ndarray, fixed: np.ndarray | None) -> np.ndarray:
-    """Weights (summing to 1) of the eligible instruments for the non-ERC methods."""
+def _method_weights(method: str, corr: np.ndarray, eligible: np.ndarray, fixed: np.ndarray | None, *,
+                    sigma: np.ndarray | None = None, mean: np.ndarray | None = None, names: pd.Index | None = None,
+                    optimiser: OptimiserConfig | None = None, where: str = "") -> np.ndarray:
+    """Weights of the eligible instruments for the methods other than warm-started ERC (summing to 1,
+    or to the mean-variance budget, or all 0 for a Kelly that holds nothing)."""
     n = len(eligible)
+    if method in optimisers.OPTIMISER_METHODS or method == "erc":
+        try:
+            return _optimiser_weights(method, corr, sigma, mean, names, optimiser, where)
+        except optimisers.OptimiserError as exc:
+            raise WeightsError(f"{where}: {exc}") from exc
     if method == "equal":
         return np.full(n, 1.0 / n)
     if method == "fixed":
@@ -570,9 +654,93 @@ def _method_weights(method: str, corr: np.ndarray, eligible: np.ndarray, fixed: 
     return handcraft_weights(pd.DataFrame(corr, index=labels, columns=labels)).to_numpy()
 
 
+def _optimiser_weights(method: str, corr: np.ndarray, sigma: np.ndarray, mean: np.ndarray, names: pd.Index,
+                       optimiser: OptimiserConfig | None, where: str) -> np.ndarray:
+    """ERC (cold start), Kelly, mean-variance or Black-Litterman weights on one window's moments."""
+    if method == "erc":
+        x = _erc_solve(corr, sigma, u0=None, where=where)
+        return x / x.sum()
+    mu, cov = _annualised(mean, corr, sigma, names)
+    if method == "kelly":
+        k = optimiser.kelly
+        f = optimisers.kelly_fractions(mu, cov, fraction=k.fraction, joint=k.joint, long_only=k.long_only,
+                                       max_instrument=k.max_instrument_leverage, max_gross=k.max_gross_leverage)
+        return optimisers.kelly_weights(f).to_numpy()
+    mv = optimiser.mean_variance
+    if method == "black_litterman":
+        bl = optimiser.black_litterman
+        if bl.reference_weights == "erc":
+            x = _erc_solve(corr, sigma, u0=None, where=where)
+            ref = x / x.sum()
+        else:
+            ref = np.full(len(sigma), 1.0 / len(sigma))
+        keep = optimisers.applicable_views(bl.views, [str(n) for n in names])
+        confidences = None if bl.view_confidences is None else [bl.view_confidences[k] for k in keep]
+        mu, cov, _ = optimisers.black_litterman_moments(
+            cov, pd.Series(ref, index=cov.index), [bl.views[k] for k in keep], tau=bl.tau,
+            risk_aversion=bl.risk_aversion, view_confidences=confidences)
+    return optimisers.mean_variance_weights(mu, cov, mv.objective, mv.budget, mv.min_weight, mv.max_weight,
+                                            risk_aversion=mv.risk_aversion).to_numpy()
+
+
+def _annualised(mean: np.ndarray, corr: np.ndarray, sigma: np.ndarray, names: pd.Index) -> tuple[pd.Series, pd.DataFrame]:
+    labels = pd.Index([str(n) for n in names], name=INSTRUMENT)
+    return optimisers.annualised_moments(pd.Series(mean, index=labels),
+                                         pd.DataFrame(corr * np.outer(sigma, sigma), index=labels, columns=labels))
+
+
+def _estimated_idm(w: np.ndarray, corr: np.ndarray, cap: float) -> float:
+    """``min(1 / sqrt(|w|' H |w|), cap)``, ``H`` the correlation of the signed subsystems floored at 0
+    (``max(ρ, 0)`` for weights >= 0, as pysystemtrade); 1 when every weight is 0."""
+    s = np.sign(w)
+    a = np.abs(w)
+    variance = a @ np.maximum(corr * np.outer(s, s), 0.0) @ a
+    return 1.0 if not variance > 0 else float(min(1.0 / np.sqrt(variance), cap))
+
+
+def _window_moments(window: _WindowSums, min_sessions: int, fixed: np.ndarray | None, try_cholesky: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool] | None:
+    """Eligible instruments of the window (positions), their repaired correlation, vols and mean
+    returns, and whether the pairwise correlation was positive definite; None when none is eligible."""
+    eligible = np.flatnonzero(window.counts() >= min_sessions)  # non-NaN returns in the window
+    if eligible.size == 0:
+        return None
+    stats = window.of(eligible)
+    corr, sigma = _pairwise_corr(*stats, min_sessions)
+    mean = np.diag(stats[1]) / np.diag(stats[0])  # each instrument's own sessions: s_ii / n_ii
+    keep = sigma > 0
+    if fixed is not None:  # only instruments with a positive fixed weight take part
+        keep &= fixed[eligible] > 0
+    if not keep.all():
+        eligible, corr, sigma, mean = eligible[keep], corr[np.ix_(keep, keep)], sigma[keep], mean[keep]
+    if eligible.size == 0:
+        return None
+    corr, was_pd = _nearest_positive_definite(corr, try_cholesky=try_cholesky)
+    return eligible, corr, sigma, mean, was_pd
+
+
+def _check_optimiser(method: str, optimiser: OptimiserConfig | None, columns: pd.Index) -> None:
+    """The optimiser methods need their settings; Black-Litterman views must parse against the instruments."""
+    if method not in optimisers.OPTIMISER_METHODS:
+        return
+    needs = {"kelly": ["kelly"], "mean_variance": ["mean_variance"],
+             "black_litterman": ["black_litterman", "mean_variance"]}[method]
+    missing = [n for n in needs if optimiser is None or getattr(optimiser, n) is None]
+    if missing:
+        raise WeightsError(f"estimate_instrument_weights: method {method!r} needs portfolio.optimiser."
+                           f"{' and portfolio.optimiser.'.join(missing)}")
+    if method == "black_litterman":
+        try:
+            optimisers.check_views(optimiser.black_litterman.views, [str(c) for c in columns])
+        except optimisers.OptimiserError as exc:
+            raise WeightsError(f"estimate_instrument_weights: portfolio.optimiser.black_litterman: {exc}") from exc
+
+
 
 def _erc_solve(corr: np.ndarray, sigma: np.ndarray, u0: np.ndarray | None, where: str) -> np.ndarray:
     """Unnormalised ERC solution ``x`` (``x_i (Σx)_i = 1/n``) for ``Σ = diag(σ) C diag(σ)``."""
+    from scipy import optimize
+
     n = len(sigma)
     if n == 1:
         return np.array([1.0 / sigma[0]])

@@ -29,13 +29,16 @@ rules (quality only reports it as a duplicate). Give GX one fetch per (instrumen
 the clean bars or the latest fetch, and the verdicts agree.
 
 GX is imported lazily (it costs seconds to import); one ephemeral GX context is created per
-process, with analytics, progress bars and INFO logging switched off.
+process, with analytics, progress bars and INFO logging switched off. :func:`preload` starts that
+import in a background thread, so that a run can do its other work meanwhile (the daily run starts it
+with the run; its ``clean_bars`` step then validates without waiting for the import).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -295,14 +298,53 @@ _STATE: dict[str, Any] = {}
 
 def _gx() -> Any:
     """The ``great_expectations`` module, imported on first use with its noise switched off."""
-    if "gx" not in _STATE:
-        _quiet_gx_loggers()
-        import great_expectations as gx
+    with _LOCK:
+        if "gx" not in _STATE:
+            _quiet_gx_loggers()
+            import great_expectations as gx
 
-        _quiet_gx_loggers()  # again: the import pins one of its loggers to INFO
+            _quiet_gx_loggers()  # again: the import pins one of its loggers to INFO
 
-        _STATE["gx"] = gx
-    return _STATE["gx"]
+            _STATE["gx"] = gx
+        return _STATE["gx"]
+
+
+def preload(suites: Iterable[tuple[str, bool]] = ()) -> threading.Thread | None:
+    """Import GX, create the process's context and build ``suites`` in a background thread.
+
+    Returns at once. :func:`validate_bars_gx` (and :func:`build_suite`) wait for the thread where
+    they need what it builds (one lock guards the process's GX state), so calling this never
+    changes a verdict, only when the import is paid. A failure in the thread is left for the
+    validation to raise (it retries the import in its own thread).
+
+    Parameters
+    ----------
+    suites : iterable of (asset_class, back_adjusted)
+        Suites to build beforehand (:func:`build_suite`); unknown asset classes are skipped.
+
+    Returns
+    -------
+    threading.Thread or None
+        The started daemon thread; None when the context exists or a preload already started.
+    """
+    wanted = [(a, bool(b)) for a, b in suites if a in ASSET_CLASSES]
+
+    def warm() -> None:
+        try:
+            with _LOCK:
+                _batch_definition()
+                for asset_class, back_adjusted in wanted:
+                    _cached_suite(asset_class, back_adjusted)
+        except Exception:  # the validation in the run raises it again, with its context
+            logging.getLogger(__name__).debug("GX preload failed", exc_info=True)
+
+    with _LOCK:
+        if "batch_definition" in _STATE or "preload" in _STATE:
+            return None
+        thread = threading.Thread(target=warm, name="gx-preload", daemon=True)
+        _STATE["preload"] = thread
+        thread.start()
+        return thread
 
 
 def _quiet_gx_loggers() -> None:
@@ -329,9 +371,10 @@ def _batch_definition() -> BatchDefinition:
 
 def _cached_suite(asset_class: str, back_adjusted: bool) -> ExpectationSuite:
     key = ("suite", asset_class, bool(back_adjusted))
-    if key not in _STATE:
-        _STATE[key] = build_suite(asset_class, back_adjusted)
-    return _STATE[key]
+    with _LOCK:
+        if key not in _STATE:
+            _STATE[key] = build_suite(asset_class, back_adjusted)
+        return _STATE[key]
 
 
 # -- helpers -----------------------------------------------------------------------------------

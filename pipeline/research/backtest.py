@@ -307,6 +307,7 @@ def simulate(
     whole_units: bool = False,
     gate: RiskLimits | None = None,
     capital_method: str = "fixed",
+    max_position: float | None = None,
 ) -> BacktestResult:
     """Account for target positions: holdings, trades, costs, P&L, equity and drawdown.
 
@@ -325,6 +326,10 @@ def simulate(
 
     Options, applied in this order:
 
+    0. Position limit (``max_position``, units): every target is clipped to +/- ``max_position``, as
+       production clips each trade to ``risk.max_position`` before the gate
+       (:func:`pipeline.execution.intents.clip_plan`; from a flat start a clipped target is exactly the
+       sequence of clipped trades).
     1. Short-selling switch: where ``allow_short`` is False a negative target becomes 0.
     2. Exposure limits (:func:`constrain_exposure`): on each session every target is scaled by
        one factor so that gross and net notional at that close stay within the limits.
@@ -391,6 +396,8 @@ def simulate(
     gate : RiskLimits, optional
         Pre-trade gate limits and the circuit breaker's ``max_daily_loss`` (base currency)
         (``risk:`` in the config); None = no gate.
+    max_position : float, optional
+        Absolute position limit in units (``risk.max_position``), > 0; None = no limit.
     capital_method : {"fixed", "full", "half"}, default "fixed"
         ``"fixed"``: the accounting above. ``"full"`` / ``"half"``: pysystemtrade's capital
         correction (``systems/accounts/account_with_multiplier.py``). The fixed-capital
@@ -415,6 +422,10 @@ def simulate(
         or costs.
     """
     _check_inputs(positions, prices, point_size, costs, capital)
+    if max_position is not None:
+        if not max_position > 0:
+            raise BacktestInputError(f"simulate: max_position must be > 0, got {max_position}")
+        positions = positions.clip(-max_position, max_position)
     _check_options(fill, opens, highs, lows, limit_offset, borrow_rate, max_gross_exposure, max_net_exposure)
     if capital_method not in CAPITAL_METHODS:
         raise BacktestInputError(f"simulate: capital_method must be one of {CAPITAL_METHODS}, got {capital_method!r}")
@@ -422,7 +433,8 @@ def simulate(
         return _compounded(positions, prices, point_size, costs, capital, fx, capital_method, fill=fill,
                            opens=opens, highs=highs, lows=lows, limit_offset=limit_offset, allow_short=allow_short,
                            borrow_rate=borrow_rate, max_gross_exposure=max_gross_exposure,
-                           max_net_exposure=max_net_exposure, whole_units=whole_units, gate=gate)
+                           max_net_exposure=max_net_exposure, whole_units=whole_units, gate=gate,
+                           max_position=max_position)
     cols, index = positions.columns, prices.index
     n_rows, n_cols = len(index), len(cols)
     px_frame = prices if prices.columns.equals(cols) else prices[cols]
@@ -1018,8 +1030,9 @@ def simulation_options(config: PipelineConfig) -> dict[str, Any]:
         instrument: ``backtest.allow_short`` and not the instrument's ``long_only``),
         ``borrow_rate``, ``max_gross_exposure``, ``max_net_exposure``, ``whole_units``
         (``portfolio.round_positions``), ``gate`` (``risk:`` when
-        ``backtest.pre_trade_gate``, else None) and ``capital_method``
-        (``backtest.capital_method``). The caller adds ``opens`` (for
+        ``backtest.pre_trade_gate``, else None), ``capital_method``
+        (``backtest.capital_method``) and ``max_position`` (``risk.max_position``, always: production
+        clips every trade to it). The caller adds ``opens`` (for
         ``next_open``) and ``highs``/``lows`` (for limit orders): see :func:`needs_bars`.
     """
     bt = config.backtest
@@ -1033,6 +1046,7 @@ def simulation_options(config: PipelineConfig) -> dict[str, Any]:
         "whole_units": config.portfolio.round_positions,
         "gate": config.risk if bt.pre_trade_gate else None,
         "capital_method": bt.capital_method,
+        "max_position": config.risk.max_position,  # production clips every trade to it (clip_plan), gate or not
     }
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.portfolio.optimisers import EfficientFrontier
 from pipeline.research.analytics import (
     STRESS_WINDOWS,
     attribution,
@@ -117,6 +118,13 @@ class BacktestRun:
     folds : DataFrame, optional
         Walk-forward folds (:attr:`pipeline.research.validation.WalkForwardResult.folds`); written to
         ``folds.csv``, the summary and the report.
+    frontier : EfficientFrontier, optional
+        The efficient frontier of the last instrument-weight estimation window
+        (:func:`pipeline.portfolio.instrument_weights.last_window_frontier`); drawn in the report.
+    excluded_instruments : DataFrame, optional
+        Instruments left out of trading (or held by the stale-price guard) in the window, with the
+        reason (:func:`pipeline.signals.combination.excluded_instruments`); ``summary.json``
+        ``excluded_instruments`` and a table of the report.
     """
 
     name: str
@@ -130,6 +138,8 @@ class BacktestRun:
     start: pd.Timestamp | None = None
     rule_attribution: dict[str, Any] | None = field(default=None)
     folds: pd.DataFrame | None = field(default=None)
+    frontier: EfficientFrontier | None = field(default=None)
+    excluded_instruments: pd.DataFrame | None = field(default=None)
 
     def window_start(self) -> pd.Timestamp:
         if self.start is not None:
@@ -230,7 +240,9 @@ def summarise(run: BacktestRun, run_id: str) -> dict[str, Any]:
         "capital": res.capital_label(),
         "note": run.sample_note,
     }
-    perf = performance_metrics(returns, vol_target=run.vol_target)
+    # fixed capital: the headline level statistics are the drawn equity curve's (capital + cumsum(pnl));
+    # compounding: the capital at risk grows with the returns, so they compound
+    perf = performance_metrics(returns, vol_target=run.vol_target, compounded=res.capital_path is not None)
     perf.update({
         "gross_sharpe": performance_metrics(gross_returns)["sharpe"],
         "annual_turnover": notional_traded / res.capital / years if years else math.nan,
@@ -288,6 +300,8 @@ def summarise(run: BacktestRun, run_id: str) -> dict[str, Any]:
                         if run.rule_attribution is not None else {}),
         },
     }
+    if run.excluded_instruments is not None:  # one record per (instrument, reason): short_history, cost_per_trade,
+        summary["excluded_instruments"] = _records(run.excluded_instruments)  # stale_guard
     if run.folds is not None:
         fitted = run.parameters.get("walk_forward", {})
         summary["walk_forward"] = {

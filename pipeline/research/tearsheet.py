@@ -74,6 +74,11 @@ def report_html(run, summary: Mapping[str, Any], trades: pd.DataFrame) -> str:
         ("Gross exposure by asset class (% of capital)", _exposure_figure(run, start)),
         ("P&L attribution", _attribution_figure(summary["attribution"])),
     ]
+    if getattr(run, "frontier", None) is not None:
+        f = run.frontier
+        title = (f"Efficient frontier, instrument-weight window ending {f.estimated_at:%Y-%m-%d} "
+                 f"(annualised, positions at 100% vol; {f.constraints})")
+        figures.append((title, _frontier_figure(f)))
     tables = [
         ("Performance", _kv_table(perf)),
         ("Trades and orders", _kv_table({**summary["trades"]["values"], **summary["trades"]["orders"]})),
@@ -99,6 +104,10 @@ def report_html(run, summary: Mapping[str, Any], trades: pd.DataFrame) -> str:
                        _frame_table(folds)))
     if summary["attribution"]["by_rule"]:
         tables.append(("Each rule traded alone", _frame_table(summary["attribution"]["by_rule"])))
+    if "excluded_instruments" in summary:  # short history, cost per trade, stale-price guard (see summary.json)
+        rows = {f"{r['instrument']} ({r['reason']})": {k: v for k, v in r.items() if k not in ("instrument", "reason")}
+                for r in summary["excluded_instruments"]}
+        tables.append(("Instruments not traded (combined forecast 0) or held by the stale-price guard", _frame_table(rows)))
     body = [f"<h1>Backtest: {html.escape(summary['run']['name'])}</h1>",
             f'<div class="basis">{_basis(summary["basis"])}</div>', f'<div class="cards">{cards}</div>']
     body += _render(figures, tables)
@@ -209,6 +218,23 @@ def _attribution_figure(attribution: Mapping[str, Any]) -> go.Figure:
                              marker_color=np.where(s.to_numpy() >= 0, "#2ca02c", "#d62728")), 1, k)
     n = max(len(v) for _, v in panels)
     return fig.update_layout(**{**_LAYOUT, "height": max(320, 18 * n + 120)}, showlegend=False)
+
+
+def _frontier_figure(frontier) -> go.Figure:
+    """Mean-variance frontier (line), each instrument (dots) and the marked portfolios (stars), risk
+    against return (:class:`pipeline.portfolio.optimisers.EfficientFrontier`)."""
+    fig = go.Figure()
+    line = frontier.frontier
+    fig.add_trace(go.Scatter(x=line["vol"].to_numpy(), y=line["expected_return"].to_numpy(), mode="lines+markers",
+                             name="efficient frontier", marker={"size": 4}, line={"width": 1.5}))
+    inst = frontier.instruments
+    fig.add_trace(go.Scatter(x=inst["vol"].to_numpy(), y=inst["expected_return"].to_numpy(), mode="markers+text",
+                             name="instruments", text=[str(i) for i in inst.index], textposition="top center",
+                             marker={"size": 7, "color": "#7f7f7f"}))
+    for name, row in frontier.portfolios.iterrows():
+        fig.add_trace(go.Scatter(x=[row["vol"]], y=[row["expected_return"]], mode="markers", name=str(name),
+                                 marker={"size": 14, "symbol": "star"}))
+    return fig.update_layout(**_LAYOUT, xaxis_title="annual vol", yaxis_title="annual expected return")
 
 
 # --------------------------------------------------------------------------------------------

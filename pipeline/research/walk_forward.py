@@ -213,6 +213,7 @@ def fit_fold(
         idm_cap=config.portfolio.idm_cap, method=config.portfolio.instrument_weights_method,
         fixed_weights=config.portfolio.instrument_weights,
         fixed_idm=None if config.portfolio.idm == "estimate" else float(config.portfolio.idm),
+        optimiser=config.portfolio.optimiser,
     )
     weights = est.weights.iloc[-1].reindex(closes.columns).fillna(0.0)
     return FoldParameters(scalars=scalars, forecast_weights=fw, forecast_weights_source=source, fdm=float(fdm),

@@ -2,7 +2,8 @@
 
 One entry point, :func:`combine_rules`, runs the whole stage as configured (``combination.*``):
 the SR cost of each rule on each instrument, Carver's speed limit, the forecast weights (fixed,
-equal, handcrafted or bootstrapped, re-estimated at year ends and smoothed), the FDM and the cap.
+equal, handcrafted or bootstrapped, re-estimated at year ends and smoothed), the FDM and the cap,
+and the instruments left out of trading (too short a history, too costly a trade: :func:`exclusions_of`).
 The ``combined_forecast`` asset calls it; the walk-forward backtest, which fits the same stage on
 each training window, shares its cost and speed-limit steps (:func:`combination_costs`,
 :func:`close_too_expensive`), so a rule is charged and excluded the same way in both.
@@ -10,18 +11,23 @@ each training window, shares its cost and speed-limit steps (:func:`combination_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import pandas as pd
 
 from pipeline.config import PipelineConfig
 from pipeline.instruments import point_sizes
+from pipeline.quality.stale import stale_mask
 from pipeline.signals.combine import CombinationError, forecast_weights
 from pipeline.signals.costs import (
     apply_speed_limit,
     average_position_units,
+    exclusion_table,
+    instrument_exclusions,
     rule_sr_costs,
     speed_limit_exclusions,
+    sr_cost_per_trade,
     too_expensive,
 )
 from pipeline.signals.forecast_weights import (
@@ -49,6 +55,13 @@ class CombinedForecast:
         an estimated weighting needs it).
     excluded : pd.DataFrame or None
         True where a ``(rule, instrument)`` is over the speed limit on a session (None without it).
+    exclusions : pd.DataFrame or None
+        Index ``session``, columns instruments: why an instrument is not traded that session
+        (``""`` = traded; ``short_history``, ``cost_per_trade``: :func:`instrument_exclusions`); its
+        combined forecast is 0 there. None when neither ``combination.min_history_sessions`` nor
+        ``max_sr_cost_per_trade`` is set.
+    sr_cost_per_trade : pd.DataFrame or None
+        Index ``session``, columns instruments: the SR cost of one trade (None with ``exclusions``).
     fdm_by_instrument : pd.DataFrame or None
         With forecast weights per instrument: index ``session``, columns instruments, the FDM of
         each instrument's group (instruments with the same weights share one pooled FDM); ``fdm``
@@ -63,6 +76,8 @@ class CombinedForecast:
     weight_history: pd.DataFrame
     costs: pd.DataFrame | None
     excluded: pd.DataFrame | None
+    exclusions: pd.DataFrame | None = None
+    sr_cost_per_trade: pd.DataFrame | None = None
     fdm_by_instrument: pd.DataFrame | None = None
     weights_by_instrument: pd.DataFrame | None = None
 
@@ -98,13 +113,53 @@ def combination_costs(capped: pd.DataFrame, closes: pd.DataFrame, vol: pd.DataFr
         :func:`pipeline.signals.costs.rule_sr_costs`).
     """
     comb = config.combination
-    trade_units = None
-    if comb.sr_cost_trade_size == "average_position":  # Carver: one average position per trade
-        trade_units = average_position_units(
-            vol, point_sizes(config.instruments).reindex(closes.columns), config.portfolio.capital,
-            config.portfolio.vol_target, fx=fx, window=comb.cost_window,
-        )
-    return rule_sr_costs(capped, closes, vol, config.instruments, comb.cost_window, trade_units=trade_units)
+    return rule_sr_costs(capped, closes, vol, config.instruments, comb.cost_window,
+                         trade_units=_trade_units(closes, vol, config, fx))
+
+
+def _trade_units(closes: pd.DataFrame, vol: pd.DataFrame, config: PipelineConfig,
+                 fx: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The trade the SR cost per trade is priced on: one average position (Carver) or None (one unit)."""
+    comb = config.combination
+    if comb.sr_cost_trade_size != "average_position":
+        return None
+    return average_position_units(vol, point_sizes(config.instruments).reindex(closes.columns), config.portfolio.capital,
+                                  config.portfolio.vol_target, fx=fx, window=comb.cost_window)
+
+
+def exclusions_of(closes: pd.DataFrame, vol: pd.DataFrame, config: PipelineConfig,
+                  fx: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Which instruments the combination leaves out on each session, and the SR cost of one trade.
+
+    Parameters
+    ----------
+    closes, vol : pd.DataFrame
+        Closes and daily price-unit vol, index ``session``, columns instruments of the universe.
+    config : PipelineConfig
+        ``combination.max_sr_cost_per_trade``, ``min_history_sessions``, ``sr_cost_trade_size``,
+        ``cost_window``; the instruments' cost models and point sizes; ``portfolio`` capital and vol target.
+    fx : pd.DataFrame, optional
+        As :func:`combination_costs`.
+
+    Returns
+    -------
+    (reasons, sr_cost_per_trade) : tuple of pd.DataFrame
+        Index and columns of ``closes``: :func:`pipeline.signals.costs.instrument_exclusions` (``""`` =
+        traded) and :func:`pipeline.signals.costs.sr_cost_per_trade` (SR units of one trade).
+
+    Raises
+    ------
+    CostError
+        An instrument without a cost model or point size.
+    """
+    comb = config.combination
+    by_symbol = {i.symbol: i for i in config.instruments}
+    names = list(closes.columns)
+    per_trade = sr_cost_per_trade(closes, vol.reindex(index=closes.index, columns=names),
+                                  point_sizes([by_symbol[n] for n in names]), {n: by_symbol[n].costs for n in names},
+                                  comb.cost_window, trade_units=_trade_units(closes, vol, config, fx))
+    reasons = instrument_exclusions(closes, per_trade, comb.max_sr_cost_per_trade, comb.min_history_sessions)
+    return reasons, per_trade
 
 
 def close_too_expensive(combined: pd.DataFrame, capped: pd.DataFrame, excluded: pd.DataFrame) -> pd.DataFrame:
@@ -152,16 +207,17 @@ def combine_rules(capped: pd.DataFrame, closes: pd.DataFrame | None, vol: pd.Dat
     comb = config.combination
     method = comb.forecast_weights_method
     costs = excluded = None
+    if comb.needs_prices and (closes is None or vol is None):
+        raise ValueError("combine_rules: closes and vol are needed for the speed limit, the instrument exclusions "
+                         f"(combination.max_sr_cost_per_trade, min_history_sessions) and {method} weights")
     if comb.apply_speed_limit or method in ("handcraft", "bootstrap"):
-        if closes is None or vol is None:
-            raise ValueError(f"combine_rules: closes and vol are needed for the speed limit and {method} weights")
         costs = combination_costs(capped, closes, vol, config, fx)
     used = capped
     if comb.apply_speed_limit:
         excluded = speed_limit_exclusions(costs, comb.speed_limit)
         used = apply_speed_limit(capped, excluded)
     if method == "fixed" and comb.per_instrument_weights:
-        return _combine_per_instrument(used, capped, excluded, costs, config)
+        return _excluding(_combine_per_instrument(used, capped, excluded, costs, config), closes, vol, config, fx)
     if method in ("fixed", "equal"):
         weights = forecast_weights(config.rules.rule_names, comb.forecast_weights if method == "fixed" else None)
         history = pd.DataFrame([weights], index=pd.DatetimeIndex(capped.index[:1], name="estimated_at"))
@@ -175,8 +231,20 @@ def combine_rules(capped: pd.DataFrame, closes: pd.DataFrame | None, vol: pd.Dat
     )
     if excluded is not None:
         combined = close_too_expensive(combined, capped, excluded)
-    return CombinedForecast(combined=combined.reindex(columns=config.symbols), fdm=fdm, weight_history=history,
-                            costs=costs, excluded=excluded)
+    return _excluding(CombinedForecast(combined=combined.reindex(columns=config.symbols), fdm=fdm,
+                                       weight_history=history, costs=costs, excluded=excluded), closes, vol, config, fx)
+
+
+def _excluding(result: CombinedForecast, closes: pd.DataFrame | None, vol: pd.DataFrame | None,
+               config: PipelineConfig, fx: pd.DataFrame | None) -> CombinedForecast:
+    """``result`` with a combined forecast of 0 where :func:`exclusions_of` leaves the instrument out."""
+    comb = config.combination
+    if comb.max_sr_cost_per_trade is None and comb.min_history_sessions is None:
+        return result
+    reasons, per_trade = exclusions_of(closes.reindex(columns=config.symbols), vol, config, fx)
+    out = reasons.reindex(index=result.combined.index, columns=result.combined.columns, fill_value="")
+    combined = result.combined.mask(out.ne("") & result.combined.notna(), 0.0)
+    return replace(result, combined=combined, exclusions=reasons, sr_cost_per_trade=per_trade)
 
 
 def _combine_per_instrument(used: pd.DataFrame, capped: pd.DataFrame, excluded: pd.DataFrame | None,
@@ -221,3 +289,82 @@ def _combine_per_instrument(used: pd.DataFrame, capped: pd.DataFrame, excluded: 
         combined=combined, fdm=fdm_wide.mean(axis=1).rename("fdm"),
         weight_history=pd.DataFrame([mean], index=pd.DatetimeIndex(capped.index[:1], name="estimated_at")),
         costs=costs, excluded=excluded, fdm_by_instrument=fdm_wide, weights_by_instrument=table)
+
+
+def excluded_instruments(closes: pd.DataFrame, vol: pd.DataFrame, config: PipelineConfig,
+                         fx: pd.DataFrame | None = None, start=None, end=None) -> pd.DataFrame:
+    """The instruments a run left out of trading, or guarded, between ``start`` and ``end``, with the reason.
+
+    The exclusions of :func:`exclusions_of` (``short_history``, ``cost_per_trade``: combined forecast 0,
+    position closed) and, with ``stale_guard.sessions``, the stale-price guard's sessions
+    (``stale_guard``: no new forecast, position held; :func:`pipeline.quality.stale.stale_mask`),
+    computed on all of ``closes`` (no look-ahead: every value for d uses data up to d) and reported
+    over ``start`` .. ``end`` (None = from the first / to the last session).
+
+    Parameters
+    ----------
+    closes, vol : pd.DataFrame
+        Closes and daily price-unit vol (the ``volatility`` table), index ``session``, columns instruments.
+    config : PipelineConfig
+    fx : pd.DataFrame, optional
+        As :func:`combination_costs`.
+    start, end : date-like, optional
+
+    Returns
+    -------
+    pd.DataFrame
+        :func:`pipeline.signals.costs.exclusion_table`: ``instrument, reason, sessions, share, first, last,
+        detail``; empty when nothing is excluded or no exclusion is configured.
+    """
+    comb, guard = config.combination, config.stale_guard.sessions
+    names = [s for s in config.symbols if s in closes.columns]
+    closes = closes.reindex(columns=names)
+    if comb.max_sr_cost_per_trade is None and comb.min_history_sessions is None:
+        reasons = pd.DataFrame("", index=closes.index, columns=names)
+        per_trade = pd.DataFrame(np.nan, index=closes.index, columns=names)
+    else:
+        reasons, per_trade = exclusions_of(closes, vol, config, fx)
+    stale = stale_mask(closes, guard) if guard else None
+    window = slice(start, end)
+    history = closes.notna().cumsum()
+    return exclusion_table(reasons.loc[window], per_trade.loc[window], history.loc[window],
+                           None if stale is None else stale.loc[window], comb.max_sr_cost_per_trade,
+                           comb.min_history_sessions, guard)
+
+
+def tradeable_returns(returns: pd.DataFrame, closes: pd.DataFrame, vol: pd.DataFrame, config: PipelineConfig,
+                      fx: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``returns`` without the sessions an instrument is not traded: left out by :func:`exclusions_of`
+    (too short a history, too costly a trade) or held by the stale-price guard (``stale_guard.sessions``).
+
+    The instrument weights are estimated on these, so a market the system does not trade gets no weight
+    once its excluded sessions leave fewer than ``portfolio.weights_min_sessions`` in the window (pst
+    gives no weight to the instruments it does not trade), and a flat, stale series cannot look like a
+    riskless diversifier to the ERC estimate.
+
+    Parameters
+    ----------
+    returns : pd.DataFrame
+        Vol-normalised returns (:func:`pipeline.signals.volatility.vol_normalised_returns`), index
+        ``session``, columns instruments.
+    closes, vol : pd.DataFrame
+        The closes and daily price-unit vol the returns came from, same index and columns.
+    config : PipelineConfig
+    fx : pd.DataFrame, optional
+        As :func:`combination_costs`.
+
+    Returns
+    -------
+    pd.DataFrame
+        ``returns`` with NaN on the excluded and stale sessions; ``returns`` itself when neither an
+        exclusion nor the stale guard is configured.
+    """
+    comb, guard = config.combination, config.stale_guard.sessions
+    drop = pd.DataFrame(False, index=returns.index, columns=returns.columns)
+    if comb.max_sr_cost_per_trade is not None or comb.min_history_sessions is not None:
+        reasons, _ = exclusions_of(closes.reindex(columns=returns.columns), vol, config, fx)
+        drop |= reasons.reindex(index=returns.index, columns=returns.columns, fill_value="").ne("")
+    if guard:
+        drop |= stale_mask(closes.reindex(columns=returns.columns), guard).reindex(
+            index=returns.index, columns=returns.columns, fill_value=False).astype(bool)
+    return returns.mask(drop)

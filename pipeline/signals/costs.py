@@ -496,3 +496,131 @@ def _check_multi(frame: pd.DataFrame, name: str) -> None:
     if not (isinstance(frame, pd.DataFrame) and isinstance(frame.columns, pd.MultiIndex)
             and frame.columns.nlevels == 2):
         raise CostError(f"{name}: expected a DataFrame with a (rule, instrument) column MultiIndex")
+
+
+#: Reasons an instrument is not traded on a session (:func:`instrument_exclusions`), in priority order.
+EXCLUSION_REASONS = ("short_history", "cost_per_trade")
+
+
+def instrument_exclusions(
+    prices: pd.DataFrame,
+    sr_per_trade: pd.DataFrame,
+    max_sr_cost_per_trade: float | None,
+    min_history_sessions: int | None,
+) -> pd.DataFrame:
+    """Why each instrument is not traded on each session: too short a history or too costly a trade.
+
+    Parameters
+    ----------
+    prices : DataFrame, index ``session`` (ascending), columns instruments
+        Closes; NaN = no price that session. The history of an instrument on session d is the count
+        of its prices up to d (expanding, no look-ahead).
+    sr_per_trade : DataFrame, index and columns covering ``prices``'
+        :func:`sr_cost_per_trade` (annual SR units of one trade, means over the cost window up to d);
+        NaN = not known yet (not excluded on cost).
+    max_sr_cost_per_trade : float or None
+        Ceiling in SR units per trade (AFTS: 0.01); None = no cost exclusion.
+    min_history_sessions : int or None
+        Prices needed before trading (one year: 256); None = no history exclusion.
+
+    Returns
+    -------
+    DataFrame of str, index and columns of ``prices``
+        ``""`` where traded, else the first of :data:`EXCLUSION_REASONS` that applies:
+        ``short_history`` (fewer than ``min_history_sessions`` prices so far) or ``cost_per_trade``
+        (SR cost of a trade above ``max_sr_cost_per_trade``). Sessions before an instrument's first
+        price are ``short_history`` too (nothing to trade there anyway).
+
+    Raises
+    ------
+    CostError
+        ``max_sr_cost_per_trade`` not > 0 or ``min_history_sessions`` < 1.
+
+    Notes
+    -----
+    Sources: AFTS (selecting instruments: a market costing more than 0.01 SR units per trade is not
+    traded); ST ch. 12 (costs in SR units). The caller sets the combined forecast of an excluded
+    instrument to 0, so its position is closed as with :func:`too_expensive`.
+    """
+    if max_sr_cost_per_trade is not None and not max_sr_cost_per_trade > 0:
+        raise CostError(f"instrument_exclusions: max_sr_cost_per_trade must be > 0, got {max_sr_cost_per_trade}")
+    if min_history_sessions is not None and min_history_sessions < 1:
+        raise CostError(f"instrument_exclusions: min_history_sessions must be >= 1, got {min_history_sessions}")
+    short = np.zeros(prices.shape, dtype=bool)
+    if min_history_sessions is not None:
+        short = prices.notna().cumsum().to_numpy() < min_history_sessions
+    costly = np.zeros(prices.shape, dtype=bool)
+    if max_sr_cost_per_trade is not None:
+        cost = sr_per_trade.reindex(index=prices.index, columns=prices.columns).to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            costly = cost > max_sr_cost_per_trade
+    reason = np.select([short, costly], list(EXCLUSION_REASONS), default="")
+    return pd.DataFrame(reason, index=prices.index, columns=prices.columns).rename_axis(
+        index="session", columns="instrument")
+
+
+def exclusion_table(
+    reasons: pd.DataFrame,
+    sr_per_trade: pd.DataFrame,
+    history: pd.DataFrame,
+    stale: pd.DataFrame | None = None,
+    max_sr_cost_per_trade: float | None = None,
+    min_history_sessions: int | None = None,
+    stale_sessions: int | None = None,
+) -> pd.DataFrame:
+    """One row per instrument left out (or guarded) on some session of ``reasons``, for reports and logs.
+
+    Parameters
+    ----------
+    reasons : DataFrame of str, index ``session``, columns instruments
+        :func:`instrument_exclusions` over the sessions reported.
+    sr_per_trade, history : DataFrame, same index and columns
+        The SR cost per trade and the count of prices so far, for the values quoted.
+    stale : DataFrame of bool, same index and columns, optional
+        The stale-price guard's mask (:func:`pipeline.quality.stale.stale_mask`): no new forecast,
+        position held; listed with reason ``stale_guard``.
+    max_sr_cost_per_trade, min_history_sessions, stale_sessions : optional
+        The configured thresholds, quoted in ``detail``.
+
+    Returns
+    -------
+    DataFrame, columns ``instrument, reason, sessions, share, first, last, detail``
+        One row per (instrument, reason) with at least one session: ``sessions`` excluded, their
+        ``share`` of the sessions from the instrument's first price (or of all sessions), the ``first``
+        and ``last`` such session (ISO dates) and ``detail`` (the value against its threshold at the
+        last such session). ``reason`` is ``short_history``, ``cost_per_trade`` or ``stale_guard``.
+        Sorted by reason, then sessions descending.
+    """
+    flags = {r: reasons == r for r in EXCLUSION_REASONS}
+    has = history.diff().fillna(history).gt(0) if len(history) else history.astype(bool)
+    flags["short_history"] &= has  # sessions before the first price are not a decision
+    if stale is not None:
+        flags["stale_guard"] = stale.reindex(index=reasons.index, columns=reasons.columns, fill_value=False).astype(bool)
+    rows = []
+    for reason, mask in flags.items():  # three reasons, each vectorised over sessions and instruments
+        count = mask.sum()
+        hit = count[count > 0].index
+        if not len(hit):
+            continue
+        sub = mask[hit]
+        last = sub[::-1].idxmax()
+        first = sub.idxmax()
+        days = history[hit].gt(0).sum().where(lambda s: s > 0, len(reasons))  # sessions from the first price
+        if reason == "cost_per_trade":
+            values = [sr_per_trade.at[last[i], i] for i in hit]
+            detail = [f"SR cost per trade {v:.4f} > {max_sr_cost_per_trade:g}" for v in values]
+        elif reason == "short_history":
+            values = [history.at[last[i], i] for i in hit]
+            detail = [f"{int(v)} prices < {min_history_sessions} sessions" for v in values]
+        else:
+            detail = [f"close unchanged for {stale_sessions} sessions or more: no new forecast, position held"] * len(hit)
+        rows.append(pd.DataFrame({
+            "instrument": list(hit), "reason": reason, "sessions": count[hit].astype(int).to_numpy(),
+            "share": (count[hit] / days).to_numpy(dtype=float),
+            "first": [d.date().isoformat() for d in first], "last": [d.date().isoformat() for d in last],
+            "detail": detail,
+        }))
+    if not rows:
+        return pd.DataFrame(columns=["instrument", "reason", "sessions", "share", "first", "last", "detail"])
+    out = pd.concat(rows, ignore_index=True)
+    return out.sort_values(["reason", "sessions"], ascending=[True, False], ignore_index=True)

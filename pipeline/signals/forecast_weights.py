@@ -26,9 +26,6 @@ import re
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
-from scipy.cluster import hierarchy
-from scipy.spatial.distance import squareform
 
 from pipeline.signals.combine import (
     combine_forecasts,
@@ -141,6 +138,9 @@ def handcraft_weights(corr: pd.DataFrame) -> pd.Series:
 
 
 def _handcraft(c: np.ndarray, members: np.ndarray) -> np.ndarray:
+    from scipy.cluster import hierarchy
+    from scipy.spatial.distance import squareform
+
     n = len(members)
     if n == 1:
         return np.ones(1)
@@ -295,6 +295,8 @@ def bootstrap_weights(
 
 def _max_sharpe(mu: np.ndarray, cov: np.ndarray) -> np.ndarray:
     """Long-only max-Sharpe weights: ``min y'Sy`` s.t. ``mu'y = 1``, ``y >= 0``; ``w = y / sum y``."""
+    from scipy import optimize
+
     n = len(mu)
     if not (mu > 0).any():
         return np.full(n, 1.0 / n)

@@ -11,6 +11,15 @@ back-off a bounded number of times; a silent server ends in
 A daily bar of a session that is still open is partial (IB reference notes, section 4): it is
 dropped, so ingestion never stores it; the next fetch after the close gets the final bar.
 
+Futures: the bars of an instrument (``fetch``) are those of its continuous future (front months, not
+adjusted); :meth:`IBSource.contract_prices` serves the daily bars of each dated contract month
+(``FUT`` with ``lastTradeDateOrContractMonth``, expired months with ``includeExpired``), from
+which :mod:`pipeline.futures.from_contracts` builds pysystemtrade's multiple prices.
+
+IB's pacing rules hold per TWS / Gateway login: every source of the process shares one budget,
+except for a gateway given its own with :func:`gateway_pacing` (a rehearsal's fake gateway, whose
+sessions pass in fast forward, paces on its own clock).
+
 Use from synchronous code in a thread without a running event loop (a Dagster sync asset, the
 CLI); ib_async's sync API cannot run inside a running loop.
 """
@@ -23,7 +32,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 
 import pandas as pd
-from ib_async import IB, Contract
+from ib_async import IB, Contract, Future
 
 from pipeline.adapters.ib.contracts import ContractCache, qualify, what_to_show
 from pipeline.adapters.ib.errors import (
@@ -36,6 +45,7 @@ from pipeline.adapters.ib.errors import (
 )
 from pipeline.adapters.ib.pacing import HistoricalRequest, PacingBudget, shared_budget
 from pipeline.bars import (
+    SourceError,
     as_fetched_at,
     check_range,
     conform_bars,
@@ -52,6 +62,29 @@ MAX_CHUNK_DAYS = 365
 #: Error codes after which the link to IB is down until one of RESTORED_CODES arrives.
 _LOST_CODES = frozenset({1100, 2110})
 _RESTORED_CODES = frozenset({1101, 1102})
+#: Columns of :meth:`IBSource.contract_prices`.
+CONTRACT_PRICE_COLUMNS = ("instrument", "contract", "con_id", "last_trade", "session", "open", "high", "low",
+                          "close", "volume")
+#: Pacing budgets of particular gateways, by (host, port); see :func:`gateway_pacing`.
+_GATEWAY_BUDGETS: dict[tuple[str, int], PacingBudget] = {}
+
+
+@contextlib.contextmanager
+def gateway_pacing(host: str, port: int, budget: PacingBudget) -> Iterator[PacingBudget]:
+    """Within the block, IB sources connecting to ``host:port`` pace their historical requests on
+    ``budget`` instead of the process-wide one (IB counts pacing per login, so another gateway is
+    another budget). A rehearsal passes a budget whose clock moves a day per session it plays."""
+    key = (host, int(port))
+    _GATEWAY_BUDGETS[key] = budget
+    try:
+        yield budget
+    finally:
+        _GATEWAY_BUDGETS.pop(key, None)
+
+
+def _budget_of(connection: IBConnection) -> PacingBudget:
+    """The pacing budget of the gateway ``connection`` names (:func:`gateway_pacing`), else the shared one."""
+    return _GATEWAY_BUDGETS.get((connection.host, int(connection.port))) or shared_budget()
 
 
 class IBSource:
@@ -89,7 +122,7 @@ class IBSource:
     ):
         self.instruments = {i.symbol: i for i in instruments}
         self.connection = connection
-        self._pacing = pacing if pacing is not None else shared_budget()
+        self._pacing = pacing if pacing is not None else _budget_of(connection)
         self._cache = cache if cache is not None else ContractCache()
         self._clock = clock
         self._sleep = sleep
@@ -159,6 +192,72 @@ class IBSource:
                     last = pd.Timestamp(bars["session"].max())
                     latest = last if latest is None else max(latest, last)
         return latest
+
+    def contract_prices(self, instruments: Sequence[str], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        """Daily bars of every dated contract month of the futures ``instruments`` in ``[start, end]``.
+
+        The months come from IB's contract details of the future (``includeExpired``: months that
+        expired in the last two years too); each month whose bars can fall in the range is asked for
+        at most a year of bars up to its last trading day (one request a month; a forward or carry
+        contract is priced within a year of its expiry). A month with no bar in its range is left out.
+
+        Returns
+        -------
+        DataFrame
+            :data:`CONTRACT_PRICE_COLUMNS`: ``contract`` the month ``YYYYMM`` (str), ``con_id``,
+            ``last_trade`` (datetime64, the month's last trading day), ``session`` and the bar
+            (prices in IB's price points, volume NaN where IB has none); sorted by instrument,
+            contract and session.
+
+        Raises
+        ------
+        SourceError
+            Unknown symbol, an instrument that is not a future (``sec_type: FUT``), or ``start`` after ``end``.
+        IBUnknownContract, IBPacingViolation, IBConnectivityLost, IBTimeout, IBRequestFailed
+            As :meth:`fetch`.
+        """
+        s, e = check_range(start, end)
+        insts = self._resolve(instruments)
+        not_futures = [i.symbol for i in insts if i.sec_type != "FUT"]
+        if not_futures:
+            raise SourceError(f"contract prices: {not_futures} are not futures (sec_type FUT); only futures have "
+                              "dated contract months")
+        now = as_fetched_at(self._clock())
+        frames: list[pd.DataFrame] = []
+        with self._session() as (ib, link):
+            for inst in insts:  # a handful of futures, a few dozen months each
+                for contract, month, last_trade in self._months(ib, inst):
+                    first, last = max(s, last_trade - pd.Timedelta(days=MAX_CHUNK_DAYS - 1)), min(e, last_trade)
+                    if first > last:
+                        continue
+                    try:
+                        bars = self._instrument_bars(ib, link, inst, contract, first, last, now)
+                    except IBNoData:
+                        continue
+                    frames.append(bars.drop(columns=["source"]).assign(
+                        contract=month, con_id=int(contract.conId), last_trade=last_trade))
+        if not frames:
+            return pd.DataFrame(columns=list(CONTRACT_PRICE_COLUMNS))
+        out = pd.concat(frames, ignore_index=True)[list(CONTRACT_PRICE_COLUMNS)]
+        return out.sort_values(["instrument", "contract", "session"], ignore_index=True)
+
+    def _months(self, ib: IB, inst: Instrument) -> list[tuple[Contract, str, pd.Timestamp]]:
+        """``(contract, YYYYMM, last trading day)`` of every month IB lists for the future ``inst``,
+        expired ones included; each contract keeps ``includeExpired`` for its history requests."""
+        cfg = self.connection
+        where = f"contract months of {inst.symbol} ({inst.exchange} {inst.currency})"
+        try:
+            details = ib.reqContractDetails(Future(inst.symbol, exchange=inst.exchange, currency=inst.currency,
+                                                   includeExpired=True))
+        except Exception as exc:
+            raise classify_exception(exc, where, cfg.timeout) from exc
+        out = []
+        for d in details:  # one per month
+            c = d.contract
+            c.includeExpired = True  # details answer without it; an expired month's history needs it
+            month = (d.contractMonth or c.lastTradeDateOrContractMonth)[:6]
+            out.append((c, month, pd.Timestamp(c.lastTradeDateOrContractMonth[:8]).normalize()))
+        return out
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 The real ib_async client talks to it over 127.0.0.1: the tests run every IB scenario against it,
 and ``trading-pipeline fake-gateway`` starts one so the whole live loop can be rehearsed offline.
 See :mod:`pipeline.adapters.ib.fake_gateway.server` for what it speaks and how faults are injected,
-:mod:`.futures` for the dated futures months it lists and :mod:`.combos` for combo (BAG) orders.
+:mod:`.futures` for the dated futures months it lists (and those of a rehearsal, on the exchange's
+rules or a compressed calendar), :mod:`.combos` for combo (BAG) orders and :mod:`.clock` for the
+session clock a rehearsal advances.
 """
 
 from pipeline.adapters.ib.fake_gateway.book import (
@@ -14,7 +16,7 @@ from pipeline.adapters.ib.fake_gateway.book import (
     FakeSettlement,
     OrderBook,
 )
-from pipeline.adapters.ib.fake_gateway.clock import FakeClock, SessionClock
+from pipeline.adapters.ib.fake_gateway.clock import FakeClock, SessionClock, SessionTime
 from pipeline.adapters.ib.fake_gateway.contract import FakeContract
 from pipeline.adapters.ib.fake_gateway.futures import (
     BUILTIN_FUTURES,
@@ -23,6 +25,8 @@ from pipeline.adapters.ib.fake_gateway.futures import (
     MCL,
     FuturesMonth,
     FutureSpec,
+    generated_bars,
+    rehearsal_months,
 )
 from pipeline.adapters.ib.fake_gateway.server import (
     CONNECTIVITY_LOST_TEXT,
@@ -64,5 +68,8 @@ __all__ = [
     "Omit",
     "OrderBook",
     "SessionClock",
+    "SessionTime",
     "Silent",
+    "generated_bars",
+    "rehearsal_months",
 ]

@@ -2,10 +2,16 @@
 
 :class:`FakeClock` gives monotonic seconds that advance only when ``sleep`` is called (pacing
 tests). :class:`SessionClock` is the fake's current session (an exchange session of an
-exchange_calendars calendar): a test advances it to rehearse rolls and expiries.
+exchange_calendars calendar): a test advances it to rehearse rolls and expiries. :class:`SessionTime`
+is the monotonic time of a rehearsal that plays sessions in fast forward: real seconds plus a day for
+every calendar day the session clock has moved, so what paces by the day (IB's historical-data
+limits) sees the sessions a day apart, as they would be.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -71,3 +77,18 @@ class SessionClock:
             raise ValueError(f"the session clock is at {self.session.date()}; it cannot go back to {target.date()}")
         self.session = target
         return self.session
+
+
+class SessionTime:
+    """Monotonic seconds of a rehearsal: ``clock()`` plus 86 400 s per calendar day ``sessions`` has
+    moved since this object was made (a clock for :class:`~pipeline.adapters.ib.pacing.PacingBudget`)."""
+
+    DAY = 86_400.0
+
+    def __init__(self, sessions: SessionClock, clock: Callable[[], float] = time.monotonic) -> None:
+        self.sessions = sessions
+        self.start = sessions.session
+        self._clock = clock
+
+    def __call__(self) -> float:
+        return self._clock() + (self.sessions.session - self.start).days * self.DAY

@@ -11,6 +11,11 @@ cash-settled one). Each month's **daily bars** come either from pysystemtrade mu
 (:func:`generated_bars`). :class:`FuturesListing` answers which months are listed, which have
 expired and which the fake still serves at a session.
 
+For rehearsals of rolls, :func:`rehearsal_months` lists an instrument's months around a rehearsal:
+on the exchange's own rules, or on a **compressed calendar** where, from the rehearsal's first
+session, each next month of the cycle expires ``every`` sessions after the one before (a month
+that lives ~10 sessions instead of one to three months), so many rolls pass in few sessions.
+
 Built-in instruments: :data:`MCL` (micro WTI, NYMEX, monthly, cash-settled, multiplier 100),
 :data:`GC` (gold, COMEX, GJMQVZ, physically delivered, multiplier 100) and :data:`ES` (E-mini
 S&P 500, CME, HMUZ, cash-settled, multiplier 50).
@@ -55,6 +60,7 @@ __all__ = [
     "last_trading_days",
     "month_table",
     "multiple_prices_bars",
+    "rehearsal_months",
 ]
 
 #: Futures month codes, January .. December (CME / IB convention).
@@ -196,6 +202,50 @@ def month_table(spec: FutureSpec, months: Sequence[str]) -> pd.DataFrame:
         "last_trade": last_trade,
         "close_out": close_out_days(spec, months, last_trade),
     }).sort_values("last_trade", ignore_index=True)  # fmt: skip
+
+
+def rehearsal_months(spec: FutureSpec, history_start: object, start: object, end: object,
+                     every: int | None = None, close_out_lead: int = 2) -> pd.DataFrame:
+    """The months of ``spec`` a rehearsal from session ``start`` to ``end`` lists: a :func:`month_table`.
+
+    Months on the exchange's rules (``last_trade``, ``close_out``) are those expiring from
+    ``history_start`` on. Without ``every`` they run to a year past ``end``. With ``every`` (the
+    compressed calendar) they stop at the last month expiring before ``start``; the next months of
+    the cycle then expire every ``every`` sessions (of ``spec.calendar``) from ``start`` (the
+    first on the ``every``-th session after it), as many as cover ``end`` plus ``spec.listed``,
+    and a physically delivered one closes out ``close_out_lead`` sessions before its last trading
+    day (cash-settled: on it).
+
+    Raises
+    ------
+    ValueError
+        ``every`` or ``close_out_lead`` not positive (``every`` must exceed ``close_out_lead``),
+        or dates outside the calendar.
+    """
+    first, begin, finish = pd.Timestamp(history_start), pd.Timestamp(start), pd.Timestamp(end)
+    if every is None:
+        months = contract_months(spec, first.strftime("%Y-%m"), (finish + pd.DateOffset(years=1)).strftime("%Y-%m"))
+        table = month_table(spec, months)
+        return table[table["last_trade"] >= first].reset_index(drop=True)
+    if every < 1 or close_out_lead < 1 or every <= close_out_lead:
+        raise ValueError(f"{spec.symbol}: a compressed calendar needs every > close_out_lead >= 1 "
+                         f"(got every={every}, close_out_lead={close_out_lead})")
+    real = month_table(spec, contract_months(spec, first.strftime("%Y-%m"), (begin + pd.DateOffset(years=1)).strftime("%Y-%m")))
+    real = real[(real["last_trade"] >= first) & (real["last_trade"] < begin)]
+    days = sessions(begin, finish + pd.Timedelta(days=10 * every + 400), spec.calendar)
+    count = int(np.ceil(len(days[days <= finish]) / every)) + spec.listed
+    after = (real["contract"].iloc[-1] if len(real) else (begin - pd.DateOffset(months=1)).strftime("%Y%m"))
+    cycle = contract_months(spec, (pd.Period(after, "M") + 1).strftime("%Y-%m"),
+                            (pd.Period(after, "M") + 12 * (count // len(spec.cycle) + 2)).strftime("%Y-%m"))[:count]
+    position = np.arange(1, len(cycle) + 1) * every
+    last_trade = days[position]
+    close_out = days[position - close_out_lead] if spec.settlement == "physical" else last_trade
+    compressed = pd.DataFrame({
+        "contract": cycle, "con_id": [_con_id(spec, m) for m in cycle],
+        "local_symbol": month_table(spec, cycle)["local_symbol"].to_numpy(),
+        "last_trade": pd.DatetimeIndex(last_trade), "close_out": pd.DatetimeIndex(close_out),
+    })  # fmt: skip
+    return pd.concat([real, compressed], ignore_index=True)
 
 
 def _seed(*parts: object) -> int:
