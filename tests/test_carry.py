@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,8 +17,8 @@ from pipeline.signals.carry import (
     roll_differential,
     smooth_carry,
 )
+from tests.conftest import SHARED_DATA, require_shared_data
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CARVER_2016 = SHARED_DATA / "futures_carver_2016"
 
 
@@ -137,8 +135,7 @@ def test_fx_carry_hand_value():
 
 @pytest.fixture(scope="module")
 def carry_2016():
-    if not CARVER_2016.is_dir():
-        pytest.skip("shared Carver 2016 data absent")
+    require_shared_data(CARVER_2016)
     from pipeline.adapters.pysystemtrade import (
         read_adjusted_prices,
         read_multiple_prices,

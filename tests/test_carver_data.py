@@ -17,8 +17,8 @@ from pipeline.adapters.pysystemtrade import (
     read_multiple_prices,
     to_instruments,
 )
+from tests.conftest import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CARVER_2016 = SHARED_DATA / "futures_carver_2016"
 CARVER_2023 = SHARED_DATA / "futures_carver_2023"
 
@@ -167,8 +167,8 @@ def test_non_positive_pointsize_names_row(tmp_path):
 
 # ------------------------------------------------------------------ real pysystemtrade data
 
-needs_2016 = pytest.mark.skipif(not CARVER_2016.is_dir(), reason="shared Carver 2016 data absent")
-needs_2023 = pytest.mark.skipif(not CARVER_2023.is_dir(), reason="shared Carver 2023 data absent")
+needs_2016 = pytest.mark.shared_data(CARVER_2016)
+needs_2023 = pytest.mark.shared_data(CARVER_2023)
 
 
 def _data_rows(path: Path) -> int:

@@ -36,6 +36,7 @@ from scripts.carver_fidelity import (
     successive_ratios,
     to_business_days,
 )
+from tests.conftest import require_shared_data
 
 # Published values (reference/carver.md §3) and the issues' tolerances, held by the tests themselves.
 #: pst's pooled EWMAC scalar estimates (rob_system/config.yaml), carver.md §3.1
@@ -57,8 +58,7 @@ CARRY_OOS_RANGE = (7.0, 11.0)
 
 @pytest.fixture(scope="module")
 def measured() -> dict:
-    if not (DEFAULT_DATA / "adjusted_prices_daily.parquet").is_file():
-        pytest.skip(f"shared Carver 2023 data absent ({DEFAULT_DATA})")
+    require_shared_data(DEFAULT_DATA / "adjusted_prices_daily.parquet")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         data = load_carver_2023(DEFAULT_DATA, LIQUID_40)

@@ -32,7 +32,7 @@ def test_session_bars_move_weekends_to_friday_and_carry_prices_over_other_exchan
     assert list(bars.columns) == ["instrument", "session", "close"]
 
 
-@pytest.mark.skipif(not CARVER.exists(), reason="needs ../shared/data/futures_carver_2023")
+@pytest.mark.shared_data(CARVER)
 def test_prepare_writes_a_valid_config_of_all_238_futures(tmp_path):
     cfg = load_config(prepare(tmp_path, CARVER, history_start="2023-06-01"))
     assert len(cfg.instruments) == 238 and cfg.source.kind == "files"
@@ -48,7 +48,7 @@ def test_prepare_writes_a_valid_config_of_all_238_futures(tmp_path):
     pd.testing.assert_series_equal(last, raw.reindex(last.index), check_names=False)
 
 
-@pytest.mark.skipif(not CARVER.exists(), reason="needs ../shared/data/futures_carver_2023")
+@pytest.mark.shared_data(CARVER)
 def test_the_vol_forecast_leaves_out_the_18_series_that_go_to_zero_or_below_since_2010(tmp_path):
     cfg = load_config(prepare(tmp_path, CARVER))
     wide = pd.read_parquet(tmp_path / "bars" / "carver_adjusted.parquet").pivot(

@@ -29,7 +29,7 @@ from pipeline.portfolio.instrument_weights import (
 )
 from pipeline.signals.carry import CarryError, carry_variations
 from pipeline.store.lake import Lake
-from tests.conftest import SHARED_DATA
+from tests.conftest import require_shared_data
 from tests.test_pysystemtrade_source import CARVER_2023, FEW, write_csv_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,8 +142,7 @@ def _config(tmp: Path, folder: Path, lake: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    if not CARVER_2023.is_dir():
-        pytest.skip("shared Carver 2023 data absent")
+    require_shared_data(CARVER_2023)
     from pipeline.definitions import execute_daily
 
     tmp = tmp_path_factory.mktemp("carver_system")
@@ -281,7 +280,7 @@ def test_the_command_line_backtest_takes_the_daily_jobs_positions_and_writes_the
 # ------------------------------------------------------------------------- the chapter-15 system
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "futures_carver_2016").is_dir(), reason="shared Carver 2016 data absent")
+@pytest.mark.shared_data("futures_carver_2016")
 def test_the_chapter_15_system_from_its_example_config_has_pysystemtrades_sharpe(tmp_path):
     """pysystemtrade ``docs/backtesting.md``: the chapter-15 system's Sharpe ratio is 0.480; the same system
     from ``examples/pysystemtrade_ch15.yaml`` on Carver's 2016 data must land within +/-0.08."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,8 +18,8 @@ from pipeline.quality.expectations import (
     validate_bars_gx,
 )
 from pipeline.quality.rules import RULES, validate_bars
+from tests.conftest import require_shared_data
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_RULES = ["duplicate", "close_not_finite", "non_positive_price", "ohlc_inconsistent",
                 "negative_volume"]
 T0 = pd.Timestamp("2024-01-10 22:00", tz="UTC")
@@ -253,9 +251,7 @@ def test_gx_and_quality_agree_on_random_bars(rows):
 
 
 def test_sp500_known_bad_bars_fail_ohlc_consistency():
-    path = SHARED / "stocks" / "sp500_5yr_2013_2018_all505.parquet"
-    if not path.exists():
-        pytest.skip(f"real data {path} not available")
+    path = require_shared_data("stocks", "sp500_5yr_2013_2018_all505.parquet")
     names = ["AOS", "SPG", "CHK", "AAPL", "MSFT"]
     df = pd.read_parquet(path, filters=[("Name", "in", names)])
     bars = df.rename(columns={"Name": "instrument", "date": "session"})

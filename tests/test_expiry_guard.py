@@ -3,8 +3,6 @@ the orphan report."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
@@ -17,8 +15,9 @@ from pipeline.futures import (
     orphan_positions,
     read_roll_config,
 )
+from tests.conftest import SHARED_DATA, require_shared_data
 
-ROLLCONFIG = Path(__file__).resolve().parents[2] / "shared" / "data" / "futures_carver_2023" / "csvconfig" / "rollconfig.csv"
+ROLLCONFIG = SHARED_DATA / "futures_carver_2023" / "csvconfig" / "rollconfig.csv"
 THANKSGIVING = ["2023-11-23"]
 MCL = Instrument(
     symbol="MCL", sec_type="FUT", exchange="NYMEX", point_size=100, calendar="CMES", settlement="cash",
@@ -119,8 +118,7 @@ def test_orphans_are_positions_outside_the_priced_and_forward_contracts():
 
 
 def test_close_outs_from_pysystemtrades_roll_configuration():
-    if not ROLLCONFIG.exists():
-        pytest.skip(f"{ROLLCONFIG} is not on this machine")
+    require_shared_data(ROLLCONFIG)
     config = read_roll_config(ROLLCONFIG)
     micro = close_out_dates(["202312"], "cash", config["CRUDE_W_micro"].expiry_offset)
     gold = close_out_dates(["202312"], "physical", config["GOLD"].expiry_offset)

@@ -3,8 +3,6 @@ compute_forecasts, and the pooled forecast-scalar estimate."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,8 +19,9 @@ from pipeline.signals.forecasts import (
 )
 from pipeline.signals.rules import breakout, ewmac
 from pipeline.signals.volatility import robust_vol
+from tests.conftest import SHARED_DATA, require_shared_data
 
-CARVER_2023 = Path(__file__).resolve().parents[2] / "shared" / "data" / "futures_carver_2023"
+CARVER_2023 = SHARED_DATA / "futures_carver_2023"
 
 
 def _sessions(n: int) -> pd.DatetimeIndex:
@@ -162,7 +161,7 @@ def test_estimate_forecast_scalars_pools_with_the_cross_sectional_median():
     sigma, n = 3.0, 9
     dist = stats.halfnorm(scale=sigma)
     coef = special.factorial(n) / (special.factorial(4) ** 2)
-    density = lambda x: coef * dist.cdf(x) ** 4 * dist.sf(x) ** 4 * dist.pdf(x)  # noqa: E731
+    density = lambda x: coef * dist.cdf(x) ** 4 * dist.sf(x) ** 4 * dist.pdf(x)
     expected_median, _ = integrate.quad(lambda x: x * density(x), 0, 20 * sigma)
     scalars = estimate_forecast_scalars(_gaussian_raw(5_000, n, sigma, seed=2))
     assert scalars["rule_x"].iloc[-1] == pytest.approx(10 / expected_median, rel=0.025)
@@ -196,9 +195,7 @@ def test_published_ewmac_scalars_give_average_absolute_forecast_near_ten_on_real
     # estimated so the average |scaled forecast| is 10 across his whole pool. Over a handful of
     # instruments it should come out within about +/-30% of 10 (single instruments in this data
     # range ~7-10.5); a vol in the wrong units (% returns, annualised) would miss by a factor >= 16.
-    path = CARVER_2023 / "adjusted_prices_daily.parquet"
-    if not path.is_file():
-        pytest.skip(f"real data not available ({path})")
+    path = require_shared_data(CARVER_2023 / "adjusted_prices_daily.parquet")
     instruments = ["SP500", "US10", "GOLD", "CORN", "EUROSTX"]
     long = pd.read_parquet(path, filters=[("instrument", "in", instruments)])
     prices = long.pivot_table(index="date", columns="instrument", values="price", observed=True)

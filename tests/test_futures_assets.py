@@ -13,7 +13,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SHARED_DATA, write_config
+from conftest import SHARED_DATA, require_shared_data, write_config
 
 from assets import futures
 from assets.partitions import daily_partitions
@@ -37,8 +37,7 @@ POINT_SIZE = {"CORN": 50, "GOLD": 100, "SP500": 50}
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    if not CARVER_2023.is_dir():
-        pytest.skip("shared Carver 2023 data absent")
+    require_shared_data(CARVER_2023)
     from tests.test_pysystemtrade_source import write_csv_folder
 
     return write_csv_folder(tmp_path_factory.mktemp("pst") / "csv", THREE, intraday=False)

@@ -17,6 +17,7 @@ from pipeline.execution.positions import position_differences
 from pipeline.futures.tables import contract_positions_table
 from pipeline.store.ledger import LEDGER_FILE, Ledger
 from pipeline.trading import Fill, OrderIntent
+from tests.conftest import require_shared_data
 
 T = pd.Timestamp("2023-10-02 20:00", tz="UTC")
 
@@ -101,8 +102,7 @@ def test_a_ledger_written_before_contracts_opens_and_keeps_its_rows(tmp_path):
 def test_futures_positions_applies_the_roll_policy_and_keeps_a_hand_set_close(tmp_path):
     from tests.test_futures_assets import CARVER_2023, THREE, _config, _hold, _run
 
-    if not CARVER_2023.is_dir():
-        pytest.skip("shared Carver 2023 data absent")
+    require_shared_data(CARVER_2023)
     from assets import futures
     from assets.resources import Settings
     from tests.test_pysystemtrade_source import write_csv_folder

@@ -7,8 +7,6 @@ pysystemtrade's own, and our planned roll calendar against the rolls its multipl
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -39,8 +37,9 @@ from pipeline.futures import (
     summarise_comparison,
 )
 from pipeline.futures.rolls import contract_numbers, cycle_contracts
+from tests.conftest import SHARED_DATA, require_shared_data
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "futures_carver_2023"
+DATA = SHARED_DATA / "futures_carver_2023"
 EVIDENCE = ["CORN", "SP500", "GOLD", "US10", "CRUDE_W", "VIX", "KOSPI", "EUROSTX"]
 
 SP500 = RollParameters(
@@ -506,8 +505,7 @@ def test_adjusted_changes_are_the_priced_contracts_changes_and_the_last_level_is
 
 @pytest.fixture(scope="module")
 def carver():
-    if not DATA.exists():
-        pytest.skip(f"{DATA} is absent")
+    require_shared_data(DATA)
     filters = [("instrument", "in", EVIDENCE)]
     multiple = pd.read_parquet(DATA / "multiple_prices_daily.parquet", filters=filters)
     adjusted = pd.read_parquet(DATA / "adjusted_prices_daily.parquet", filters=filters)

@@ -9,8 +9,6 @@ clock advances. These are what a rehearsal of rolls against the fake relies on.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,7 +24,9 @@ from pipeline.adapters.ib.fake_gateway.futures import contract_months, last_trad
 
 SESSION = "2023-10-02"  # a Monday
 ACCOUNT = "DU1234567"
-MULTIPLE_PRICES = Path(__file__).resolve().parents[2] / "shared" / "data" / "futures_carver_2023" / "multiple_prices_daily.parquet"
+from tests.conftest import SHARED_DATA
+
+MULTIPLE_PRICES = SHARED_DATA / "futures_carver_2023" / "multiple_prices_daily.parquet"
 
 
 def new_fake(session: str = SESSION) -> FakeTWS:
@@ -142,7 +142,7 @@ def test_a_year_of_daily_bars_of_one_month_up_to_the_current_session(fake):
         ib.disconnect()
 
 
-@pytest.mark.skipif(not MULTIPLE_PRICES.exists(), reason="pysystemtrade multiple prices not present")
+@pytest.mark.shared_data(MULTIPLE_PRICES)
 def test_bars_from_multiple_prices_follow_price_forward_and_carry():
     from pipeline.futures import read_multiple_prices
 

@@ -31,12 +31,12 @@ from pipeline.config import (
     pysystemtrade_folder,
 )
 from pipeline.store.lake import Lake
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, require_shared_data
 
 CARVER_2016 = SHARED_DATA / "futures_carver_2016"
 CARVER_2023 = SHARED_DATA / "futures_carver_2023"
-needs_2016 = pytest.mark.skipif(not CARVER_2016.is_dir(), reason="shared Carver 2016 data absent")
-needs_2023 = pytest.mark.skipif(not CARVER_2023.is_dir(), reason="shared Carver 2023 data absent")
+needs_2016 = pytest.mark.shared_data(CARVER_2016)
+needs_2023 = pytest.mark.shared_data(CARVER_2023)
 #: Three futures with multiple prices in the 2023 set: a bond, a grain and a euro-priced index.
 FEW = ["CORN", "EUROSTX", "US10"]
 START, END = pd.Timestamp("1970-01-01"), pd.Timestamp("2030-12-31")
@@ -122,8 +122,7 @@ def write_legacy_folder(out: Path, instruments: list[str] = FEW) -> Path:
 
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory) -> dict[str, Path]:
-    if not CARVER_2023.is_dir():
-        pytest.skip("shared Carver 2023 data absent")
+    require_shared_data(CARVER_2023)
     root = tmp_path_factory.mktemp("pst")
     return {
         "csv": write_csv_folder(root / "csv"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,18 +21,11 @@ from pipeline.quality.rules import (
     spike_flags,
     validate_bars,
 )
+from tests.conftest import require_shared_data
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 T0 = pd.Timestamp("2024-01-10 22:00", tz="UTC")
 T1 = pd.Timestamp("2024-01-11 22:00", tz="UTC")
 CFG = QualityConfig()  # max_price_spike 8, spike_vol_span 500, stale_sessions 10
-
-
-def shared_file(*parts: str) -> Path:
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data {path} not available")
-    return path
 
 
 def bars(rows: list[dict]) -> pd.DataFrame:
@@ -464,7 +456,7 @@ def test_verdicts_up_to_d_do_not_depend_on_later_data(seed, cut):
 
 @pytest.fixture(scope="module")
 def sp500_5yr() -> pd.DataFrame:
-    path = shared_file("stocks", "sp500_5yr_2013_2018_all505.parquet")
+    path = require_shared_data("stocks", "sp500_5yr_2013_2018_all505.parquet")
     raw = pd.read_parquet(path).rename(columns={"date": "session", "Name": "instrument"})
     raw = raw[raw["instrument"].isin(["AOS", "SPG", "CHK", "IP", "FTV", "WRK"])]
     return raw.assign(source="files:sp500", fetched_at=T0, volume=raw["volume"].astype("float64"))
@@ -497,7 +489,7 @@ def test_real_bars_with_nan_open_high_low_stay_clean(sp500_5yr, instrument, sess
 
 
 def test_real_back_adjusted_negative_prices_pass_only_when_declared():
-    path = shared_file("futures_carver_2016", "US10_price.csv")
+    path = require_shared_data("futures_carver_2016", "US10_price.csv")
     with path.open() as fh:
         prices = [r["PRICE"] for r in csv.DictReader(fh)]
     negative = sum(p != "" and float(p) <= 0 for p in prices)

@@ -4,8 +4,6 @@ quarantined as impossible), while the same series with a x10 print are caught.""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,17 +12,10 @@ from pipeline.adapters.sources.sample import SampleSource
 from pipeline.bars import BAR_COLUMNS
 from pipeline.config import QualityConfig
 from pipeline.quality.rules import flagged_spikes, validate_bars
+from tests.conftest import require_shared_data
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FETCHED = pd.Timestamp("2025-01-01", tz="UTC")
 WARN = QualityConfig(spike_severity="WARN")
-
-
-def shared(*parts: str) -> Path:
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data {path} not available")
-    return path
 
 
 def raw(instrument: str, sessions, close, open_=np.nan, high=np.nan, low=np.nan) -> pd.DataFrame:
@@ -36,16 +27,14 @@ def raw(instrument: str, sessions, close, open_=np.nan, high=np.nan, low=np.nan)
 
 
 def dukascopy(pair: str) -> pd.DataFrame:
-    path = next(shared("fx_dukascopy_d1").glob(f"Dukascopy-{pair}-*.csv"), None)
-    if path is None:
-        pytest.skip(f"no Dukascopy file for {pair}")
+    path = require_shared_data("fx_dukascopy_d1", pattern=f"Dukascopy-{pair}-*.csv")
     f = pd.read_csv(path)
     f = f[pd.to_datetime(f["Date"], format="%Y.%m.%d").dt.dayofweek < 5]  # the vendor's Sunday bars aside
     return raw(pair, pd.to_datetime(f["Date"], format="%Y.%m.%d"), f["Close"], f["Open"], f["High"], f["Low"])
 
 
 def quantiacs(ticker: str) -> pd.DataFrame:
-    q = pd.read_parquet(shared("futures_quantiacs_88.parquet"), filters=[("ticker", "==", ticker)])
+    q = pd.read_parquet(require_shared_data("futures_quantiacs_88.parquet"), filters=[("ticker", "==", ticker)])
     q = q[pd.to_datetime(q["DATE"].astype(str)).dt.dayofweek < 5]
     return raw(ticker, pd.to_datetime(q["DATE"].astype(str)), q["CLOSE"], q["OPEN"], q["HIGH"], q["LOW"])
 

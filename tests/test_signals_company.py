@@ -124,7 +124,7 @@ def test_weekend_rows_move_to_friday_and_blank_rows_stay_on_the_grid(tmp_path):
     assert list(alone.index.strftime("%m-%d")) == ["01-03", "01-06", "01-07"]  # its blank Monday stays a row
 
 
-@pytest.mark.skipif(not CARVER_2016.is_dir(), reason="shared Carver 2016 data absent")
+@pytest.mark.shared_data(CARVER_2016)
 def test_edollar_ewmac_8_32_on_2015_12_11_is_the_same_alone_and_with_the_other_37_futures():
     session = pd.Timestamp("2015-12-11")
     alone = read_adjusted_prices(CARVER_2016, ["EDOLLAR"]).prices

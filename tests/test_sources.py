@@ -26,8 +26,8 @@ from pipeline.adapters.sources import (
     read_bar_file,
 )
 from pipeline.config import SourceConfig
+from tests.conftest import require_shared_data
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FIXED = pd.Timestamp("2024-03-08 22:00", tz="UTC")
 EVER = (pd.Timestamp("1900-01-01"), pd.Timestamp("2100-01-01"))
 JAN = (pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-31"))
@@ -35,13 +35,6 @@ JAN = (pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-31"))
 
 def clock() -> pd.Timestamp:
     return FIXED
-
-
-def shared_file(*parts: str) -> Path:
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data {path} not available")
-    return path
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -244,7 +237,7 @@ def test_sample_last_session_is_the_latest_of_any_instrument(sample):
 
 
 def test_files_reads_carver_adjusted_price_csv(tmp_path):
-    src = shared_file("futures_carver_2016", "US10_price.csv")
+    src = require_shared_data("futures_carver_2016", "US10_price.csv")
     shutil.copyfile(src, tmp_path / "US10.csv")
     with src.open() as fh:
         rows = list(csv.DictReader(fh))  # independent reading with the csv module
@@ -260,9 +253,7 @@ def test_files_reads_carver_adjusted_price_csv(tmp_path):
 
 
 def test_files_reads_dukascopy_csv_with_dotted_dates(tmp_path):
-    src = next(shared_file("fx_dukascopy_d1").glob("Dukascopy-EURUSD-*.csv"), None)
-    if src is None:
-        pytest.skip("Dukascopy EURUSD file not available")
+    src = require_shared_data("fx_dukascopy_d1", pattern="Dukascopy-EURUSD-*.csv")
     shutil.copyfile(src, tmp_path / "EURUSD.csv")
     with src.open() as fh:
         rows = list(csv.DictReader(fh))
@@ -278,7 +269,7 @@ def test_files_reads_dukascopy_csv_with_dotted_dates(tmp_path):
 
 
 def test_files_reads_yahoo_layout_taking_close_not_adj_close(tmp_path):
-    src = shared_file("equity_index", "arch_sp500_1999_2018.csv")
+    src = require_shared_data("equity_index", "arch_sp500_1999_2018.csv")
     shutil.copyfile(src, tmp_path / "GSPC.csv")
     source = FilesSource(tmp_path, clock=clock)
     bars = source.fetch(["GSPC"], pd.Timestamp("1999-01-04"), pd.Timestamp("1999-01-05"))
@@ -289,7 +280,7 @@ def test_files_reads_yahoo_layout_taking_close_not_adj_close(tmp_path):
 
 
 def test_files_reads_long_parquet_with_name_column(tmp_path):
-    src = shared_file("stocks", "sp500_5yr_2013_2018_all505.parquet")
+    src = require_shared_data("stocks", "sp500_5yr_2013_2018_all505.parquet")
     shutil.copyfile(src, tmp_path / "sp500.parquet")
     source = FilesSource(tmp_path, clock=clock)
     assert len(source.instruments()) == 505

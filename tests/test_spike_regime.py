@@ -4,17 +4,13 @@ WARN ``spike_regime``) and the reference restarts from it, judging only bars up 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-import pytest
 
 from pipeline.config import QualityConfig
 from pipeline.quality.rules import flagged_spikes, validate_bars
+from tests.conftest import require_shared_data
 from tests.test_quality import closes
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def pegged_then_floating(seed: int = 7, peg: int = 300, floating: int = 200) -> np.ndarray:
@@ -69,9 +65,7 @@ def test_the_regime_decision_uses_only_bars_up_to_the_session():
 
 
 def test_the_real_devalues_in_1999_and_is_traded_again_within_a_week():
-    path = SHARED / "futures_carver_2023" / "adjusted_prices_daily.parquet"
-    if not path.exists():
-        pytest.skip(f"real data {path} not available")
+    path = require_shared_data("futures_carver_2023", "adjusted_prices_daily.parquet")
     prices = pd.read_parquet(path)
     bre = prices[(prices["instrument"] == "BRE") & (prices["date"] < "2000-01-01")].dropna()
     raw = closes(bre["price"].to_numpy(), instrument="BRE")

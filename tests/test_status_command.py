@@ -18,7 +18,7 @@ from pipeline.store.lake import Lake
 from pipeline.store.ledger import Ledger
 from pipeline.store.warehouse import WAREHOUSE_FILE
 from pipeline.trading import Fill
-from tests.conftest import write_config
+from tests.conftest import require_shared_data, write_config
 
 SYMBOLS = ["AAPL", "KO", "XOM"]
 SESSION = "2022-12-28"
@@ -183,8 +183,7 @@ def test_futures_show_the_priced_contract_and_the_sessions_to_the_close_out(tmp_
     from assets.resources import Settings
     from tests.test_futures_assets import CARVER_2023, _config, _hold, _run
 
-    if not CARVER_2023.is_dir():
-        pytest.skip("shared Carver 2023 data absent")
+    require_shared_data(CARVER_2023)
     from tests.test_pysystemtrade_source import write_csv_folder
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))

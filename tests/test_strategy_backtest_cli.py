@@ -80,7 +80,7 @@ def test_carver_system_stays_the_default():
     assert strategy_config(load_config(EXAMPLE)).entry.kind == "ema_crossover"
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "futures_quantiacs_88.parquet").is_file(), reason="no shared data")
+@pytest.mark.shared_data("futures_quantiacs_88.parquet")
 def test_the_example_on_real_wti_bars(tmp_path):
     """WTI front-month crude 1990-2021, Panama back-adjusted with the set's roll gaps (scripts/quantiacs_wti.py)."""
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "quantiacs_wti.py"), str(tmp_path),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,9 +20,9 @@ from pipeline.portfolio.instrument_weights import (
     weights_on_sessions,
 )
 from pipeline.signals.volatility import VolatilityError, vol_normalised_returns
+from tests.conftest import SHARED_DATA, require_shared_data
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-STOCKS = DATA / "stocks" / "sp500_5yr_2013_2018_all505.parquet"
+STOCKS = SHARED_DATA / "stocks" / "sp500_5yr_2013_2018_all505.parquet"
 
 
 def _cov(values, names=None) -> pd.DataFrame:
@@ -369,8 +367,7 @@ def test_estimate_rejects_a_window_shorter_than_min_sessions():
 
 
 def test_real_stocks_give_equal_risk_contributions_every_month_and_idm_in_range():
-    if not STOCKS.exists():
-        pytest.skip(f"real data not available ({STOCKS.name})")
+    require_shared_data(STOCKS)
     names = ["AAPL", "MSFT", "JPM", "BAC", "XOM", "CVX", "JNJ", "PFE", "KO", "WMT"]
     bars = pd.read_parquet(STOCKS, columns=["date", "close", "Name"])
     bars = bars[bars["Name"].isin(names)]

@@ -128,10 +128,15 @@ def launch_daily_run(ws: Webserver, session: str = LATEST_SAMPLE_SESSION) -> tup
     No run config is passed, so ``orders`` records intents only (dry run), as from the UI.
     Returns (run id, final status, e.g. ``SUCCESS``).
     """
+    return launch_run(ws, "daily_job", [{"key": "dagster/partition", "value": session}])
+
+
+def launch_run(ws: Webserver, job: str, tags: list[dict] = ()) -> tuple[str, str]:
+    """Launch ``job`` (with ``tags``) through GraphQL, as the UI's launch button does, and wait for it
+    to end; (run id, final status). ``research_job`` is unpartitioned: no partition tag."""
     params = {
-        "selector": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__", "jobName": "daily_job"},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": session},
-                                       {"key": "trading/trigger", "value": "ui-test"}]},
+        "selector": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__", "jobName": job},
+        "executionMetadata": {"tags": [*tags, {"key": "trading/trigger", "value": "ui-test"}]},
     }
     answer = ws.graphql(_LAUNCH, {"params": params})
     launched = answer.get("data", {}).get("launchRun") or {}
