@@ -131,7 +131,10 @@ def orders(context: dg.AssetExecutionContext, config: OrdersConfig, settings: Se
     return dg.MaterializeResult(metadata={
         "submitted": submit,
         "why": why,
-        "trading_state": ledger.trading_state().value,
+        # the kill switch as read by this run, stamped: the UI shows a run's copy, not the live state
+        # (trading-pipeline status reads it now)
+        "trading_state": f"{ledger.trading_state().value} (read at {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M:%S} UTC "
+                         "by this run; trading-pipeline status shows the current state)",
         **{k: int(v) for k, v in counts.items()},
         "orders": dg.MetadataValue.md(frame_md(shown, limit=50)),
     })
