@@ -151,6 +151,24 @@ def ensure_dagster_home() -> Path:
     return home
 
 
+#: Where research runs (``trading-pipeline backtest``, ``walk-forward``, ``stability``) are recorded:
+#: their own Dagster instance, never the production one, so the UI's runs, ``orders`` and
+#: ``target_positions`` of production show production only. Default: beside ``$DAGSTER_HOME``,
+#: ``<DAGSTER_HOME>-research``; open it with ``DAGSTER_HOME=<that folder> dagster dev``.
+RESEARCH_HOME_ENV = "TRADING_PIPELINE_RESEARCH_HOME"
+
+
+def research_dagster_home() -> Path:
+    """The research instance's folder (``$TRADING_PIPELINE_RESEARCH_HOME``, else ``<DAGSTER_HOME>-research``
+    beside the production instance), created with the project's ``dagster.yaml``."""
+    production = Path(os.environ.get("DAGSTER_HOME", DEFAULT_DAGSTER_HOME)).resolve()
+    home = Path(os.environ.get(RESEARCH_HOME_ENV) or production.with_name(production.name + "-research")).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text(instance_yaml(home))
+    return home
+
+
 def _job(config: PipelineConfig | None, config_path: str | None, lake_root: str | None,
          name: str = DAILY_JOB) -> dg.JobDefinition:
     """Job ``name`` of the definitions of ``config`` (:data:`FULL_JOB`: every asset, the daily's partitions)."""

@@ -34,10 +34,11 @@ Out = Annotated[str | None, typer.Option(
 def _fill_lake(command: str, config: str | None, lake: str | None, end: str | None, stack: ExitStack,
                tags: dict[str, str]):
     """Run the daily job for ``end`` with no order sent; return (result or None if it failed, config, lake root, end)."""
+    import dagster as dg
     import pandas as pd
 
     from pipeline.adapters.sources import make_source
-    from pipeline.definitions import ensure_dagster_home, execute_daily
+    from pipeline.definitions import execute_daily, research_dagster_home
 
     cfg = common.load_config(config, lake)
     last = pd.Timestamp(end) if end else make_source(cfg.source, cfg.instruments).last_session(cfg.symbols)
@@ -45,13 +46,14 @@ def _fill_lake(command: str, config: str | None, lake: str | None, end: str | No
         raise common.CliError(f"error: source {cfg.source.kind!r} has no bars for {cfg.symbols}")
     lake_root = str(Path(lake).resolve()) if lake else stack.enter_context(
         tempfile.TemporaryDirectory(prefix="backtest-lake-"))
-    ensure_dagster_home()
+    home = research_dagster_home()  # research runs never enter the production instance
+    instance = stack.enter_context(dg.DagsterInstance.from_config(str(home)))
     day = last.strftime("%Y-%m-%d")
     print(f"Running the daily job for {day} over the whole history ({len(cfg.symbols)} instruments, "
-          f"source {cfg.source.kind}, no orders sent) ...")
+          f"source {cfg.source.kind}, no orders sent; research instance {home}) ...")
     started = time.perf_counter()
     result = execute_daily(day, submit=False, config_path=config, lake_root=lake_root, research=True,
-                           tags={"trading/trigger": f"cli-{command}", **tags})
+                           instance=instance, tags={"trading/trigger": f"cli-{command}", **tags})
     if not result.success:
         print(f"Run {result.run_id} FAILED after {time.perf_counter() - started:.1f} s:\n{common.failure_text(result)}",
               file=sys.stderr)
