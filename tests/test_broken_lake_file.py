@@ -27,6 +27,7 @@ def built(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(folder / "dagster_home"))
         assert main(["backfill", START, END, "--config", str(config)]) == 0
+        assert main(["research", "--config", str(config)]) == 0  # the backtest tables are the research job's
     con = connect(folder / "lake")
     counts = {t: con.execute(f"select count(*) from {t}").fetchone()[0]
               for t in ("clean_bars", "target_positions", "backtest_metrics")}

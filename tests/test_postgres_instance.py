@@ -34,9 +34,10 @@ def _assets() -> tuple[list[str], list[str]]:
     from pipeline.config import load_config
     from pipeline.definitions import build_definitions
 
-    ALL_ASSETS = list(build_definitions(load_config()).assets)
-
-    keys = [(key.to_user_string(), a.partitions_def is not None) for a in ALL_ASSETS for key in a.keys]
+    defs = build_definitions(load_config())
+    in_daily = defs.resolve_job_def("daily_job").asset_layer.executable_asset_keys  # not the research job's
+    keys = [(key.to_user_string(), a.partitions_def is not None) for a in defs.assets for key in a.keys
+            if key in in_daily]
     return [k for k, p in keys if p], [k for k, p in keys if not p]
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import load_config
-from pipeline.definitions import execute_daily
+from pipeline.definitions import execute_daily, execute_research
 from pipeline.store.warehouse import connect, query
 from tests.conftest import LATEST_SAMPLE_SESSION, write_config
 from tests.ui_support import ROOT
@@ -27,7 +27,7 @@ def documented_examples() -> list[tuple[str, str]]:
     """(title, SQL) of every ```sql block under '## Querying the lake', in order."""
     text = DOC.read_text()
     section = text.split("\n## Querying the lake\n", 1)[1].split("\n## ", 1)[0]
-    found = re.findall(r"^### (.+?)\n(?:.*?\n)*?```sql\n(.*?)```", section, flags=re.M | re.S)
+    found = re.findall(r"^### (.+?)\n(?:.*?\n)*?```sql\n(.*?)```", section, flags=re.MULTILINE | re.DOTALL)
     return [(title.strip(), sql.strip()) for title, sql in found]
 
 
@@ -52,6 +52,9 @@ def lake(tmp_path_factory):
     config = write_config(folder, symbols=SYMBOLS, source={"kind": "files", "path": str(folder / "bars")})
     with dg.instance_for_test() as instance:
         result = execute_daily(LATEST_SAMPLE_SESSION, submit=True, config_path=str(config), instance=instance)
+        assert result.success
+        # the backtest tables the documented examples read are the research job's
+        result = execute_research(config_path=str(config), instance=instance)
     assert result.success
     return load_config(config)
 
