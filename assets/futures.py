@@ -241,6 +241,15 @@ def _close_outs(held: pd.DataFrame, futures: dict[str, Instrument], holidays: li
     return pd.DataFrame(rows, columns=["instrument", "contract", "close_out"])
 
 
+def _state_priced(multiple: pd.DataFrame, current: pd.DataFrame) -> pd.Series:
+    """Index instrument: the multiple prices' priced contract (``YYYYMM``) on the session each current roll
+    state was set for (the contract its roll is out of); instruments whose state has no session are absent."""
+    dated = current.dropna(subset=["session"]) if len(current) else current
+    picked = {row.instrument: contracts_on(multiple, row.session)["priced_contract"].get(row.instrument)
+              for row in dated.itertuples(index=False)}  # one row per futures instrument (a handful)
+    return pd.Series(picked, dtype=object).dropna()
+
+
 def futures_positions(context: dg.AssetExecutionContext, settings: Settings):
     """Positions of the futures instruments in their dated contracts on the run's (last) session,
     and the session's roll states.
@@ -268,7 +277,8 @@ def futures_positions(context: dg.AssetExecutionContext, settings: Settings):
     session, backfill = run[-1], is_backfill(context)
     futures = {i.symbol: i for i in rolled_futures(cfg)}
     holidays = {code: _holidays(session - pd.Timedelta(days=800), code) for code in {i.calendar for i in futures.values()}}
-    contracts = contracts_on(lake.read(MULTIPLE_PRICES, end=session), session)
+    multiple = lake.read(MULTIPLE_PRICES, end=session)
+    contracts = contracts_on(multiple, session)
     ledger = settings.ledger()
     positions = contract_positions_table(ledger.expected_contract_positions(cfg.broker.mode), list(futures))
     known = positions[positions["contract"].notna()]
@@ -282,9 +292,11 @@ def futures_positions(context: dg.AssetExecutionContext, settings: Settings):
             breaches.append(expiry_guard(part, part, session, sessions=limits, holidays=holidays[code]))
             parts.append(part)
         orphans = orphan_positions(known, contracts)
+        current = ledger.current_roll_states()
         states = (pd.DataFrame() if backfill else
-                  session_roll_states(list(futures.values()), contracts, known, ledger.current_roll_states(), session,
-                                      holidays))
+                  session_roll_states(list(futures.values()), contracts, known, current, session, holidays,
+                                      state_priced=_state_priced(multiple, current),
+                                      prices_roll_on_plan=cfg.source.kind == "ib"))
     except FuturesDataError as exc:
         raise dg.Failure(f"futures_positions: {exc}", allow_retries=False) from exc
     breach = pd.concat([*breaches, pd.DataFrame(columns=list(BREACH_COLUMNS))], ignore_index=True)

@@ -244,3 +244,14 @@ def test_an_order_to_a_continuous_future_is_refused_before_it_is_sent():
     with pytest.raises(BrokerError, match="refusing to send an order to a continuous future"):
         refuse_continuous_future(ContFuture("MCL", "NYMEX"), "carver:2023-10-02:MCL:1")
     assert refuse_continuous_future(Future("MCL", "202312", "NYMEX"), "ref").secType == "FUT"
+
+
+def test_roll_adjusted_before_the_roll_date_trades_the_contract_rolled_into_until_the_prices_move():
+    # rolled early (Force near the close-out): the roll date lies ahead, yet the month rolled out of is not traded
+    contracts = pd.DataFrame({"priced_contract": [PRICED, PRICED], "forward_contract": [FORWARD, FORWARD],
+                              "priced_price": [75.0, 75.0], "forward_price": [74.5, 74.5]},
+                             index=pd.Index(["MCL", "CL"], name="instrument"))
+    out = order_contracts(contracts, pd.Series({"MCL": "Roll_Adjusted", "CL": "Roll_Adjusted"}),
+                          pd.Series({"MCL": 2, "CL": 2}), priced_moved=pd.Series({"MCL": False, "CL": True}))
+    assert out.loc["MCL", ["priced_contract", "priced_price"]].tolist() == [FORWARD, 74.5]
+    assert out.loc["CL", ["priced_contract", "forward_contract"]].tolist() == [PRICED, FORWARD]

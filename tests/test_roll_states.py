@@ -206,3 +206,34 @@ def test_the_ledger_keeps_every_roll_state_and_reads_the_latest(tmp_path):
     with pytest.raises(LedgerError, match="reason"):
         ledger.set_roll_state("CORN", "Passive", " ", set_by="alice")
     assert len(ledger.roll_state_history()) == 3  # refused rows were not written
+
+
+def test_a_roll_the_multiple_prices_have_adopted_is_over_and_an_early_roll_waits_for_them():
+    # Force set for the roll out of the old month; the spread filled and the multiple prices then moved to the
+    # month rolled into, where the position now is: the roll is over (No_Roll), not an unfilled spread to escalate
+    over = _one("2023-10-26", state="Force", priced=3.0, spread_sessions=3, roll_date="2024-01-17",
+                priced_moved=[True], rolled_out_position=[0.0])
+    assert (over["state"], over["previous_state"], over["changed"]) == ("No_Roll", "Force", True)
+    assert over["reason"].startswith("the multiple prices price the contract rolled into (the Force roll is complete)")
+    # something still held in the month rolled out of: the state is not reset
+    stuck = _one("2023-10-26", state="Force", priced=3.0, spread_sessions=3, roll_date="2024-01-17",
+                 priced_moved=[True], rolled_out_position=[1.0])
+    assert stuck["state"] == "Force_Outright"
+    # rolled before the planned roll date (Force near the close-out): Roll_Adjusted waits for the multiple prices
+    # to move although the roll date lies ahead, and ends once they have
+    early = _one("2023-10-12", state="Roll_Adjusted", priced=0.0, forward=3.0, priced_moved=[False])
+    assert (early["state"], early["sessions_to_roll"]) == ("Roll_Adjusted", 3)
+    assert early["reason"].startswith("waiting for the multiple prices to price the forward (roll date 2023-10-17 ahead")
+    assert _one("2023-10-18", state="Roll_Adjusted", priced=3.0, roll_date="2024-01-17",
+                priced_moved=[True])["state"] == "No_Roll"
+
+
+def test_multiple_prices_on_the_planned_calendar_force_the_roll_before_the_roll_date():
+    # 2023-10-12 .. 2023-10-16 are 3 sessions before the roll date 2023-10-17; the close-out is 35 sessions away
+    on_plan = _one("2023-10-12", policy=RollPolicy(force_sessions=3), prices_roll_on_plan=[True])
+    assert (on_plan["state"], on_plan["sessions_to_roll"], on_plan["sessions_to_close_out"]) == ("Force", 3, 35)
+    assert on_plan["reason"] == ("3 sessions to the roll date 2023-10-17 (the multiple prices move PRICE_CONTRACT "
+                                 "then) (Force at 3): roll now with a calendar spread")
+    assert _one("2023-10-11", policy=RollPolicy(force_sessions=3), prices_roll_on_plan=[True])["state"] == "No_Roll"
+    # a source whose prices roll after the plan: Passive from the roll date, as before
+    assert _one("2023-10-12", policy=RollPolicy(force_sessions=3))["state"] == "No_Roll"

@@ -60,7 +60,7 @@ class Compressed(_Strict):
     every: int = Field(6, ge=2, description="sessions between two expiries")
     close_out_lead: int = Field(1, ge=1, description="physical delivery: sessions from close-out to last trade")
     roll_offset_days: int = Field(-4, description="every future's rolls.roll_offset_days on this calendar")
-    force_sessions: int = Field(2, ge=1, description="every future's rolls.force_sessions on this calendar")
+    force_sessions: int = Field(3, ge=1, description="every future's rolls.force_sessions on this calendar")
     outright_after: int = Field(1, ge=1, description="every future's rolls.outright_after on this calendar")
     expiry_guard_sessions: int = Field(1, ge=0, description="every future's rolls.expiry_guard_sessions")
 

@@ -28,6 +28,7 @@ import pandas as pd
 from pipeline.futures.expiry import instrument_close_outs
 from pipeline.futures.roll_calendar import business_days_between, roll_calendar
 from pipeline.futures.roll_states import (
+    ROLLING_STATES,
     RollPolicy,
     RollState,
     allowed_trades,
@@ -49,7 +50,8 @@ SPLIT_COLUMNS = ("priced_trade", "spread", "forward_trade", "refused", "reason")
 _EPS = 1e-9
 
 
-def order_contracts(contracts: pd.DataFrame, states: pd.Series, sessions_to_roll: pd.Series) -> pd.DataFrame:
+def order_contracts(contracts: pd.DataFrame, states: pd.Series, sessions_to_roll: pd.Series,
+                    priced_moved: pd.Series | None = None) -> pd.DataFrame:
     """The contracts (and their prices) the order path trades for each futures instrument on a session.
 
     Parameters
@@ -63,6 +65,11 @@ def order_contracts(contracts: pd.DataFrame, states: pd.Series, sessions_to_roll
     sessions_to_roll : pd.Series
         Index ``instrument``; sessions from the session to the planned roll out of the priced
         contract (:func:`pipeline.futures.roll_states.roll_policy`'s column; <= 0: reached).
+    priced_moved : pd.Series, optional
+        Index ``instrument``; bool: the multiple prices' ``PRICE_CONTRACT`` has moved off the
+        contract the roll was out of (:func:`session_roll_states`). When given it decides whether
+        ``Roll_Adjusted`` still waits, instead of ``sessions_to_roll`` (a roll forced before the
+        planned roll date waits with the roll date ahead).
 
     Returns
     -------
@@ -81,8 +88,9 @@ def order_contracts(contracts: pd.DataFrame, states: pd.Series, sessions_to_roll
     """
     out = contracts.reindex(columns=list(ROUTE_COLUMNS[1:])).copy()
     out.insert(0, "state", states.reindex(out.index).fillna(RollState.No_Roll.value).astype(object))
-    waiting = (out["state"] == RollState.Roll_Adjusted.value) & (
-        sessions_to_roll.reindex(out.index).fillna(1).to_numpy() <= 0)
+    not_moved = (sessions_to_roll.reindex(out.index).fillna(1).to_numpy() <= 0 if priced_moved is None else
+                 ~priced_moved.reindex(out.index).fillna(True).astype(bool).to_numpy())
+    waiting = (out["state"] == RollState.Roll_Adjusted.value) & not_moved
     out.loc[waiting, "priced_contract"] = out.loc[waiting, "forward_contract"]
     out.loc[waiting, "priced_price"] = out.loc[waiting, "forward_price"]
     out.loc[waiting, "forward_contract"] = None
@@ -109,6 +117,8 @@ def session_roll_states(
     current: pd.DataFrame,
     session: object,
     holidays: Mapping[str, Sequence[object]],
+    state_priced: pd.Series | None = None,
+    prices_roll_on_plan: bool = False,
 ) -> pd.DataFrame:
     """The roll policy of one session for the futures instruments, with its inputs and the order routes.
 
@@ -127,6 +137,18 @@ def session_roll_states(
         ``session`` the session it was set for); instruments without a row are ``No_Roll``.
     session : date-like
     holidays : mapping calendar code -> non-business weekdays
+    state_priced : pd.Series, optional
+        Index ``instrument``; the multiple prices' priced contract (``YYYYMM``) on the session each
+        instrument's current state was set for: the contract that state's roll is out of. Where
+        given (and the state is a rolling one or ``Roll_Adjusted``), the policy sees whether the
+        multiple prices have moved off it (``priced_moved``) and what is still held in it
+        (``rolled_out_position``); a roll they have adopted is over (``No_Roll``), and
+        ``Roll_Adjusted`` routes to the contract rolled into until they move, whatever the
+        planned roll date says.
+    prices_roll_on_plan : bool
+        The multiple prices are built on the planned roll calendar (from contract prices), so their
+        ``PRICE_CONTRACT`` moves on the planned roll date: Force is timed to finish the roll before
+        it (:func:`pipeline.futures.roll_states.roll_policy`, ``prices_roll_on_plan``).
 
     Returns
     -------
@@ -177,13 +199,22 @@ def session_roll_states(
             "spread_sessions": np.nan_to_num(spread_sessions).astype(int),
             "force_sessions": [i.rolls.force_sessions for i in group],
             "outright_after": [i.rolls.outright_after for i in group],
+            "prices_roll_on_plan": prices_roll_on_plan,
         }, index=names)
+        if state_priced is not None:
+            rolled_from = state_priced.reindex(names).astype(object)
+            known = rolled_from.notna() & now.isin([s.value for s in (*ROLLING_STATES, RollState.Roll_Adjusted)])
+            out_of = pd.MultiIndex.from_arrays([names, rolled_from.fillna("").astype(str)])
+            frame["priced_moved"] = (known & (rolled_from.astype(str) != c["priced_contract"].astype(str))).to_numpy()
+            frame["rolled_out_position"] = np.where(known, held.reindex(out_of).fillna(0.0).to_numpy()
+                                                    if len(held) else 0.0, 0.0)
         decided = roll_policy(frame, RollPolicy(), holidays=holidays[code])
         parts.append(frame.drop(columns=["state"]).join(decided))
     if not parts:
         return pd.DataFrame(columns=["state", "changed", "reason"], index=pd.Index([], name="instrument"))
     out = pd.concat(parts)
-    routes = order_contracts(contracts.loc[out.index], out["state"], out["sessions_to_roll"])
+    routes = order_contracts(contracts.loc[out.index], out["state"], out["sessions_to_roll"],
+                             out["priced_moved"] if "priced_moved" in out.columns else None)
     out["priced_contract"] = contracts.loc[out.index, "priced_contract"]
     out["forward_contract"] = contracts.loc[out.index, "forward_contract"]
     for column in ROUTE_COLUMNS[1:]:

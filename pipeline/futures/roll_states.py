@@ -174,7 +174,14 @@ def roll_policy(frame: pd.DataFrame, policy: RollPolicy = RollPolicy(), holidays
         state, a :class:`RollState` name), ``priced_position`` and ``forward_position`` (signed
         contracts). Optional: ``spread_sessions`` (sessions a Force spread has been working
         unfilled; 0 if absent), ``force_sessions`` and ``outright_after`` (per-instrument
-        thresholds instead of ``policy``'s).
+        thresholds instead of ``policy``'s), ``priced_moved`` (bool: the multiple prices'
+        ``PRICE_CONTRACT`` is no longer the contract the current state's roll is out of, i.e. the
+        priced contract of the session the state was set for; absent: a reached roll date stands
+        for "not moved", as with a source whose prices roll after the planned date) and
+        ``rolled_out_position`` (signed contracts still held in that contract; 0 if absent),
+        ``prices_roll_on_plan`` (bool: the multiple prices are built on the planned roll calendar,
+        :mod:`pipeline.futures.from_contracts`, so ``PRICE_CONTRACT`` moves on ``roll_date``; Force
+        then counts the sessions to the earlier of the close-out and the roll date).
     policy : RollPolicy
         The default thresholds.
     holidays : sequence of date-like
@@ -196,16 +203,23 @@ def roll_policy(frame: pd.DataFrame, policy: RollPolicy = RollPolicy(), holidays
     The rules, first match wins (pysystemtrade ``sysproduction/interactive_update_roll_status.py``,
     ``suggest_roll_state_for_instrument``, and the transitions of ``roll_state.py``):
 
+    0. A ``Passive``, ``Force``, ``Force_Outright`` or ``Roll_Adjusted`` whose roll the multiple
+       prices have adopted (``priced_moved``, nothing left in the contract rolled out of) is over:
+       the rules below are applied from ``No_Roll`` (pysystemtrade: ``Roll_Adjusted`` -> ``No_Roll``
+       once the adjusted prices are rolled), so a stale state never rolls the new priced contract.
     1. ``Close`` and ``No_Open`` are kept (set by hand).
-    2. ``Roll_Adjusted`` -> ``No_Roll`` once the multiple prices price the forward (the planned
-       roll out of the priced contract, ``roll_date``, lies after the session); kept while the
-       roll date is reached (the source's ``PRICE_CONTRACT`` has not moved yet), so the order path
-       keeps trading the contract rolled into (:func:`pipeline.futures.roll_orders.order_contracts`).
+    2. ``Roll_Adjusted`` -> ``No_Roll`` once the multiple prices price the forward (``priced_moved``;
+       without that column: the planned roll out of the priced contract, ``roll_date``, lies after
+       the session); kept while they have not moved, so the order path keeps trading the contract
+       rolled into (:func:`pipeline.futures.roll_orders.order_contracts`), even when the position was
+       rolled (Force near the close-out) before the planned roll date.
     3. no priced position in ``Passive``, ``Force`` or ``Force_Outright``, or in ``No_Roll`` once
        the roll date is reached -> ``Roll_Adjusted``.
     4. ``Force_Outright`` with a priced position is kept (never de-escalated).
     5. ``Force`` with ``spread_sessions >= outright_after`` -> ``Force_Outright``; else kept.
-    6. a priced position ``force_sessions`` or fewer sessions from the close-out -> ``Force``.
+    6. a priced position ``force_sessions`` or fewer sessions from the close-out (or from the roll
+       date, if earlier, where ``prices_roll_on_plan``: the position must leave the priced contract
+       before the multiple prices move off it, or it is left in neither priced nor forward) -> ``Force``.
     7. a priced position on or after the roll date -> ``Passive``; ``Passive`` set early is kept.
     8. otherwise ``No_Roll``.
 
@@ -216,7 +230,17 @@ def roll_policy(frame: pd.DataFrame, policy: RollPolicy = RollPolicy(), holidays
         raise FuturesDataError(f"roll policy: missing column(s) {', '.join(missing)} (found {', '.join(frame.columns)})")
     if frame.index.has_duplicates:
         raise FuturesDataError(f"roll policy: instrument {frame.index[frame.index.duplicated()][0]!r} appears twice")
-    state = _states(frame["state"], "roll policy")
+    recorded = _states(frame["state"], "roll policy")
+    moved = (frame["priced_moved"].fillna(False).astype(bool).to_numpy() if "priced_moved" in frame.columns
+             else None)
+    left = (pd.to_numeric(frame["rolled_out_position"], errors="coerce").fillna(0.0).to_numpy()
+            if "rolled_out_position" in frame.columns else np.zeros(len(frame)))
+    # a roll the multiple prices have already adopted (PRICE_CONTRACT moved off the contract rolled out of,
+    # nothing left in it) is over: the instrument is decided afresh from No_Roll in its new priced contract
+    over = (np.zeros(len(frame), dtype=bool) if moved is None else
+            moved & np.isin(recorded, [s.value for s in (*ROLLING_STATES, RollState.Roll_Adjusted)])
+            & ~np.isin(recorded, [s.value for s in MANUAL_STATES]) & (np.abs(left) < 1e-9))
+    state = np.where(over, RollState.No_Roll.value, recorded).astype(object)
     session, roll_date, close_out = (_dates(frame, c) for c in ("session", "roll_date", "close_out"))
     priced = pd.to_numeric(frame["priced_position"], errors="coerce").fillna(0.0).to_numpy()
 
@@ -229,6 +253,12 @@ def roll_policy(frame: pd.DataFrame, policy: RollPolicy = RollPolicy(), holidays
     outright_at = column("outright_after", policy.outright_after)
     to_roll = business_days_between(session, roll_date, holidays).astype(int)
     to_close = business_days_between(session, close_out, holidays).astype(int)
+    # multiple prices built on the planned calendar move PRICE_CONTRACT on the roll date: the roll must be
+    # done before it, so Force counts the sessions to the earlier of the close-out and the roll date
+    on_plan = (frame["prices_roll_on_plan"].fillna(False).astype(bool).to_numpy()
+               if "prices_roll_on_plan" in frame.columns else np.zeros(len(frame), dtype=bool))
+    by_roll = on_plan & (to_roll < to_close)
+    to_deadline = np.where(by_roll, to_roll, to_close)
 
     held = np.abs(priced) > 1e-9
     is_ = {s: state == s.value for s in RollState}
@@ -243,11 +273,12 @@ def roll_policy(frame: pd.DataFrame, policy: RollPolicy = RollPolicy(), holidays
     position = pd.Series(priced, index=frame.index).map("{:g}".format)
     rules = [
         (manual, state, text("set by hand: kept until a person changes it")),
-        (is_[RollState.Roll_Adjusted] & (to_roll > 0), RollState.No_Roll.value,
+        (is_[RollState.Roll_Adjusted] & ((to_roll > 0) if moved is None else moved), RollState.No_Roll.value,
          text("the multiple prices price the contract rolled into (adjusted prices re-stitched on it)")),
         (is_[RollState.Roll_Adjusted], RollState.Roll_Adjusted.value,
-         "waiting for the multiple prices to price the forward (roll date " + roll_day + " reached, "
-         "PRICE_CONTRACT not moved): orders go to the contract rolled into"),
+         "waiting for the multiple prices to price the forward (roll date " + roll_day
+         + pd.Series(np.where(to_roll <= 0, " reached", " ahead"), index=frame.index)
+         + ", PRICE_CONTRACT not moved): orders go to the contract rolled into"),
         ((rolling | (is_[RollState.No_Roll] & (to_roll <= 0))) & ~held, RollState.Roll_Adjusted.value,
          "no position left in the priced contract (roll date " + roll_day + "): switch it to the forward"),
         (is_[RollState.Force_Outright] & held, RollState.Force_Outright.value,
@@ -257,9 +288,11 @@ def roll_policy(frame: pd.DataFrame, policy: RollPolicy = RollPolicy(), holidays
          + " sessions (limit " + pd.Series(outright_at, index=frame.index).astype(str) + "): two outright orders"),
         (is_[RollState.Force] & held, RollState.Force.value,
          "calendar spread working for " + pd.Series(working, index=frame.index).astype(str) + " sessions"),
-        (held & (to_close <= force_at), RollState.Force.value,
-         n_close + " sessions to the priced contract's close-out " + close_day + " (Force at "
-         + pd.Series(force_at, index=frame.index).astype(str) + "): roll now with a calendar spread"),
+        (held & (to_deadline <= force_at), RollState.Force.value,
+         pd.Series(np.where(by_roll, n_roll + " sessions to the roll date " + roll_day + " (the multiple prices move "
+                            "PRICE_CONTRACT then)", n_close + " sessions to the priced contract's close-out "
+                            + close_day), index=frame.index)
+         + " (Force at " + pd.Series(force_at, index=frame.index).astype(str) + "): roll now with a calendar spread"),
         (held & (to_roll <= 0), RollState.Passive.value,
          "roll date " + roll_day + " reached: reduce the priced contract, open in the forward"),
         (is_[RollState.Passive], RollState.Passive.value,
@@ -270,11 +303,13 @@ def roll_policy(frame: pd.DataFrame, policy: RollPolicy = RollPolicy(), holidays
                           default=RollState.No_Roll.value)
     default_reason = (n_roll + " sessions to the roll date " + roll_day).to_numpy(dtype=object)
     reason = np.select(conditions, [r.to_numpy(dtype=object) for _, _, r in rules], default=default_reason)
+    reason = np.where(over, "the multiple prices price the contract rolled into (the " + pd.Series(recorded, dtype=object)
+                      .to_numpy() + " roll is complete); " + reason.astype(str), reason)
     return pd.DataFrame(
         {
             "state": new_state.astype(object),
-            "previous_state": state,
-            "changed": new_state != state,
+            "previous_state": recorded,
+            "changed": new_state != recorded,
             "reason": reason.astype(object),
             "sessions_to_roll": to_roll,
             "sessions_to_close_out": to_close,
