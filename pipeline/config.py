@@ -1124,6 +1124,21 @@ def config_file(path: str | Path | None = None) -> Path:
     return Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
 
 
+def read_config_file(path: str | Path) -> Any:
+    """The YAML content of the configuration file ``path`` (``{}`` for an empty file).
+
+    Raises:
+        ConfigError: the file does not exist or is not YAML (the message names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+
+
 def load_config(path: str | Path | None = None) -> PipelineConfig:
     """Load and validate the configuration.
 
@@ -1137,12 +1152,7 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
             names the file and each failing field).
     """
     path = config_file(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    raw = read_config_file(path)
     try:
         raw = resolve_instruments(raw) if isinstance(raw, dict) else raw
     except (ValueError, OSError) as exc:  # one line, the file named

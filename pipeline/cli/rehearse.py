@@ -107,19 +107,11 @@ def parse_skip(text: str) -> tuple[dt.date, int]:
 
 def _read(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The file's pipeline configuration and its ``rehearsal:`` section (ConfigError if unreadable)."""
-    import yaml
+    from pipeline.config import ConfigError, read_config_file
 
-    from pipeline.config import ConfigError
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {common.one_line(exc)}") from exc
+    raw = read_config_file(path)
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {p} is not a mapping")
+        raise ConfigError(f"config file {path} is not a mapping")
     return raw, raw.pop("rehearsal", None) or {}
 
 
