@@ -192,15 +192,21 @@ def test_the_rehearsal_passes_two_rolls_of_each_instrument(rehearsal):
     assert all(r["to"] > r["from"] for r in report["rolls"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the Force spread still rests at the broker when the state goes Force_Outright: it counts as working in the "
-    "priced month (P = held + working = 0), so no outright is sent; the resting spread must first be cancelled "
-    "(pysystemtrade cancels it), which the order path (pipeline/execution/submit.py) does not do yet"))
 def test_a_spread_that_never_fills_escalates_to_force_outright(tmp_path):
-    _, report = _rehearse(tmp_path, "--sessions", "8", "--spread-never-fills")
+    # Months every 10 sessions leave room for Force (3 sessions before the roll), Force_Outright one
+    # session later and the outrights before the guard's last session. The resting spread is cancelled
+    # before the outrights (pipeline/execution/cancel.py: cancel_resting_spreads); left working it
+    # would count as working in the priced month and no outright would ever be sent.
+    code = main(["rehearse", "--config", EXAMPLE, "--out", str(tmp_path), "--compressed", "10", "--sessions", "14",
+                 "--spread-never-fills"])
+    report = json.loads((tmp_path / "rehearsal.json").read_text())
     states = pd.DataFrame(report["roll_states"])
-    assert "Force_Outright" in set(states["state"])
+    assert set(states.loc[states["state"] == "Force_Outright", "instrument"]) == {"ES", "GC", "MCL"}
+    by_outright = {r["instrument"] for r in report["rolls"] if r["how"] == "Force_Outright"}
+    assert {"GC", "MCL"} <= by_outright  # rolled by the two outright orders, the spread never having filled
+    assert code == 0 and report["counts"]["failed_runs"] == 0
     assert report["counts"]["expiry_breaches"] == 0
+    assert report["counts"]["orphans"] == 0 and report["counts"]["duplicate_orders"] == 0
 
 
 def test_skipped_sessions_before_expiry_send_nothing_to_the_expiring_month(tmp_path):

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.execution.broker_io import record_outcome
+from pipeline.execution.broker_io import record_outcome, working_orders
 from pipeline.store.ledger import OPEN_STATUSES, Ledger
 from pipeline.trading import Broker
 
@@ -43,3 +43,50 @@ def cancel_orders(session: Any, *, ledger: Ledger, broker: Broker, run_id: str |
             if outcome is not None:
                 record_outcome(ledger, outcome, run_id, counts)
         return ledger.intents(session=session)
+
+
+def cancel_resting_spreads(routes: pd.DataFrame, *, ledger: Ledger, broker: Broker, run_id: str | None,
+                           counts: dict[str, int]) -> list[str]:
+    """Cancel the calendar spreads still working for the instruments whose roll state is ``Force_Outright``.
+
+    A Force spread that has not filled rests at the broker; when the roll escalates to two outright
+    orders it must go first (pysystemtrade cancels the spread before the outrights): left working,
+    it counts as working in the priced month, so the residual is 0 and no outright is ever sent.
+    Cancels only remove risk, so no trading state blocks them. Each answer is recorded as
+    :func:`cancel_orders` records it (a spread that filled before the cancel reached the exchange is
+    recorded FILLED, and the plan then sees its legs in the positions).
+
+    Parameters
+    ----------
+    routes : DataFrame
+        Index instrument, column ``state`` (the session's roll states, ``futures_order_routes``).
+    ledger, broker, run_id, counts
+        As :func:`pipeline.execution.submit.execute_orders`' run.
+
+    Returns
+    -------
+    list of str
+        The order references cancelled (empty when no instrument is ``Force_Outright``).
+
+    Raises
+    ------
+    BrokerError
+        The broker could not be asked or refused the cancel.
+    """
+    outright = set(routes.index[routes["state"].astype(str) == "Force_Outright"].astype(str))
+    if not outright:
+        return []
+    intents = ledger.intents()
+    if intents.empty or "spread_contract" not in intents.columns:
+        return []
+    spreads = intents[intents["instrument"].isin(outright) & intents["spread_contract"].notna()
+                      & (intents["mode"] == "submit") & intents["status"].isin(OPEN_STATUSES)]
+    working = set(working_orders(broker)["order_ref"].astype(str))
+    refs = [str(ref) for ref in spreads["order_ref"] if str(ref) in working]
+    for ref in refs:  # a spread or two per rolling instrument
+        answer = broker.cancel(ref)
+        found = broker.lookup(ref)
+        outcome = found if found is not None else answer
+        if outcome is not None:
+            record_outcome(ledger, outcome, run_id, counts)
+    return refs

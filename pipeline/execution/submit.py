@@ -27,6 +27,7 @@ from pipeline.execution.broker_io import (
     preview_intents,
     submit_intent,
 )
+from pipeline.execution.cancel import cancel_resting_spreads
 from pipeline.execution.context import SubmitRun
 from pipeline.execution.fallback import complete_fallbacks, market_fallback
 from pipeline.execution.gate import daily_loss_breached
@@ -295,6 +296,11 @@ def _execute_orders(
             prior = ledger.intents(session=session)
             gate.rejected = rejected_in_session(prior)
             gate.trades_in_session = sent_in_session(prior)
+
+    # 1b. a roll escalated to Force_Outright: its resting spread goes before the outrights are planned
+    if submit and futures_routes is not None and cancel_resting_spreads(
+            futures_routes, ledger=ledger, broker=broker, run_id=run_id, counts=counts):
+        prior = ledger.intents(session=session)
 
     # 2. positions: the broker's, failing closed; or the assumed ones of a record-only run
     if broker is not None:
