@@ -36,13 +36,20 @@ def cancel_orders(session: Any, *, ledger: Ledger, broker: Broker, run_id: str |
     with ledger.hold():
         prior = ledger.intents(session=session)
         live = prior[(prior["mode"] == "submit") & prior["status"].isin(OPEN_STATUSES)]
-        cancelled = {str(ref): broker.cancel(str(ref)) for ref in live["order_ref"]}
-        for ref, answer in cancelled.items():
-            found = broker.lookup(ref)  # the broker's final word, late fills included
-            outcome = found if found is not None else answer
-            if outcome is not None:
-                record_outcome(ledger, outcome, run_id, counts)
+        _cancel_and_record([str(ref) for ref in live["order_ref"]], ledger, broker, run_id, counts)
         return ledger.intents(session=session)
+
+
+def _cancel_and_record(refs: list[str], ledger: Ledger, broker: Broker, run_id: str | None,
+                       counts: dict[str, int]) -> None:
+    """Cancel ``refs`` at the broker, then record the broker's word on each after all the cancels (a
+    look-up by order_ref, late fills included; the cancel's own answer when the look-up finds nothing)."""
+    cancelled = {ref: broker.cancel(ref) for ref in refs}
+    for ref, answer in cancelled.items():
+        found = broker.lookup(ref)  # the broker's final word, late fills included
+        outcome = found if found is not None else answer
+        if outcome is not None:
+            record_outcome(ledger, outcome, run_id, counts)
 
 
 def cancel_resting_spreads(routes: pd.DataFrame, *, ledger: Ledger, broker: Broker, run_id: str | None,
@@ -83,10 +90,5 @@ def cancel_resting_spreads(routes: pd.DataFrame, *, ledger: Ledger, broker: Brok
                       & (intents["mode"] == "submit") & intents["status"].isin(OPEN_STATUSES)]
     working = set(working_orders(broker)["order_ref"].astype(str))
     refs = [str(ref) for ref in spreads["order_ref"] if str(ref) in working]
-    for ref in refs:  # a spread or two per rolling instrument
-        answer = broker.cancel(ref)
-        found = broker.lookup(ref)
-        outcome = found if found is not None else answer
-        if outcome is not None:
-            record_outcome(ledger, outcome, run_id, counts)
+    _cancel_and_record(refs, ledger, broker, run_id, counts)
     return refs
